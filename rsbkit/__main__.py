@@ -1,0 +1,112 @@
+"""Command line: ``python -m rsbkit {recipe,train,evaluate,data} ...``.
+
+Bad input prints one line (``rsbkit: error: ...``) and exits with status 2; no traceback.
+Run under torchrun later: nothing here assumes a single process beyond what train() does.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .errors import RsbkitError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        self.exit(2, f"rsbkit {self.prog.split()[-1]}: error: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rsbkit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("recipe", help="print a resolved recipe as YAML")
+    p.add_argument("source", help="recipe name (a1, a2, a3, torchvision, resnet_rs50 ...) or YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+
+    p = sub.add_parser("train", help="train a recipe and write a run folder")
+    p.add_argument("config", help="YAML file (params/a3.yaml ...) or recipe name")
+    p.add_argument("--data", default="default", help="'default', 'fashion-mnist', a timm name (torch/cifar10) or a folder")
+    p.add_argument("--data-root", default=None, help="where timm / torchvision datasets are downloaded")
+    p.add_argument("--out", default=None, help="run folder (default runs/<recipe>-<time>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--device", default=None, help="cuda, cpu or auto (default)")
+    p.add_argument("--workers", type=int, default=None, help="data loader processes")
+    p.add_argument("--progress", default="auto", choices=("auto", "bar", "line", "none"))
+    p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on a fixed random N images")
+    p.add_argument("--limit-val", type=int, default=None, metavar="N", help="evaluate on a fixed random N images")
+
+    p = sub.add_parser("evaluate", help="top-1 of a run or checkpoint over test resolutions and crop ratios")
+    p.add_argument("source", help="run folder, checkpoint file, or timm pretrained name (needs a network)")
+    p.add_argument("--data", default="default")
+    p.add_argument("--res", type=int, nargs="+", default=None, help="test resolutions (default: the recipe's)")
+    p.add_argument("--crop", type=float, nargs="+", default=None, help="crop ratios (default: the recipe's)")
+    p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    p.add_argument("--real", default=None, metavar="real.json", help="ImageNet ReaL labels file")
+    p.add_argument("--device", default=None)
+    p.add_argument("--limit-val", type=int, default=None, metavar="N")
+
+    p = sub.add_parser("data", help="check a dataset and print its size and classes")
+    p.add_argument("spec", nargs="?", default="default")
+    p.add_argument("--data-root", default=None)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except RsbkitError as exc:
+        print(f"rsbkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rsbkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .recipes import load_recipe, parse_overrides
+
+    if args.command == "recipe":
+        print(load_recipe(args.source, **parse_overrides(args.overrides)).to_yaml(), end="")
+        return 0
+    if args.command == "train":
+        from .train import train
+
+        recipe = load_recipe(args.config, **parse_overrides(args.overrides))
+        result = train(
+            recipe, args.data, args.out, device=args.device, workers=args.workers, resume=args.resume,
+            progress=args.progress, limit_train=args.limit_train, limit_val=args.limit_val, data_root=args.data_root,
+        )
+        print(f"run folder: {result['run_dir']}")
+        return 0
+    if args.command == "evaluate":
+        from .data import load_data
+        from .evaluate import evaluate, load_model, resolution_sweep
+
+        model, recipe = load_model(args.source, ema=args.ema, device="cpu")
+        data = load_data(args.data, limit_val=args.limit_val)
+        res = args.res or [recipe.test_res if recipe else 224]
+        crops = args.crop or [recipe.crop_pct if recipe else 0.95]
+        interp = recipe.interpolation if recipe else "bicubic"
+        if args.real:
+            print(evaluate(model, data, test_res=res[0], crop_pct=crops[0], interpolation=interp,
+                           device=args.device, real_json=args.real))
+        else:
+            print(resolution_sweep(model, data, res, crops, interpolation=interp, device=args.device).to_string(index=False))
+        return 0
+    if args.command == "data":
+        from .data import load_data
+
+        data = load_data(args.spec, root=args.data_root)
+        for key, value in data.describe().items():
+            print(f"{key}: {value}")
+        print(f"classes: {', '.join(map(str, data.classes[:20]))}{' ...' if data.num_classes > 20 else ''}")
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

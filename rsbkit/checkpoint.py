@@ -1,0 +1,57 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, checked on load."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+
+from .errors import CheckpointError
+from .runs import _umask
+
+FORMAT = "rsbkit-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: Union[str, Path], state: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A crash mid-write leaves the previous checkpoint intact: rename is atomic on POSIX.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+    """Read an rsbkit checkpoint; a missing, truncated or foreign file raises CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, pickle errors, disallowed globals
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "it may be truncated or not a PyTorch file: use the run's other checkpoint (best.pt / last.pt) or retrain"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        keys = list(state)[:5] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{path} is not an rsbkit checkpoint (found {keys}); for plain timm/torch weights use "
+            "rsbkit.evaluate.load_model(weights=..., model=NAME)"
+        )
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {state.get('version')}; this rsbkit reads version {VERSION}")
+    return state

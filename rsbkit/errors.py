@@ -1,0 +1,29 @@
+"""Errors a user can act on. Each message names the bad thing and the fix.
+
+The command line prints these as one line; anything else is a bug and keeps its
+traceback.
+"""
+
+
+class RsbkitError(Exception):
+    """Base class: a problem with the user's input, not with rsbkit."""
+
+
+class RecipeError(RsbkitError, ValueError):
+    """Unknown recipe, field or choice, or a value out of range."""
+
+
+class DataError(RsbkitError):
+    """A dataset that is missing, empty or cannot be read."""
+
+
+class CheckpointError(RsbkitError):
+    """A checkpoint that is truncated, foreign or does not match the run."""
+
+
+class RunError(RsbkitError):
+    """A run folder that cannot be used as asked (exists, or nothing to resume)."""
+
+
+class NonFiniteLossError(RsbkitError, FloatingPointError):
+    """The training loss became NaN or infinite."""

@@ -1,0 +1,184 @@
+"""Evaluation at any test resolution and crop ratio, and sweeps over both.
+
+The FixRes effect (RSB Figure 4) and the crop-ratio ablation (RSB Table 9) are
+tables from ``resolution_sweep``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint
+from .data import Data, eval_loader, eval_transform, load_data
+from .errors import CheckpointError, DataError
+from .recipes import Recipe
+
+
+def pick_device(device: Union[str, torch.device, None] = None) -> torch.device:
+    """``None``/``"auto"``: CUDA when there is one, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DataError("device 'cuda' asked for, but torch sees no CUDA GPU; use device='cpu' or 'auto'")
+    return device
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """Mixed precision on CUDA when `dtype` is given; float32 otherwise."""
+    if device.type == "cuda" and dtype is not None:
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def default_workers(device: torch.device) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # on CPU the model step needs the cores too: one loader worker overlaps decode with compute
+    return min(8, cores) if device.type == "cuda" else min(1, cores - 1)
+
+
+@torch.no_grad()
+def evaluate_loader(
+    model: torch.nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    *,
+    amp_dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+    real_labels: Any = None,
+) -> dict[str, Any]:
+    """Top-1, top-5 (%) and cross-entropy over a loader of (images, labels, skipped)."""
+    model.eval()
+    correct1 = torch.zeros((), device=device)
+    correct5 = torch.zeros((), device=device)
+    loss_sum = torch.zeros((), device=device)
+    n, skipped = 0, []
+    for images, labels, skipped_batch in loader:
+        skipped += skipped_batch
+        if images is None:
+            continue
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            logits = model(images)
+        logits = logits.float()
+        # cross-entropy on hard labels whatever the training loss, as timm's validate.py reports
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (top[:, 0] == labels).sum()
+        correct5 += (top == labels[:, None]).any(dim=1).sum()
+        n += len(labels)
+        if real_labels is not None:
+            real_labels.add_result(logits)
+    if n == 0:
+        raise DataError("evaluation saw no readable images")
+    out = dict(top1=100 * correct1.item() / n, top5=100 * correct5.item() / n, loss=loss_sum.item() / n, images=n,
+               skipped=[s.path for s in skipped])
+    if real_labels is not None:
+        out["real_top1"] = real_labels.get_accuracy(k=1)
+        out["real_top5"] = real_labels.get_accuracy(k=5)
+    return out
+
+
+def evaluate(
+    model: torch.nn.Module,
+    data: Union[Data, str, Path],
+    *,
+    test_res: int,
+    crop_pct: float,
+    interpolation: str = "bicubic",
+    batch_size: int = 128,
+    workers: Optional[int] = None,
+    device: Union[str, torch.device, None] = None,
+    amp_dtype: Optional[torch.dtype] = None,
+    real_json: Union[str, Path, None] = None,
+) -> dict[str, Any]:
+    """Evaluate on the validation split at `test_res` after resizing to test_res / crop_pct.
+
+    With `real_json` (the ImageNet ReaL labels file), also ReaL top-1/top-5 through
+    timm's RealLabelsImagenet; that needs a folder dataset of the ImageNet val images.
+    """
+    data = load_data(data)
+    device = pick_device(device)
+    real = None
+    if real_json is not None:
+        from timm.data import RealLabelsImagenet
+
+        if data.val_files is None:
+            raise DataError(f"ReaL labels need the ImageNet val images as a folder dataset; {data.name} has no file names")
+        real = RealLabelsImagenet(data.val_files, real_json=str(real_json), topk=(1, 5))
+    loader = eval_loader(
+        data.val, eval_transform(test_res, crop_pct, interpolation), batch_size=batch_size,
+        workers=default_workers(device) if workers is None else workers, pin_memory=device.type == "cuda",
+    )
+    model = model.to(device)
+    return evaluate_loader(model, loader, device, amp_dtype=amp_dtype, real_labels=real)
+
+
+def resolution_sweep(
+    model: torch.nn.Module,
+    data: Union[Data, str, Path],
+    resolutions: Iterable[int],
+    crop_pcts: Iterable[float] = (0.875, 0.95, 1.0),
+    **kwargs: Any,
+) -> "pandas.DataFrame":  # noqa: F821
+    """Top-1/top-5 for every (test resolution, crop ratio): one row each."""
+    import pandas as pd
+
+    data = load_data(data)
+    rows = []
+    for res in resolutions:
+        for crop in crop_pcts:
+            metrics = evaluate(model, data, test_res=int(res), crop_pct=float(crop), **kwargs)
+            rows.append(dict(test_res=int(res), crop_pct=float(crop), resize_to=int(res / crop),
+                             top1=metrics["top1"], top5=metrics["top5"], loss=metrics["loss"]))
+    return pd.DataFrame(rows)
+
+
+def load_model(
+    source: Union[str, Path],
+    *,
+    model: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    ema: bool = False,
+    device: Union[str, torch.device] = "cpu",
+) -> tuple[torch.nn.Module, Optional[Recipe]]:
+    """A model from a run folder (its best.pt), an rsbkit checkpoint, a plain state_dict
+    (with `model` and `num_classes`), or a timm pretrained name such as
+    ``resnet50.a1_in1k`` (downloads; needs a network). Returns (model, recipe or None)."""
+    import timm
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
+    if not path.exists():
+        if model is None and timm.is_model(str(source).split(".")[0]):
+            try:
+                return timm.create_model(str(source), pretrained=True).to(device).eval(), None
+            except Exception as exc:
+                raise CheckpointError(f"could not load timm pretrained weights {source!r} ({type(exc).__name__}: {exc}); "
+                                      "this needs a network, or pass a checkpoint path") from None
+        raise CheckpointError(f"no checkpoint, run folder or timm model named {source}")
+    if model is not None:  # plain weights
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net = timm.create_model(model, num_classes=num_classes or 1000)
+        try:
+            net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        except (RuntimeError, AttributeError, TypeError) as exc:
+            raise CheckpointError(f"{path} does not hold weights for {model} with {num_classes} classes: {str(exc)[:300]}") from None
+        return net.to(device).eval(), None
+    state = load_checkpoint(path)
+    recipe = Recipe().replace(**state["recipe"])
+    net = timm.create_model(recipe.model, num_classes=state["num_classes"])
+    key = "ema" if ema else "model"
+    if state.get(key) is None:
+        raise CheckpointError(f"{path} holds no {key!r} weights" + ("; the run had model_ema off" if ema else ""))
+    net.load_state_dict(state[key])
+    return net.to(device).eval(), recipe

@@ -1,0 +1,577 @@
+"""Training recipes as data: the RSB procedures A1/A2/A3, torchvision's original
+recipe and ResNet-RS, with validation and YAML loading.
+
+Field names follow timm's ``train.py`` flags where one exists (``--drop-path`` is
+``drop_path``), so a timm user can read a recipe at a glance. Values come from
+``shared/REFERENCE.md`` sections 1 and 2; where the sources disagree the
+recipe's docstring says which one it follows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import RecipeError
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What a paper reports for a recipe, so a run can be put beside it."""
+
+    top1: float  # ImageNet-1k val top-1, %
+    real: Optional[float] = None  # ImageNet ReaL top-1, %
+    v2: Optional[float] = None  # ImageNet-V2 matched-frequency top-1, %
+    train_hours: Optional[float] = None  # wall-clock hours on `gpus` x `gpu`
+    gpus: Optional[int] = None
+    gpu: Optional[str] = None
+    peak_mem_gb: Optional[float] = None  # per GPU
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training procedure. Build variants with ``recipe.replace(**overrides)``."""
+
+    name: str = "custom"  # label for run folders and reports
+    # model (timm)
+    model: str = "resnet50"  # any name timm.create_model knows
+    drop_path: float = 0.0  # stochastic depth rate, scaled linearly over blocks by timm
+    drop: float = 0.0  # dropout before the classifier
+    # batch and length
+    epochs: int = 100
+    batch_size: int = 2048  # global batch of this run (images per optimizer micro-step)
+    lr_base_size: int = 2048  # the global batch that `lr` is defined for
+    grad_accum: bool = False  # batch < lr_base_size: accumulate to lr_base_size instead of scaling lr
+    # optimizer (timm.optim)
+    opt: str = "lamb"
+    lr: float = 5e-3  # at lr_base_size
+    weight_decay: float = 0.02
+    momentum: float = 0.9  # SGD only
+    decay_norm_bias: bool = False  # False: no weight decay on norm and bias parameters (timm default)
+    lamb_clip: Optional[float] = 1.0  # timm Lamb's built-in global grad-norm clip (max_grad_norm)
+    clip_grad: Optional[float] = None  # extra global grad-norm clip before the step; None = off
+    # schedule (timm.scheduler), updated every optimizer step
+    sched: str = "cosine"  # cosine | multistep
+    warmup_epochs: int = 5
+    warmup_lr: float = 1e-4  # LR at step 0 of the linear warmup
+    min_lr: float = 1e-6  # LR at the end of the cosine
+    decay_milestones: tuple[int, ...] = ()  # multistep: epochs at which LR is multiplied by decay_rate
+    decay_rate: float = 0.1
+    # loss
+    loss: str = "bce"  # bce | ce
+    smoothing: float = 0.0  # label smoothing
+    bce_target_thresh: Optional[float] = None  # BCE: targets above it become 1; None = off
+    # augmentation (timm.data.create_transform, Mixup, RepeatAugSampler)
+    train_res: int = 224  # RandomResizedCrop output size, px
+    scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range
+    ratio: tuple[float, float] = (0.75, 4 / 3)  # RandomResizedCrop aspect range
+    hflip: float = 0.5  # horizontal flip probability
+    color_jitter: float = 0.0
+    aa: Optional[str] = "rand-m7-mstd0.5-inc1"  # timm RandAugment string; None = off
+    reprob: float = 0.0  # random erasing probability
+    mixup: float = 0.0  # mixup alpha; 0 = off
+    cutmix: float = 0.0  # cutmix alpha; 0 = off
+    mixup_prob: float = 1.0  # probability of mixing a batch at all
+    mixup_switch_prob: float = 0.5  # probability of cutmix instead of mixup when both are on
+    aug_repeats: int = 0  # repeated augmentation: each image this many times per epoch; 0 = off
+    interpolation: str = "bicubic"  # train and test resize
+    # evaluation
+    test_res: int = 224  # centre-crop size, px
+    crop_pct: float = 0.95  # resize to test_res / crop_pct, then centre-crop test_res
+    # weight averaging
+    model_ema: bool = False
+    model_ema_decay: float = 0.9998
+    # numerics and speed (CUDA only; CPU runs float32, NCHW, eager)
+    amp: bool = True  # mixed precision autocast
+    amp_dtype: str = "bfloat16"  # bfloat16 | float16 (float16 adds a grad scaler)
+    channels_last: bool = True
+    torchcompile: bool = False
+    seed: int = 0
+    # what the paper reports for this recipe; not a training setting
+    reported: Optional[Reported] = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for f in _fields().values():
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), _hints()[f.name]))
+        _check(self)
+
+    def replace(self, **overrides: Any) -> "Recipe":
+        """A copy with `overrides` applied and validated."""
+        for key in overrides:
+            if key not in _fields() and key != "reported":
+                raise RecipeError(_unknown("recipe field", key, _fields()))
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat dict of training fields (lists for tuples, ready for YAML or JSON)."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name in _fields()
+            for value in [getattr(self, name)]
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------- validation
+
+
+@functools.cache
+def _fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(Recipe) if f.name != "reported"}
+
+
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(Recipe)
+
+
+def _unknown(kind: str, name: Any, valid) -> str:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    listing = ", ".join(valid) if len(valid) <= 60 else f"{len(valid)} names"
+    return f"unknown {kind} {name!r}; {hint}valid: {listing}"
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check `value` against the field's type; accept what YAML and the CLI produce."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and args[-1] is Ellipsis:
+            value = (value,)
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{name}={value!r}: expected a list, e.g. {name}: [1, 2]")
+        if args[-1] is not Ellipsis and len(value) != len(args):
+            raise RecipeError(f"{name}={list(value)}: expected {len(args)} values, got {len(value)}")
+        inner = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
+        return tuple(_coerce(name, v, h) for v, h in zip(value, inner))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(f"{name}={value!r}: expected true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise RecipeError(f"{name}={value!r}: expected a whole number")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 5e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise RecipeError(f"{name}={value!r}: expected a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise RecipeError(f"{name}={value!r}: expected a string")
+    return value
+
+
+def _in_range(r: Recipe, name: str, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise RecipeError(f"{name}={getattr(r, name)!r} is out of range: allowed {allowed}")
+
+
+def _choice(r: Recipe, name: str, valid, kind: str) -> None:
+    if getattr(r, name) not in valid:
+        raise RecipeError(_unknown(f"{kind} ({name})", getattr(r, name), valid))
+
+
+LOSSES = ("bce", "ce")
+SCHEDULES = ("cosine", "multistep")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "random")
+AMP_DTYPES = ("bfloat16", "float16")
+
+
+def _check(r: Recipe) -> None:
+    prob, unit_open = "[0, 1]", "[0, 1)"
+    _in_range(r, "epochs", r.epochs >= 1, ">= 1")
+    _in_range(r, "batch_size", r.batch_size >= 1, ">= 1")
+    _in_range(r, "lr_base_size", r.lr_base_size >= 1, ">= 1")
+    _in_range(r, "lr", r.lr > 0, "> 0")
+    _in_range(r, "weight_decay", r.weight_decay >= 0, ">= 0")
+    _in_range(r, "momentum", 0 <= r.momentum < 1, unit_open)
+    _in_range(r, "warmup_epochs", 0 <= r.warmup_epochs <= r.epochs, f"0 .. epochs ({r.epochs})")
+    _in_range(r, "warmup_lr", r.warmup_lr >= 0, ">= 0")
+    _in_range(r, "min_lr", r.min_lr >= 0, ">= 0")
+    _in_range(r, "decay_rate", 0 < r.decay_rate <= 1, "(0, 1]")
+    _in_range(
+        r, "decay_milestones",
+        all(0 < m < r.epochs for m in r.decay_milestones) and list(r.decay_milestones) == sorted(set(r.decay_milestones)),
+        f"increasing epochs between 1 and epochs-1 ({r.epochs - 1})",
+    )
+    _in_range(r, "smoothing", 0 <= r.smoothing < 1, unit_open)
+    _in_range(r, "bce_target_thresh", r.bce_target_thresh is None or 0 < r.bce_target_thresh < 1, "(0, 1) or none")
+    _in_range(r, "drop_path", 0 <= r.drop_path < 1, unit_open)
+    _in_range(r, "drop", 0 <= r.drop < 1, unit_open)
+    _in_range(r, "train_res", r.train_res >= 8, ">= 8 px")
+    _in_range(r, "test_res", r.test_res >= 8, ">= 8 px")
+    _in_range(r, "crop_pct", 0 < r.crop_pct <= 1, "(0, 1]")
+    _in_range(r, "scale", 0 < r.scale[0] <= r.scale[1] <= 1, "0 < min <= max <= 1")
+    _in_range(r, "ratio", 0 < r.ratio[0] <= r.ratio[1], "0 < min <= max")
+    for name in ("hflip", "reprob", "mixup_prob", "mixup_switch_prob"):
+        _in_range(r, name, 0 <= getattr(r, name) <= 1, prob)
+    for name in ("color_jitter", "mixup", "cutmix"):
+        _in_range(r, name, getattr(r, name) >= 0, ">= 0")
+    _in_range(r, "aug_repeats", r.aug_repeats >= 0, ">= 0 (0 = off)")
+    _in_range(r, "model_ema_decay", 0 < r.model_ema_decay < 1, "(0, 1)")
+    _in_range(r, "clip_grad", r.clip_grad is None or r.clip_grad > 0, "> 0 or none")
+    _in_range(r, "lamb_clip", r.lamb_clip is None or r.lamb_clip > 0, "> 0 or none")
+    _in_range(r, "seed", r.seed >= 0, ">= 0")
+    _choice(r, "loss", LOSSES, "loss")
+    _choice(r, "sched", SCHEDULES, "schedule")
+    _choice(r, "interpolation", INTERPOLATIONS, "interpolation")
+    _choice(r, "amp_dtype", AMP_DTYPES, "autocast dtype")
+    _choice(r, "opt", _timm_optimizers(), "optimizer")
+    if not _is_timm_model(r.model):
+        raise RecipeError(_unknown("model", r.model, _timm_models()))
+    if r.aa:
+        _check_aa(r.aa)
+
+
+@functools.cache
+def _timm_optimizers() -> tuple[str, ...]:
+    from timm.optim import list_optimizers
+
+    return tuple(list_optimizers())
+
+
+@functools.cache
+def _timm_models() -> tuple[str, ...]:
+    import timm
+
+    return tuple(timm.list_models())
+
+
+@functools.cache
+def _is_timm_model(name: str) -> bool:
+    import timm
+    from timm.models import split_model_name_tag
+
+    return timm.is_model(split_model_name_tag(name)[0])
+
+
+@functools.cache
+def _check_aa(aa: str) -> None:
+    """Parse the string with the timm function that will apply it."""
+    from timm.data import auto_augment as taa
+
+    hparams = dict(translate_const=100, img_mean=(124, 116, 104))
+    try:
+        if aa.startswith("rand"):
+            taa.rand_augment_transform(aa, hparams)
+        elif aa.startswith("augmix"):
+            taa.augment_and_mix_transform(aa, hparams)
+        else:
+            taa.auto_augment_transform(aa, hparams)
+    except Exception as exc:  # timm raises AssertionError, KeyError or ValueError here
+        raise RecipeError(
+            f"aa={aa!r} is not a timm augmentation string ({type(exc).__name__}: {exc}); "
+            "examples: rand-m7-mstd0.5-inc1, rand-m9-n2, augmix-m5-w4-d2, original; none = off"
+        ) from None
+
+
+# ---------------------------------------------------------------- the recipes
+
+def _doc(recipe: Recipe, text: str) -> None:
+    """Give a recipe instance its own docstring (frozen dataclasses refuse plain assignment)."""
+    object.__setattr__(recipe, "__doc__", text)
+
+
+_RSB = "Wightman, Touvron, Jegou, ResNet strikes back (NeurIPS-W 2021), Table 1; REFERENCE.md section 1"
+
+A1 = Recipe(
+    name="a1",
+    model="resnet50",
+    drop_path=0.05,
+    epochs=600,
+    batch_size=2048,
+    lr_base_size=2048,
+    opt="lamb",
+    lr=5e-3,
+    weight_decay=0.01,
+    sched="cosine",
+    warmup_epochs=5,
+    loss="bce",
+    smoothing=0.1,
+    train_res=224,
+    aa="rand-m7-mstd0.5-inc1",
+    mixup=0.2,
+    cutmix=1.0,
+    aug_repeats=3,
+    test_res=224,
+    crop_pct=0.95,
+    reported=Reported(80.4, 85.7, 68.7, train_hours=110, gpus=4, gpu="V100 32GB", peak_mem_gb=22.1, source=_RSB),
+)
+_doc(A1, """RSB A1: the best ResNet-50, 600 epochs at 224 px; 80.4% top-1 (110 h on 4 V100).
+
+BCE with label smoothing 0.1, LAMB 5e-3 at batch 2048, WD 0.01, 3 repeated
+augmentations, RandAugment m7, mixup 0.2 / cutmix 1.0, stochastic depth 0.05.
+`warmup_lr` 1e-4 and `min_lr` 1e-6 are timm train.py's 2021 defaults, which the
+paper does not list. timm's Lamb clips the global gradient norm at 1.0 by
+default (`lamb_clip`); the paper lists no clipping; set `lamb_clip: none` to drop it.
+`bce_target_thresh` stays off: no primary source gives the 0.2 seen in
+third-party commands, and a threshold would cancel the label smoothing.""")
+
+A2 = A1.replace(
+    name="a2",
+    epochs=300,
+    weight_decay=0.02,
+    smoothing=0.0,
+    mixup=0.1,
+    reported=Reported(79.8, 85.4, 67.9, train_hours=55, gpus=4, gpu="V100 32GB", peak_mem_gb=22.1, source=_RSB),
+)
+_doc(A2, """RSB A2: 300 epochs at 224 px; 79.8% top-1 (55 h on 4 V100). As A1 but WD 0.02,
+no label smoothing, mixup 0.1. The reference row of the paper's ablation (Table 6).""")
+
+A3 = A2.replace(
+    name="a3",
+    epochs=100,
+    lr=8e-3,
+    drop_path=0.0,
+    aug_repeats=0,
+    aa="rand-m6-mstd0.5-inc1",
+    train_res=160,
+    test_res=224,
+    reported=Reported(78.1, 84.5, 66.1, train_hours=15, gpus=4, gpu="V100 16GB", peak_mem_gb=11.4, source=_RSB),
+)
+_doc(A3, """RSB A3: 100 epochs, train at 160 px, test at 224; 78.1% top-1 (15 h on 4 V100).
+LAMB 8e-3, WD 0.02, no repeated augmentation, no stochastic depth, RandAugment m6.""")
+
+TORCHVISION = Recipe(
+    name="torchvision",
+    model="resnet50",
+    epochs=90,
+    batch_size=256,
+    lr_base_size=256,
+    opt="sgd",
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=1e-4,
+    decay_norm_bias=True,
+    lamb_clip=None,
+    sched="multistep",
+    decay_milestones=(30, 60, 80),
+    decay_rate=0.1,
+    warmup_epochs=0,
+    warmup_lr=0.0,
+    min_lr=0.0,
+    loss="ce",
+    smoothing=0.0,
+    train_res=224,
+    aa=None,
+    interpolation="bilinear",
+    test_res=224,
+    crop_pct=0.875,
+    reported=Reported(76.1, source="torchvision ResNet-50 (He et al. 2015 recipe); RSB Table 1 note; REFERENCE.md section 1"),
+)
+_doc(TORCHVISION, """torchvision's original ResNet-50 recipe: the 76.1% baseline RSB compares against.
+
+90 epochs, SGD momentum 0.9, LR 0.1 per 256 images divided by 10 at epochs
+30/60/80, WD 1e-4 on every parameter, cross-entropy, RandomResizedCrop + flip
+only, bilinear resize, test crop 0.875. Mixed precision is not part of the 2015
+recipe; it stays on here for speed: set `amp: false` for the original float32.""")
+
+
+# ResNet-RS (Bello et al., Revisiting ResNets, NeurIPS 2021), REFERENCE.md section 2.
+# One row per (depth, train resolution): RandAugment magnitude, dropout, stochastic depth, reported top-1.
+RESNET_RS_TABLE: dict[int, dict[int, tuple[int, float, float, float]]] = {
+    50: {160: (10, 0.25, 0.0, 78.8)},
+    101: {160: (10, 0.25, 0.0, 80.3), 192: (15, 0.25, 0.0, 81.2)},
+    152: {192: (15, 0.25, 0.0, 82.0), 224: (15, 0.25, 0.0, 82.2), 256: (15, 0.25, 0.0, 83.0)},
+    200: {256: (15, 0.25, 0.1, 83.4)},
+    270: {256: (15, 0.25, 0.1, 83.8)},
+    350: {256: (15, 0.25, 0.1, 84.0), 320: (15, 0.4, 0.1, 84.2)},
+    420: {320: (15, 0.4, 0.1, 84.4)},
+}
+
+_RS_BASE = Recipe(
+    name="resnet_rs",
+    epochs=350,
+    batch_size=4096,  # the paper trains on TPU at 4096; the LR rule below holds at any batch
+    lr_base_size=256,
+    opt="sgd",
+    lr=0.1,  # 0.1 x batch / 256
+    momentum=0.9,
+    weight_decay=4e-5,  # lowered because dropout, stochastic depth, smoothing and RA already regularise
+    lamb_clip=None,
+    sched="cosine",
+    warmup_epochs=5,
+    warmup_lr=0.0,
+    min_lr=0.0,
+    loss="ce",
+    smoothing=0.1,
+    interpolation="bicubic",
+    crop_pct=0.875,  # NOTE: not given in REFERENCE.md; the common ImageNet value
+    model_ema=True,
+    model_ema_decay=0.9999,
+)
+
+
+def resnet_rs(depth: int = 50, train_res: Optional[int] = None) -> Recipe:
+    """The ResNet-RS recipe for timm's `resnetrs{depth}` (SE 0.25 and ResNet-D built in).
+
+    350 epochs, SGD 0.1 x batch/256 with cosine and 5 warmup epochs, WD 4e-5 not
+    on BN, label smoothing 0.1, EMA 0.9999, and per model the resolution,
+    RandAugment magnitude, dropout and stochastic depth of the paper. Where the
+    paper lists several resolutions for one depth, `train_res` picks one (default:
+    the smallest). Tested at the training resolution; override `test_res` to
+    study the FixRes effect.
+    """
+    if depth not in RESNET_RS_TABLE:
+        raise RecipeError(_unknown("ResNet-RS depth", depth, [str(d) for d in RESNET_RS_TABLE]).replace("'", ""))
+    rows = RESNET_RS_TABLE[depth]
+    res = min(rows) if train_res is None else train_res
+    if res not in rows:
+        raise RecipeError(f"ResNet-RS-{depth} has no recipe at train_res={res}; the paper lists {sorted(rows)}")
+    magnitude, dropout, stoch_depth, top1 = rows[res]
+    return _RS_BASE.replace(
+        name=f"resnet_rs{depth}" + ("" if res == min(rows) else f"_{res}"),
+        model=f"resnetrs{depth}",
+        train_res=res,
+        test_res=res,
+        aa=f"rand-m{magnitude}-n2",
+        drop=dropout,
+        drop_path=stoch_depth,
+        reported=Reported(top1, source=f"Bello et al., Revisiting ResNets (2021), ResNet-RS-{depth} at {res} px; REFERENCE.md section 2"),
+    )
+
+
+RECIPES: dict[str, Recipe] = {"a1": A1, "a2": A2, "a3": A3, "torchvision": TORCHVISION}
+RECIPES.update({f"resnet_rs{d}": resnet_rs(d) for d in RESNET_RS_TABLE})
+
+
+def get_recipe(name: str, **overrides: Any) -> Recipe:
+    """A named recipe (a1, a2, a3, torchvision, resnet_rs50 ...), with overrides applied."""
+    key = name.lower().replace("-", "_")
+    if key not in RECIPES:
+        raise RecipeError(_unknown("recipe", name, RECIPES))
+    return RECIPES[key].replace(**overrides) if overrides else RECIPES[key]
+
+
+def smoke(recipe: Recipe, **overrides: Any) -> Recipe:
+    """`recipe` shrunk to seconds on a CPU: same ingredients, tiny model, images and length."""
+    small = dict(
+        name=f"{recipe.name}-smoke",
+        model="resnet10t",
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=32,
+        train_res=32,
+        test_res=32,
+        decay_milestones=(),
+        sched="cosine" if recipe.sched == "multistep" else recipe.sched,
+    )
+    return recipe.replace(**{**small, **overrides})
+
+
+# ---------------------------------------------------------------- derived values
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How a run's batch relates to the batch the recipe's LR is defined for."""
+
+    lr: float  # the peak LR the optimizer gets
+    accum_steps: int  # micro-batches per optimizer step
+    effective_batch: int  # images per optimizer step
+    rule: str  # one line saying what was done, printed at the start of a run
+
+
+def plan_batch(recipe: Recipe) -> BatchPlan:
+    """Linear LR scaling (lr x batch / lr_base_size, Goyal et al. 2017) unless `grad_accum`."""
+    b, base = recipe.batch_size, recipe.lr_base_size
+    if b == base:
+        return BatchPlan(recipe.lr, 1, b, f"batch {b}: lr {recipe.lr:g} as defined by the recipe")
+    if recipe.grad_accum:
+        if base % b:
+            raise RecipeError(
+                f"grad_accum needs lr_base_size ({base}) to be a multiple of batch_size ({b}); "
+                f"use a batch_size that divides {base}, or grad_accum: false for linear LR scaling"
+            )
+        steps = base // b
+        return BatchPlan(recipe.lr, steps, base, f"batch {b} x {steps} accumulation steps = {base}: lr {recipe.lr:g} unchanged")
+    lr = recipe.lr * b / base
+    return BatchPlan(
+        lr, 1, b,
+        f"batch {b} (the recipe's LR is for {base}): lr {recipe.lr:g} x {b}/{base} = {lr:.4g} (linear scaling; "
+        f"grad_accum: true accumulates to {base} instead)",
+    )
+
+
+# ---------------------------------------------------------------- YAML
+
+
+def load_recipe(source: Union[str, Path], **overrides: Any) -> Recipe:
+    """A recipe from a name (``a3``) or a YAML file (``base:`` plus overrides)."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        recipe = recipe_from_yaml(path)
+    else:
+        recipe = get_recipe(str(source))
+    return recipe.replace(**overrides) if overrides else recipe
+
+
+def recipe_from_yaml(path: Union[str, Path]) -> Recipe:
+    """Read ``base: NAME`` plus field overrides; an unknown key fails with its line.
+
+    A run folder's ``recipe.yaml`` also loads: its ``resolved:`` block is
+    informational and ignored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist; give a YAML path or a recipe name ({', '.join(RECIPES)})")
+    text = path.read_text()
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if node is None:
+        raise RecipeError(f"{path} is empty; it needs at least 'base: a3' (or another recipe name)")
+    if not isinstance(node, yaml.MappingNode):
+        raise RecipeError(f"{path}: expected 'key: value' lines, got a {node.tag.rsplit(':', 1)[-1]}")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
+    values = yaml.safe_load(text)
+    base = values.pop("base", None)
+    values.pop("resolved", None)
+    for key in values:
+        if key not in _fields():
+            raise RecipeError(f"{path}, line {lines[key]}: " + _unknown("recipe field", key, _fields()))
+    recipe = get_recipe(str(base)) if base is not None else Recipe()
+    values.setdefault("name", path.stem)
+    try:
+        return recipe.replace(**values)
+    except RecipeError as exc:
+        bad = next((k for k in values if str(exc).startswith(f"{k}=")), None)
+        where = f"{path}, line {lines[bad]}" if bad else str(path)
+        raise RecipeError(f"{where}: {exc}") from None
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["lr=1e-3", "aa=none"]`` -> ``{"lr": "1e-3", "aa": None}``, values read as YAML scalars."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"override {pair!r} is not key=value, e.g. --set lr=1e-3")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out

@@ -1,0 +1,301 @@
+"""The training loop: one function that reads top to bottom.
+
+setup (data, model, optimizer, schedule, loss) -> derived quantities (LR for
+the batch, steps) -> resume -> epochs (train, evaluate, checkpoint, record).
+Every epoch reseeds all RNGs from (seed, epoch), so an epoch depends only on the
+state it starts from: resuming from ``last.pt`` gives the same weights as a run
+that never stopped (on CPU, bit for bit).
+"""
+from __future__ import annotations
+
+import math
+import platform
+import random
+import resource
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import timm
+import torch
+from timm.utils import ModelEmaV3
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import Data, create_mixup, eval_loader, eval_transform, load_data, train_loader
+from .errors import CheckpointError, NonFiniteLossError, RunError
+from .evaluate import autocast, default_workers, evaluate_loader, pick_device
+from .losses import create_loss
+from .optim import create_optimizer, create_scheduler
+from .recipes import Recipe, load_recipe, plan_batch
+from .runs import RunFolder, default_run_dir, environment, write_metrics, write_recipe, write_result
+
+PROGRESS = ("auto", "bar", "line", "none")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 32-bit seed for one epoch of one run."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # timm's Mixup draws lambda from numpy's global RNG
+    torch.manual_seed(seed)  # drop path, and CUDA's generators too
+
+
+def train(
+    recipe: Union[Recipe, str, Path],
+    data: Union[Data, str, Path, None] = "default",
+    out_dir: Union[str, Path, None] = None,
+    *,
+    device: Union[str, torch.device, None] = None,
+    workers: Optional[int] = None,
+    resume: bool = False,
+    progress: str = "auto",
+    on_epoch: Optional[Callable[[dict[str, Any]], None]] = None,
+    limit_train: Optional[int] = None,
+    limit_val: Optional[int] = None,
+    data_root: Union[str, Path, None] = None,
+    eval_batch_size: Optional[int] = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train `recipe` on `data`, writing a run folder to `out_dir`; return the run's result.
+
+    `resume` continues from ``out_dir/last.pt``. `on_epoch` gets each metrics row
+    (for live plots). `progress`: ``bar`` (a tqdm bar), ``line`` (one line per
+    epoch), ``none``, or ``auto`` (bar in an interactive terminal, else line).
+    """
+    # ------------------------------------------------------------ setup
+    started = time.perf_counter()
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    if progress not in PROGRESS:
+        raise RunError(f"progress={progress!r}: use one of {', '.join(PROGRESS)}")
+    if progress == "auto":
+        progress = "bar" if sys.stderr.isatty() else "line"
+    run = RunFolder(Path(out_dir) if out_dir is not None else default_run_dir(recipe))
+    if run.last.exists() and not resume:
+        raise RunError(f"{run.path} already holds a run (last.pt); pass resume=True (--resume) to continue it, or choose another out_dir")
+    if resume and not run.last.exists():
+        raise RunError(f"nothing to resume: {run.last} does not exist")
+    data = load_data(data, root=data_root, limit_train=limit_train, limit_val=limit_val)
+    device = pick_device(device)
+    cuda = device.type == "cuda"
+    workers = default_workers(device) if workers is None else workers
+    amp_dtype = getattr(torch, recipe.amp_dtype) if (cuda and recipe.amp) else None
+    channels_last = cuda and recipe.channels_last
+    run.path.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------ derived quantities
+    plan = plan_batch(recipe)
+    micro_batches = len(train_loader(data, recipe, batch_size=recipe.batch_size, workers=0, seed=0))
+    steps_per_epoch = micro_batches // plan.accum_steps
+    if steps_per_epoch < 1:
+        raise RunError(
+            f"batch_size {recipe.batch_size} x {plan.accum_steps} accumulation steps needs more than the "
+            f"{len(data.train)} training images of {data.name}; lower batch_size"
+        )
+    resolved = dict(
+        lr=plan.lr, accum_steps=plan.accum_steps, effective_batch=plan.effective_batch, batch_rule=plan.rule,
+        steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * recipe.epochs,
+        device=str(device), precision=recipe.amp_dtype if amp_dtype else "float32", channels_last=channels_last,
+        workers=workers, data=data.describe(),
+    )
+    write_recipe(run, recipe, resolved)
+    log(f"run {run.path}: {recipe.name} ({recipe.model}) on {data.name}, {len(data.train)} train / {len(data.val)} val images, "
+        f"{data.num_classes} classes, {device}, {resolved['precision']}")
+    log(plan.rule)
+
+    torch.manual_seed(recipe.seed)
+    model = timm.create_model(recipe.model, num_classes=data.num_classes, drop_rate=recipe.drop, drop_path_rate=recipe.drop_path)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
+    optimizer = create_optimizer(model, recipe, plan.lr)
+    scheduler = create_scheduler(optimizer, recipe, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    step_model = torch.compile(model) if recipe.torchcompile else model
+    mixup = create_mixup(recipe, data.num_classes)
+    loss_fn = create_loss(recipe, mixing=mixup is not None).to(device)
+    val_loader = eval_loader(
+        data.val, eval_transform(recipe.test_res, recipe.crop_pct, recipe.interpolation),
+        batch_size=eval_batch_size or min(256, 2 * recipe.batch_size), workers=workers, pin_memory=cuda,
+    )
+
+    # ------------------------------------------------------------ resume
+    start_epoch, updates, history, best, skipped, wall_before = 0, 0, [], None, {}, 0.0
+    if resume:
+        state = load_checkpoint(run.last, map_location=device)
+        changed = {k for k, v in recipe.to_dict().items() if state["recipe"].get(k) != v} - {"name"}
+        if changed:
+            raise CheckpointError(
+                f"{run.last} was written by a different recipe (fields {', '.join(sorted(changed))} differ); "
+                "resume with the run's own recipe.yaml, or start a new out_dir"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, updates, history = state["epoch"], state["updates"], state["history"]
+        best, skipped, wall_before = state["best"], state["skipped"], state["wall_s"]
+        scheduler.step_update(updates)
+        log(f"resumed from {run.last} after epoch {start_epoch}/{recipe.epochs}")
+
+    def result(status: str, error: Optional[str] = None) -> dict[str, Any]:
+        last = history[-1] if history else {}
+        return dict(
+            status=status, error=error, run_dir=str(run.path), recipe=recipe.name, model=recipe.model,
+            epochs=recipe.epochs, epochs_done=len(history),
+            final_top1=last.get("val_top1"), final_top5=last.get("val_top5"), final_loss=last.get("val_loss"),
+            best_top1=best["val_top1"] if best else None, best_top5=best["val_top5"] if best else None,
+            best_epoch=best["epoch"] if best else None,
+            wall_s=round(wall_before + time.perf_counter() - started, 2),
+            imgs_per_s=round(float(np.mean([r["imgs_per_s"] for r in history])), 1) if history else None,
+            peak_mem_mb=max((r["peak_mem_mb"] for r in history), default=None),
+            seed=recipe.seed, device=str(device), **environment(_device_name(device)),
+            skipped_files=[dict(path=p, reason=r) for p, r in skipped.items()], num_skipped=len(skipped),
+            data=data.describe(), resolved=resolved,
+            reported=asdict(recipe.reported) if recipe.reported else None,
+        )
+
+    def checkpoint(epoch: int) -> dict[str, Any]:
+        return dict(
+            epoch=epoch, updates=updates, recipe=recipe.to_dict(), num_classes=data.num_classes, classes=list(data.classes),
+            model=model.state_dict(), ema=ema.state_dict() if ema is not None else None,
+            history=history, best=best, skipped=skipped, wall_s=wall_before + time.perf_counter() - started,
+        )
+
+    # ------------------------------------------------------------ epochs
+    write_result(run, result("running"))
+    try:
+        for epoch in range(start_epoch, recipe.epochs):
+            t0 = time.perf_counter()
+            seed = epoch_seed(recipe.seed, epoch)
+            seed_everything(seed)
+            loader = train_loader(data, recipe, batch_size=recipe.batch_size, workers=workers, seed=seed, pin_memory=cuda)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            model.train()
+            loss_sum, images_seen, micro = 0.0, 0, 0
+            lr_used = optimizer.param_groups[0]["lr"]
+            batches = _progress_bar(loader, steps_per_epoch * plan.accum_steps, f"epoch {epoch + 1}/{recipe.epochs}", progress)
+            for images, labels, skipped_batch in batches:
+                for item in skipped_batch:
+                    if item.path not in skipped:
+                        log(f"skipped unreadable image {item.path}: {item.reason}")
+                        skipped[item.path] = item.reason
+                if micro == steps_per_epoch * plan.accum_steps:
+                    break
+                micro += 1
+                if images is None:
+                    continue
+                if mixup is not None and len(images) % 2:  # timm's Mixup pairs images by flipping the batch
+                    images, labels = images[:-1], labels[:-1]
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                if mixup is not None:
+                    images, labels = mixup(images, labels)
+                with autocast(device, amp_dtype):
+                    loss = loss_fn(step_model(images), labels)
+                # NOTE: .item() is a CPU-GPU sync point every step; it buys an error at the exact step
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLossError(
+                        f"loss is {loss_value} at step {updates + 1} (epoch {epoch + 1}, batch {micro}); "
+                        f"{run.last if run.last.exists() else 'no checkpoint yet'} is kept. Lower lr or set clip_grad"
+                    )
+                loss = loss / plan.accum_steps
+                (scaler.scale(loss) if scaler else loss).backward()
+                loss_sum += loss_value * len(images)
+                images_seen += len(images)
+                if micro % plan.accum_steps == 0:
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)
+                    if recipe.clip_grad is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad)
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    updates += 1
+                    lr_used = optimizer.param_groups[0]["lr"]
+                    scheduler.step_update(updates)
+                    if ema is not None:
+                        ema.update(model, step=updates)
+                    if hasattr(batches, "set_postfix"):
+                        batches.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr_used:.3g}", refresh=False)
+            train_s = time.perf_counter() - t0
+
+            metrics = evaluate_loader(model, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last)
+            for path in metrics["skipped"]:
+                skipped.setdefault(path, "unreadable (validation)")
+            ema_top1 = None
+            if ema is not None:
+                ema_top1 = evaluate_loader(ema.module, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last)["top1"]
+            row = dict(
+                epoch=epoch + 1, step=updates, lr=lr_used, train_loss=round(loss_sum / max(images_seen, 1), 6),
+                val_top1=round(metrics["top1"], 4), val_top5=round(metrics["top5"], 4), val_loss=round(metrics["loss"], 6),
+                ema_top1=None if ema_top1 is None else round(ema_top1, 4),
+                imgs_per_s=round(images_seen / train_s, 1), epoch_s=round(time.perf_counter() - t0, 2),
+                peak_mem_mb=_peak_mem_mb(device), skipped=len(skipped),
+            )
+            history.append(row)
+            if best is None or row["val_top1"] > best["val_top1"]:
+                best = row
+                save_checkpoint(run.best, {**checkpoint(epoch + 1), "optimizer": None})
+            save_checkpoint(run.last, {**checkpoint(epoch + 1), "optimizer": optimizer.state_dict(),
+                                       "scaler": scaler.state_dict() if scaler else None})
+            write_metrics(run, history)
+            write_result(run, result("running"))
+            if progress != "none":
+                log(_epoch_line(row, recipe.epochs))
+            if on_epoch is not None:
+                on_epoch(row)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        write_result(run, result(status, f"{type(exc).__name__}: {exc}"))
+        raise
+    final = result("completed")
+    write_result(run, final)
+    log(f"done: top-1 {final['final_top1']:.2f} (best {final['best_top1']:.2f} at epoch {final['best_epoch']}) "
+        f"in {final['wall_s']:.0f} s; run folder {run.path}")
+    return final
+
+
+def _progress_bar(loader, total: int, desc: str, progress: str):
+    if progress != "bar":
+        return loader
+    from tqdm import tqdm  # plain tqdm: tqdm.auto prints a dead widget into papermill logs
+
+    return tqdm(loader, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    ema = f"  ema {row['ema_top1']:.2f}" if row["ema_top1"] is not None else ""
+    return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.3g}  loss {row['train_loss']:.4f}  "
+            f"top1 {row['val_top1']:.2f}  top5 {row['val_top5']:.2f}{ema}  "
+            f"{row['imgs_per_s']:.0f} img/s  {row['epoch_s']:.1f} s")
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated this epoch; on CPU the process's peak resident memory so far."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up .venv if missing, then run the whole test suite (CPU, about 10 minutes on 2 cores).
+# Extra arguments go to pytest (e.g. -k recipes, -m "not slow").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/system-packages.sh
+exec .venv/bin/python -m pytest "$@"

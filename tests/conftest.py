@@ -1,0 +1,54 @@
+"""Shared fixtures: real images in ImageNet folder layout, a smoke recipe, the repo root."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+torch_threads = os.environ.get("RSBKIT_TEST_THREADS")
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    from rsbkit.data import load_data
+
+    return load_data("default")
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path, embedded) -> Path:
+    """A folder dataset of real Fashion-MNIST JPEGs: 3 classes, 24 train / 6 val images each."""
+    for split, source, per_class in (("train", embedded.train, 24), ("val", embedded.val, 6)):
+        counts: dict[int, int] = {}
+        for i in range(len(source)):
+            img, label = source[i]
+            if label > 2 or counts.get(label, 0) >= per_class:
+                continue
+            counts[label] = counts.get(label, 0) + 1
+            folder = tmp_path / "imgs" / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            img.convert("RGB").save(folder / f"{split}_{i}.jpg", quality=90)
+            if all(counts.get(c, 0) >= per_class for c in range(3)):
+                break
+    return tmp_path / "imgs"
+
+
+@pytest.fixture
+def smoke_recipe():
+    from rsbkit.recipes import A3, smoke
+
+    return smoke(A3, batch_size=16)
+
+
+def run_cli(*args: str, timeout: int = 600):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "rsbkit", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)

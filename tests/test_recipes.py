@@ -1,0 +1,209 @@
+"""Recipe values against the paper's tables, validation messages, YAML, batch rules."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rsbkit.errors import RecipeError
+from rsbkit.recipes import (
+    A1, A2, A3, RECIPES, RESNET_RS_TABLE, TORCHVISION, Recipe, get_recipe, load_recipe, parse_overrides,
+    plan_batch, recipe_from_yaml, resnet_rs, smoke,
+)
+
+# REFERENCE.md section 1, written out by hand: field -> (A1, A2, A3)
+RSB_TABLE = {
+    "train_res": (224, 224, 160),
+    "test_res": (224, 224, 224),
+    "epochs": (600, 300, 100),
+    "batch_size": (2048, 2048, 2048),
+    "lr_base_size": (2048, 2048, 2048),
+    "opt": ("lamb", "lamb", "lamb"),
+    "lr": (5e-3, 5e-3, 8e-3),
+    "weight_decay": (0.01, 0.02, 0.02),
+    "sched": ("cosine", "cosine", "cosine"),
+    "warmup_epochs": (5, 5, 5),
+    "smoothing": (0.1, 0.0, 0.0),
+    "drop_path": (0.05, 0.05, 0.0),
+    "aug_repeats": (3, 3, 0),
+    "aa": ("rand-m7-mstd0.5-inc1", "rand-m7-mstd0.5-inc1", "rand-m6-mstd0.5-inc1"),
+    "mixup": (0.2, 0.1, 0.1),
+    "cutmix": (1.0, 1.0, 1.0),
+    "reprob": (0.0, 0.0, 0.0),
+    "color_jitter": (0.0, 0.0, 0.0),
+    "model_ema": (False, False, False),
+    "drop": (0.0, 0.0, 0.0),
+    "loss": ("bce", "bce", "bce"),
+    "crop_pct": (0.95, 0.95, 0.95),
+    "amp": (True, True, True),
+    "model": ("resnet50", "resnet50", "resnet50"),
+    "bce_target_thresh": (None, None, None),
+}
+REPORTED = {"a1": (80.4, 85.7, 68.7, 110, 22.1), "a2": (79.8, 85.4, 67.9, 55, 22.1), "a3": (78.1, 84.5, 66.1, 15, 11.4)}
+
+
+@pytest.mark.parametrize("field", RSB_TABLE)
+@pytest.mark.parametrize("index,recipe", [(0, A1), (1, A2), (2, A3)], ids=["a1", "a2", "a3"])
+def test_rsb_values_match_the_paper(field, index, recipe):
+    assert getattr(recipe, field) == RSB_TABLE[field][index]
+
+
+@pytest.mark.parametrize("name", ["a1", "a2", "a3"])
+def test_rsb_reported_results(name):
+    top1, real, v2, hours, mem = REPORTED[name]
+    rep = get_recipe(name).reported
+    assert (rep.top1, rep.real, rep.v2, rep.train_hours, rep.gpus, rep.peak_mem_gb) == (top1, real, v2, hours, 4, mem)
+
+
+def test_torchvision_recipe():
+    r = TORCHVISION
+    assert (r.epochs, r.opt, r.lr, r.lr_base_size, r.momentum, r.weight_decay) == (90, "sgd", 0.1, 256, 0.9, 1e-4)
+    assert (r.sched, r.decay_milestones, r.decay_rate, r.loss, r.crop_pct) == ("multistep", (30, 60, 80), 0.1, "ce", 0.875)
+    assert r.aa is None and r.mixup == 0 and r.cutmix == 0 and r.smoothing == 0 and r.reported.top1 == 76.1
+
+
+@pytest.mark.parametrize("depth,res,magnitude,dropout,stoch_depth,top1", [
+    (50, 160, 10, 0.25, 0.0, 78.8),
+    (101, 192, 15, 0.25, 0.0, 81.2),
+    (152, 256, 15, 0.25, 0.0, 83.0),
+    (200, 256, 15, 0.25, 0.1, 83.4),
+    (350, 320, 15, 0.4, 0.1, 84.2),
+    (420, 320, 15, 0.4, 0.1, 84.4),
+])
+def test_resnet_rs_per_model_values(depth, res, magnitude, dropout, stoch_depth, top1):
+    r = resnet_rs(depth, res)
+    assert (r.model, r.train_res, r.aa, r.drop, r.drop_path, r.reported.top1) == (
+        f"resnetrs{depth}", res, f"rand-m{magnitude}-n2", dropout, stoch_depth, top1)
+    assert (r.epochs, r.opt, r.lr, r.lr_base_size, r.weight_decay, r.smoothing) == (350, "sgd", 0.1, 256, 4e-5, 0.1)
+    assert r.model_ema and r.model_ema_decay == 0.9999
+
+
+def test_resnet_rs_default_resolution_and_errors():
+    assert resnet_rs(101).train_res == 160 and resnet_rs(152).train_res == 192
+    assert set(RESNET_RS_TABLE) == {50, 101, 152, 200, 270, 350, 420}
+    with pytest.raises(RecipeError, match="depth.*'51'|51.*did you mean"):
+        resnet_rs(51)
+    with pytest.raises(RecipeError, match=r"train_res=224.*\[160, 192\]"):
+        resnet_rs(101, 224)
+
+
+def test_recipes_are_derived_not_copied():
+    changed = {k for k, v in A1.to_dict().items() if A2.to_dict()[k] != v}
+    assert changed == {"name", "epochs", "weight_decay", "smoothing", "mixup"}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_yaml_round_trip(tmp_path, name):
+    recipe = get_recipe(name)
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe.to_yaml())
+    assert recipe_from_yaml(path) == recipe
+    assert yaml.safe_load(recipe.to_yaml()) == recipe.to_dict()
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("params/*.yaml")), ids=lambda p: p.name)
+def test_every_params_file_loads(path):
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem
+
+
+def test_params_yaml_bases(root):
+    assert load_recipe(root / "params/a1.yaml") == A1.replace(name="a1")
+    assert load_recipe(root / "params/smoke.yaml") == smoke(A3).replace(name="smoke")
+    demo = load_recipe(root / "params/demo.yaml")
+    # the demo is A3 scaled down: every augmentation and loss ingredient kept
+    for field in ("opt", "loss", "aa", "mixup", "cutmix", "weight_decay", "sched", "aug_repeats", "crop_pct", "interpolation"):
+        assert getattr(demo, field) == getattr(A3, field), field
+
+
+@pytest.mark.parametrize("overrides,pattern", [
+    (dict(lrr=1e-3), r"unknown recipe field 'lrr'; did you mean 'lr'"),
+    (dict(opt="lambb"), r"unknown optimizer \(opt\) 'lambb'; did you mean 'lamb'"),
+    (dict(loss="bce2"), r"unknown loss \(loss\) 'bce2'; did you mean 'bce'.*valid: bce, ce"),
+    (dict(model="resnet5"), r"unknown model 'resnet5'; did you mean 'resnet50'"),
+    (dict(sched="cosin"), r"unknown schedule \(sched\) 'cosin'; did you mean 'cosine'"),
+    (dict(lr=0), r"lr=0.0 is out of range: allowed > 0"),
+    (dict(lr=-1e-3), r"lr=-0.001 is out of range"),
+    (dict(crop_pct=1.2), r"crop_pct=1.2 is out of range: allowed \(0, 1\]"),
+    (dict(crop_pct=0), r"crop_pct=0.0 is out of range"),
+    (dict(epochs=0), r"epochs=0 is out of range: allowed >= 1"),
+    (dict(mixup=-0.1), r"mixup=-0.1 is out of range: allowed >= 0"),
+    (dict(reprob=-0.5), r"reprob=-0.5 is out of range: allowed \[0, 1\]"),
+    (dict(mixup_switch_prob=1.5), r"mixup_switch_prob=1.5 is out of range"),
+    (dict(smoothing=1.0), r"smoothing=1.0 is out of range: allowed \[0, 1\)"),
+    (dict(warmup_epochs=700), r"warmup_epochs=700 is out of range: allowed 0 .. epochs \(600\)"),
+    (dict(aa="rand-q7"), r"aa='rand-q7' is not a timm augmentation string"),
+    (dict(epochs="many"), r"epochs='many': expected a whole number"),
+    (dict(amp="yes"), r"amp='yes': expected true or false"),
+])
+def test_bad_overrides_name_the_field(overrides, pattern):
+    with pytest.raises(RecipeError, match=pattern):
+        A1.replace(**overrides)
+
+
+def test_unknown_recipe_lists_closest():
+    with pytest.raises(RecipeError, match=r"unknown recipe 'a4'; did you mean .*'a1'.*valid: a1, a2, a3"):
+        get_recipe("a4")
+
+
+def test_yaml_unknown_key_names_key_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("# my recipe\nbase: a3\nepochs: 10\nwarmup_epoch: 1\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml, line 4: unknown recipe field 'warmup_epoch'; did you mean 'warmup_epochs'"):
+        load_recipe(path)
+
+
+def test_yaml_bad_value_names_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("base: a2\nepochs: 10\ncrop_pct: 1.5\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml, line 3: crop_pct=1.5 is out of range"):
+        load_recipe(path)
+
+
+def test_yaml_reads_exponents_without_dot(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("base: a3\nlr: 5e-3\nbce_target_thresh: none\n")  # YAML 1.1 reads 5e-3 as a string
+    assert load_recipe(path).lr == 5e-3
+
+
+def test_missing_yaml_file():
+    with pytest.raises(RecipeError, match="recipe file nope.yaml does not exist"):
+        load_recipe("nope.yaml")
+
+
+def test_parse_overrides():
+    assert parse_overrides(["lr=1e-3", "aa=none", "scale=[0.5, 1]", "amp=false", "epochs=3"]) == \
+        {"lr": "1e-3", "aa": "none", "scale": [0.5, 1], "amp": False, "epochs": 3}
+    r = A3.replace(**parse_overrides(["lr=1e-3", "scale=[0.5, 1]", "aa=none", "bce_target_thresh=null"]))
+    assert (r.lr, r.scale, r.aa, r.bce_target_thresh) == (1e-3, (0.5, 1.0), None, None)
+    with pytest.raises(RecipeError, match="not key=value"):
+        parse_overrides(["lr"])
+
+
+def test_linear_lr_scaling():
+    plan = plan_batch(A3.replace(batch_size=256))
+    assert (plan.lr, plan.accum_steps, plan.effective_batch) == (pytest.approx(8e-3 * 256 / 2048), 1, 256)
+    assert "8e-3" in plan.rule.replace("0.008", "8e-3") and "256/2048" in plan.rule
+
+
+def test_grad_accum_keeps_lr():
+    plan = plan_batch(A3.replace(batch_size=256, grad_accum=True))
+    assert (plan.lr, plan.accum_steps, plan.effective_batch) == (8e-3, 8, 2048)
+    with pytest.raises(RecipeError, match=r"lr_base_size \(2048\) to be a multiple of batch_size \(300\)"):
+        plan_batch(A3.replace(batch_size=300, grad_accum=True))
+
+
+def test_unchanged_batch_keeps_lr():
+    assert plan_batch(A1).lr == 5e-3 and plan_batch(TORCHVISION).lr == 0.1
+
+
+def test_recipe_is_frozen_and_hashable():
+    with pytest.raises(Exception):
+        A1.lr = 1.0  # type: ignore[misc]
+    assert hash(A1) == hash(A1.replace())
+    assert A1.replace(lr=1e-3) != A1
+
+
+def test_default_recipe_valid():
+    assert Recipe().to_dict()["model"] == "resnet50"
