@@ -1,0 +1,191 @@
+"""The training loop on real data: run records, exact resume, bad input, failures."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+
+import rsbkit.train as rtrain
+from rsbkit.checkpoint import load_checkpoint, save_checkpoint
+from rsbkit.errors import CheckpointError, NonFiniteLossError, RunError
+from rsbkit.optim import lr_schedule
+from rsbkit.recipes import plan_batch
+from rsbkit.runs import METRIC_COLUMNS, load_run
+from rsbkit.train import train
+
+TIMING = {"imgs_per_s", "epoch_s", "peak_mem_mb"}  # measured, so they differ between runs
+SMALL = dict(limit_train=256, limit_val=128, workers=0, progress="none")
+
+
+def quiet(*_):
+    pass
+
+
+def test_run_folder_records(tmp_path, smoke_recipe):
+    recipe = smoke_recipe.replace(epochs=2)
+    result = train(recipe, "default", tmp_path / "run", log=quiet, **SMALL)
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} == {"recipe.yaml", "metrics.csv", "result.json", "last.pt", "best.pt"}
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert tuple(rows[0]) == METRIC_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
+    saved = json.loads((run / "result.json").read_text())
+    assert saved["status"] == "completed" and saved == json.loads(json.dumps(result))
+    for key in ("final_top1", "final_top5", "best_top1", "best_top5", "wall_s", "device_name", "torch", "timm",
+                "code_version", "seed", "skipped_files", "num_skipped"):
+        assert key in saved, key
+    assert saved["reported"]["top1"] == 78.1  # the paper's A3 figure travels with the run
+    resolved = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert resolved["resolved"]["lr"] == pytest.approx(8e-3 * 16 / 2048) and resolved["resolved"]["steps_per_epoch"] == 16
+    assert load_run(run)["metrics"][1]["epoch"] == 2
+
+
+def test_lr_in_the_loop_follows_timm_schedule(tmp_path, smoke_recipe):
+    recipe = smoke_recipe.replace(epochs=3, warmup_epochs=1)
+    train(recipe, "default", tmp_path / "run", log=quiet, **SMALL)
+    rows = load_run(tmp_path / "run")["metrics"]
+    expected = lr_schedule(recipe, 16, plan_batch(recipe).lr)
+    assert [r["lr"] for r in rows] == pytest.approx([expected[16 * e - 1] for e in (1, 2, 3)], rel=1e-9)
+    assert [r["step"] for r in rows] == [16, 32, 48]
+
+
+def test_resume_gives_identical_weights_and_metrics(tmp_path, smoke_recipe):
+    recipe = smoke_recipe.replace(epochs=2, warmup_epochs=1, drop_path=0.1)  # drop path: RNG inside the model too
+    train(recipe, "default", tmp_path / "straight", log=quiet, **SMALL)
+    train(recipe.replace(epochs=1), "default", tmp_path / "tmp", log=quiet, **SMALL)  # stops after epoch 1 ...
+    # ... which is what a 2-epoch run interrupted after its first epoch leaves behind
+    state = load_checkpoint(tmp_path / "tmp" / "last.pt")
+    (tmp_path / "resumed").mkdir()
+    state["recipe"] = recipe.to_dict()
+    save_checkpoint(tmp_path / "resumed" / "last.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
+    train(recipe, "default", tmp_path / "resumed", resume=True, log=quiet, **SMALL)
+
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+    assert strip(load_run(tmp_path / "straight")["metrics"]) == strip(load_run(tmp_path / "resumed")["metrics"])
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, smoke_recipe, monkeypatch):
+    """A real interruption: the run dies in epoch 2; --resume finishes it."""
+    recipe = smoke_recipe.replace(epochs=2)
+    train(recipe, "default", tmp_path / "straight", log=quiet, **SMALL)
+
+    calls = {"n": 0}
+    real_loader = rtrain.train_loader
+
+    def dying_loader(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # 1: counting steps, 2: epoch 1, 3: epoch 2
+            raise KeyboardInterrupt
+        return real_loader(*args, **kwargs)
+
+    monkeypatch.setattr(rtrain, "train_loader", dying_loader)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, "default", tmp_path / "cut", log=quiet, **SMALL)
+    assert json.loads((tmp_path / "cut" / "result.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(rtrain, "train_loader", real_loader)
+    train(recipe, "default", tmp_path / "cut", resume=True, log=quiet, **SMALL)
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path, smoke_recipe):
+    train(smoke_recipe, "default", tmp_path / "run", log=quiet, **SMALL)
+    with pytest.raises(RunError, match=r"already holds a run \(last.pt\); pass resume=True"):
+        train(smoke_recipe, "default", tmp_path / "run", log=quiet, **SMALL)
+    with pytest.raises(RunError, match=r"nothing to resume: .*other/last.pt does not exist"):
+        train(smoke_recipe, "default", tmp_path / "other", resume=True, log=quiet, **SMALL)
+    with pytest.raises(CheckpointError, match=r"different recipe \(fields lr differ\)"):
+        train(smoke_recipe.replace(epochs=1, lr=1e-3), "default", tmp_path / "run", resume=True, log=quiet, **SMALL)
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tmp_path, smoke_recipe):
+    train(smoke_recipe, "default", tmp_path / "run", log=quiet, **SMALL)
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"checkpoint .*last.pt cannot be read .*truncated"):
+        load_checkpoint(last)
+    with pytest.raises(CheckpointError, match=r"last.pt cannot be read"):
+        train(smoke_recipe.replace(epochs=2), "default", tmp_path / "run", resume=True, log=quiet, **SMALL)
+
+
+def test_foreign_checkpoint_gives_a_clear_error(tmp_path):
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "timm.pt")
+    with pytest.raises(CheckpointError, match=r"timm.pt is not an rsbkit checkpoint \(found \['state_dict'\]\)"):
+        load_checkpoint(tmp_path / "timm.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(CheckpointError, match="text.pt cannot be read"):
+        load_checkpoint(tmp_path / "text.pt")
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"epoch": 1})
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"epoch": 2})
+    assert load_checkpoint(path)["epoch"] == 1  # the old checkpoint survives a failed write
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # and no temporary file is left
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, smoke_recipe, monkeypatch):
+    real_create_loss = rtrain.create_loss
+
+    def poisoned(recipe, mixing):
+        loss = real_create_loss(recipe, mixing)
+        calls = {"n": 0}
+
+        def fn(logits, target):
+            calls["n"] += 1
+            value = loss(logits, target)
+            return value * float("nan") if calls["n"] == 20 else value  # step 20: in epoch 2
+
+        return fn
+
+    monkeypatch.setattr(rtrain, "create_loss", lambda r, mixing: _Wrap(poisoned(r, mixing)))
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 20 \(epoch 2, batch 4\); .*last.pt is kept"):
+        train(smoke_recipe.replace(epochs=2), "default", tmp_path / "run", log=quiet, **SMALL)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "failed" and "step 20" in result["error"]
+
+
+class _Wrap(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, logits, target):
+        return self.fn(logits, target)
+
+
+def test_corrupt_image_is_skipped_and_counted(tmp_path, image_folder, smoke_recipe):
+    (image_folder / "train" / "class0" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    lines = []
+    result = train(smoke_recipe.replace(batch_size=8), image_folder, tmp_path / "run", workers=0, progress="none", log=lines.append)
+    assert result["status"] == "completed" and result["num_skipped"] == 1
+    assert result["skipped_files"][0]["path"].endswith("broken.jpg")
+    assert any("skipped unreadable image" in line and "broken.jpg" in line for line in lines)
+
+
+def test_grad_accum_steps_and_lr(tmp_path, smoke_recipe):
+    recipe = smoke_recipe.replace(batch_size=16, lr_base_size=64, grad_accum=True)
+    result = train(recipe, "default", tmp_path / "run", log=quiet, **SMALL)
+    assert result["resolved"]["accum_steps"] == 4 and result["resolved"]["steps_per_epoch"] == 4
+    assert result["resolved"]["lr"] == recipe.lr
+    assert load_run(tmp_path / "run")["metrics"][0]["step"] == 4
+
+
+def test_ema_is_evaluated_and_saved(tmp_path, smoke_recipe):
+    result = train(smoke_recipe.replace(model_ema=True, model_ema_decay=0.9), "default", tmp_path / "run", log=quiet, **SMALL)
+    row = load_run(tmp_path / "run")["metrics"][0]
+    assert row["ema_top1"] is not None and result["status"] == "completed"
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["ema"] is not None
