@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -128,7 +129,7 @@ def resolution_sweep(
     resolutions: Iterable[int],
     crop_pcts: Iterable[float] = (0.875, 0.95, 1.0),
     **kwargs: Any,
-) -> "pandas.DataFrame":  # noqa: F821
+) -> pandas.DataFrame:  # noqa: F821
     """Top-1/top-5 for every (test resolution, crop ratio): one row each."""
     import pandas as pd
 

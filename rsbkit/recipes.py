@@ -103,7 +103,7 @@ class Recipe:
             object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), _hints()[f.name]))
         _check(self)
 
-    def replace(self, **overrides: Any) -> "Recipe":
+    def replace(self, **overrides: Any) -> Recipe:
         """A copy with `overrides` applied and validated."""
         for key in overrides:
             if key not in _fields() and key != "reported":

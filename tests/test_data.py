@@ -18,6 +18,15 @@ from rsbkit.recipes import A1, A3, TORCHVISION, smoke
 EMBEDDED = Path(rdata.__file__).parent / "embedded" / "fashion_mnist_subset"
 
 
+def torchvision_raw_files(raw: Path) -> None:
+    """The embedded subset laid out as torchvision's FashionMNIST expects its downloaded files."""
+    raw.mkdir(parents=True)
+    for ours, theirs in (("train", "train"), ("test", "t10k")):
+        for kind, n in (("images", 3), ("labels", 1)):
+            with gzip.open(EMBEDDED / f"{ours}-{kind}-idx{n}-ubyte.gz") as src, open(raw / f"{theirs}-{kind}-idx{n}-ubyte", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
 def test_embedded_default_is_balanced_real_data(embedded):
     assert (len(embedded.train), len(embedded.val), embedded.num_classes) == (12000, 2000, 10)
     assert torch.bincount(torch.from_numpy(embedded.train.labels)).tolist() == [1200] * 10
@@ -45,12 +54,7 @@ def test_embedded_images_are_taken_from_the_originals(embedded):
 
 def test_fashion_mnist_falls_back_to_torchvision_files(tmp_path, monkeypatch):
     monkeypatch.setattr(rdata, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
-    raw = tmp_path / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for ours, theirs in (("train", "train"), ("test", "t10k")):
-        for kind, n in (("images", 3), ("labels", 1)):
-            with gzip.open(EMBEDDED / f"{ours}-{kind}-idx{n}-ubyte.gz") as src, open(raw / f"{theirs}-{kind}-idx{n}-ubyte", "wb") as dst:
-                shutil.copyfileobj(src, dst)
+    torchvision_raw_files(tmp_path / "FashionMNIST" / "raw")
     data = load_data("fashion-mnist", root=tmp_path, download=False)
     assert (len(data.train), len(data.val)) == (12000, 2000) and "torchvision" in data.source
     x, _ = rdata.Transformed(data.train, eval_transform(32, 1.0))[0]
@@ -64,12 +68,7 @@ def test_fashion_mnist_without_files_or_network(tmp_path, monkeypatch):
 
 
 def test_timm_dataset_name_with_local_files(tmp_path):
-    raw = tmp_path / "fashion_mnist" / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for ours, theirs in (("train", "train"), ("test", "t10k")):
-        for kind, n in (("images", 3), ("labels", 1)):
-            with gzip.open(EMBEDDED / f"{ours}-{kind}-idx{n}-ubyte.gz") as src, open(raw / f"{theirs}-{kind}-idx{n}-ubyte", "wb") as dst:
-                shutil.copyfileobj(src, dst)
+    torchvision_raw_files(tmp_path / "fashion_mnist" / "FashionMNIST" / "raw")
     data = load_data("torch/fashion_mnist", root=tmp_path, download=False)
     assert (len(data.train), len(data.val), data.num_classes) == (12000, 2000, 10)
 

@@ -1,6 +1,7 @@
 """Recipe values against the paper's tables, validation messages, YAML, batch rules."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -8,8 +9,20 @@ import yaml
 
 from rsbkit.errors import RecipeError
 from rsbkit.recipes import (
-    A1, A2, A3, RECIPES, RESNET_RS_TABLE, TORCHVISION, Recipe, get_recipe, load_recipe, parse_overrides,
-    plan_batch, recipe_from_yaml, resnet_rs, smoke,
+    A1,
+    A2,
+    A3,
+    RECIPES,
+    RESNET_RS_TABLE,
+    TORCHVISION,
+    Recipe,
+    get_recipe,
+    load_recipe,
+    parse_overrides,
+    plan_batch,
+    recipe_from_yaml,
+    resnet_rs,
+    smoke,
 )
 
 # REFERENCE.md section 1, written out by hand: field -> (A1, A2, A3)
@@ -199,7 +212,7 @@ def test_unchanged_batch_keeps_lr():
 
 
 def test_recipe_is_frozen_and_hashable():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         A1.lr = 1.0  # type: ignore[misc]
     assert hash(A1) == hash(A1.replace())
     assert A1.replace(lr=1e-3) != A1
