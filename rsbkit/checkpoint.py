@@ -1,37 +1,22 @@
 """Checkpoints: written atomically, read with ``weights_only=True``, checked on load."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Union
 
 import torch
 
 from .errors import CheckpointError
-from .runs import _umask
+from .runs import atomic_file
 
 FORMAT = "rsbkit-checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(path: Union[str, Path], state: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`.
-
-    A crash mid-write leaves the previous checkpoint intact: rename is atomic on POSIX.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    with atomic_file(path, "wb") as f:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, f)
 
 
 def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
@@ -50,7 +35,7 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
         keys = list(state)[:5] if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
             f"{path} is not an rsbkit checkpoint (found {keys}); for plain timm/torch weights use "
-            "rsbkit.evaluate.load_model(weights=..., model=NAME)"
+            "rsbkit.evaluate.load_model(PATH, model=NAME, num_classes=N)"
         )
     if state.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')}; this rsbkit reads version {VERSION}")

@@ -12,6 +12,7 @@ half a file.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -20,9 +21,10 @@ import platform
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import IO, Any, Optional, Union
 
 import yaml
 
@@ -69,16 +71,30 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+@contextlib.contextmanager
+def atomic_file(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
+    """Yield a temporary file beside `path`; on success fsync it and rename it over `path`.
+
+    A crash mid-write leaves the previous file intact (rename is atomic on POSIX)
+    and no temporary file behind.
+    """
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_file(path, "w") as f:
+        f.write(text)
 
 
 def write_recipe(run: RunFolder, recipe: Recipe, resolved: dict[str, Any]) -> None:
