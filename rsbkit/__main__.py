@@ -1,4 +1,4 @@
-"""Command line: ``python -m rsbkit {recipe,train,evaluate,data} ...``.
+"""Command line: ``python -m rsbkit {recipe,train,evaluate,data,run,sweep} ...``.
 
 Bad input prints one line (``rsbkit: error: ...``) and exits with status 2; no traceback.
 Run under torchrun later: nothing here assumes a single process beyond what train() does.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Optional
 
 from .errors import RsbkitError
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", default="auto", choices=("auto", "bar", "line", "none"))
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on a fixed random N images")
     p.add_argument("--limit-val", type=int, default=None, metavar="N", help="evaluate on a fixed random N images")
+    p.add_argument("--tensorboard", action="store_true", help="also log the curves to OUT/tensorboard")
 
     p = sub.add_parser("evaluate", help="top-1 of a run or checkpoint over test resolutions and crop ratios")
     p.add_argument("source", help="run folder, checkpoint file, or timm pretrained name (needs a network)")
@@ -52,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="check a dataset and print its size and classes")
     p.add_argument("spec", nargs="?", default="default")
     p.add_argument("--data-root", default=None)
+
+    p = sub.add_parser("run", help="execute a notebook with papermill into a run folder (plus its HTML export)")
+    p.add_argument("notebook", help="e.g. notebooks/procedures/train.ipynb")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a notebook parameter; VALUE is read as YAML (2, 1e-3, [160, 224], {epochs: 2})")
+    p.add_argument("--out", default=None, help="run folder (default runs/<recipe or notebook>-<time>)")
+    p.add_argument("--kernel", default="python3")
+
+    p = sub.add_parser("sweep", help="run every point of a sweep file through papermill (skips completed points)")
+    p.add_argument("file", help="params/sweeps/NAME.yaml")
+    p.add_argument("--jobs", type=int, default=1, help="points at once (one GPU each where there are several)")
+    p.add_argument("--out", default=None, help="folder of the point folders (default: the file's 'out')")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the points; run nothing")
     return parser
 
 
@@ -76,11 +91,20 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .train import train
 
+        from .runs import TensorBoardLogger, default_run_dir
+
         recipe = load_recipe(args.config, **parse_overrides(args.overrides))
-        result = train(
-            recipe, args.data, args.out, device=args.device, workers=args.workers, resume=args.resume,
-            progress=args.progress, limit_train=args.limit_train, limit_val=args.limit_val, data_root=args.data_root,
-        )
+        out = args.out or default_run_dir(recipe)
+        board = TensorBoardLogger(out) if args.tensorboard else None
+        try:
+            result = train(
+                recipe, args.data, out, device=args.device, workers=args.workers, resume=args.resume,
+                progress=args.progress, limit_train=args.limit_train, limit_val=args.limit_val,
+                data_root=args.data_root, on_epoch=board,
+            )
+        finally:
+            if board is not None:
+                board.close()
         print(f"run folder: {result['run_dir']}")
         return 0
     if args.command == "evaluate":
@@ -106,6 +130,31 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{key}: {value}")
         print(f"classes: {', '.join(map(str, data.classes[:20]))}{' ...' if data.num_classes > 20 else ''}")
         return 0
+    if args.command == "run":
+        import yaml
+
+        from .sweep import run_point, single_point
+
+        params = {name: yaml.safe_load(value) for name, value in args.parameter}
+        point = single_point(args.notebook, params, args.out)
+        print(f"running {args.notebook} into {point.run_dir}")
+        res = run_point(Path(args.notebook), point, kernel=args.kernel)
+        if res.status != "completed":
+            print(f"rsbkit run: failed: {res.error}\nthe failed notebook: {res.notebook} "
+                  f"(log: {point.run_dir / 'papermill.log'})", file=sys.stderr)
+            return 1
+        print(f"executed notebook: {res.notebook} (HTML beside it); run folder: {point.run_dir}")
+        return 0
+    if args.command == "sweep":
+        from .sweep import load_sweep, run_sweep
+
+        sweep = load_sweep(args.file, out=args.out)
+        if args.dry_run:
+            for point in sweep.points:
+                print(f"{point.run_dir}: {point.parameters}")
+            return 0
+        table = run_sweep(sweep, jobs=args.jobs)
+        return 1 if (table["status"] == "failed").any() else 0
     raise AssertionError(args.command)
 
 

@@ -21,7 +21,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Optional, Union
@@ -142,6 +142,88 @@ def load_run(path: Union[str, Path]) -> dict[str, Any]:
         metrics=read_metrics(run.metrics) if run.metrics.is_file() else None,
         result=json.loads(run.result.read_text()) if run.result.is_file() else None,
     )
+
+
+SWEEP_POINT = "sweep_point.json"  # written by the sweep runner beside a point's records
+
+
+def _find_runs(path: Path) -> list[Path]:
+    if (path / "result.json").is_file() or (path / "recipe.yaml").is_file():
+        return [path]
+    found = {p.parent for name in ("result.json", "recipe.yaml") for p in path.rglob(name)}
+    return sorted(found)
+
+
+def _cell(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value  # hashable, so groupby works
+
+
+def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> pandas.DataFrame:  # noqa: F821
+    """One row per run folder found under `paths` (a run folder, a folder of runs, or a list).
+
+    Columns: ``run`` (folder), ``status``, every recipe field (``model``, ``lr``,
+    ``loss`` ...), the final metrics (``final_top1``, ``best_top1``, ``best_epoch``,
+    ``final_top5``, ``epochs_done``), the cost (``wall_s``, ``imgs_per_s``,
+    ``peak_mem_mb``, ``device_name``), ``lr_used`` and ``effective_batch`` as the
+    run resolved them, ``error``, and ``param.<name>`` for a sweep point's notebook
+    parameters. A run that never finished has status ``running`` (or none) and
+    empty metrics; it is listed, not dropped.
+    """
+    import pandas as pd
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    folders: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            from .errors import RunError
+
+            raise RunError(f"no run folder or folder of runs at {p}")
+        folders += [f for f in _find_runs(p) if f not in folders]
+    rows = []
+    for folder in folders:
+        run = load_run(folder)
+        recipe = dict(run["recipe"] or {})
+        resolved = recipe.pop("resolved", None) or {}
+        result = run["result"] or {}
+        row: dict[str, Any] = dict(run=str(folder), name=folder.name, status=result.get("status"))
+        row.update({k: _cell(v) for k, v in recipe.items()})
+        for key in ("final_top1", "best_top1", "best_epoch", "final_top5", "final_loss", "epochs_done",
+                    "wall_s", "imgs_per_s", "peak_mem_mb", "device_name", "num_skipped", "code_version", "error"):
+            row[key] = result.get(key)
+        row["lr_used"] = resolved.get("lr")
+        row["effective_batch"] = resolved.get("effective_batch")
+        point = folder / SWEEP_POINT
+        if point.is_file():
+            info = json.loads(point.read_text())
+            row.update({f"param.{k}": _cell(v) for k, v in info.get("parameters", {}).items()})
+            if row["status"] is None:
+                row["status"], row["error"] = info.get("status"), info.get("error")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+class TensorBoardLogger:
+    """An ``on_epoch`` hook writing each metrics row to ``<run>/tensorboard`` (``tensorboard --logdir runs``)."""
+
+    def __init__(self, run_dir: Union[str, Path]):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            from .errors import RunError
+
+            raise RunError("TensorBoard logging needs the tensorboard package: pip install tensorboard "
+                           "(or pip install 'rsbkit[tensorboard]'), or turn tensorboard off") from None
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        for key in ("lr", "train_loss", "val_top1", "val_top5", "val_loss", "ema_top1", "imgs_per_s"):
+            if row.get(key) is not None:
+                self.writer.add_scalar(key, row[key], global_step=row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def code_version() -> str:

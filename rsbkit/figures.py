@@ -1,0 +1,197 @@
+"""Plotly figures of runs and studies, shown so they survive papermill and HTML export.
+
+A notebook output that is only plotly's own mimetype is interactive in JupyterLab
+but blank in ``jupyter nbconvert --to html``. Every figure here is displayed as
+one bundle: plotly's JSON (JupyterLab draws it interactively) plus a PNG from
+kaleido (the executed notebook's static copy, which HTML export and GitHub
+show). Where kaleido cannot run (it needs Chromium: Debian's ``chromium``), the
+bundle carries HTML instead, the figure is written as a self-contained .html
+file, and the notebook prints why.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDTH, HEIGHT = 1000, 360
+
+
+# ------------------------------------------------------------------ figures
+
+
+def curves_figure(rows: Sequence[dict[str, Any]], *, schedule: Optional[tuple[Sequence[float], Sequence[float]]] = None,
+                  title: str = "") -> go.Figure:
+    """Train loss, learning rate and val top-1 (and EMA top-1) per epoch, side by side.
+
+    `schedule` is (epoch, lr) of the whole planned schedule, drawn dashed under the
+    recorded LR so a run in progress shows where it is going.
+    """
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("train loss", "learning rate", "val top-1 (%)"))
+    epochs = [r["epoch"] for r in rows]
+    fig.add_trace(go.Scatter(x=epochs, y=[r["train_loss"] for r in rows], name="train loss", mode="lines+markers"), 1, 1)
+    if schedule is not None:
+        fig.add_trace(go.Scatter(x=list(schedule[0]), y=list(schedule[1]), name="planned LR",
+                                 mode="lines", line=dict(dash="dash", color="grey")), 1, 2)
+    fig.add_trace(go.Scatter(x=epochs, y=[r["lr"] for r in rows], name="LR at epoch end", mode="markers"), 1, 2)
+    fig.add_trace(go.Scatter(x=epochs, y=[r["val_top1"] for r in rows], name="val top-1", mode="lines+markers"), 1, 3)
+    if any(r.get("ema_top1") is not None for r in rows):
+        fig.add_trace(go.Scatter(x=epochs, y=[r.get("ema_top1") for r in rows], name="EMA top-1", mode="lines+markers"), 1, 3)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(title=title, width=WIDTH, height=HEIGHT, margin=dict(t=70, b=40))
+    return fig
+
+
+def resolution_figure(table: pandas.DataFrame, *, train_res: Optional[int] = None, title: str = "") -> go.Figure:  # noqa: F821
+    """Top-1 against test resolution, one line per crop ratio (the paper's Figure 4 / Table 9)."""
+    fig = go.Figure()
+    for crop, part in table.groupby("crop_pct"):
+        part = part.sort_values("test_res")
+        fig.add_trace(go.Scatter(x=part["test_res"], y=part["top1"], mode="lines+markers", name=f"crop {crop:g}"))
+    if train_res is not None:
+        fig.add_vline(x=train_res, line_dash="dot", annotation_text=f"train {train_res} px")
+    fig.update_layout(title=title, xaxis_title="test resolution (px)", yaxis_title="top-1 (%)", width=WIDTH * 0.7,
+                      height=HEIGHT + 40)
+    return fig
+
+
+def seed_figure(values: Sequence[float], stats, *, title: str = "", bins: int = 20) -> go.Figure:
+    """Histogram of a metric over seeds with its Gaussian fit, as the paper's Figure 2."""
+    import numpy as np
+
+    values = list(values)
+    lo, hi = min(values), max(values)
+    pad = max(hi - lo, 1e-6) * 0.5 + 3 * stats.std
+    x = np.linspace(lo - pad * 0.5, hi + pad * 0.5, 200)
+    width = max(hi - lo, 1e-6) / bins if hi > lo else 0.1
+    fig = go.Figure()
+    fig.add_trace(go.Histogram(x=values, xbins=dict(size=width), name=f"{stats.n} seeds"))
+    fig.add_trace(go.Scatter(x=x, y=stats.gaussian_pdf(x) * stats.n * width, mode="lines",
+                             name=f"Gaussian fit: {stats.mean:.2f} +- {stats.std:.2f}"))
+    fig.update_layout(title=title, xaxis_title="top-1 (%)", yaxis_title="runs", width=WIDTH * 0.7, height=HEIGHT + 40,
+                      bargap=0.05)
+    return fig
+
+
+def comparison_figure(runs: pandas.DataFrame, *, metric: str = "final_top1", label: str = "name") -> go.Figure:  # noqa: F821
+    """Each run's top-1 (bars) and its cost: top-1 against training wall time (scatter)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(metric, f"{metric} against wall time"))
+    fig.add_trace(go.Bar(x=runs[label], y=runs[metric], name=metric, showlegend=False), 1, 1)
+    fig.add_trace(go.Scatter(x=runs["wall_s"], y=runs[metric], mode="markers+text", text=runs[label],
+                             textposition="top center", showlegend=False), 1, 2)
+    fig.update_xaxes(title_text="wall time (s)", row=1, col=2)
+    fig.update_layout(width=WIDTH, height=HEIGHT + 40)
+    return fig
+
+
+# ------------------------------------------------------------------ files and display
+
+
+@dataclass(frozen=True)
+class FigureFiles:
+    png: Optional[Path]  # None when kaleido could not run
+    html: Optional[Path]  # written when the PNG could not be
+    note: str  # what happened, one line
+
+
+def png_bytes(fig: go.Figure) -> tuple[Optional[bytes], str]:
+    """The figure as PNG through kaleido, or (None, why not)."""
+    try:
+        return fig.to_image(format="png", width=fig.layout.width or WIDTH, height=fig.layout.height or HEIGHT), ""
+    except Exception as exc:  # kaleido raises many types: no Chromium, sandbox, timeout
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return None, (f"static PNG export failed ({type(exc).__name__}: {reason}); kaleido needs a Chromium "
+                      "(Debian: apt install chromium, or set BROWSER_PATH)")
+
+
+def save_figure(fig: go.Figure, stem: Union[str, Path]) -> FigureFiles:
+    """Write ``stem.png``; if kaleido cannot, write a self-contained ``stem.html`` instead and say so."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    data, why = png_bytes(fig)
+    if data is not None:
+        from .runs import atomic_file
+
+        with atomic_file(stem.with_suffix(".png"), "wb") as f:
+            f.write(data)
+        return FigureFiles(stem.with_suffix(".png"), None, f"wrote {stem.with_suffix('.png')}")
+    fig.write_html(stem.with_suffix(".html"), include_plotlyjs=True)
+    return FigureFiles(None, stem.with_suffix(".html"), f"{why}; wrote {stem.with_suffix('.html')} instead")
+
+
+def bundle(fig: go.Figure, png: Optional[bytes] = None, *, static: bool = True) -> dict[str, Any]:
+    """A display bundle: plotly JSON for JupyterLab plus a static copy (PNG, else HTML) for exports."""
+    out: dict[str, Any] = {PLOTLY_MIME: json.loads(fig.to_json()), "text/plain": f"<figure: {fig.layout.title.text or 'plotly'}>"}
+    if static:
+        if png is None:
+            png, _ = png_bytes(fig)
+        if png is not None:
+            out["image/png"] = base64.b64encode(png).decode()
+        else:
+            out["text/html"] = fig.to_html(full_html=False, include_plotlyjs="cdn")
+    return out
+
+
+def show(fig: go.Figure, save_as: Union[str, Path, None] = None) -> Optional[FigureFiles]:
+    """Display `fig` (interactive plus static copy); with `save_as`, also write it as PNG (or HTML)."""
+    from IPython.display import display
+
+    files = save_figure(fig, save_as) if save_as is not None else None
+    png = files.png.read_bytes() if files and files.png else None
+    display(bundle(fig, png), raw=True)
+    if files is not None and files.png is None:
+        print(files.note)
+    return files
+
+
+class LiveFigure:
+    """A figure redrawn in place as rows arrive (``train(..., on_epoch=live.update)``).
+
+    In JupyterLab the same output updates after every epoch; under papermill the
+    last update stays. ``finish`` replaces it with the final figure plus its static
+    copy and writes the PNG (or HTML) file.
+    """
+
+    def __init__(self, build: Callable[[list[dict[str, Any]]], go.Figure]):
+        from IPython.display import display
+
+        self.build, self.rows = build, []
+        self.handle = display({"text/plain": "waiting for the first epoch ..."}, raw=True, display_id=True)
+
+    def update(self, row: dict[str, Any]) -> None:
+        self.rows.append(dict(row))
+        # the interactive copy only: a PNG per epoch would start Chromium every epoch
+        self.handle.update(bundle(self.build(self.rows), static=False), raw=True)
+
+    def finish(self, save_as: Union[str, Path, None] = None) -> Optional[FigureFiles]:
+        fig = self.build(self.rows)
+        files = save_figure(fig, save_as) if save_as is not None else None
+        png = files.png.read_bytes() if files and files.png else None
+        self.handle.update(bundle(fig, png), raw=True)
+        if files is not None and files.png is None:
+            print(files.note)
+        return files
+
+
+def overlay_figure(run_dirs: Sequence[Union[str, Path]], column: str = "val_top1", *, title: str = "") -> go.Figure:
+    """One metric per epoch for several runs on one axis (from each run's metrics.csv)."""
+    from .runs import RunFolder, read_metrics
+
+    fig = go.Figure()
+    for folder in map(Path, run_dirs):
+        metrics = RunFolder(folder).metrics
+        if not metrics.is_file():
+            continue
+        rows = read_metrics(metrics)
+        fig.add_trace(go.Scatter(x=[r["epoch"] for r in rows], y=[r[column] for r in rows], mode="lines+markers",
+                                 name=folder.name))
+    fig.update_layout(title=title or f"{column} per epoch", xaxis_title="epoch", yaxis_title=column, width=WIDTH,
+                      height=HEIGHT + 40)
+    return fig

@@ -1,0 +1,373 @@
+"""What the procedure notebooks call: parameters in, validated objects out.
+
+A notebook's parameters cell holds plain literals (papermill injects new ones);
+the next cell hands them to a function here, which turns names into objects and
+fails with the core library's message (unknown recipe, field, dataset, device)
+before anything long starts.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .data import Data, load_data
+from .errors import RunError
+from .evaluate import pick_device
+from .recipes import Recipe, load_recipe
+
+NOTEBOOK_PROGRESS = ("line", "none")  # a tqdm bar in a saved notebook is noise
+
+
+def _none_if_empty(value: Any) -> Any:
+    return None if value in ("", "auto") else value
+
+
+@dataclass
+class TrainSetup:
+    """A validated training procedure: what train.ipynb runs."""
+
+    recipe: Recipe
+    data: Data
+    run_dir: Path
+    device: str
+    workers: Optional[int] = None
+    resume: bool = False
+    progress: str = "line"
+    tensorboard: bool = False
+    _schedule: Optional[tuple[list[float], list[float]]] = field(default=None, repr=False)
+
+    def train(self, on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+        """Run `rsbkit.train.train`, with TensorBoard logging when it was asked for."""
+        from .runs import TensorBoardLogger
+        from .train import train
+
+        hooks = [on_epoch] if on_epoch else []
+        board = TensorBoardLogger(self.run_dir) if self.tensorboard else None
+        if board is not None:
+            hooks.append(board)
+        try:
+            return train(self.recipe, self.data, self.run_dir, device=self.device, workers=self.workers,
+                         resume=self.resume, progress=self.progress,
+                         on_epoch=(lambda row: [h(row) for h in hooks]) if hooks else None)
+        finally:
+            if board is not None:
+                board.close()
+
+    def schedule(self) -> Optional[tuple[list[float], list[float]]]:
+        """(epoch, lr) over the whole run as planned, read once the run has written recipe.yaml."""
+        if self._schedule is None and (self.run_dir / "recipe.yaml").is_file():
+            import yaml
+
+            from .optim import lr_schedule
+
+            resolved = yaml.safe_load((self.run_dir / "recipe.yaml").read_text())["resolved"]
+            steps = resolved["steps_per_epoch"]
+            lrs = lr_schedule(self.recipe, steps, resolved["lr"])
+            stride = max(1, len(lrs) // 2000)  # a plot needs no more points
+            self._schedule = ([i / steps for i in range(0, len(lrs), stride)], lrs[::stride])
+        return self._schedule
+
+    def curves(self, rows: list[dict[str, Any]]):
+        """The live figure of this run: loss, LR (with the planned schedule) and top-1 per epoch."""
+        from .figures import curves_figure
+
+        return curves_figure(rows, schedule=self.schedule(),
+                             title=f"{self.recipe.name}: {self.recipe.model} on {self.data.name}")
+
+    def beside_paper(self, result: dict[str, Any]):
+        return beside_paper(result, self.recipe)
+
+    def notebook_note(self) -> str:
+        """Where the executed notebook is kept: in the run folder when run by `rsbkit run`/`sweep`."""
+        kept = sorted(p.name for p in self.run_dir.glob("*.ipynb"))
+        if kept:
+            return f"the executed notebook is kept in the run folder: {self.run_dir / kept[0]}"
+        return (f"no executed notebook in {self.run_dir}: run this notebook with `python -m rsbkit run "
+                f"notebooks/procedures/train.ipynb --out {self.run_dir}` (or give papermill an output path inside "
+                "the run folder) to keep it with the run")
+
+
+def train_setup(
+    *,
+    recipe: Union[str, Recipe],
+    overrides: Optional[dict[str, Any]] = None,
+    data: str = "default",
+    data_root: Optional[str] = None,
+    seed: Optional[int] = None,
+    out_dir: Optional[str] = None,
+    resume: bool = False,
+    device: Optional[str] = None,
+    workers: Optional[int] = None,
+    limit_train: Optional[int] = None,
+    limit_val: Optional[int] = None,
+    progress: str = "line",
+    tensorboard: bool = False,
+) -> TrainSetup:
+    """Validate the train notebook's parameters; every error names the parameter and the fix."""
+    if overrides is not None and not isinstance(overrides, dict):
+        raise RunError(f"overrides must be a dict of recipe fields, e.g. {{'epochs': 5}}; got {overrides!r}")
+    overrides = dict(overrides or {})
+    if seed is not None:
+        overrides["seed"] = seed
+    if isinstance(recipe, Recipe):
+        recipe = recipe.replace(**overrides) if overrides else recipe
+    else:
+        recipe = load_recipe(recipe, **overrides)
+    if progress not in NOTEBOOK_PROGRESS:
+        raise RunError(f"progress={progress!r}: use one of {', '.join(NOTEBOOK_PROGRESS)} in a notebook")
+    for name, value in (("limit_train", limit_train), ("limit_val", limit_val), ("workers", workers)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise RunError(f"{name}={value!r}: give a non-negative integer, or None")
+    dataset = load_data(data, root=_none_if_empty(data_root), limit_train=limit_train or None,
+                        limit_val=limit_val or None)
+    device = str(pick_device(_none_if_empty(device)))
+    out = Path(out_dir) if _none_if_empty(out_dir) else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (out / "last.pt").exists() and not resume:
+        raise RunError(f"out_dir {out} already holds a run (last.pt): set resume=True to continue it, "
+                       "or choose another out_dir")
+    if resume and not (out / "last.pt").exists():
+        raise RunError(f"resume=True but {out / 'last.pt'} does not exist: set resume=False to start the run")
+    return TrainSetup(recipe=recipe, data=dataset, run_dir=out, device=device, workers=workers, resume=resume,
+                      progress=progress, tensorboard=bool(tensorboard))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def beside_paper(result: dict[str, Any], recipe: Recipe):
+    """This run's numbers in one column, what the paper reports for its recipe in the next.
+
+    The paper's numbers are ResNet-50 (or the ResNet-RS model) on ImageNet-1k at
+    full length; the table says so, since a scaled-down run compares only in kind.
+    """
+    import pandas as pd
+
+    from .recipes import RECIPES
+
+    rep = recipe.reported
+    base = next((r for r in RECIPES.values() if rep is not None and r.reported == rep), recipe)
+    data = result.get("data") or {}
+
+    def pct(x: Optional[float]) -> str:
+        return "" if x is None else f"{x:.2f}"
+
+    rows = [
+        ("data", f"{data.get('name')} ({data.get('train_images')} train / {data.get('val_images')} val, "
+                 f"{data.get('num_classes')} classes)", "ImageNet-1k (1,281,167 train / 50,000 val, 1000 classes)"),
+        ("model", recipe.model, base.model),
+        ("epochs", str(result.get("epochs_done")), str(base.epochs)),
+        ("train / test resolution", f"{recipe.train_res} / {recipe.test_res}", f"{base.train_res} / {base.test_res}"),
+        ("val top-1 (%), final", pct(result.get("final_top1")), pct(rep.top1) if rep else ""),
+        ("val top-1 (%), best epoch", f"{pct(result.get('best_top1'))} (epoch {result.get('best_epoch')})", ""),
+        ("ImageNet-ReaL top-1 (%)", "", pct(rep.real) if rep else ""),
+        ("ImageNet-V2 top-1 (%)", "", pct(rep.v2) if rep else ""),
+        ("training time", f"{_duration(result.get('wall_s') or 0)} on {result.get('device_name')}",
+         f"{rep.train_hours} h on {rep.gpus} x {rep.gpu}" if rep and rep.train_hours else ""),
+        ("peak memory", f"{result.get('peak_mem_mb')} MB" + (" (process RSS)" if result.get("device") == "cpu" else ""),
+         f"{rep.peak_mem_gb} GB per GPU" if rep and rep.peak_mem_gb else ""),
+        ("train images/s", str(result.get("imgs_per_s")), ""),
+    ]
+    table = pd.DataFrame(rows, columns=["", "this run", f"paper ({base.name})"]).set_index("")
+    table.attrs["source"] = rep.source if rep else "no published numbers for this recipe"
+    return table
+
+
+def _out_folder(out_dir: Optional[str], fallback: Path) -> Path:
+    folder = Path(out_dir) if _none_if_empty(out_dir) else fallback
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# ------------------------------------------------------------------ evaluate_resolution.ipynb
+
+
+def default_resolutions(train_res: int) -> list[int]:
+    """Test resolutions around the train one, 0.75x to 1.5x, in steps of 4 px (the FixRes range)."""
+    return sorted({max(8, int(round(train_res * f / 4)) * 4) for f in (0.75, 0.875, 1.0, 1.125, 1.25, 1.5)})
+
+
+@dataclass
+class ResolutionStudy:
+    table: Any  # DataFrame: test_res, crop_pct, resize_to, top1, top5, loss
+    train_res: Optional[int]
+    recipe_test_res: Optional[int]
+    out_dir: Path
+
+    def pivot(self):
+        """Top-1 with test resolutions as rows and crop ratios as columns (Table 9's layout)."""
+        return self.table.pivot(index="test_res", columns="crop_pct", values="top1")
+
+    def summary(self) -> str:
+        """What the table says about the FixRes effect, in one paragraph."""
+        best = self.table.loc[self.table["top1"].idxmax()]
+        text = f"best top-1 {best.top1:.2f}% at test {best.test_res} px, crop {best.crop_pct:g}."
+        if self.train_res is not None and (self.table["test_res"] == self.train_res).any():
+            at_train = self.table[self.table["test_res"] == self.train_res]["top1"].max()
+            gain = best.top1 - at_train
+            direction = ("a larger" if best.test_res > self.train_res else
+                         "a smaller" if best.test_res < self.train_res else "the same")
+            text += (f" At the train resolution ({self.train_res} px) the best crop gives {at_train:.2f}%; testing at "
+                     f"{direction} resolution gains {gain:+.2f} points.")
+        return text
+
+
+def resolution_study(
+    *, source: str, data: str = "default", resolutions: Optional[list] = None, crops: Optional[list] = None,
+    ema: bool = False, device: Optional[str] = None, limit_val: Optional[int] = None, out_dir: Optional[str] = None,
+) -> ResolutionStudy:
+    """Top-1 of a run, checkpoint or timm pretrained model over test resolutions x crop ratios."""
+    from .evaluate import load_model, resolution_sweep
+
+    if not source:
+        raise RunError("source is empty: give a run folder, a checkpoint file or a timm pretrained name")
+    crops = list(crops or [0.875, 0.95, 1.0])
+    bad = [c for c in crops if not isinstance(c, (int, float)) or not 0 < c <= 1]
+    if bad:
+        raise RunError(f"crops {bad}: crop ratios lie in (0, 1], e.g. [0.875, 0.95, 1.0]")
+    model, recipe = load_model(source, ema=ema, device="cpu")
+    train_res = recipe.train_res if recipe else None
+    resolutions = list(resolutions or default_resolutions(train_res or 224))
+    bad = [r for r in resolutions if not isinstance(r, int) or r < 8]
+    if bad:
+        raise RunError(f"resolutions {bad}: give integers of at least 8 px")
+    dataset = load_data(data, limit_val=limit_val or None)
+    table = resolution_sweep(model, dataset, resolutions, crops,
+                             interpolation=recipe.interpolation if recipe else "bicubic", device=_none_if_empty(device))
+    fallback = Path(source) if Path(source).is_dir() else Path("runs") / f"resolution-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = _out_folder(out_dir, fallback)
+    from .runs import atomic_write_text
+
+    atomic_write_text(folder / "resolution.csv", table.to_csv(index=False))
+    return ResolutionStudy(table, train_res, recipe.test_res if recipe else None, folder)
+
+
+def paper_resolution_tables():
+    """The paper's crop-ratio table (Table 9) and timm's FixRes points, as DataFrames."""
+    import pandas as pd
+
+    from .paper import FIXRES_TIMM, TABLE9_CROP
+
+    crop = pd.DataFrame(TABLE9_CROP).pivot(index="crop_pct", columns="recipe", values="mean")
+    return crop, pd.DataFrame(FIXRES_TIMM)
+
+
+# ------------------------------------------------------------------ studies: seeds, ablation, report
+
+
+def sweep_runs(sweep: Optional[str], runs: Optional[str], jobs: int = 1):
+    """Run a sweep file (completed points are reused) and/or read a folder of runs: (DataFrame, folder)."""
+    from .runs import load_runs
+    from .sweep import load_sweep, run_sweep
+
+    if _none_if_empty(runs):
+        return load_runs(runs), Path(runs)
+    if not _none_if_empty(sweep):
+        raise RunError("give a sweep file (sweep=...) to run, or a folder of finished runs (runs=...)")
+    spec = load_sweep(sweep)
+    run_sweep(spec, jobs=jobs)
+    return load_runs([p.run_dir for p in spec.points if p.run_dir.exists()]), spec.out
+
+
+@dataclass
+class SeedStudy:
+    runs: Any  # DataFrame of the runs
+    stats: Any  # studies.SeedStats
+    metric: str
+    out_dir: Path
+
+    @property
+    def values(self) -> list[float]:
+        done = self.runs[self.runs["status"] == "completed"]
+        return [float(v) for v in done[self.metric]]
+
+    def summary(self) -> str:
+        s = self.stats
+        return (f"{s.n} seeds: {self.metric} {s.mean:.2f} +- {s.std:.2f} (std), range {s.min:.2f} - {s.max:.2f} "
+                f"({s.range:.2f} points). Two single runs must differ by more than {s.noise_band(1):.2f} points, "
+                f"two means of 5 seeds by more than {s.noise_band(5):.2f}, before the difference is more than seed "
+                "noise (two-sided 95%).")
+
+
+def seed_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs: int = 1,
+               metric: str = "final_top1", out_dir: Optional[str] = None) -> SeedStudy:
+    """N seeds of one recipe: statistics written to ``seed_stats.json`` for the ablation to use."""
+    import json
+
+    from .runs import atomic_write_text
+    from .studies import noise_table, seed_stats
+
+    table, folder = sweep_runs(sweep, runs, jobs)
+    if metric not in table.columns:
+        raise RunError(f"metric {metric!r} is not a run column; use final_top1, best_top1 or final_top5")
+    failed = table[table["status"] != "completed"]
+    if len(failed):
+        print(f"{len(failed)} run(s) not completed are left out: {', '.join(failed['name'])}")
+    done = table[table["status"] == "completed"]
+    stats = seed_stats(done[metric])
+    folder = _out_folder(out_dir, folder)
+    record = dict(metric=metric, n=stats.n, mean=stats.mean, std=stats.std, min=stats.min, max=stats.max,
+                  seeds=[int(s) for s in done["seed"]], values=[float(v) for v in done[metric]],
+                  noise_band_1=stats.noise_band(1), noise_table=noise_table(stats).to_dict("records"))
+    atomic_write_text(folder / "seed_stats.json", json.dumps(record, indent=2) + "\n")
+    return SeedStudy(table, stats, metric, folder)
+
+
+def read_noise_band(seed_stats_json: Optional[str], n_per_cell: int = 1) -> Optional[float]:
+    """The noise band for single runs from a seed study's ``seed_stats.json`` (None when not given)."""
+    import json
+
+    from .studies import SeedStats
+
+    if not _none_if_empty(seed_stats_json):
+        return None
+    path = Path(seed_stats_json)
+    if not path.is_file():
+        raise RunError(f"seed_stats {path} does not exist; run notebooks/studies/seed_variance.ipynb first, or leave it empty")
+    rec = json.loads(path.read_text())
+    return SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"]).noise_band(n_per_cell)
+
+
+def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs: int = 1,
+                   reference: Optional[dict[str, Any]] = None, seed_stats: Optional[str] = None,
+                   metric: str = "final_top1", out_dir: Optional[str] = None):
+    """The Table 6 grid from a sweep or finished runs: (table, noise band or None, folder)."""
+    from .runs import atomic_write_text
+    from .studies import ablation_table
+
+    table, folder = sweep_runs(sweep, runs, jobs)
+    noise = read_noise_band(seed_stats)
+    result = ablation_table(table, reference or {}, metric=metric, noise=noise)
+    folder = _out_folder(out_dir, folder)
+    atomic_write_text(folder / "ablation.csv", result.to_csv(index=False))
+    return result, noise, folder
+
+
+REPORT_COLUMNS = ("name", "run", "status", "model", "epochs", "train_res", "test_res", "loss", "lr", "seed",
+                  "final_top1", "best_top1", "best_epoch", "wall_s", "imgs_per_s", "peak_mem_mb", "device_name")
+
+
+def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] = None, out_dir: Optional[str] = None):
+    """Gather runs into (runs table, per-group summary or None, folder); writes report.csv."""
+    from .runs import atomic_write_text, load_runs
+
+    if isinstance(runs, str):
+        runs = [runs]
+    table = load_runs(runs)
+    if table.empty:
+        raise RunError(f"no runs found under {runs}")
+    group_by = list(group_by or [])
+    unknown = [g for g in group_by + [metric] if g not in table.columns]
+    if unknown:
+        raise RunError(f"{unknown} are not run columns; choose from {', '.join(map(str, table.columns))}")
+    folder = _out_folder(out_dir, Path("runs") / f"report-{time.strftime('%Y%m%d-%H%M%S')}")
+    shown = table[[c for c in REPORT_COLUMNS if c in table.columns]]
+    atomic_write_text(folder / "report.csv", table.to_csv(index=False))
+    groups = None
+    if group_by:
+        done = table[table["status"] == "completed"]
+        groups = done.groupby(group_by)[metric].agg(["count", "mean", "std", "min", "max"]).reset_index()
+    return shown, groups, folder

@@ -1,0 +1,130 @@
+"""The arithmetic behind the study notebooks: seed statistics and the ablation table.
+
+Plain functions over numbers and DataFrames (from ``runs.load_runs``), so each
+is tested on known input and a notebook only calls them.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import RunError
+from .paper import TABLE6_A2
+
+Z95 = 1.959964  # two-sided 95% quantile of the standard normal
+
+
+@dataclass(frozen=True)
+class SeedStats:
+    """Spread of one metric over n seeds of one recipe (RSB Figure 2)."""
+
+    n: int
+    mean: float
+    std: float  # sample standard deviation (ddof=1)
+    min: float
+    max: float
+
+    @property
+    def range(self) -> float:
+        return self.max - self.min
+
+    def noise_band(self, n_per_recipe: int = 1, z: float = Z95) -> float:
+        """How far apart two recipes' means (of `n_per_recipe` seeds each) must be before
+        the difference is unlikely (two-sided 95%) to be seed noise alone.
+
+        Both means carry noise of std/sqrt(n), so their difference has std
+        std*sqrt(2/n); a difference beyond z times that is significant. Assumes the
+        two recipes have this seed spread (the paper: 0.08-0.15 points at ImageNet scale).
+        """
+        return z * self.std * math.sqrt(2.0 / n_per_recipe)
+
+    def gaussian_pdf(self, x: Sequence[float]) -> np.ndarray:
+        """The Gaussian fit (mean, std) evaluated at `x`: the curve drawn over the histogram."""
+        x = np.asarray(x, dtype=float)
+        s = self.std if self.std > 0 else 1e-9
+        return np.exp(-0.5 * ((x - self.mean) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+
+
+def seed_stats(values: Iterable[float]) -> SeedStats:
+    """Mean, std (ddof=1), min and max of one metric over seeds; at least two values."""
+    v = np.asarray([float(x) for x in values if x is not None and not math.isnan(float(x))])
+    if len(v) < 2:
+        raise RunError(f"seed statistics need at least 2 finished runs, got {len(v)}; run more seeds")
+    return SeedStats(n=len(v), mean=float(v.mean()), std=float(v.std(ddof=1)), min=float(v.min()), max=float(v.max()))
+
+
+def noise_table(stats: SeedStats, ns: Sequence[int] = (1, 2, 3, 5, 10)) -> pandas.DataFrame:  # noqa: F821
+    """For n seeds per recipe: the smallest difference of means that means something."""
+    import pandas as pd
+
+    return pd.DataFrame(dict(seeds_per_recipe=list(ns), min_significant_diff=[stats.noise_band(n) for n in ns]))
+
+
+# ------------------------------------------------------------------ ablation (Table 6)
+
+ABLATION_FACTORS = ("loss", "lr", "weight_decay", "aug_repeats")
+
+
+def paper_table6(loss: str, lr: float, weight_decay: float, repeated_aug: bool) -> Optional[float]:
+    """Table 6's A2 top-1 for this cell, or None where the paper has no such row."""
+    for row in TABLE6_A2:
+        if (row.loss, row.repeated_aug) == (loss, repeated_aug) and math.isclose(row.lr, lr) \
+                and math.isclose(row.weight_decay, weight_decay):
+            return row.top1
+    return None
+
+
+def ablation_table(
+    runs: pandas.DataFrame,  # noqa: F821
+    reference: dict[str, Any],
+    *,
+    metric: str = "final_top1",
+    noise: Optional[float] = None,
+) -> pandas.DataFrame:  # noqa: F821
+    """Table 6 laid out from finished runs: one row per (loss, LR, WD, RA) cell.
+
+    `reference` names the row the deltas are taken against (e.g. A2's ``loss=bce,
+    lr=5e-3, weight_decay=0.02, aug_repeats=3``). `noise` is the seed-noise band
+    (``SeedStats.noise_band()``): a delta inside it is marked as not meaningful.
+    Several runs in one cell (seeds) are averaged and counted in ``runs``.
+    Columns: loss, LR, WD, RA, top1, runs, delta, beyond_noise, paper_A2.
+    """
+    missing = [f for f in ABLATION_FACTORS if f not in runs.columns]
+    if missing:
+        raise RunError(f"the runs lack the columns {missing}; load them with rsbkit.runs.load_runs")
+    unknown = set(reference) - set(ABLATION_FACTORS)
+    if unknown:
+        raise RunError(f"reference has unknown factors {sorted(unknown)}; use {', '.join(ABLATION_FACTORS)}")
+    done = runs[runs["status"] == "completed"]
+    if done.empty:
+        raise RunError("no completed runs to tabulate; run the ablation sweep first")
+    cells = done.groupby(list(ABLATION_FACTORS), sort=False)[metric].agg(["mean", "count"]).reset_index()
+
+    def is_ref(row) -> bool:
+        return all(_same(row[k], v) for k, v in reference.items())
+
+    ref = cells[cells.apply(is_ref, axis=1)]
+    if ref.empty:
+        raise RunError(f"no completed run matches the reference {reference}; it must be one of the grid's points")
+    ref_value = float(ref["mean"].iloc[0])
+    table = cells.rename(columns={"mean": "top1", "count": "runs", "lr": "LR", "weight_decay": "WD"})
+    table["loss"] = table["loss"].str.upper()
+    table["RA"] = np.where(table["aug_repeats"] > 0, "yes", "no")
+    table["delta"] = table["top1"] - ref_value
+    table["reference"] = cells.apply(is_ref, axis=1)
+    table["beyond_noise"] = None if noise is None else (table["delta"].abs() > noise)
+    table["paper_A2"] = [paper_table6(r.loss, r.lr, r.weight_decay, r.aug_repeats > 0) for r in cells.itertuples()]
+    # the paper's order: BCE before CE, with RA before without, then LR and WD ascending
+    table = table.sort_values(["loss", "RA", "LR", "WD"], ascending=[True, False, True, True])
+    return table[["loss", "LR", "WD", "RA", "top1", "runs", "delta", "beyond_noise", "reference", "paper_A2"]] \
+        .reset_index(drop=True)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return str(a).lower() == str(b).lower()

@@ -1,0 +1,376 @@
+"""Run notebooks through papermill: one point, or a sweep of many, each into its own run folder.
+
+A sweep file (``params/sweeps/*.yaml``)::
+
+    notebook: notebooks/procedures/train.ipynb   # the notebook every point runs
+    out: runs/ablation                           # points go to out/<point name>/
+    parameters:                                  # the same for every point
+      recipe: params/demo.yaml
+    grid:                                        # the cartesian product of these lists
+      loss: [bce, ce]
+      aug_repeats: [0, 3]
+    seeds: [0, 1, 2]                             # optional: every grid point once per seed
+
+or, instead of ``grid``, ``points:`` a list of mappings (one point each), for a
+table whose rows are not a product, like the paper's Table 6.
+
+Keys of ``parameters`` and ``grid`` are the notebook's parameters; for a notebook
+with an ``overrides`` parameter (train.ipynb), recipe fields are accepted too and
+go into ``overrides``. Everything is validated (keys, recipes of every point)
+before the first point starts.
+
+Each point is executed in its own papermill process (``python -m papermill``),
+so a crash in one cannot take the others down, and ``jobs`` points run at once,
+each pinned to one GPU (``CUDA_VISIBLE_DEVICES``) where there are several. A
+point folder holds the executed notebook, its HTML export, ``parameters.yaml``,
+``papermill.log`` and ``sweep_point.json`` (status, error, wall time). Running
+the sweep again skips points whose status is ``completed`` and runs the rest;
+a point that left a ``last.pt`` resumes from it.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import yaml
+
+from .errors import RsbkitError, RunError
+from .runs import SWEEP_POINT, atomic_file, atomic_write_text
+
+SWEEP_KEYS = {
+    "notebook": "the notebook every point runs, e.g. notebooks/procedures/train.ipynb",
+    "out": "folder of the point folders (default runs/sweeps/<file name>)",
+    "parameters": "notebook parameters shared by every point",
+    "grid": "parameter -> list of values; every combination is a point",
+    "points": "instead of grid: a list of mappings, one point each",
+    "seeds": "list of seeds; every grid point runs once per seed",
+    "kernel": "Jupyter kernel name (default python3)",
+}
+
+
+class SweepError(RsbkitError):
+    """A sweep file or notebook parameter that cannot run; raised before any point starts."""
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str  # the point's folder name, from the values that vary
+    parameters: dict[str, Any]  # what papermill injects
+    run_dir: Path
+
+
+@dataclass(frozen=True)
+class Sweep:
+    notebook: Path
+    out: Path
+    points: tuple[Point, ...]
+    kernel: str = "python3"
+
+
+@dataclass(frozen=True)
+class PointResult:
+    name: str
+    status: str  # completed | failed | skipped
+    error: Optional[str]
+    wall_s: float
+    run_dir: Path
+    notebook: Path  # the executed (or failed) notebook
+
+
+# ------------------------------------------------------------------ notebook parameters
+
+
+def notebook_parameters(notebook: Union[str, Path]) -> dict[str, dict[str, Any]]:
+    """The notebook's parameters as papermill reads them: name -> {inferred_type_name, default, help}."""
+    import papermill
+
+    path = Path(notebook)
+    if not path.is_file():
+        raise SweepError(f"notebook {path} does not exist (paths are relative to {Path.cwd()}; run from the repository root)")
+    params = papermill.inspect_notebook(str(path))
+    if not params:
+        raise SweepError(f"{path} has no cell tagged 'parameters'; papermill cannot inject values into it")
+    return params
+
+
+def route_parameters(notebook: Path, values: dict[str, Any], declared: dict[str, Any], where: str) -> dict[str, Any]:
+    """Split `values` into notebook parameters and recipe fields (into ``overrides``); reject the rest."""
+    from .recipes import _fields
+
+    out: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    # explicit overrides first, so recipe fields given beside them (a grid's) win
+    for key, value in sorted(values.items(), key=lambda kv: kv[0] != "overrides"):
+        if key in declared:
+            if key == "overrides":
+                if not isinstance(value, dict):
+                    raise SweepError(f"{where}: overrides must be a mapping of recipe fields, got {value!r}")
+                overrides.update(value)
+            else:
+                out[key] = value
+        elif "overrides" in declared and key in _fields():
+            overrides[key] = value
+        else:
+            also = " or a recipe field" if "overrides" in declared else ""
+            raise SweepError(f"{where}: {key!r} is not a parameter of {notebook}{also}; "
+                             f"its parameters are {', '.join(declared)}")
+    if overrides:
+        out["overrides"] = overrides
+    return out
+
+
+def _check_recipe(params: dict[str, Any], where: str) -> None:
+    if "recipe" not in params:
+        return
+    from .recipes import load_recipe
+
+    try:
+        load_recipe(params["recipe"], **params.get("overrides", {}))
+    except RsbkitError as exc:
+        raise SweepError(f"{where}: {exc}") from None
+
+
+def _label(value: Any) -> str:
+    text = Path(value).stem if isinstance(value, str) and value.endswith((".yaml", ".yml")) else str(value)
+    return "".join(c if c.isalnum() or c in ".-+" else "-" for c in text).strip("-") or "none"
+
+
+# ------------------------------------------------------------------ sweep files
+
+
+def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Optional[dict[str, Any]] = None,
+           grid: Optional[dict[str, list]] = None, seeds: Optional[list[int]] = None, *,
+           points: Optional[list[dict[str, Any]]] = None, kernel: str = "python3", where: str = "sweep") -> Sweep:
+    """The points of a grid or a list of points (times seeds), routed and validated; nothing runs."""
+    notebook, out = Path(notebook), Path(out)
+    declared = notebook_parameters(notebook)
+    grid = dict(grid or {})
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"{where}: grid {key!r} needs a non-empty list of values, got {values!r}")
+    if points is not None:
+        if grid:
+            raise SweepError(f"{where}: give either 'grid' or 'points', not both")
+        if not isinstance(points, list) or not points or not all(isinstance(p, dict) and p for p in points):
+            raise SweepError(f"{where}: points needs a non-empty list of non-empty mappings, got {points!r}")
+    rows = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else list(points or [])
+    if seeds is not None:
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+            raise SweepError(f"{where}: seeds needs a non-empty list of integers, got {seeds!r}")
+        if any("seed" in row for row in rows):
+            raise SweepError(f"{where}: give the seeds either as 'seeds' or in the grid/points, not both")
+        rows = [{**row, "seed": s} for row in (rows or [{}]) for s in seeds]
+    if not rows:
+        raise SweepError(f"{where}: the grid is empty; give 'grid' (parameter -> list of values), 'points' and/or 'seeds'")
+    base = dict(parameters or {})
+    out_points, names = [], set()
+    for varying in rows:
+        name = "_".join(f"{k}={_label(v)}" for k, v in varying.items())
+        if name in names:
+            raise SweepError(f"{where}: two points share the folder name {name}; make the grid values distinct")
+        names.add(name)
+        params = route_parameters(notebook, {**base, **varying}, declared, f"{where}, point {name}")
+        run_dir = out / name
+        if "out_dir" in declared:
+            params["out_dir"] = str(run_dir)
+        _check_recipe(params, f"{where}, point {name}")
+        out_points.append(Point(name, params, run_dir))
+    return Sweep(notebook, out, tuple(out_points), kernel)
+
+
+def load_sweep(path: Union[str, Path], out: Union[str, Path, None] = None) -> Sweep:
+    """Read and validate a sweep file; an unknown key, an empty grid or a bad recipe fails here."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"sweep file {path} does not exist")
+    try:
+        node = yaml.compose(path.read_text())
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(spec, dict):
+        raise SweepError(f"{path}: expected keys {', '.join(SWEEP_KEYS)}")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
+    for key in spec:
+        if key not in SWEEP_KEYS:
+            keys = "; ".join(f"{k}: {v}" for k, v in SWEEP_KEYS.items())
+            raise SweepError(f"{path}, line {lines.get(key, '?')}: unknown key {key!r}. A sweep file has {keys}")
+    if "notebook" not in spec:
+        raise SweepError(f"{path}: no 'notebook:'; name the notebook every point runs")
+    for key in ("parameters", "grid"):
+        if spec.get(key) is not None and not isinstance(spec[key], dict):
+            raise SweepError(f"{path}, line {lines[key]}: {key} must be a mapping (name: value)")
+    return expand(spec["notebook"], out or spec.get("out") or Path("runs") / "sweeps" / path.stem,
+                  spec.get("parameters"), spec.get("grid"), spec.get("seeds"), points=spec.get("points"),
+                  kernel=spec.get("kernel", "python3"), where=str(path))
+
+
+# ------------------------------------------------------------------ running
+
+
+def point_status(run_dir: Union[str, Path]) -> Optional[str]:
+    f = Path(run_dir) / SWEEP_POINT
+    return json.loads(f.read_text()).get("status") if f.is_file() else None
+
+
+def _notebook_error(path: Path) -> Optional[str]:
+    """The first error a failed executed notebook shows: 'ExceptionName: message'."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:
+        return None
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return f"{output.get('ename')}: {output.get('evalue')}"
+    return None
+
+
+def _error_on_top(path: Path, error: str) -> None:
+    """Put the error message itself (not only papermill's "An Exception was encountered") in the first cell."""
+    import html
+
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    text = f"\n\n**rsbkit: this run failed.** `{html.escape(error[:2000])}`\n"
+    if nb.cells and "papermill-error-cell-tag" in nb.cells[0].metadata.get("tags", []):
+        nb.cells[0].source += text
+    else:
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(text.strip()))
+    with atomic_file(path, "w") as f:
+        nbformat.write(nb, f)
+
+
+def export_html(notebook: Path) -> Optional[Path]:
+    """The executed notebook as HTML beside it (figures appear as their static PNG copies)."""
+    import nbconvert
+    import nbformat
+
+    try:
+        body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    except Exception as exc:  # an export problem must not fail the run it records
+        print(f"rsbkit: HTML export of {notebook} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    html = notebook.with_suffix(".html")
+    atomic_write_text(html, body)
+    return html
+
+
+def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Optional[dict[str, str]] = None,
+              log: Callable[[str], None] = print) -> PointResult:
+    """Execute one point with papermill into its run folder, export HTML, record the outcome."""
+    run_dir = point.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params = dict(point.parameters)
+    if "resume" in notebook_parameters(notebook) and (run_dir / "last.pt").exists():
+        params["resume"] = True  # a failed or preempted point continues from its checkpoint
+    param_file = run_dir / "parameters.yaml"
+    atomic_write_text(param_file, yaml.safe_dump(params, sort_keys=False))
+    output = run_dir / notebook.name
+    record = dict(name=point.name, notebook=str(notebook), parameters=params, status="running", error=None,
+                  started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
+    cmd = [sys.executable, "-m", "papermill", str(notebook), str(output), "-f", str(param_file), "-k", kernel,
+           "--cwd", os.getcwd(), "--log-output", "--no-progress-bar"]
+    t0 = time.perf_counter()
+    with open(run_dir / "papermill.log", "w") as logfile:
+        code = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}).returncode
+    wall = round(time.perf_counter() - t0, 2)
+    error = None
+    if code != 0:
+        error = _notebook_error(output) if output.exists() else None
+        if error is None:
+            tail = (run_dir / "papermill.log").read_text().strip().splitlines()[-1:] or [f"exit code {code}"]
+            error = f"papermill exited with {code}: {tail[0][:300]}"
+    if output.exists():
+        if error is not None:
+            _error_on_top(output, error)
+        export_html(output)
+    record.update(status="completed" if code == 0 else "failed", error=error, wall_s=wall,
+                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
+    return PointResult(point.name, record["status"], error, wall, run_dir, output)
+
+
+def _gpu_ids() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d for d in visible.split(",") if d.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:
+        return []
+
+
+def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print):
+    """Run every point not yet completed, `jobs` at a time; return one row per point (a DataFrame).
+
+    A failing point is recorded (its error and failed notebook kept) and the
+    others go on. Also writes ``<out>/sweep.json`` with every point's status.
+    """
+    import pandas as pd
+
+    if jobs < 1:
+        raise SweepError(f"jobs={jobs}: give 1 or more")
+    gpus = _gpu_ids()
+    slots: queue.Queue[int] = queue.Queue()
+    for i in range(jobs):
+        slots.put(i)
+    todo = [p for p in sweep.points if point_status(p.run_dir) != "completed"]
+    log(f"sweep {sweep.out}: {len(sweep.points)} points, {len(sweep.points) - len(todo)} already completed, "
+        f"running {len(todo)} ({jobs} at a time{f' over GPUs {gpus}' if len(gpus) > 1 else ''})")
+
+    def one(point: Point) -> PointResult:
+        slot = slots.get()
+        try:
+            env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if len(gpus) > 1 else None
+            log(f"  start {point.name}" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if env else ""))
+            res = run_point(sweep.notebook, point, kernel=sweep.kernel, env=env, log=log)
+            log(f"  {res.status} {point.name} in {res.wall_s:.0f} s" + (f": {res.error}" if res.error else ""))
+            return res
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        ran = {r.name: r for r in pool.map(one, todo)}
+    rows = []
+    for p in sweep.points:
+        r = ran.get(p.name)
+        rows.append(dict(point=p.name, status=r.status if r else "skipped (completed before)",
+                         error=r.error if r else None, wall_s=r.wall_s if r else None, run_dir=str(p.run_dir)))
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep.out / "sweep.json", json.dumps(
+        dict(notebook=str(sweep.notebook), points=[{**r, "final_status": point_status(r["run_dir"])} for r in rows]),
+        indent=2) + "\n")
+    failed = [r for r in rows if r["status"] == "failed"]
+    log(f"sweep {sweep.out}: {sum(point_status(p.run_dir) == 'completed' for p in sweep.points)}/{len(sweep.points)} "
+        f"completed" + (f"; {len(failed)} failed: {', '.join(r['point'] for r in failed)}" if failed else ""))
+    return pd.DataFrame(rows)
+
+
+def single_point(notebook: Union[str, Path], parameters: dict[str, Any], out: Union[str, Path, None] = None) -> Point:
+    """One run of a notebook (``rsbkit run``): parameters validated, its run folder chosen."""
+    notebook = Path(notebook)
+    declared = notebook_parameters(notebook)
+    params = route_parameters(notebook, parameters, declared, f"parameters of {notebook}")
+    if out is None:
+        out = params.get("out_dir") or Path("runs") / (
+            f"{_label(params.get('recipe', notebook.stem))}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if "out_dir" in declared:
+        params["out_dir"] = str(out)
+    _check_recipe(params, f"parameters of {notebook}")
+    return Point(Path(out).name, params, Path(out))
