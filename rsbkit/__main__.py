@@ -89,9 +89,8 @@ def _run(args: argparse.Namespace) -> int:
         print(load_recipe(args.source, **parse_overrides(args.overrides)).to_yaml(), end="")
         return 0
     if args.command == "train":
-        from .train import train
-
         from .runs import TensorBoardLogger, default_run_dir
+        from .train import train
 
         recipe = load_recipe(args.config, **parse_overrides(args.overrides))
         out = args.out or default_run_dir(recipe)

@@ -36,14 +36,15 @@ import queue
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import yaml
 
-from .errors import RsbkitError, RunError
+from .errors import RsbkitError
 from .runs import SWEEP_POINT, atomic_file, atomic_write_text
 
 SWEEP_KEYS = {
