@@ -62,11 +62,14 @@ def resolution_figure(table: pandas.DataFrame, *, train_res: Optional[int] = Non
     return fig
 
 
-def seed_figure(values: Sequence[float], stats, *, title: str = "", bins: int = 20) -> go.Figure:
+def seed_figure(values: Sequence[float], stats, *, title: str = "", bins: Optional[int] = None) -> go.Figure:
     """Histogram of a metric over seeds with its Gaussian fit, as the paper's Figure 2."""
+    import math
+
     import numpy as np
 
     values = list(values)
+    bins = bins or min(20, max(5, math.ceil(2 * math.sqrt(len(values)))))  # 100 seeds: 20 bins, 3 seeds: 5
     lo, hi = min(values), max(values)
     pad = max(hi - lo, 1e-6) * 0.5 + 3 * stats.std
     x = np.linspace(lo - pad * 0.5, hi + pad * 0.5, 200)
@@ -87,7 +90,7 @@ def comparison_figure(runs: pandas.DataFrame, *, metric: str = "final_top1", lab
     fig.add_trace(go.Scatter(x=runs["wall_s"], y=runs[metric], mode="markers+text", text=runs[label],
                              textposition="top center", showlegend=False), 1, 2)
     fig.update_xaxes(title_text="wall time (s)", row=1, col=2)
-    fig.update_layout(width=WIDTH, height=HEIGHT + 40)
+    fig.update_layout(title=f"{metric} and cost per run", width=WIDTH, height=HEIGHT + 40)
     return fig
 
 
@@ -139,8 +142,8 @@ def bundle(fig: go.Figure, png: Optional[bytes] = None, *, static: bool = True) 
     return out
 
 
-def show(fig: go.Figure, save_as: Union[str, Path, None] = None) -> Optional[FigureFiles]:
-    """Display `fig` (interactive plus static copy); with `save_as`, also write it as PNG (or HTML)."""
+def show(fig: go.Figure, save_as: Union[str, Path, None] = None) -> None:
+    """Display `fig` (interactive plus static copy); with `save_as`, also write it as PNG (or HTML, and say why)."""
     from IPython.display import display
 
     files = save_figure(fig, save_as) if save_as is not None else None
@@ -148,7 +151,6 @@ def show(fig: go.Figure, save_as: Union[str, Path, None] = None) -> Optional[Fig
     display(bundle(fig, png), raw=True)
     if files is not None and files.png is None:
         print(files.note)
-    return files
 
 
 class LiveFigure:
@@ -156,7 +158,8 @@ class LiveFigure:
 
     In JupyterLab the same output updates after every epoch; under papermill the
     last update stays. ``finish`` replaces it with the final figure plus its static
-    copy and writes the PNG (or HTML) file.
+    copy and writes the PNG (or HTML) file. Outside IPython nothing is drawn; the
+    files are still written.
     """
 
     def __init__(self, build: Callable[[list[dict[str, Any]]], go.Figure]):
@@ -167,6 +170,8 @@ class LiveFigure:
 
     def update(self, row: dict[str, Any]) -> None:
         self.rows.append(dict(row))
+        if self.handle is None:
+            return
         # the interactive copy only: a PNG per epoch would start Chromium every epoch
         self.handle.update(bundle(self.build(self.rows), static=False), raw=True)
 
@@ -174,7 +179,8 @@ class LiveFigure:
         fig = self.build(self.rows)
         files = save_figure(fig, save_as) if save_as is not None else None
         png = files.png.read_bytes() if files and files.png else None
-        self.handle.update(bundle(fig, png), raw=True)
+        if self.handle is not None:
+            self.handle.update(bundle(fig, png), raw=True)
         if files is not None and files.png is None:
             print(files.note)
         return files
@@ -194,4 +200,16 @@ def overlay_figure(run_dirs: Sequence[Union[str, Path]], column: str = "val_top1
                                  name=folder.name))
     fig.update_layout(title=title or f"{column} per epoch", xaxis_title="epoch", yaxis_title=column, width=WIDTH,
                       height=HEIGHT + 40)
+    return fig
+
+
+def ablation_figure(table: pandas.DataFrame, noise: Optional[float] = None, *, metric: str = "final_top1") -> go.Figure:  # noqa: F821
+    """Each ablation cell's delta to the reference row, with the seed-noise band shaded (when known)."""
+    labels = [f"{r.loss} lr {r.LR:g} wd {r.WD:g} RA {r.RA}" for r in table.itertuples()]
+    fig = go.Figure(go.Bar(x=table["delta"], y=labels, orientation="h"))
+    if noise is not None:
+        fig.add_vrect(x0=-noise, x1=noise, fillcolor="grey", opacity=0.2, line_width=0,
+                      annotation_text="seed noise", annotation_position="top left")
+    fig.update_layout(title=f"{metric}: delta to the reference row", xaxis_title="points", width=800,
+                      height=140 + 28 * len(table))
     return fig

@@ -204,14 +204,17 @@ class ResolutionStudy:
     def summary(self) -> str:
         """What the table says about the FixRes effect, in one paragraph."""
         best = self.table.loc[self.table["top1"].idxmax()]
-        text = f"best top-1 {best.top1:.2f}% at test {best.test_res} px, crop {best.crop_pct:g}."
+        res, crop, top1 = int(best.test_res), float(best.crop_pct), float(best.top1)
+        text = f"best top-1 {top1:.2f}% at test {res} px, crop {crop:g}."
         if self.train_res is not None and (self.table["test_res"] == self.train_res).any():
-            at_train = self.table[self.table["test_res"] == self.train_res]["top1"].max()
-            gain = best.top1 - at_train
-            direction = ("a larger" if best.test_res > self.train_res else
-                         "a smaller" if best.test_res < self.train_res else "the same")
-            text += (f" At the train resolution ({self.train_res} px) the best crop gives {at_train:.2f}%; testing at "
-                     f"{direction} resolution gains {gain:+.2f} points.")
+            at_train = float(self.table[self.table["test_res"] == self.train_res]["top1"].max())
+            if res == self.train_res:
+                text += f" The train resolution ({self.train_res} px) is the best test resolution here: no FixRes gain."
+            else:
+                side = "larger" if res > self.train_res else "smaller"
+                text += (f" At the train resolution ({self.train_res} px) the best crop gives {at_train:.2f}%: testing "
+                         f"at the {side} {res} px gains {top1 - at_train:+.2f} points"
+                         + (" (the FixRes effect)." if side == "larger" else "."))
         return text
 
 
@@ -346,7 +349,7 @@ def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, j
     return result, noise, folder
 
 
-REPORT_COLUMNS = ("name", "run", "status", "model", "epochs", "train_res", "test_res", "loss", "lr", "seed",
+REPORT_COLUMNS = ("name", "run", "recipe", "status", "model", "epochs", "train_res", "test_res", "loss", "lr", "seed",
                   "final_top1", "best_top1", "best_epoch", "wall_s", "imgs_per_s", "peak_mem_mb", "device_name")
 
 

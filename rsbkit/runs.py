@@ -161,7 +161,8 @@ def _cell(value: Any) -> Any:
 def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> pandas.DataFrame:  # noqa: F821
     """One row per run folder found under `paths` (a run folder, a folder of runs, or a list).
 
-    Columns: ``run`` (folder), ``status``, every recipe field (``model``, ``lr``,
+    Columns: ``run`` (folder), ``name`` (its last part), ``recipe`` (the recipe's
+    name), ``status``, every other recipe field (``model``, ``lr``,
     ``loss`` ...), the final metrics (``final_top1``, ``best_top1``, ``best_epoch``,
     ``final_top5``, ``epochs_done``), the cost (``wall_s``, ``imgs_per_s``,
     ``peak_mem_mb``, ``device_name``), ``lr_used`` and ``effective_batch`` as the
@@ -186,7 +187,8 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
         recipe = dict(run["recipe"] or {})
         resolved = recipe.pop("resolved", None) or {}
         result = run["result"] or {}
-        row: dict[str, Any] = dict(run=str(folder), name=folder.name, status=result.get("status"))
+        row: dict[str, Any] = dict(run=str(folder), name=folder.name, recipe=recipe.pop("name", None),
+                                   status=result.get("status"))
         row.update({k: _cell(v) for k, v in recipe.items()})
         for key in ("final_top1", "best_top1", "best_epoch", "final_top5", "final_loss", "epochs_done",
                     "wall_s", "imgs_per_s", "peak_mem_mb", "device_name", "num_skipped", "code_version", "error"):

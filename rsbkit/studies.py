@@ -38,7 +38,9 @@ class SeedStats:
 
         Both means carry noise of std/sqrt(n), so their difference has std
         std*sqrt(2/n); a difference beyond z times that is significant. Assumes the
-        two recipes have this seed spread (the paper: 0.08-0.15 points at ImageNet scale).
+        two recipes have this seed spread (the paper: 0.08-0.15 points at ImageNet scale)
+        and treats the std as known: estimated from few seeds it is itself uncertain,
+        so with under ~10 seeds read the band as a lower bound.
         """
         return z * self.std * math.sqrt(2.0 / n_per_recipe)
 

@@ -52,3 +52,19 @@ def run_cli(*args: str, timeout: int = 600):
     import subprocess
 
     return subprocess.run([sys.executable, "-m", "rsbkit", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+SMOKE_NOTEBOOK_PARAMS = ("-p", "recipe", "params/smoke.yaml", "-p", "limit_train", "128", "-p", "limit_val", "64",
+                         "-p", "device", "cpu", "-p", "workers", "0")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One finished smoke run folder (1 epoch of resnet10t on 128 images), shared read-only."""
+    from rsbkit.recipes import A3, smoke
+    from rsbkit.train import train
+
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    train(smoke(A3, batch_size=16), "default", out, device="cpu", workers=0, limit_train=128, limit_val=64,
+          progress="none", log=lambda s: None)
+    return out

@@ -1,0 +1,47 @@
+"""Run folders as a table (load_runs) and TensorBoard logging."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from rsbkit.errors import RunError
+from rsbkit.runs import SWEEP_POINT, TensorBoardLogger, load_run, load_runs
+
+
+def test_load_runs_one_row_per_run_with_recipe_results_and_cost(smoke_run, tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(smoke_run, tmp_path / "runs" / name, ignore=shutil.ignore_patterns("*.pt"))
+    unfinished = tmp_path / "runs" / "c"
+    unfinished.mkdir()
+    shutil.copy(smoke_run / "recipe.yaml", unfinished / "recipe.yaml")  # started, never wrote a result
+    (tmp_path / "runs" / "b" / SWEEP_POINT).write_text(json.dumps({"status": "completed", "parameters": {"seed": 3}}))
+    table = load_runs(tmp_path / "runs")
+    assert list(table["name"]) == ["a", "b", "c"]
+    result = load_run(smoke_run)["result"]
+    a = table.iloc[0]
+    assert (a["status"], a["recipe"], a["model"], a["loss"], a["epochs"]) == ("completed", "a3-smoke", "resnet10t", "bce", 1)
+    assert a["final_top1"] == result["final_top1"] and a["wall_s"] == result["wall_s"]
+    assert a["imgs_per_s"] > 0 and a["peak_mem_mb"] > 0
+    assert a["lr_used"] == pytest.approx(8e-3 * 16 / 2048) and a["effective_batch"] == 16
+    assert a["scale"] == (0.08, 1.0)  # lists become tuples, so the table can be grouped by them
+    assert table.iloc[1]["param.seed"] == 3
+    assert pd.isna(table.iloc[2]["status"]) and pd.isna(table.iloc[2]["final_top1"]) and table.iloc[2]["model"] == "resnet10t"
+    assert load_runs([tmp_path / "runs" / "a", tmp_path / "runs" / "a"]).shape[0] == 1  # listed once
+    with pytest.raises(RunError, match="no run folder or folder of runs at /no/such"):
+        load_runs("/no/such")
+
+
+def test_tensorboard_logger_writes_event_file(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = TensorBoardLogger(tmp_path)
+    board(dict(epoch=1, lr=0.1, train_loss=2.0, val_top1=10.0, ema_top1=None))
+    board(dict(epoch=2, lr=0.05, train_loss=1.5, val_top1=20.0, ema_top1=None))
+    board.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("val_top1")] == [10.0, 20.0]
+    assert "ema_top1" not in events.Tags()["scalars"]

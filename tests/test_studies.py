@@ -1,0 +1,68 @@
+"""Seed statistics and the Table 6 layout, on known numbers."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from rsbkit.errors import RunError
+from rsbkit.paper import TABLE6_A2, TABLE9_CROP
+from rsbkit.studies import ablation_table, noise_table, paper_table6, seed_stats
+
+
+def test_seed_stats_on_known_values():
+    s = seed_stats([79.5, 79.7, 79.9, None])
+    assert (s.n, s.min, s.max) == (3, 79.5, 79.9)
+    assert s.mean == pytest.approx(79.7) and s.std == pytest.approx(0.2)  # sample std, ddof=1
+    assert s.range == pytest.approx(0.4)
+    # two single runs: 1.96 * 0.2 * sqrt(2); two means of 5 seeds: 1.96 * 0.2 * sqrt(2/5)
+    assert s.noise_band(1) == pytest.approx(0.5544, abs=1e-4)
+    assert s.noise_band(5) == pytest.approx(0.2479, abs=1e-4)
+    table = noise_table(s, ns=(1, 5))
+    assert list(table["seeds_per_recipe"]) == [1, 5] and table["min_significant_diff"].iloc[1] == pytest.approx(0.2479, abs=1e-4)
+    # the fitted Gaussian peaks at the mean with height 1/(std sqrt(2 pi))
+    assert s.gaussian_pdf([79.7])[0] == pytest.approx(1 / (0.2 * math.sqrt(2 * math.pi)))
+
+
+def test_seed_stats_needs_two_runs():
+    with pytest.raises(RunError, match="at least 2 finished runs, got 1"):
+        seed_stats([80.0])
+
+
+def test_paper_tables_hold_the_published_rows():
+    assert len(TABLE6_A2) == 22 and len(TABLE9_CROP) == 12
+    assert paper_table6("bce", 5e-3, 0.02, True) == 79.85  # the A2 row
+    assert paper_table6("ce", 5e-3, 0.02, True) == 79.18
+    assert paper_table6("bce", 5e-3, 0.02, False) == 79.57
+    assert paper_table6("bce", 1e-3, 0.02, True) is None
+
+
+def _runs(cells):
+    return pd.DataFrame([dict(loss=l, lr=lr, weight_decay=wd, aug_repeats=ra, final_top1=t, status=st)
+                         for l, lr, wd, ra, t, st in cells])
+
+
+def test_ablation_table_deltas_noise_and_paper_column():
+    runs = _runs([
+        ("bce", 5e-3, 0.02, 3, 80.0, "completed"), ("bce", 5e-3, 0.02, 3, 80.4, "completed"),  # two seeds: mean 80.2
+        ("ce", 5e-3, 0.02, 3, 79.0, "completed"), ("bce", 5e-3, 0.02, 0, 80.1, "completed"),
+        ("ce", 5e-3, 0.02, 0, 50.0, "failed"),  # not completed: left out
+    ])
+    table = ablation_table(runs, {"loss": "bce", "lr": 0.005, "weight_decay": 0.02, "aug_repeats": 3}, noise=0.5)
+    assert list(table["loss"]) == ["BCE", "BCE", "CE"] and list(table["RA"]) == ["yes", "no", "yes"]
+    ref = table.iloc[0]
+    assert ref["reference"] and ref["top1"] == pytest.approx(80.2) and ref["runs"] == 2 and ref["delta"] == 0
+    assert table.iloc[1]["delta"] == pytest.approx(-0.1) and not table.iloc[1]["beyond_noise"]
+    assert table.iloc[2]["delta"] == pytest.approx(-1.2) and table.iloc[2]["beyond_noise"]
+    assert list(table["paper_A2"]) == [79.85, 79.57, 79.18]
+
+
+def test_ablation_table_errors_name_the_problem():
+    runs = _runs([("bce", 5e-3, 0.02, 3, 80.0, "completed")])
+    with pytest.raises(RunError, match="no completed run matches the reference"):
+        ablation_table(runs, {"loss": "ce"})
+    with pytest.raises(RunError, match="unknown factors \\['wd'\\]"):
+        ablation_table(runs, {"wd": 0.02})
+    with pytest.raises(RunError, match="lack the columns \\['aug_repeats'\\]"):
+        ablation_table(runs.drop(columns="aug_repeats"), {})
