@@ -148,10 +148,10 @@ SWEEP_POINT = "sweep_point.json"  # written by the sweep runner beside a point's
 
 
 def _find_runs(path: Path) -> list[Path]:
-    if (path / "result.json").is_file() or (path / "recipe.yaml").is_file():
+    marks = ("result.json", "recipe.yaml", SWEEP_POINT)  # a point that failed early has only the last
+    if any((path / name).is_file() for name in marks):
         return [path]
-    found = {p.parent for name in ("result.json", "recipe.yaml") for p in path.rglob(name)}
-    return sorted(found)
+    return sorted({p.parent for name in marks for p in path.rglob(name)})
 
 
 def _cell(value: Any) -> Any:

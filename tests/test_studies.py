@@ -39,8 +39,8 @@ def test_paper_tables_hold_the_published_rows():
 
 
 def _runs(cells):
-    return pd.DataFrame([dict(loss=l, lr=lr, weight_decay=wd, aug_repeats=ra, final_top1=t, status=st)
-                         for l, lr, wd, ra, t, st in cells])
+    return pd.DataFrame([dict(loss=loss, lr=lr, weight_decay=wd, aug_repeats=ra, final_top1=t, status=st)
+                         for loss, lr, wd, ra, t, st in cells])
 
 
 def test_ablation_table_deltas_noise_and_paper_column():

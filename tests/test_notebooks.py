@@ -1,0 +1,169 @@
+"""Every notebook is stored clean, documents its parameters, and runs under papermill with
+smoke parameters on CPU; each test checks what the notebook produced, not only that it ran."""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, SMOKE_NOTEBOOK_PARAMS, run_cli
+
+NOTEBOOKS = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in str(p))
+EXECUTED = sorted(str(p) for p in NOTEBOOKS if p.parts[1] in ("procedures", "studies")) + ["notebooks/report.ipynb"]
+SMOKE = dict(recipe="params/smoke.yaml", limit_train=128, limit_val=64, device="cpu", workers=0)
+
+
+def outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
+def texts(path) -> str:
+    return "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs(path))
+
+
+def figures(path):
+    return [o["data"] for o in outputs(path) if "image/png" in o.get("data", {})]
+
+
+def test_the_notebooks_exist():
+    assert {"notebooks/procedures/train.ipynb", "notebooks/procedures/evaluate_resolution.ipynb",
+            "notebooks/studies/seed_variance.ipynb", "notebooks/studies/ablation.ipynb"} <= set(EXECUTED)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_stored_without_outputs_with_a_parameters_cell(path):
+    nb = nbformat.read(ROOT / path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{path} holds outputs: clear them before committing"
+    assert nb.metadata.kernelspec.name == "python3"
+    if path.parts[1] != "explore":
+        assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+
+
+@pytest.mark.parametrize("path", EXECUTED)
+def test_help_notebook_documents_every_parameter(path):
+    out = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", path], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "Unable to parse" not in out.stdout + out.stderr, out.stdout + out.stderr
+    nb = nbformat.read(ROOT / path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    names = [line.split(":")[0] for line in cell.source.splitlines() if ": " in line and " = " in line]
+    assert names
+    for name in names:
+        line = next(li for li in out.stdout.splitlines() if li.strip().startswith(f"{name}:"))
+        assert "(default" in line, line  # "name: type (default value)", then its comment
+    assert out.stdout.count("(default") == len(names)
+
+
+@pytest.fixture(scope="module")
+def train_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nb") / "train"
+    res = run_cli("run", "notebooks/procedures/train.ipynb", *SMOKE_NOTEBOOK_PARAMS, "-p", "seed", "3", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    return out
+
+
+def test_train_notebook_writes_the_run_folder_with_the_executed_notebook(train_run):
+    result = json.loads((train_run / "result.json").read_text())
+    assert result["status"] == "completed" and result["seed"] == 3 and result["epochs_done"] == 1
+    metrics = (train_run / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 2 and str(result["final_top1"]) in metrics[1]
+    executed = train_run / "train.ipynb"
+    assert executed.is_file() and (train_run / "train.html").is_file()
+    assert (train_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the live figure ends as one final figure: interactive (plotly) plus a static PNG copy
+    [final] = figures(executed)
+    assert "application/vnd.plotly.v1+json" in final
+    assert "data:image/png;base64," + final["image/png"][:40] in (train_run / "train.html").read_text()
+    text = texts(executed)
+    assert "78.10" in text and "paper (a3)" in text  # the table beside A3's published top-1
+    assert f"the executed notebook is kept in the run folder: {executed}" in text
+
+
+def test_train_notebook_bad_field_fails_in_the_validation_cell(tmp_path):
+    """Plain papermill: non-zero exit, the failed notebook kept, the core library's message in it."""
+    failed = tmp_path / "failed.ipynb"
+    out = subprocess.run([sys.executable, "-m", "papermill", "notebooks/procedures/train.ipynb", str(failed), "-k", "python3",
+                          "-p", "recipe", "params/smoke.yaml", "-y", "overrides: {lrr: 0.1}"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and "unknown recipe field 'lrr'; did you mean 'lr'" in out.stderr
+    nb = nbformat.read(failed, as_version=4)
+    assert "papermill-error-cell-tag" in nb.cells[0].metadata.get("tags", [])  # papermill's banner on top
+    errors = [(c.source, o) for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert len(errors) == 1 and "train_setup(" in errors[0][0] and errors[0][1].ename == "RecipeError"
+
+
+def test_evaluate_resolution_notebook_fills_the_grid(smoke_run, tmp_path):
+    res = run_cli("run", "notebooks/procedures/evaluate_resolution.ipynb", "-p", "source", str(smoke_run),
+                  "-p", "resolutions", "[24, 32, 40]", "-p", "crops", "[0.95, 1.0]", "-p", "limit_val", "64",
+                  "-p", "device", "cpu", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    table = pd.read_csv(tmp_path / "resolution.csv")
+    assert sorted(zip(table["test_res"], table["crop_pct"])) == [(r, c) for r in (24, 32, 40) for c in (0.95, 1.0)]
+    assert list(table["resize_to"]) == [25, 24, 33, 32, 42, 40]  # resize to res / crop, then centre-crop res
+    # at the recipe's own test resolution and crop, the same top-1 the run recorded
+    final = json.loads((smoke_run / "result.json").read_text())["final_top1"]
+    assert table[(table["test_res"] == 32) & (table["crop_pct"] == 0.95)]["top1"].item() == pytest.approx(final, abs=1e-3)
+    executed = tmp_path / "evaluate_resolution.ipynb"
+    assert len(figures(executed)) == 1 and (tmp_path / "resolution.png").is_file()
+    text = texts(executed)
+    assert "best top-1" in text and "80.24" in text  # the summary, and Table 9 beside it
+
+
+@pytest.fixture(scope="module")
+def seed_study(tmp_path_factory):
+    base = tmp_path_factory.mktemp("seeds")
+    sweep = base / "seeds.yaml"
+    sweep.write_text(yaml.safe_dump(dict(notebook="notebooks/procedures/train.ipynb", out=str(base / "points"),
+                                         parameters=SMOKE, seeds=[0, 1, 2])))
+    res = run_cli("run", "notebooks/studies/seed_variance.ipynb", "-p", "sweep", str(sweep), "-p", "jobs", "2",
+                  "--out", str(base / "study"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    return base
+
+
+def test_seed_variance_notebook_runs_the_seeds_and_reports_their_spread(seed_study):
+    stats = json.loads((seed_study / "study" / "seed_stats.json").read_text())
+    finals = {json.loads((seed_study / "points" / f"seed={s}" / "result.json").read_text())["seed"]:
+              json.loads((seed_study / "points" / f"seed={s}" / "result.json").read_text())["final_top1"] for s in (0, 1, 2)}
+    assert sorted(stats["seeds"]) == [0, 1, 2] and stats["n"] == 3
+    assert stats["mean"] == pytest.approx(statistics.mean(finals.values()))
+    assert stats["std"] == pytest.approx(statistics.stdev(finals.values()))
+    assert stats["noise_band_1"] == pytest.approx(1.959964 * stats["std"] * 2 ** 0.5)
+    executed = seed_study / "study" / "seed_variance.ipynb"
+    assert len(figures(executed)) == 1 and "Gaussian fit" in json.dumps(figures(executed)[0]["application/vnd.plotly.v1+json"])
+    assert "3 seeds: final_top1" in texts(executed)
+
+
+def test_ablation_notebook_lays_out_table6(seed_study, tmp_path):
+    sweep = tmp_path / "ablation.yaml"
+    sweep.write_text(yaml.safe_dump(dict(notebook="notebooks/procedures/train.ipynb", out=str(tmp_path / "points"),
+                                         parameters=SMOKE, grid={"loss": ["bce", "ce"]})))
+    res = run_cli("run", "notebooks/studies/ablation.ipynb", "-p", "sweep", str(sweep), "-p", "jobs", "2",
+                  "-p", "seed_stats", str(seed_study / "study" / "seed_stats.json"), "--out", str(tmp_path / "study"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    table = pd.read_csv(tmp_path / "study" / "ablation.csv")
+    top1 = {loss: json.loads((tmp_path / "points" / f"loss={loss}" / "result.json").read_text())["final_top1"]
+            for loss in ("bce", "ce")}
+    assert list(table["loss"]) == ["BCE", "CE"] and list(table["reference"]) == [True, False]
+    assert table["delta"].iloc[1] == pytest.approx(top1["ce"] - top1["bce"])
+    noise = json.loads((seed_study / "study" / "seed_stats.json").read_text())["noise_band_1"]
+    assert bool(table["beyond_noise"].iloc[1]) == (abs(top1["ce"] - top1["bce"]) > noise)
+    # smoke.yaml is A3 (LR 8e-3, WD 0.02, no repeats): the paper has the CE cell of that row only
+    assert pd.isna(table["paper_A2"].iloc[0]) and table["paper_A2"].iloc[1] == 78.72
+    assert len(figures(tmp_path / "study" / "ablation.ipynb")) == 1
+
+    # the report gathers the ablation's runs and groups them
+    res = run_cli("run", "notebooks/report.ipynb", "-p", "runs", f"[{tmp_path / 'points'}]", "-p", "group_by", "[loss]",
+                  "--out", str(tmp_path / "report"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = pd.read_csv(tmp_path / "report" / "report.csv")
+    assert sorted(report["name"]) == ["loss=bce", "loss=ce"] and set(report["status"]) == {"completed"}
+    assert sorted(report["final_top1"]) == sorted(top1.values())
+    assert len(figures(tmp_path / "report" / "report.ipynb")) == 2

@@ -1,0 +1,72 @@
+"""The notebook-facing functions: parameter validation, the paper table, the study helpers."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rsbkit.errors import DataError, RecipeError, RunError
+from rsbkit.procedures import beside_paper, default_resolutions, resolution_study, train_setup
+from rsbkit.runs import load_run
+
+
+def test_train_setup_turns_parameters_into_objects(tmp_path):
+    setup = train_setup(recipe="params/smoke.yaml", overrides={"epochs": 2}, seed=7, out_dir=str(tmp_path / "r"),
+                        device="auto", limit_train=64, limit_val=32)
+    assert (setup.recipe.epochs, setup.recipe.seed, setup.recipe.model) == (2, 7, "resnet10t")
+    assert (len(setup.data.train), len(setup.data.val), setup.device) == (64, 32, "cpu")
+    assert setup.run_dir == tmp_path / "r" and setup.schedule() is None  # nothing planned before the run starts
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(recipe="a9"), RecipeError, "unknown recipe 'a9'"),
+    (dict(recipe="a3", overrides={"lrr": 1}), RecipeError, "unknown recipe field 'lrr'; did you mean 'lr'"),
+    (dict(recipe="a3", overrides="epochs=2"), RunError, "overrides must be a dict"),
+    (dict(recipe="a3", data="/no/such/dir"), DataError, "/no/such/dir does not exist"),
+    (dict(recipe="a3", progress="bar"), RunError, "progress='bar': use one of line, none"),
+    (dict(recipe="a3", limit_train=-5), RunError, "limit_train=-5: give a non-negative integer"),
+    (dict(recipe="a3", device="tpu"), Exception, "tpu"),
+])
+def test_train_setup_rejects_bad_parameters(kwargs, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        train_setup(**kwargs)
+
+
+def test_train_setup_resume_rules(smoke_run, tmp_path):
+    with pytest.raises(RunError, match="already holds a run .* set resume=True"):
+        train_setup(recipe="params/smoke.yaml", out_dir=str(smoke_run))
+    with pytest.raises(RunError, match="resume=True but .*last.pt does not exist"):
+        train_setup(recipe="params/smoke.yaml", out_dir=str(tmp_path / "new"), resume=True)
+
+
+def test_beside_paper_puts_the_run_next_to_the_recipe_it_scales(smoke_run):
+    from rsbkit.recipes import A3, smoke
+
+    result = load_run(smoke_run)["result"]
+    table = beside_paper(result, smoke(A3, batch_size=16))
+    paper = table["paper (a3)"]
+    assert paper["val top-1 (%), final"] == "78.10" and paper["ImageNet-ReaL top-1 (%)"] == "84.50"
+    assert paper["model"] == "resnet50" and paper["train / test resolution"] == "160 / 224" and paper["epochs"] == "100"
+    assert paper["training time"] == "15 h on 4 x V100 16GB"
+    assert table.loc["val top-1 (%), final", "this run"] == f"{result['final_top1']:.2f}"
+    assert table.loc["model", "this run"] == "resnet10t" and "ResNet strikes back" in table.attrs["source"]
+
+
+def test_default_resolutions_span_the_fixres_range():
+    assert default_resolutions(32) == [24, 28, 32, 36, 40, 48]
+    assert default_resolutions(160) == [120, 140, 160, 180, 200, 240]
+
+
+def test_resolution_study_agrees_with_the_runs_own_evaluation(smoke_run, tmp_path):
+    """At the recipe's own test resolution and crop, the sweep reproduces the top-1 the run recorded."""
+    result = load_run(smoke_run)["result"]
+    study = resolution_study(source=str(smoke_run), resolutions=[24, 32], crops=[0.95, 1.0], limit_val=64,
+                             out_dir=str(tmp_path))
+    table = study.table
+    assert sorted(zip(table["test_res"], table["crop_pct"])) == [(24, 0.95), (24, 1.0), (32, 0.95), (32, 1.0)]
+    at_recipe = table[(table["test_res"] == 32) & (table["crop_pct"] == 0.95)]["top1"].item()
+    assert at_recipe == pytest.approx(result["final_top1"], abs=1e-3)
+    assert (tmp_path / "resolution.csv").is_file() and study.pivot().shape == (2, 2)
+    assert "best top-1" in study.summary() and "train resolution (32 px)" in study.summary()
+    with pytest.raises(RunError, match="crop ratios lie in"):
+        resolution_study(source=str(smoke_run), crops=[95])

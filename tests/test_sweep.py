@@ -1,0 +1,111 @@
+"""Sweep files are validated before anything runs; a failing point does not stop the others;
+a second invocation runs only what is not completed."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+from conftest import ROOT, run_cli
+
+from rsbkit.runs import load_runs
+from rsbkit.sweep import SweepError, expand, load_sweep, point_status, run_sweep, single_point
+
+TRAIN = "notebooks/procedures/train.ipynb"
+SMOKE = dict(recipe="params/smoke.yaml", limit_train=128, limit_val=64, device="cpu", workers=0)
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_grid_times_seeds_routes_recipe_fields_into_overrides(tmp_path):
+    sweep = expand(TRAIN, tmp_path, {"recipe": "params/smoke.yaml", "overrides": {"epochs": 2, "lr": 1.0}},
+                   {"loss": ["bce", "ce"], "lr": [0.001, 0.002]}, seeds=[0, 1])
+    assert len(sweep.points) == 8
+    first = sweep.points[0]
+    assert first.name == "loss=bce_lr=0.001_seed=0" and first.run_dir == tmp_path / first.name
+    # a grid value beats the shared override of the same field; other shared overrides stay
+    assert first.parameters == {"recipe": "params/smoke.yaml", "seed": 0, "out_dir": str(tmp_path / first.name),
+                                "overrides": {"epochs": 2, "lr": 0.001, "loss": "bce"}}
+    assert [p.parameters["seed"] for p in sweep.points[:2]] == [0, 1]
+
+
+def test_points_list_for_tables_that_are_not_a_product(tmp_path):
+    sweep = load_sweep(ROOT / "params" / "sweeps" / "table6_a2.yaml", out=tmp_path)
+    assert len(sweep.points) == 22
+    a2 = [p for p in sweep.points if p.name == "loss=bce_lr=0.005_weight_decay=0.02_aug_repeats=3"]
+    assert a2[0].parameters["overrides"] == {"loss": "bce", "lr": 0.005, "weight_decay": 0.02, "aug_repeats": 3}
+    assert a2[0].parameters["recipe"] == "params/a2.yaml" and a2[0].parameters["seed"] == 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("notebook: NB\ngrid: {loss: [bce]}\nparalel: 2\n", "line 3: unknown key 'paralel'"),
+    ("notebook: NB\ngrid: {}\n", "the grid is empty"),
+    ("notebook: NB\ngrid: {loss: []}\n", "grid 'loss' needs a non-empty list"),
+    ("notebook: NB\ngrid: {lrr: [1, 2]}\n", "'lrr' is not a parameter of notebooks/procedures/train.ipynb or a recipe field"),
+    ("notebook: NB\nparameters: {recipe: params/smoke.yaml}\ngrid: {loss: [bce, focal]}\n", "point loss=focal: unknown loss (loss) 'focal'; valid: bce, ce"),
+    ("notebook: NB\nparameters: {recipe: a9}\nseeds: [0]\n", "point seed=0: unknown recipe 'a9'"),
+    ("notebook: NB\ngrid: {seed: [1]}\nseeds: [0]\n", "either as 'seeds' or in the grid"),
+    ("notebook: NB\ngrid: {loss: [bce]}\npoints: [{loss: ce}]\n", "either 'grid' or 'points'"),
+    ("notebook: notebooks/nope.ipynb\nseeds: [0]\n", "notebook notebooks/nope.ipynb does not exist"),
+    ("grid: {loss: [bce]}\n", "no 'notebook:'"),
+])
+def test_bad_sweep_files_are_rejected_before_anything_runs(tmp_path, text, message):
+    path = write(tmp_path, text.replace("NB", TRAIN) + f"out: {tmp_path / 'out'}\n")
+    with pytest.raises(SweepError, match=re.escape(message)):
+        load_sweep(path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_rejects_bad_sweep_and_bad_notebook_parameter_with_one_line(tmp_path):
+    out = run_cli("sweep", str(write(tmp_path, f"notebook: {TRAIN}\ngrid: {{}}\n")))
+    assert out.returncode == 2 and "the grid is empty" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("run", TRAIN, "-p", "recipee", "a3")
+    assert out.returncode == 2 and "'recipee' is not a parameter" in out.stderr and "recipe, overrides, data" in out.stderr
+
+
+def test_single_point_chooses_the_run_folder():
+    point = single_point(TRAIN, {"recipe": "params/demo.yaml"})
+    assert point.run_dir.parent.name == "runs" and point.run_dir.name.startswith("demo-")
+    assert point.parameters["out_dir"] == str(point.run_dir)
+
+
+@pytest.mark.timeout(600)
+def test_failing_point_does_not_stop_the_others_and_rerun_skips_completed(tmp_path):
+    """batch_size 512 needs more than the 128 training images: that point fails at run time."""
+    spec = dict(notebook=TRAIN, out=str(tmp_path / "sweep"), parameters=SMOKE, grid={"batch_size": [16, 512, 32]})
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = run_cli("sweep", str(path), "--jobs", "2")
+    assert out.returncode == 1, out.stdout + out.stderr  # a point failed: non-zero, but after running all
+    ok16, bad, ok32 = (tmp_path / "sweep" / f"batch_size={b}" for b in (16, 512, 32))
+    assert point_status(ok16) == point_status(ok32) == "completed" and point_status(bad) == "failed"
+    failed = json.loads((bad / "sweep_point.json").read_text())
+    assert failed["error"].startswith("RunError: batch_size 512 x 1 accumulation steps needs more than the 128")
+    assert (bad / "train.ipynb").is_file() and (bad / "train.html").is_file()  # the failed notebook is kept
+    assert "rsbkit: this run failed" in (bad / "train.ipynb").read_text()
+    for ok in (ok16, ok32):
+        assert json.loads((ok / "result.json").read_text())["status"] == "completed"
+        assert (ok / "train.ipynb").is_file() and (ok / "train.html").is_file() and (ok / "curves.png").is_file()
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [p["final_status"] for p in summary["points"]] == ["completed", "failed", "completed"]
+    table = load_runs(tmp_path / "sweep")  # the failed point is listed too, with its error
+    assert sorted(zip(table["name"], table["status"])) == [
+        ("batch_size=16", "completed"), ("batch_size=32", "completed"), ("batch_size=512", "failed")]
+    assert table.set_index("name").loc["batch_size=512", "error"] == failed["error"]
+
+    # second invocation: the completed batch_size=32 is skipped; the lost 16 and the failed 512 run again
+    kept = (ok32 / "sweep_point.json").read_text()
+    import shutil
+
+    shutil.rmtree(ok16)
+    lines = []
+    table = run_sweep(load_sweep(path), jobs=1, log=lines.append)
+    assert "3 points, 1 already completed, running 2" in lines[0]
+    assert list(table["status"]) == ["completed", "failed", "skipped (completed before)"]
+    assert (ok32 / "sweep_point.json").read_text() == kept
+    assert point_status(ok16) == "completed"
