@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# Debian packages the tests use: the full Fashion-MNIST files (to test the
-# `fashion-mnist` dataset name offline). Skipped quietly where apt is not ours to use.
+# Debian packages rsbkit uses, installed when missing:
+#   figures  chromium               kaleido needs a Chromium to write figures as PNG
+#   tests    chromium, dataset-fashion-mnist (the full Fashion-MNIST files, to test the
+#            `fashion-mnist` dataset name offline)
+# Usage: bash scripts/system-packages.sh [figures|tests]   (default: tests)
+# Without apt or root it says what is missing and goes on: figures then fall back to
+# HTML (the notebooks say so) and the tests that need the files skip.
 set -uo pipefail
-packages=(dataset-fashion-mnist)
+case "${1:-tests}" in
+  figures) packages=(chromium) ;;
+  tests) packages=(chromium dataset-fashion-mnist) ;;
+  *) echo "usage: $0 [figures|tests]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then sudo=""
 elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"
-else echo "setup: cannot install ${missing[*]} (no apt or no root); the tests that need them will skip"; exit 0
+else echo "setup: cannot install ${missing[*]} (no apt or no root); install them yourself for PNG figures and the full tests"; exit 0
 fi
 echo "setup: installing Debian packages ${missing[*]}"
-$sudo apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
-  || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q "${missing[@]}" >/dev/null; } \
-  || echo "setup: apt-get could not install ${missing[*]}; the tests that need them will skip"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+  || { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; } \
+  || echo "setup: apt-get could not install ${missing[*]}; PNG figures and some tests will not work"
