@@ -104,10 +104,35 @@ class FigureFiles:
     note: str  # what happened, one line
 
 
+_kaleido_server: Optional[bool] = None  # None: not tried yet
+
+
+def _start_kaleido() -> None:
+    """Keep one Chromium for all exports of this process: about 0.15 s a figure instead of 2 s."""
+    global _kaleido_server
+    if _kaleido_server is not None:
+        return
+    try:
+        import atexit
+
+        import kaleido
+
+        kaleido.start_sync_server(silence_warnings=True)
+        atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+        _kaleido_server = True
+    except Exception:  # no Chromium, or an old kaleido: each export starts its own and reports why it failed
+        _kaleido_server = False
+
+
 def png_bytes(fig: go.Figure) -> tuple[Optional[bytes], str]:
     """The figure as PNG through kaleido, or (None, why not)."""
+    import warnings
+
+    _start_kaleido()
     try:
-        return fig.to_image(format="png", width=fig.layout.width or WIDTH, height=fig.layout.height or HEIGHT), ""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+            return fig.to_image(format="png", width=fig.layout.width or WIDTH, height=fig.layout.height or HEIGHT), ""
     except Exception as exc:  # kaleido raises many types: no Chromium, sandbox, timeout
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         return None, (f"static PNG export failed ({type(exc).__name__}: {reason}); kaleido needs a Chromium "

@@ -79,3 +79,28 @@ FIXRES_TIMM = (
 # Figure 2: 100 seeds of A2 give a roughly Gaussian spread; 10 seeds give a std
 # of 0.08-0.15 points (Table 9's std column).
 SEED_STD_RANGE = (0.08, 0.15)
+
+# Table 7 (regularisation, one seed each): top-1 of A1 / A2 / A3 by stochastic depth
+# rate, and without / with label smoothing.
+DROP_PATH = {0.0: (79.94, 79.79, 78.06), 0.05: (80.38, 79.85, 77.57), 0.1: (80.12, 79.62, 77.32)}
+SMOOTHING = {False: (80.22, 79.85, 78.06), True: (80.38, 79.58, 77.99)}
+
+
+def ingredients():
+    """What each ingredient changed in the paper's own ablations, as top-1 deltas (points, one seed):
+    a DataFrame with one row per ingredient and a column per recipe (empty where not measured)."""
+    import pandas as pd
+
+    def delta(a: float, b: float) -> float:
+        return round(a - b, 2)
+
+    t6 = {(r.loss, r.lr, r.weight_decay, r.repeated_aug): r.top1 for r in TABLE6_A2}
+    rows = [
+        ("BCE instead of CE (with repeated aug)", None, delta(t6["bce", 5e-3, 0.02, True], t6["ce", 5e-3, 0.02, True]), None),
+        ("BCE instead of CE (without)", None, delta(t6["bce", 5e-3, 0.02, False], t6["ce", 5e-3, 0.02, False]), None),
+        ("repeated augmentation x3 (BCE)", None, delta(t6["bce", 5e-3, 0.02, True], t6["bce", 5e-3, 0.02, False]), None),
+        ("LR 5e-3 instead of 3e-3 (BCE, RA)", None, delta(t6["bce", 5e-3, 0.02, True], t6["bce", 3e-3, 0.02, True]), None),
+        ("stochastic depth 0.05 instead of 0", *(delta(a, b) for a, b in zip(DROP_PATH[0.05], DROP_PATH[0.0]))),
+        ("label smoothing 0.1", *(delta(a, b) for a, b in zip(SMOOTHING[True], SMOOTHING[False]))),
+    ]
+    return pd.DataFrame(rows, columns=["ingredient", "A1", "A2", "A3"]).set_index("ingredient")

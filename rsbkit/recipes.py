@@ -575,3 +575,14 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             raise RecipeError(f"override {pair!r} is not key=value, e.g. --set lr=1e-3")
         out[key.strip()] = yaml.safe_load(value) if value.strip() else None
     return out
+
+
+def compare(*recipes: Recipe, all_fields: bool = False):
+    """The fields where `recipes` differ (or every field), one column per recipe: a pandas DataFrame."""
+    import pandas as pd
+
+    table = pd.DataFrame({r.name: {k: v for k, v in r.to_dict().items() if k != "name"} for r in recipes})
+    if all_fields:
+        return table
+    differs = table.astype(str).nunique(axis=1) > 1
+    return table[differs]

@@ -57,3 +57,37 @@ def center_square(img: Image.Image, size: Optional[int] = None) -> Image.Image:
     left, top = (w - s) // 2, (h - s) // 2
     img = img.crop((left, top, left + s, top + s))
     return img.resize((size, size), Image.BICUBIC) if size else img
+
+
+class ImageSet:
+    """Named images with their labels and the class list, for the explorers (photos or a dataset's images).
+
+    Photos get one class each (their own name); a dataset's images keep their labels and its classes.
+    """
+
+    def __init__(self, images: dict[str, Image.Image], labels: dict[str, int], classes: list[str]):
+        self.images, self.labels, self.classes = images, labels, classes
+
+    @classmethod
+    def load(cls, photos_: tuple[str, ...] = PHOTOS[:4], data: Optional[str] = None, *, n: int = 4,
+             size: int = 256) -> ImageSet:
+        if data:
+            from ..data import load_data
+
+            dataset = load_data(data)
+            picked = dataset_images(dataset, n=n, size=size)
+            return cls({k: img for k, (img, _) in picked.items()}, {k: lab for k, (_, lab) in picked.items()},
+                       [str(c) for c in dataset.classes])
+        names = list(photos_)
+        return cls(photos(tuple(names), size), {k: i for i, k in enumerate(names)}, names)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.images)
+
+    @property
+    def first(self) -> Image.Image:
+        return next(iter(self.images.values()))
+
+    def square(self, name: str, size: int = 192) -> Image.Image:
+        return center_square(self.images[name], size)

@@ -59,7 +59,7 @@ def loss_and_grad(logits, target, kind: str = "bce", *, threshold: Optional[floa
     loss = _loss_module(kind, threshold)(z, t)
     loss.backward()
     prob = torch.sigmoid(z) if kind == "bce" else torch.softmax(z, -1)
-    return LossPoint(float(loss), z.grad[0].numpy(), prob[0].detach().numpy())
+    return LossPoint(float(loss.detach()), z.grad[0].numpy(), prob[0].detach().numpy())
 
 
 def loss_sweep(logits, target, cls: int, values, kind: str = "bce", *, threshold: Optional[float] = None):

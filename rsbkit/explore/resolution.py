@@ -72,3 +72,27 @@ def train_and_test_views(img: Image.Image, train_res: int, test_res: int, crop_p
     big = img.resize((max(short, round(wi * k)), max(short, round(hi * k))), Image.BICUBIC)
     left, top = (big.width - test_res) // 2, (big.height - test_res) // 2
     return train, big.crop((left, top, left + test_res, top + test_res))
+
+
+def measured_table(run: str, *, data: str = "default", limit_val: int = 500, resolutions=None):
+    """A run's top-1 over test resolutions: its ``resolution.csv`` when evaluate_resolution.ipynb wrote
+    one, else measured now at the recipe's crop on `limit_val` images. ``attrs['train_res']`` holds the
+    run's train resolution."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from ..data import load_data
+    from ..evaluate import load_model, resolution_sweep
+    from ..procedures import default_resolutions
+
+    model, recipe = load_model(run)
+    csv = Path(run) / "resolution.csv"
+    if csv.is_file():
+        table = pd.read_csv(csv)
+    else:
+        table = resolution_sweep(model, load_data(data, limit_val=limit_val or None),
+                                 resolutions or default_resolutions(recipe.train_res), [recipe.crop_pct],
+                                 interpolation=recipe.interpolation)
+    table.attrs["train_res"] = recipe.train_res
+    return table

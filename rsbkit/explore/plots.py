@@ -1,0 +1,195 @@
+"""Figures of the explorers: each a function of plain values returning a plotly Figure.
+
+The notebooks show them once as static figures (for papermill and HTML export)
+and again inside widgets, where a slider calls the same function and the
+FigureWidget takes the new data (``widgets.refresh``). Images travel as PNG data
+URIs (``go.Image(source=...)``): a fraction of the size of pixel arrays.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from typing import Optional
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+from plotly.subplots import make_subplots
+
+from . import augment, losses, resolution, schedule
+
+
+def data_uri(img) -> str:
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _no_axes(fig: go.Figure) -> go.Figure:
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def image_grid(images: Sequence, titles: Sequence[str], cols: int = 4, *, title: str = "", tile: int = 170) -> go.Figure:
+    rows = max(1, -(-len(images) // cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02, vertical_spacing=0.08)
+    for k, img in enumerate(images):
+        fig.add_trace(go.Image(source=data_uri(img), name=str(titles[k])), k // cols + 1, k % cols + 1)
+    fig.update_annotations(font_size=10)
+    fig.update_layout(title=title, width=cols * tile + 60, height=rows * (tile + 30) + 80, margin=dict(l=10, r=10, t=70, b=10))
+    return _no_axes(fig)
+
+
+# ------------------------------------------------------------------ augmentations
+
+
+def randaugment_figure(img: Image.Image, aa: str, n: int = 8, *, seed: int = 0) -> go.Figure:
+    """`n` draws of timm's RandAugment, each titled with the ops that ran (none: both skipped by p=0.5)."""
+    samples = augment.randaugment_samples(img, aa, n, seed=seed)
+    return image_grid([s for s, _ in samples], [", ".join(ops) or "(no op ran)" for _, ops in samples],
+                      title=f"timm RandAugment {aa}: {n} draws")
+
+
+def op_figure(img: Image.Image, op: str, magnitude: float, *, seed: int = 0) -> go.Figure:
+    """One op on its own at a fixed magnitude, beside the original."""
+    return image_grid([img, augment.apply_op(img, op, magnitude, seed=seed)], ["original", f"{op} at magnitude {magnitude:g}"],
+                      cols=2, title=f"{op}, magnitude {magnitude:g} of 10", tile=260)
+
+
+def rrc_figure(img: Image.Image, size: int = 160, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), *, hflip: float = 0.5,
+               n: int = 6, seed: int = 0) -> go.Figure:
+    """timm's RandomResizedCrop: the crop boxes on the original, then the crops at `size` (flipped or not)."""
+    samples = augment.rrc_samples(img, size, scale, ratio, n, hflip=hflip, seed=seed)
+    fig = make_subplots(rows=1, cols=n + 1, column_widths=[2.0] + [1.0] * n, horizontal_spacing=0.01,
+                        subplot_titles=["boxes on the original"] + [f"crop {k + 1}{' (flipped)' if f else ''}"
+                                                                    for k, (_, _, f) in enumerate(samples)])
+    fig.add_trace(go.Image(source=data_uri(img), name="original"), 1, 1)
+    for k, (crop, (top, left, h, w), _) in enumerate(samples):
+        fig.add_shape(type="rect", x0=left, y0=top, x1=left + w, y1=top + h, line=dict(width=2), row=1, col=1)
+        fig.add_trace(go.Image(source=data_uri(crop), name=f"crop {k + 1}"), 1, k + 2)
+    fig.update_annotations(font_size=10)
+    fig.update_layout(title=f"RandomResizedCrop to {size} px, scale {tuple(scale)}, ratio ({ratio[0]:.2f}, {ratio[1]:.2f})",
+                      width=1100, height=330, margin=dict(l=10, r=10, t=70, b=10))
+    return _no_axes(fig)
+
+
+def mix_figure(a: Image.Image, b: Image.Image, label_a: int, label_b: int, classes: Sequence[str], lam: float,
+               mode: str = "mixup", *, smoothing: float = 0.0, seed: int = 0) -> go.Figure:
+    """The mixed image and the soft target the loss sees, for one pair."""
+    mixed = augment.mix_pair(a, b, label_a, label_b, len(classes), lam, mode, smoothing=smoothing, seed=seed)
+    fig = make_subplots(rows=1, cols=4, column_widths=[1, 1, 1, 1.6], horizontal_spacing=0.04,
+                        subplot_titles=[f"a: {classes[label_a]}", f"b: {classes[label_b]}",
+                                        f"{mode}, lam {mixed.lam:.3f}", "soft target"])
+    for col, img in ((1, a), (2, b), (3, mixed.image)):
+        fig.add_trace(go.Image(source=data_uri(img)), 1, col)
+    fig.add_trace(go.Bar(x=list(classes), y=mixed.target, name="target", text=[f"{v:.3f}" for v in mixed.target],
+                         textposition="outside"), 1, 4)
+    fig.update_xaxes(visible=False, row=1, col=1)
+    for col in (1, 2, 3):
+        fig.update_xaxes(visible=False, row=1, col=col)
+        fig.update_yaxes(visible=False, row=1, col=col)
+    fig.update_yaxes(range=[0, 1.1], row=1, col=4)
+    fig.update_layout(title=f"{mode}: lam x a + (1 - lam) x b; target = lam x onehot(a) + (1 - lam) x onehot(b)"
+                            + (f", smoothed {smoothing:g}" if smoothing else ""),
+                      width=1100, height=340, showlegend=False, margin=dict(l=10, r=10, t=70, b=10))
+    return fig
+
+
+def mix_pair_figure(images, a: str, b: str, lam: float, mode: str = "mixup", *, smoothing: float = 0.0,
+                    seed: int = 0) -> go.Figure:
+    """`mix_figure` for two images of an ``images.ImageSet``, by name."""
+    return mix_figure(images.square(a), images.square(b), images.labels[a], images.labels[b], images.classes, lam, mode,
+                      smoothing=smoothing, seed=seed)
+
+
+# ------------------------------------------------------------------ losses
+
+
+def loss_figure(num_classes: int = 5, label_a: int = 1, label_b: int = 3, lam: float = 0.7, *, smoothing: float = 0.0,
+                threshold: Optional[float] = None, logit: float = 2.0, cls: Optional[int] = None) -> go.Figure:
+    """BCE against softmax CE on one mixed target: targets, loss as one logit moves, gradient per class.
+
+    The logits are 0 except class `cls` (default: `label_a`), which is set to `logit`.
+    """
+    cls = label_a if cls is None else cls
+    target = losses.soft_target(num_classes, label_a, label_b, lam, smoothing)
+    z = np.zeros(num_classes, dtype=np.float32)
+    z[cls] = logit
+    xs = np.linspace(-6, 6, 61)
+    classes = [f"class {k}" for k in range(num_classes)]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("targets", f"loss as the logit of class {cls} moves",
+                                                        "gradient d loss / d logit"))
+    fig.add_trace(go.Bar(x=classes, y=target, name="mixed target (CE and BCE)"), 1, 1)
+    if threshold is not None:
+        fig.add_trace(go.Bar(x=classes, y=losses.bce_target(target, threshold), name=f"BCE target, threshold {threshold:g}"), 1, 1)
+    for kind, name in (("bce", "BCE"), ("ce", "softmax CE")):
+        sweep = losses.loss_sweep(z, target, cls, xs, kind, threshold=threshold)
+        fig.add_trace(go.Scatter(x=sweep["logit"], y=sweep["loss"], name=f"{name} loss", mode="lines"), 1, 2)
+        point = losses.loss_and_grad(z, target, kind, threshold=threshold)
+        fig.add_trace(go.Scatter(x=[logit], y=[point.loss], mode="markers", marker_size=10, showlegend=False), 1, 2)
+        fig.add_trace(go.Bar(x=classes, y=point.grad, name=f"{name} gradient"), 1, 3)
+    fig.update_xaxes(title_text="logit", row=1, col=2)
+    fig.update_layout(title=f"lam {lam:g} between class {label_a} and class {label_b}, smoothing {smoothing:g}",
+                      width=1150, height=380, barmode="group")
+    return fig
+
+
+# ------------------------------------------------------------------ resolution
+
+
+def resolution_explore_figure(img: Image.Image, train_res: int = 160, test_res: int = 224, crop_pct: float = 0.95,
+                              scale=(0.08, 1.0), *, measured=None, seed: int = 0) -> go.Figure:
+    """What the network sees in training and at test, the apparent-size ratio over test resolutions,
+    and (with `measured`, a resolution table of a run) the measured top-1 over the same axis."""
+    train, test = resolution.train_and_test_views(img, train_res, test_res, crop_pct, scale, seed=seed)
+    ratio = resolution.apparent_size_ratio(train_res, test_res, crop_pct, scale)
+    match = resolution.matching_test_res(train_res, crop_pct, scale)
+    fig = make_subplots(rows=1, cols=3, column_widths=[1, 1, 1.5],
+                        subplot_titles=(f"train: a RandomResizedCrop at {train_res} px", f"test: {test_res} px, crop {crop_pct:g}",
+                                        "train / test apparent object size"))
+    fig.add_trace(go.Image(source=data_uri(train)), 1, 1)
+    fig.add_trace(go.Image(source=data_uri(test)), 1, 2)
+    xs = np.arange(max(16, train_res // 2), 2 * train_res + 1, max(1, train_res // 32))
+    fig.add_trace(go.Scatter(x=xs, y=[resolution.apparent_size_ratio(train_res, int(x), crop_pct, scale) for x in xs],
+                             name="apparent size ratio", mode="lines"), 1, 3)
+    fig.add_trace(go.Scatter(x=[test_res], y=[ratio], mode="markers", marker_size=11, name=f"test {test_res} px: {ratio:.2f}"), 1, 3)
+    if measured is not None and len(measured):
+        best = measured.groupby("test_res")["top1"].max().reset_index()
+        fig.add_trace(go.Scatter(x=best["test_res"], y=best["top1"], name="measured top-1 (%)", mode="lines+markers",
+                                 xaxis="x3", yaxis="y4"))  # a second y axis on the third panel
+        fig.update_layout(yaxis4=dict(overlaying="y3", anchor="x3", side="right", title="top-1 (%)", showgrid=False))
+    fig.add_hline(y=1.0, line_dash="dot", row=1, col=3)
+    fig.update_xaxes(title_text="test resolution (px)", row=1, col=3)
+    for col in (1, 2):
+        fig.update_xaxes(visible=False, row=1, col=col)
+        fig.update_yaxes(visible=False, row=1, col=col)
+    fig.update_layout(title=f"objects look {ratio:.2f}x as large in training as at test; equal at about {match:.0f} px",
+                      width=1150, height=380, margin=dict(t=80))
+    return fig
+
+
+# ------------------------------------------------------------------ schedule and cost
+
+
+def schedule_figure(recipe, batch_size: Optional[int] = None, grad_accum: Optional[bool] = None,
+                    dataset_size: int = schedule.IMAGENET_TRAIN) -> go.Figure:
+    curve, plan = schedule.lr_curve(recipe, batch_size, grad_accum=grad_accum, dataset_size=dataset_size)
+    fig = go.Figure(go.Scatter(x=curve["epoch"], y=curve["lr"], mode="lines", name=recipe.name))
+    fig.update_layout(title=f"{recipe.name}: {plan.rule}", xaxis_title="epoch", yaxis_title="learning rate",
+                      width=900, height=380, title_font_size=12)
+    return fig
+
+
+def cost_figure(table=None) -> go.Figure:
+    table = schedule.cost_table() if table is None else table
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("compute relative to A1 (epochs x pixels)", "reported hours on 4 V100"))
+    fig.add_trace(go.Bar(x=table["recipe"], y=table["relative_compute"], text=[f"{v:.2f}" for v in table["relative_compute"]],
+                         textposition="outside", showlegend=False), 1, 1)
+    fig.add_trace(go.Bar(x=table["recipe"], y=table["reported_hours"], text=table["reported_hours"], textposition="outside",
+                         showlegend=False), 1, 2)
+    fig.update_layout(width=900, height=360, title="the cost of A1, A2, A3")
+    return fig
