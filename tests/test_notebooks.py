@@ -167,3 +167,4 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path):
     assert sorted(report["name"]) == ["loss=bce", "loss=ce"] and set(report["status"]) == {"completed"}
     assert sorted(report["final_top1"]) == sorted(top1.values())
     assert len(figures(tmp_path / "report" / "report.ipynb")) == 2
+

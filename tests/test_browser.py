@@ -1,0 +1,137 @@
+"""The explorers in a real JupyterLab, driven by headless Chromium (Python Playwright with
+Debian's chromium, which scripts/system-packages.sh installs): open each notebook, run all
+cells, move a slider, and check that the widget's figure data changed and that the page
+logged no errors. Screenshots are kept in test-artifacts/browser/."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+# explorer -> the label of the slider the test moves (the first of its widget)
+SLIDERS = {"augmentations": "magnitude m", "losses": "lambda (class 1 vs class 3)",
+           "resolution": "test resolution", "schedule": "batch size"}
+PROMPT_RAN = "() => [...document.querySelectorAll('.jp-InputArea-prompt')].some(e => /\\[[0-9*]+\\]/.test(e.textContent))"
+ALL_DONE = "() => ![...document.querySelectorAll('.jp-InputArea-prompt')].some(e => e.textContent.includes('*'))"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on 127.0.0.1 with a token, serving a copy of the explorers (so runs never write into the repo)."""
+    assert os.path.exists(CHROMIUM), "no Chromium: run `bash scripts/system-packages.sh tests` (Debian's chromium)"
+    base = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks" / "explore", base / "root" / "explore")
+    settings = base / "settings" / "@jupyterlab"
+    (settings / "notebook-extension").mkdir(parents=True)
+    (settings / "apputils-extension").mkdir(parents=True)
+    # render every cell (not only those in view), and no news prompt over the page
+    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    token, port = secrets.token_hex(16), _free_port()
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(base / "ws")}
+    log = open(base / "lab.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={base / 'root'}"],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.time() > deadline or server.poll() is not None:
+            server.kill()
+            pytest.fail(f"JupyterLab did not start: {(base / 'lab.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield url, token
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def _run_all_cells(page) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(3):  # a click before the kernel is connected can be lost: try again
+        page.get_by_role("menuitem", name="Run").first.click()
+        page.get_by_text("Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function(PROMPT_RAN, timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError("Run All Cells did not start any cell")
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", list(SLIDERS))
+def test_explorer_in_jupyterlab(lab, browser, name):
+    url, token = lab
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    try:
+        page.goto(f"{url}/lab/workspaces/test-{name}/tree/explore/{name}.ipynb?reset&token={token}")
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        _run_all_cells(page)
+        plot = page.locator(".widget-vbox .js-plotly-plot").first  # the explorer's FigureWidget
+        plot.wait_for(state="attached", timeout=240_000)
+        page.wait_for_function(ALL_DONE, timeout=240_000)
+        assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
+        plot.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / f"{name}-ran.png"))
+        before = plot.evaluate("el => JSON.stringify(el.data)")
+        assert len(before) > 100
+
+        slider = page.locator(".widget-slider", has=page.get_by_text(SLIDERS[name], exact=True)).first
+        slider.scroll_into_view_if_needed()
+        handle = slider.locator(".noUi-handle").first
+        handle.focus()
+        handle.press("ArrowLeft")
+        deadline = time.time() + 60
+        after = before
+        while after == before and time.time() < deadline:
+            page.wait_for_timeout(250)
+            after = plot.evaluate("el => JSON.stringify(el.data)")
+        page.screenshot(path=str(ARTIFACTS / f"{name}-moved.png"))
+        assert after != before, f"moving the '{SLIDERS[name]}' slider did not change the figure"
+        assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
+    finally:
+        page.close()
+    assert errors == [], errors
