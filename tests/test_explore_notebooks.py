@@ -6,7 +6,6 @@ import pytest
 from conftest import run_cli
 from test_notebooks import figures, outputs, texts
 
-
 # explorer -> (static figures it must leave, a text its outputs must hold)
 EXPLORERS = {
     "notebooks/explore/augmentations.ipynb": (5, "RandAugmentConfig(num_ops=2, magnitude=7, magnitude_std=0.5"),
