@@ -1,14 +1,17 @@
 """Shared fixtures: real images in ImageNet folder layout, a smoke recipe, the repo root."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-torch_threads = os.environ.get("RSBKIT_TEST_THREADS")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first: with one test file per xdist worker, the 5-minute demo then overlaps the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

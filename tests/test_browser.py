@@ -83,11 +83,21 @@ def browser():
         chromium.close()
 
 
-def _run_all_cells(page) -> None:
+def _accept_dialogs(page, seen: list[str]) -> None:
+    """Accept a modal JupyterLab dialog (e.g. the kernel chooser when the kernel starts slowly), noting its text."""
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count():
+        seen.append(dialog.first.inner_text()[:300])
+        dialog.locator(".jp-mod-accept").first.click()
+        page.wait_for_timeout(500)
+
+
+def _run_all_cells(page, seen: list[str]) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for _ in range(3):  # a click before the kernel is connected can be lost: try again
-        page.get_by_role("menuitem", name="Run").first.click()
+        _accept_dialogs(page, seen)
+        page.get_by_role("menuitem", name="Run").first.click(timeout=10_000)
         page.get_by_text("Run All Cells", exact=True).click()
         try:
             page.wait_for_function(PROMPT_RAN, timeout=30_000)
@@ -103,13 +113,14 @@ def test_explorer_in_jupyterlab(lab, browser, name):
     url, token = lab
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
+    dialogs: list[str] = []
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
     try:
         page.goto(f"{url}/lab/workspaces/test-{name}/tree/explore/{name}.ipynb?reset&token={token}")
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-        _run_all_cells(page)
+        _run_all_cells(page, dialogs)
         plot = page.locator(".widget-vbox .js-plotly-plot").first  # the explorer's FigureWidget
         plot.wait_for(state="attached", timeout=240_000)
         page.wait_for_function(ALL_DONE, timeout=240_000)
@@ -132,6 +143,10 @@ def test_explorer_in_jupyterlab(lab, browser, name):
         page.screenshot(path=str(ARTIFACTS / f"{name}-moved.png"))
         assert after != before, f"moving the '{SLIDERS[name]}' slider did not change the figure"
         assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / f"{name}-failed.png"))
+        raise
     finally:
+        print(f"{name}: dialogs accepted: {dialogs}")
         page.close()
     assert errors == [], errors
