@@ -9,11 +9,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pytest_collection_modifyitems(config, items):
-    """Slow tests first: with one test file per xdist worker, the 5-minute demo then overlaps the rest."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
