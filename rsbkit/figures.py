@@ -167,15 +167,20 @@ def bundle(fig: go.Figure, png: Optional[bytes] = None, *, static: bool = True) 
     return out
 
 
+def _saved_bundle(fig: go.Figure, save_as: Union[str, Path, None]) -> tuple[dict[str, Any], Optional[FigureFiles]]:
+    """The display bundle of `fig`; with `save_as`, the figure is written first (PNG, else HTML, saying why)
+    and the bundle reuses that PNG."""
+    files = save_figure(fig, save_as) if save_as is not None else None
+    if files is not None and files.png is None:
+        print(files.note)
+    return bundle(fig, files.png.read_bytes() if files and files.png else None), files
+
+
 def show(fig: go.Figure, save_as: Union[str, Path, None] = None) -> None:
     """Display `fig` (interactive plus static copy); with `save_as`, also write it as PNG (or HTML, and say why)."""
     from IPython.display import display
 
-    files = save_figure(fig, save_as) if save_as is not None else None
-    png = files.png.read_bytes() if files and files.png else None
-    display(bundle(fig, png), raw=True)
-    if files is not None and files.png is None:
-        print(files.note)
+    display(_saved_bundle(fig, save_as)[0], raw=True)
 
 
 class LiveFigure:
@@ -201,13 +206,9 @@ class LiveFigure:
         self.handle.update(bundle(self.build(self.rows), static=False), raw=True)
 
     def finish(self, save_as: Union[str, Path, None] = None) -> Optional[FigureFiles]:
-        fig = self.build(self.rows)
-        files = save_figure(fig, save_as) if save_as is not None else None
-        png = files.png.read_bytes() if files and files.png else None
+        out, files = _saved_bundle(self.build(self.rows), save_as)
         if self.handle is not None:
-            self.handle.update(bundle(fig, png), raw=True)
-        if files is not None and files.png is None:
-            print(files.note)
+            self.handle.update(out, raw=True)
         return files
 
 

@@ -269,8 +269,7 @@ def export_html(notebook: Path) -> Optional[Path]:
     return html
 
 
-def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Optional[dict[str, str]] = None,
-              log: Callable[[str], None] = print) -> PointResult:
+def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Optional[dict[str, str]] = None) -> PointResult:
     """Execute one point with papermill into its run folder, export HTML, record the outcome."""
     run_dir = point.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -340,7 +339,7 @@ def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print
         try:
             env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if len(gpus) > 1 else None
             log(f"  start {point.name}" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if env else ""))
-            res = run_point(sweep.notebook, point, kernel=sweep.kernel, env=env, log=log)
+            res = run_point(sweep.notebook, point, kernel=sweep.kernel, env=env)
             log(f"  {res.status} {point.name} in {res.wall_s:.0f} s" + (f": {res.error}" if res.error else ""))
             return res
         finally:

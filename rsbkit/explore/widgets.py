@@ -93,8 +93,8 @@ def randaugment_explorer(imgs: dict, aa: str = "rand-m7-mstd0.5-inc1") -> Explor
 
 
 def op_explorer(imgs: dict) -> Explorer:
-    ops = augment.parse_randaugment("rand-inc1").ops + tuple(
-        o for o in augment.parse_randaugment("rand-inc0").ops if o not in augment.parse_randaugment("rand-inc1").ops)
+    increasing = augment.parse_randaugment("rand-inc1").ops
+    ops = increasing + tuple(o for o in augment.parse_randaugment("rand-inc0").ops if o not in increasing)
     return Explorer(lambda image, op, magnitude: plots.op_figure(imgs[image], op, magnitude), dict(
         image=W.Dropdown(options=list(imgs), description="image"),
         op=W.Dropdown(options=list(ops), value="Rotate", description="op"),
