@@ -1,7 +1,7 @@
 """Command line: ``python -m rsbkit {recipe,train,evaluate,data,run,sweep} ...``.
 
 Bad input prints one line (``rsbkit: error: ...``) and exits with status 2; no traceback.
-Run under torchrun later: nothing here assumes a single process beyond what train() does.
+``train`` runs under torchrun as it is: ``torchrun --nproc_per_node=N -m rsbkit train CONFIG.yaml ...``.
 """
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on a fixed random N images")
     p.add_argument("--limit-val", type=int, default=None, metavar="N", help="evaluate on a fixed random N images")
     p.add_argument("--tensorboard", action="store_true", help="also log the curves to OUT/tensorboard")
+    p.add_argument("--micro-batch", type=int, default=None, metavar="N",
+                   help="images per forward pass in each process; the rest of the global batch is accumulated "
+                        "(default: batch_size / processes)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
+                   help="end after this epoch (status 'stopped'); --resume continues: training in pieces")
+    p.add_argument("--backend", default=None, choices=("nccl", "gloo"),
+                   help="process group backend under torchrun (default: nccl on CUDA, gloo on CPU)")
 
     p = sub.add_parser("evaluate", help="top-1 of a run or checkpoint over test resolutions and crop ratios")
     p.add_argument("source", help="run folder, checkpoint file, or timm pretrained name (needs a network)")
@@ -67,6 +74,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="points at once (one GPU each where there are several)")
     p.add_argument("--out", default=None, help="folder of the point folders (default: the file's 'out')")
     p.add_argument("--dry-run", action="store_true", help="validate and list the points; run nothing")
+    p.add_argument("--executor", default="pool", choices=("pool", "local", "slurm"),
+                   help="pool: papermill processes here (default); slurm: one Slurm job per point through submitit; "
+                        "local: the same submitit jobs as processes here")
+    c = p.add_argument_group("cluster jobs (--executor slurm / local)")
+    c.add_argument("--partition", default=None, help="Slurm partition")
+    c.add_argument("--gpus", type=int, default=0, help="GPUs per point (also the train notebook's nproc: torchrun)")
+    c.add_argument("--cpus", type=int, default=None, help="CPUs per point")
+    c.add_argument("--time", type=int, default=24 * 60, metavar="MIN",
+                   help="time limit per attempt, minutes; a timed-out point is requeued and resumes from last.pt")
+    c.add_argument("--mem", type=float, default=None, metavar="GB", help="memory per point")
+    c.add_argument("--account", default=None)
+    c.add_argument("--qos", default=None)
+    c.add_argument("--constraint", default=None, help="Slurm --constraint, e.g. h100")
+    c.add_argument("--max-requeues", type=int, default=3, help="time-outs a point may resume from")
+    c.add_argument("--no-wait", action="store_true", help="slurm: submit and return (rerun the sweep later to collect)")
     return parser
 
 
@@ -80,6 +102,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"rsbkit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -99,12 +127,14 @@ def _run(args: argparse.Namespace) -> int:
             result = train(
                 recipe, args.data, out, device=args.device, workers=args.workers, resume=args.resume,
                 progress=args.progress, limit_train=args.limit_train, limit_val=args.limit_val,
-                data_root=args.data_root, on_epoch=board,
+                data_root=args.data_root, on_epoch=board, micro_batch=args.micro_batch, backend=args.backend,
+                stop_after=args.stop_after,
             )
         finally:
             if board is not None:
                 board.close()
-        print(f"run folder: {result['run_dir']}")
+        if result.get("world_size", 1) == 1 or _rank() == 0:
+            print(f"run folder: {result['run_dir']}")
         return 0
     if args.command == "evaluate":
         from .data import load_data
@@ -152,7 +182,18 @@ def _run(args: argparse.Namespace) -> int:
             for point in sweep.points:
                 print(f"{point.run_dir}: {point.parameters}")
             return 0
-        table = run_sweep(sweep, jobs=args.jobs)
+        if args.executor == "pool":
+            table = run_sweep(sweep, jobs=args.jobs)
+        else:
+            from .cluster import ClusterOptions, run_cluster_sweep
+
+            options = ClusterOptions(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time,
+                                     mem_gb=args.mem, account=args.account, qos=args.qos, constraint=args.constraint,
+                                     max_requeues=args.max_requeues)
+            table = run_cluster_sweep(sweep, executor=args.executor, options=options, jobs=args.jobs,
+                                      block=not args.no_wait)
+            if table is None:
+                return 0
         return 1 if (table["status"] == "failed").any() else 0
     raise AssertionError(args.command)
 

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from timm.data import Mixup, create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from .errors import DataError
@@ -323,20 +323,13 @@ def train_loader(
     rank: int = 0,
     world_size: int = 1,
 ) -> DataLoader:
-    """One epoch's loader. `seed` fixes the shuffle and every worker's augmentation RNG,
-    so an epoch is reproducible on its own: what exact resume relies on. With
-    ``workers=0`` the transforms run in this process and draw from its global RNGs,
-    which train() seeds from the same value."""
+    """One epoch's loader for process `rank` of `world_size`. `seed` fixes the shuffle and
+    every worker's augmentation RNG, so an epoch is reproducible on its own: what
+    exact resume relies on. With ``workers=0`` the transforms run in this process
+    and draw from its global RNGs, which train() seeds from the same value."""
     dataset = Transformed(data.train, train_transform(recipe))
-    generator = torch.Generator().manual_seed(seed)
-    if recipe.aug_repeats:
-        # works in one process too (num_replicas=1); timm seeds its shuffle with the epoch alone
-        sampler = RepeatAugSampler(dataset, num_replicas=world_size, rank=rank, num_repeats=recipe.aug_repeats)
-        sampler.set_epoch(seed)
-    elif world_size > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-    else:
-        sampler = RandomSampler(dataset, generator=generator)
+    sampler = train_sampler(dataset, recipe, seed=seed, rank=rank, world_size=world_size)
+    generator = torch.Generator().manual_seed((seed + rank) % 2**63)  # ranks augment differently
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -350,6 +343,30 @@ def train_loader(
         # restarting them costs about a second per epoch.
         persistent_workers=False,
     )
+
+
+def train_sampler(dataset: Dataset, recipe: Recipe, *, seed: int, rank: int = 0, world_size: int = 1):
+    """The epoch's order, the same for any number of processes: one permutation drawn from
+    `seed`, dealt out rank by rank (rank r takes positions r, r + world_size, ...).
+    So the images of global step k are the same whether 1 or 8 processes share it.
+    timm's RepeatAugSampler when the recipe repeats augmentations, else torch's
+    DistributedSampler; both run with ``num_replicas=1`` in a single process.
+    """
+    if recipe.aug_repeats:
+        sampler = RepeatAugSampler(dataset, num_replicas=world_size, rank=rank, num_repeats=recipe.aug_repeats)
+        sampler.set_epoch(seed)  # timm seeds its shuffle with the epoch alone
+        return sampler
+    return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+
+
+def epoch_images(data: Data, recipe: Recipe) -> int:
+    """Images one epoch sees over all processes (RepeatAugSampler keeps a multiple of 256)."""
+    return len(train_sampler(data.train, recipe, seed=0))
+
+
+def eval_shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
+    """Every `world_size`-th image from `rank`: ranks together cover the split exactly once."""
+    return dataset if world_size == 1 else Subset(dataset, list(range(rank, len(dataset), world_size)))
 
 
 def eval_loader(dataset: Dataset, transform: Callable, *, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:

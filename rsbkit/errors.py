@@ -27,3 +27,7 @@ class RunError(RsbkitError):
 
 class NonFiniteLossError(RsbkitError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class DistributedError(RsbkitError):
+    """A launcher environment, backend or batch split that multi-process training cannot use."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -52,8 +52,12 @@ def evaluate_loader(
     amp_dtype: Optional[torch.dtype] = None,
     channels_last: bool = False,
     real_labels: Any = None,
+    reduce: Optional[Callable[[list[float]], list[float]]] = None,
 ) -> dict[str, Any]:
-    """Top-1, top-5 (%) and cross-entropy over a loader of (images, labels, skipped)."""
+    """Top-1, top-5 (%) and cross-entropy over a loader of (images, labels, skipped).
+
+    `reduce` sums the counts over processes when each evaluated a shard.
+    """
     model.eval()
     correct1 = torch.zeros((), device=device)
     correct5 = torch.zeros((), device=device)
@@ -78,10 +82,11 @@ def evaluate_loader(
         n += len(labels)
         if real_labels is not None:
             real_labels.add_result(logits)
+    counts = [correct1.item(), correct5.item(), loss_sum.item(), n]
+    c1, c5, loss, n = reduce(counts) if reduce is not None else counts
     if n == 0:
         raise DataError("evaluation saw no readable images")
-    out = dict(top1=100 * correct1.item() / n, top5=100 * correct5.item() / n, loss=loss_sum.item() / n, images=n,
-               skipped=[s.path for s in skipped])
+    out = dict(top1=100 * c1 / n, top5=100 * c5 / n, loss=loss / n, images=int(n), skipped=[s.path for s in skipped])
     if real_labels is not None:
         out["real_top1"] = real_labels.get_accuracy(k=1)
         out["real_top5"] = real_labels.get_accuracy(k=5)

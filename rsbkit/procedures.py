@@ -37,6 +37,9 @@ class TrainSetup:
     resume: bool = False
     progress: str = "line"
     tensorboard: bool = False
+    nproc: int = 1  # processes under torchrun (1: train in the notebook's own process)
+    micro_batch: Optional[int] = None
+    launch: dict[str, Any] = field(default_factory=dict, repr=False)  # the data arguments torchrun's processes get
     _schedule: Optional[tuple[list[float], list[float]]] = field(default=None, repr=False)
 
     def train(self, on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
@@ -48,13 +51,63 @@ class TrainSetup:
         board = TensorBoardLogger(self.run_dir) if self.tensorboard else None
         if board is not None:
             hooks.append(board)
+        each = (lambda row: [h(row) for h in hooks]) if hooks else None
         try:
+            if self.nproc > 1:
+                return self._torchrun(each)
             return train(self.recipe, self.data, self.run_dir, device=self.device, workers=self.workers,
-                         resume=self.resume, progress=self.progress,
-                         on_epoch=(lambda row: [h(row) for h in hooks]) if hooks else None)
+                         resume=self.resume, progress=self.progress, micro_batch=self.micro_batch, on_epoch=each)
         finally:
             if board is not None:
                 board.close()
+
+    def torchrun_command(self) -> list[str]:
+        """The torchrun command line this setup runs when ``nproc > 1``."""
+        from .distributed import torchrun_command
+
+        args = [str(self.run_dir / "recipe.yaml"), "--out", str(self.run_dir), "--device", self.device,
+                "--progress", self.progress, "--data", str(self.launch.get("data", "default"))]
+        for flag, key in (("--data-root", "data_root"), ("--limit-train", "limit_train"), ("--limit-val", "limit_val")):
+            if self.launch.get(key):
+                args += [flag, str(self.launch[key])]
+        if self.workers is not None:
+            args += ["--workers", str(self.workers)]
+        if self.micro_batch is not None:
+            args += ["--micro-batch", str(self.micro_batch)]
+        if self.resume:
+            args.append("--resume")
+        return torchrun_command(self.nproc, args)
+
+    def _torchrun(self, on_epoch: Optional[Callable[[dict[str, Any]], None]]) -> dict[str, Any]:
+        """Launch torchrun, stream its log here, and feed `on_epoch` from metrics.csv as epochs end."""
+        import json
+
+        from .distributed import stream
+        from .runs import read_metrics
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.resume:
+            (self.run_dir / "recipe.yaml").write_text(self.recipe.to_yaml())
+        seen = 0
+
+        def log(line: str) -> None:
+            nonlocal seen
+            print(line, flush=True)
+            metrics = self.run_dir / "metrics.csv"
+            if on_epoch is not None and line.startswith("epoch ") and metrics.is_file():
+                rows = read_metrics(metrics)
+                for row in rows[seen:]:
+                    on_epoch(row)
+                seen = len(rows)
+
+        code = stream(self.torchrun_command(), log=log)
+        result_file = self.run_dir / "result.json"
+        result = json.loads(result_file.read_text()) if result_file.is_file() else None
+        if code != 0 or result is None or result["status"] not in ("completed", "stopped"):
+            status = result["status"] if result else "no result.json"
+            raise RunError(f"torchrun with {self.nproc} processes exited with code {code} (run status: {status}); "
+                           "its log is above")
+        return result
 
     def schedule(self) -> Optional[tuple[list[float], list[float]]]:
         """(epoch, lr) over the whole run as planned, read once the run has written recipe.yaml."""
@@ -105,8 +158,13 @@ def train_setup(
     limit_val: Optional[int] = None,
     progress: str = "line",
     tensorboard: bool = False,
+    nproc: int = 1,
+    micro_batch: Optional[int] = None,
 ) -> TrainSetup:
-    """Validate the train notebook's parameters; every error names the parameter and the fix."""
+    """Validate the train notebook's parameters; every error names the parameter and the fix.
+
+    ``nproc > 1`` trains under torchrun (DistributedDataParallel), one process per GPU.
+    """
     if overrides is not None and not isinstance(overrides, dict):
         raise RunError(f"overrides must be a dict of recipe fields, e.g. {{'epochs': 5}}; got {overrides!r}")
     overrides = dict(overrides or {})
@@ -118,6 +176,11 @@ def train_setup(
         recipe = load_recipe(recipe, **overrides)
     if progress not in NOTEBOOK_PROGRESS:
         raise RunError(f"progress={progress!r}: use one of {', '.join(NOTEBOOK_PROGRESS)} in a notebook")
+    if not isinstance(nproc, int) or nproc < 1:
+        raise RunError(f"nproc={nproc!r}: give the number of training processes (1, or one per GPU under torchrun)")
+    from .recipes import plan_batch
+
+    plan_batch(recipe, nproc, micro_batch or None)  # a batch that cannot be split fails here, naming the numbers
     for name, value in (("limit_train", limit_train), ("limit_val", limit_val), ("workers", workers)):
         if value is not None and (not isinstance(value, int) or value < 0):
             raise RunError(f"{name}={value!r}: give a non-negative integer, or None")
@@ -130,8 +193,17 @@ def train_setup(
                        "or choose another out_dir")
     if resume and not (out / "last.pt").exists():
         raise RunError(f"resume=True but {out / 'last.pt'} does not exist: set resume=False to start the run")
+    if nproc > 1 and device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.device_count() < nproc:
+            raise RunError(f"nproc={nproc} but this machine has {torch.cuda.device_count()} CUDA device(s): "
+                           "use at most one process per GPU")
+        device = "cuda"  # each process takes the GPU of its local rank
+    launch = dict(data=data, data_root=_none_if_empty(data_root), limit_train=limit_train, limit_val=limit_val)
     return TrainSetup(recipe=recipe, data=dataset, run_dir=out, device=device, workers=workers, resume=resume,
-                      progress=progress, tensorboard=bool(tensorboard))
+                      progress=progress, tensorboard=bool(tensorboard), nproc=nproc, micro_batch=micro_batch or None,
+                      launch=launch)
 
 
 def _duration(seconds: float) -> str:

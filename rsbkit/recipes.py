@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from .errors import RecipeError
+from .errors import DistributedError, RecipeError
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class Recipe:
     amp_dtype: str = "bfloat16"  # bfloat16 | float16 (float16 adds a grad scaler)
     channels_last: bool = True
     torchcompile: bool = False
+    sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA)
     seed: int = 0
     # what the paper reports for this recipe; not a training setting
     reported: Optional[Reported] = field(default=None, compare=False, repr=False)
@@ -489,33 +490,67 @@ def smoke(recipe: Recipe, **overrides: Any) -> Recipe:
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """How a run's batch relates to the batch the recipe's LR is defined for."""
+    """How a run's batch relates to the batch the recipe's LR is defined for, and how it is split."""
 
     lr: float  # the peak LR the optimizer gets
-    accum_steps: int  # micro-batches per optimizer step
-    effective_batch: int  # images per optimizer step
+    accum_steps: int  # micro-batches per optimizer step, in each process
+    effective_batch: int  # images per optimizer step, over all processes
     rule: str  # one line saying what was done, printed at the start of a run
+    world_size: int = 1  # processes (ranks) sharing each step
+    micro_batch: int = 0  # images per forward pass in each process
+
+    @property
+    def per_rank(self) -> int:
+        """Images each process contributes to one optimizer step."""
+        return self.micro_batch * self.accum_steps
 
 
-def plan_batch(recipe: Recipe) -> BatchPlan:
-    """Linear LR scaling (lr x batch / lr_base_size, Goyal et al. 2017) unless `grad_accum`."""
+def plan_batch(recipe: Recipe, world_size: int = 1, micro_batch: Optional[int] = None) -> BatchPlan:
+    """Linear LR scaling (lr x batch / lr_base_size, Goyal et al. 2017) unless `grad_accum`;
+    then the step's images split over `world_size` ranks in forward passes of
+    `micro_batch` (default ``batch_size / world_size``), accumulating the rest.
+
+    The optimizer step, and so the LR, depends only on the global batch: the
+    same recipe on 1 or 8 processes makes the same updates.
+    """
     b, base = recipe.batch_size, recipe.lr_base_size
     if b == base:
-        return BatchPlan(recipe.lr, 1, b, f"batch {b}: lr {recipe.lr:g} as defined by the recipe")
-    if recipe.grad_accum:
+        lr, batch, rule = recipe.lr, b, f"batch {b}: lr {recipe.lr:g} as defined by the recipe"
+    elif recipe.grad_accum:
         if base % b:
             raise RecipeError(
                 f"grad_accum needs lr_base_size ({base}) to be a multiple of batch_size ({b}); "
                 f"use a batch_size that divides {base}, or grad_accum: false for linear LR scaling"
             )
-        steps = base // b
-        return BatchPlan(recipe.lr, steps, base, f"batch {b} x {steps} accumulation steps = {base}: lr {recipe.lr:g} unchanged")
-    lr = recipe.lr * b / base
-    return BatchPlan(
-        lr, 1, b,
-        f"batch {b} (the recipe's LR is for {base}): lr {recipe.lr:g} x {b}/{base} = {lr:.4g} (linear scaling; "
-        f"grad_accum: true accumulates to {base} instead)",
-    )
+        lr, batch, rule = recipe.lr, base, f"batch {b} x {base // b} accumulation steps = {base}: lr {recipe.lr:g} unchanged"
+    else:
+        lr, batch = recipe.lr * b / base, b
+        rule = (f"batch {b} (the recipe's LR is for {base}): lr {recipe.lr:g} x {b}/{base} = {lr:.4g} (linear scaling; "
+                f"grad_accum: true accumulates to {base} instead)")
+    if world_size < 1:
+        raise DistributedError(f"world_size={world_size}: need at least one process")
+    if batch % world_size:
+        raise DistributedError(
+            f"the global batch of {batch} images cannot be split over {world_size} processes (not divisible); "
+            f"use a number of processes that divides {batch}, or a batch_size that {world_size} divides"
+        )
+    per_rank = batch // world_size
+    if micro_batch is None:
+        if b % world_size:
+            raise DistributedError(
+                f"batch_size {b} cannot be split over {world_size} processes; set micro_batch (images per forward "
+                f"pass per process, dividing {per_rank}) or use a number of processes that divides {b}"
+            )
+        micro_batch = b // world_size
+    if micro_batch < 1 or per_rank % micro_batch:
+        raise DistributedError(
+            f"micro_batch {micro_batch} does not divide the {per_rank} images each of {world_size} process(es) takes per "
+            f"step, so no whole number of accumulation steps gives the global batch {batch}; use a micro_batch dividing {per_rank}"
+        )
+    accum = per_rank // micro_batch
+    if world_size > 1 or micro_batch != b:
+        rule += f"; {world_size} process(es) x {micro_batch} images x {accum} accumulation step(s) per update"
+    return BatchPlan(lr, accum, batch, rule, world_size, micro_batch)
 
 
 # ---------------------------------------------------------------- YAML

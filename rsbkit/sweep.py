@@ -29,6 +29,7 @@ a point that left a ``last.pt`` resumes from it.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -269,8 +270,12 @@ def export_html(notebook: Path) -> Optional[Path]:
     return html
 
 
-def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Optional[dict[str, str]] = None) -> PointResult:
-    """Execute one point with papermill into its run folder, export HTML, record the outcome."""
+def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Optional[dict[str, str]] = None,
+              started: Optional[Callable[[subprocess.Popen], None]] = None) -> PointResult:
+    """Execute one point with papermill into its run folder, export HTML, record the outcome.
+
+    `started` gets the papermill process as soon as it runs (what :func:`stop_point` needs).
+    """
     run_dir = point.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     params = dict(point.parameters)
@@ -279,14 +284,27 @@ def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Opt
     param_file = run_dir / "parameters.yaml"
     atomic_write_text(param_file, yaml.safe_dump(params, sort_keys=False))
     output = run_dir / notebook.name
+    attempt = 1
+    if (run_dir / SWEEP_POINT).is_file():
+        attempt = int(json.loads((run_dir / SWEEP_POINT).read_text()).get("attempt", 1)) + 1
     record = dict(name=point.name, notebook=str(notebook), parameters=params, status="running", error=None,
-                  started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                  attempt=attempt, resumed=bool(params.get("resume")), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
     cmd = [sys.executable, "-m", "papermill", str(notebook), str(output), "-f", str(param_file), "-k", kernel,
            "--cwd", os.getcwd(), "--log-output", "--no-progress-bar"]
     t0 = time.perf_counter()
-    with open(run_dir / "papermill.log", "w") as logfile:
-        code = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}).returncode
+    with open(run_dir / "papermill.log", "a" if attempt > 1 else "w") as logfile:  # earlier attempts' logs stay
+        if attempt > 1:
+            logfile.write(f"\n===== attempt {attempt}{' (resumes from last.pt)' if record['resumed'] else ''} =====\n")
+            logfile.flush()
+        with subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}) as proc:
+            if started is not None:
+                started(proc)
+            try:
+                code = proc.wait()
+            except BaseException:  # interrupted here: stop the kernel too, it would train on unseen
+                stop_point(proc)
+                raise
     wall = round(time.perf_counter() - t0, 2)
     error = None
     if code != 0:
@@ -302,6 +320,39 @@ def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Opt
                   finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
     return PointResult(point.name, record["status"], error, wall, run_dir, output)
+
+
+def stop_point(proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Stop a running point cleanly: SIGTERM to the kernel and everything it started (the
+    training records status 'interrupted' and keeps its last checkpoint), then let
+    papermill save the notebook and exit; kill whatever is left after `timeout` s.
+
+    Safe inside a signal handler that interrupted ``proc.wait()`` (submitit's
+    preemption handler does): it watches the process instead of waiting on it.
+    """
+    import signal
+
+    import psutil
+
+    try:
+        papermill = psutil.Process(proc.pid)
+        family = papermill.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for child in family:  # the kernel runs in its own session: signal it directly, not the group
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if papermill.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.2)
+    for p in [*family, papermill]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
 
 
 def _gpu_ids() -> list[str]:
@@ -322,7 +373,6 @@ def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print
     A failing point is recorded (its error and failed notebook kept) and the
     others go on. Also writes ``<out>/sweep.json`` with every point's status.
     """
-    import pandas as pd
 
     if jobs < 1:
         raise SweepError(f"jobs={jobs}: give 1 or more")
@@ -330,7 +380,7 @@ def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print
     slots: queue.Queue[int] = queue.Queue()
     for i in range(jobs):
         slots.put(i)
-    todo = [p for p in sweep.points if point_status(p.run_dir) != "completed"]
+    todo = pending(sweep)
     log(f"sweep {sweep.out}: {len(sweep.points)} points, {len(sweep.points) - len(todo)} already completed, "
         f"running {len(todo)} ({jobs} at a time{f' over GPUs {gpus}' if len(gpus) > 1 else ''})")
 
@@ -347,6 +397,18 @@ def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         ran = {r.name: r for r in pool.map(one, todo)}
+    return summarize(sweep, ran, log=log)
+
+
+def pending(sweep: Sweep) -> list[Point]:
+    """The points not completed yet (a rerun skips the others)."""
+    return [p for p in sweep.points if point_status(p.run_dir) != "completed"]
+
+
+def summarize(sweep: Sweep, ran: dict[str, PointResult], *, log: Callable[[str], None] = print):
+    """One row per point (what ran now, or 'skipped' when completed before); also ``<out>/sweep.json``."""
+    import pandas as pd
+
     rows = []
     for p in sweep.points:
         r = ran.get(p.name)

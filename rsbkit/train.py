@@ -1,18 +1,28 @@
 """The training loop: one function that reads top to bottom.
 
-setup (data, model, optimizer, schedule, loss) -> derived quantities (LR for
-the batch, steps) -> resume -> epochs (train, evaluate, checkpoint, record).
-Every epoch reseeds all RNGs from (seed, epoch), so an epoch depends only on the
-state it starts from: resuming from ``last.pt`` gives the same weights as a run
-that never stopped (on CPU, bit for bit).
+setup (processes, data, model, optimizer, schedule, loss) -> derived quantities
+(LR for the batch, its split over processes, steps) -> resume -> epochs (train,
+evaluate, checkpoint, record). Every epoch reseeds all RNGs from (seed, epoch),
+so an epoch depends only on the state it starts from: resuming from ``last.pt``
+gives the same weights as a run that never stopped (on CPU, bit for bit).
+
+Under ``torchrun`` the same function runs in every process: the model is
+wrapped in DistributedDataParallel, each process takes its share of every
+global batch (see ``rsbkit.distributed``), metrics are summed over processes,
+and only rank 0 writes the run folder. Checkpoints hold no trace of the number
+of processes, so a run resumes on any number of them.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import platform
 import random
 import resource
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -24,16 +34,38 @@ import timm
 import torch
 from timm.utils import ModelEmaV3
 
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Data, create_mixup, eval_loader, eval_transform, load_data, train_loader
-from .errors import CheckpointError, NonFiniteLossError, RunError
-from .evaluate import autocast, default_workers, evaluate_loader, pick_device
+from .data import Data, create_mixup, epoch_images, eval_loader, eval_shard, eval_transform, load_data, train_loader
+from .errors import CheckpointError, DistributedError, NonFiniteLossError, RunError
+from .evaluate import autocast, default_workers, evaluate_loader
 from .losses import create_loss
 from .optim import create_optimizer, create_scheduler
 from .recipes import Recipe, load_recipe, plan_batch
 from .runs import RunFolder, default_run_dir, environment, write_metrics, write_recipe, write_result
 
 PROGRESS = ("auto", "bar", "line", "none")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm preemption, ``kill``, torchrun stopping its workers): the run is recorded as interrupted."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Turn SIGTERM into Terminated for the duration, so the run's result says 'interrupted'."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -61,6 +93,9 @@ def train(
     limit_val: Optional[int] = None,
     data_root: Union[str, Path, None] = None,
     eval_batch_size: Optional[int] = None,
+    micro_batch: Optional[int] = None,
+    backend: Optional[str] = None,
+    stop_after: Optional[int] = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train `recipe` on `data`, writing a run folder to `out_dir`; return the run's result.
@@ -68,7 +103,25 @@ def train(
     `resume` continues from ``out_dir/last.pt``. `on_epoch` gets each metrics row
     (for live plots). `progress`: ``bar`` (a tqdm bar), ``line`` (one line per
     epoch), ``none``, or ``auto`` (bar in an interactive terminal, else line).
+    `micro_batch`: images per forward pass in each process when the global batch
+    does not fit (the rest is accumulated; default ``batch_size / processes``).
+    `backend`: the process group's (``nccl`` on CUDA, ``gloo`` on CPU by default).
+    `stop_after`: end this call after that epoch with status ``stopped`` (``resume``
+    continues it), e.g. to train in pieces that fit a cluster's time limit.
     """
+    job = distributed.launcher_env()
+    with _sigterm_interrupts():
+        try:
+            return _train(recipe, data, out_dir, device=device, workers=workers, resume=resume, progress=progress,
+                          on_epoch=on_epoch, limit_train=limit_train, limit_val=limit_val, data_root=data_root,
+                          eval_batch_size=eval_batch_size, micro_batch=micro_batch, backend=backend, stop_after=stop_after,
+                          log=log if job.main else (lambda s: None))
+        finally:
+            distributed.teardown(job)
+
+
+def _train(recipe, data, out_dir, *, device, workers, resume, progress, on_epoch, limit_train, limit_val, data_root,
+           eval_batch_size, micro_batch, backend, stop_after, log) -> dict[str, Any]:
     # ------------------------------------------------------------ setup
     started = time.perf_counter()
     if not isinstance(recipe, Recipe):
@@ -83,35 +136,45 @@ def train(
     if resume and not run.last.exists():
         raise RunError(f"nothing to resume: {run.last} does not exist")
     data = load_data(data, root=data_root, limit_train=limit_train, limit_val=limit_val)
-    device = pick_device(device)
+    plan = plan_batch(recipe, distributed.launcher_env().world_size, micro_batch)  # checked before any process waits
+    job, device = distributed.setup(device, backend)
     cuda = device.type == "cuda"
     workers = default_workers(device) if workers is None else workers
     amp_dtype = getattr(torch, recipe.amp_dtype) if (cuda and recipe.amp) else None
     channels_last = cuda and recipe.channels_last
-    run.path.mkdir(parents=True, exist_ok=True)
+    if job.main:
+        run.path.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------ derived quantities
-    plan = plan_batch(recipe)
-    micro_batches = len(train_loader(data, recipe, batch_size=recipe.batch_size, workers=0, seed=0))
-    steps_per_epoch = micro_batches // plan.accum_steps
+    rank_batches = len(train_loader(data, recipe, batch_size=plan.micro_batch, workers=0, seed=0,
+                                    rank=job.rank, world_size=job.world_size))
+    steps_per_epoch = min(rank_batches // plan.accum_steps, epoch_images(data, recipe) // plan.effective_batch)
     if steps_per_epoch < 1:
         raise RunError(
-            f"batch_size {recipe.batch_size} x {plan.accum_steps} accumulation steps needs more than the "
+            f"a global batch of {plan.effective_batch} images needs more than the "
             f"{len(data.train)} training images of {data.name}; lower batch_size"
         )
     resolved = dict(
         lr=plan.lr, accum_steps=plan.accum_steps, effective_batch=plan.effective_batch, batch_rule=plan.rule,
+        world_size=job.world_size, micro_batch=plan.micro_batch, backend=job.backend,
         steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * recipe.epochs,
         device=str(device), precision=recipe.amp_dtype if amp_dtype else "float32", channels_last=channels_last,
         workers=workers, data=data.describe(),
     )
-    write_recipe(run, recipe, resolved)
+    if job.main:
+        write_recipe(run, recipe, resolved)
+    where = f"{job.world_size} processes ({job.backend}), rank 0 on {device}" if job.enabled else str(device)
     log(f"run {run.path}: {recipe.name} ({recipe.model}) on {data.name}, {len(data.train)} train / {len(data.val)} val images, "
-        f"{data.num_classes} classes, {device}, {resolved['precision']}")
+        f"{data.num_classes} classes, {where}, {resolved['precision']}")
     log(plan.rule)
 
     torch.manual_seed(recipe.seed)
     model = timm.create_model(recipe.model, num_classes=data.num_classes, drop_rate=recipe.drop, drop_path_rate=recipe.drop_path)
+    if recipe.sync_bn and job.enabled:
+        if not cuda:
+            raise DistributedError(f"sync_bn needs CUDA devices (PyTorch's SyncBatchNorm), but this run is on {device}; "
+                                   "set sync_bn: false")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -119,19 +182,23 @@ def train(
     optimizer = create_optimizer(model, recipe, plan.lr)
     scheduler = create_scheduler(optimizer, recipe, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    step_model = torch.compile(model) if recipe.torchcompile else model
+    ddp = None
+    if job.enabled:  # DDP broadcasts rank 0's weights, then averages gradients over processes
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None)
+    step_model = ddp if ddp is not None else model
+    step_model = torch.compile(step_model) if recipe.torchcompile else step_model
     mixup = create_mixup(recipe, data.num_classes)
     loss_fn = create_loss(recipe, mixing=mixup is not None).to(device)
     val_loader = eval_loader(
-        data.val, eval_transform(recipe.test_res, recipe.crop_pct, recipe.interpolation),
+        eval_shard(data.val, job.rank, job.world_size), eval_transform(recipe.test_res, recipe.crop_pct, recipe.interpolation),
         batch_size=eval_batch_size or min(256, 2 * recipe.batch_size), workers=workers, pin_memory=cuda,
     )
 
     # ------------------------------------------------------------ resume
     start_epoch, updates, history, best, skipped, wall_before = 0, 0, [], None, {}, 0.0
     if resume:
-        state = load_checkpoint(run.last, map_location=device)
-        changed = {k for k, v in recipe.to_dict().items() if state["recipe"].get(k) != v} - {"name"}
+        state = load_checkpoint(run.last, map_location=device)  # every process reads it: a shared file system
+        changed = {k for k, v in recipe.to_dict().items() if state["recipe"].get(k, v) != v} - {"name"}  # missing: a newer field
         if changed:
             raise CheckpointError(
                 f"{run.last} was written by a different recipe (fields {', '.join(sorted(changed))} differ); "
@@ -159,7 +226,8 @@ def train(
             wall_s=round(wall_before + time.perf_counter() - started, 2),
             imgs_per_s=round(float(np.mean([r["imgs_per_s"] for r in history])), 1) if history else None,
             peak_mem_mb=max((r["peak_mem_mb"] for r in history), default=None),
-            seed=recipe.seed, device=str(device), **environment(_device_name(device)),
+            seed=recipe.seed, device=str(device), world_size=job.world_size,
+            **environment(_device_name(device, job.world_size)),
             skipped_files=[dict(path=p, reason=r) for p, r in skipped.items()], num_skipped=len(skipped),
             data=data.describe(), resolved=resolved,
             reported=asdict(recipe.reported) if recipe.reported else None,
@@ -173,13 +241,21 @@ def train(
         )
 
     # ------------------------------------------------------------ epochs
-    write_result(run, result("running"))
+    def record(status: str, error: Optional[str] = None) -> dict[str, Any]:
+        out = result(status, error)
+        if job.main:
+            write_result(run, out)
+        return out
+
+    record("running")
     try:
-        for epoch in range(start_epoch, recipe.epochs):
+        last_epoch = recipe.epochs if stop_after is None else min(recipe.epochs, stop_after)
+        for epoch in range(start_epoch, last_epoch):
             t0 = time.perf_counter()
             seed = epoch_seed(recipe.seed, epoch)
-            seed_everything(seed)
-            loader = train_loader(data, recipe, batch_size=recipe.batch_size, workers=workers, seed=seed, pin_memory=cuda)
+            seed_everything((seed + job.rank) % 2**32)  # processes augment, mix and drop paths independently
+            loader = train_loader(data, recipe, batch_size=plan.micro_batch, workers=workers, seed=seed, pin_memory=cuda,
+                                  rank=job.rank, world_size=job.world_size)
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             model.train()
@@ -204,17 +280,20 @@ def train(
                     images = images.contiguous(memory_format=torch.channels_last)
                 if mixup is not None:
                     images, labels = mixup(images, labels)
-                with autocast(device, amp_dtype):
-                    loss = loss_fn(step_model(images), labels)
-                # NOTE: .item() is a CPU-GPU sync point every step; it buys an error at the exact step
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLossError(
-                        f"loss is {loss_value} at step {updates + 1} (epoch {epoch + 1}, batch {micro}); "
-                        f"{run.last if run.last.exists() else 'no checkpoint yet'} is kept. Lower lr or set clip_grad"
-                    )
-                loss = loss / plan.accum_steps
-                (scaler.scale(loss) if scaler else loss).backward()
+                # DDP averages gradients over processes on the last micro-batch of a step only
+                syncing = ddp is None or micro % plan.accum_steps == 0
+                with contextlib.nullcontext() if syncing else ddp.no_sync():
+                    with autocast(device, amp_dtype):
+                        loss = loss_fn(step_model(images), labels)
+                    # NOTE: .item() is a CPU-GPU sync point every step; it buys an error at the exact step
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        raise NonFiniteLossError(
+                            f"loss is {loss_value} at step {updates + 1} (epoch {epoch + 1}, batch {micro}); "
+                            f"{run.last if run.last.exists() else 'no checkpoint yet'} is kept. Lower lr or set clip_grad"
+                        )
+                    loss = loss / plan.accum_steps
+                    (scaler.scale(loss) if scaler else loss).backward()
                 loss_sum += loss_value * len(images)
                 images_seen += len(images)
                 if micro % plan.accum_steps == 0:
@@ -235,14 +314,17 @@ def train(
                         ema.update(model, step=updates)
                     if hasattr(batches, "set_postfix"):
                         batches.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr_used:.3g}", refresh=False)
+            loss_sum, images_seen = distributed.all_sum(job, [loss_sum, images_seen], device)
             train_s = time.perf_counter() - t0
 
-            metrics = evaluate_loader(model, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last)
+            reduce = functools.partial(distributed.all_sum, job, device=device)
+            metrics = evaluate_loader(model, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last, reduce=reduce)
             for path in metrics["skipped"]:
                 skipped.setdefault(path, "unreadable (validation)")
             ema_top1 = None
             if ema is not None:
-                ema_top1 = evaluate_loader(ema.module, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last)["top1"]
+                ema_top1 = evaluate_loader(ema.module, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
+                                           reduce=reduce)["top1"]
             row = dict(
                 epoch=epoch + 1, step=updates, lr=lr_used, train_loss=round(loss_sum / max(images_seen, 1), 6),
                 val_top1=round(metrics["top1"], 4), val_top5=round(metrics["top5"], 4), val_loss=round(metrics["loss"], 6),
@@ -251,23 +333,28 @@ def train(
                 peak_mem_mb=_peak_mem_mb(device), skipped=len(skipped),
             )
             history.append(row)
-            if best is None or row["val_top1"] > best["val_top1"]:
-                best = row
-                save_checkpoint(run.best, {**checkpoint(epoch + 1), "optimizer": None})
-            save_checkpoint(run.last, {**checkpoint(epoch + 1), "optimizer": optimizer.state_dict(),
-                                       "scaler": scaler.state_dict() if scaler else None})
-            write_metrics(run, history)
-            write_result(run, result("running"))
+            new_best = best is None or row["val_top1"] > best["val_top1"]
+            best = row if new_best else best
+            if job.main:  # the weights are the same in every process
+                if new_best:
+                    save_checkpoint(run.best, {**checkpoint(epoch + 1), "optimizer": None})
+                save_checkpoint(run.last, {**checkpoint(epoch + 1), "optimizer": optimizer.state_dict(),
+                                           "scaler": scaler.state_dict() if scaler else None})
+                write_metrics(run, history)
+            record("running")
             if progress != "none":
                 log(_epoch_line(row, recipe.epochs))
             if on_epoch is not None:
                 on_epoch(row)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        write_result(run, result(status, f"{type(exc).__name__}: {exc}"))
+        record(status, f"{type(exc).__name__}: {exc}")
         raise
-    final = result("completed")
-    write_result(run, final)
+    if last_epoch < recipe.epochs:
+        stopped = record("stopped")
+        log(f"stopped after epoch {last_epoch}/{recipe.epochs} as asked (stop_after); resume continues from {run.last}")
+        return stopped
+    final = record("completed")
     log(f"done: top-1 {final['final_top1']:.2f} (best {final['best_top1']:.2f} at epoch {final['best_epoch']}) "
         f"in {final['wall_s']:.0f} s; run folder {run.path}")
     return final
@@ -296,7 +383,9 @@ def _peak_mem_mb(device: torch.device) -> float:
     return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
-def _device_name(device: torch.device) -> str:
+def _device_name(device: torch.device, processes: int = 1) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return name if processes == 1 else f"{processes} processes x {name}"

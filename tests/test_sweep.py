@@ -85,7 +85,7 @@ def test_failing_point_does_not_stop_the_others_and_rerun_skips_completed(tmp_pa
     ok16, bad, ok32 = (tmp_path / "sweep" / f"batch_size={b}" for b in (16, 512, 32))
     assert point_status(ok16) == point_status(ok32) == "completed" and point_status(bad) == "failed"
     failed = json.loads((bad / "sweep_point.json").read_text())
-    assert failed["error"].startswith("RunError: batch_size 512 x 1 accumulation steps needs more than the 128")
+    assert failed["error"].startswith("RunError: a global batch of 512 images needs more than the 128")
     assert (bad / "train.ipynb").is_file() and (bad / "train.html").is_file()  # the failed notebook is kept
     assert "rsbkit: this run failed" in (bad / "train.ipynb").read_text()
     for ok in (ok16, ok32):

@@ -1,0 +1,95 @@
+"""Sweeps through submitit: the local executor runs the same jobs a Slurm cluster would, and a
+preempted job (submitit's USR2 signal) is requeued and resumes from the run's last checkpoint."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import psutil
+from conftest import run_cli
+
+from rsbkit.cluster import ClusterOptions, PointJob, submit_points, wait
+from rsbkit.sweep import expand, point_status
+
+TRAIN = "notebooks/procedures/train.ipynb"
+SMOKE = dict(recipe="params/smoke.yaml", limit_train=128, limit_val=64, device="cpu", workers=0)
+
+
+def test_slurm_options_become_submitit_parameters():
+    options = ClusterOptions(partition="gpu", gpus=8, cpus=64, time_min=600, mem_gb=400, account="vision",
+                             constraint="h100", extra={"exclusive": True})
+    params = options.parameters("slurm", jobs=4)
+    assert params == dict(timeout_min=600, gpus_per_node=8, tasks_per_node=1, nodes=1, slurm_array_parallelism=4,
+                          cpus_per_task=64, mem_gb=400, slurm_partition="gpu", slurm_account="vision",
+                          slurm_constraint="h100", slurm_additional_parameters={"exclusive": True})
+    # the local executor gets only what it understands
+    assert options.parameters("local", jobs=4) == dict(timeout_min=600, gpus_per_node=8, tasks_per_node=1, nodes=1)
+
+
+def test_gpus_become_the_notebooks_nproc(tmp_path):
+    sweep = expand(TRAIN, tmp_path, SMOKE, {"lr": [0.001]})
+    from rsbkit.cluster import _with_nproc
+
+    assert _with_nproc(sweep.notebook, sweep.points[0], 4).parameters["nproc"] == 4
+    assert "nproc" not in _with_nproc(sweep.notebook, sweep.points[0], 1).parameters
+
+
+def test_local_executor_runs_the_sweep_and_skips_completed_points(tmp_path):
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(f"notebook: {TRAIN}\nout: {tmp_path / 'out'}\nparameters: {json.dumps(SMOKE)}\n"
+                          "grid: {lr: [0.001, 0.002]}\n")
+    res = run_cli("sweep", str(sweep_file), "--executor", "local", "--jobs", "2", "--time", "10")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "submitted 2 point(s) to local" in res.stdout and "2/2 completed" in res.stdout
+    for name in ("lr=0.001", "lr=0.002"):
+        run = tmp_path / "out" / name
+        assert point_status(run) == "completed"
+        assert json.loads((run / "result.json").read_text())["status"] == "completed"
+        assert (run / "train.ipynb").is_file() and (run / "train.html").is_file()
+    submitted = json.loads((tmp_path / "out" / "submitted.json").read_text())
+    assert submitted["executor"] == "local" and set(submitted["jobs"]) == {"lr=0.001", "lr=0.002"}
+    table = json.loads((tmp_path / "out" / "sweep.json").read_text())["points"]
+    assert [p["status"] for p in table] == ["completed", "completed"]
+    again = run_cli("sweep", str(sweep_file), "--executor", "local")
+    assert again.returncode == 0 and "2 already completed, submitting 0 to local" in again.stdout
+
+
+def test_preempted_job_is_requeued_and_resumes_from_last_checkpoint(tmp_path):
+    sweep = expand(TRAIN, tmp_path / "out", {**SMOKE, "overrides": {"epochs": 8}}, {}, seeds=[0])
+    [point] = sweep.points
+    [job] = submit_points(sweep, [point], executor="local", options=ClusterOptions(time_min=10), log=lambda s: None)
+    deadline = time.monotonic() + 180
+    while not (point.run_dir / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (point.run_dir / "last.pt").exists(), "the point never wrote a checkpoint"
+    # what Slurm does before preempting (submitit asks for --signal=USR2): signal the job's process
+    [task] = psutil.Process(job._process.pid).children()
+    task.send_signal(signal.SIGUSR2)
+    results = wait([point], [job], log=lambda s: None)
+    assert results[point.name].status == "completed", results
+    record = json.loads((point.run_dir / "sweep_point.json").read_text())
+    assert record["attempt"] == 2 and record["resumed"] is True and record["parameters"]["resume"] is True
+    log = (point.run_dir / "papermill.log").read_text()
+    assert "Terminated: signal SIGTERM" in log  # the first attempt stopped cleanly ...
+    assert "===== attempt 2 (resumes from last.pt) =====" in log and "resumed from" in log  # ... the second resumed
+    result = json.loads((point.run_dir / "result.json").read_text())
+    assert result["status"] == "completed" and result["epochs_done"] == 8
+
+
+def test_job_pickles_without_its_process(tmp_path):
+    import pickle
+
+    sweep = expand(TRAIN, tmp_path, SMOKE, {"lr": [0.001]})
+    job = PointJob(sweep.notebook, sweep.points[0])
+    job._proc = object()  # a live Popen cannot be pickled; requeueing pickles the job
+    clone = pickle.loads(pickle.dumps(job))
+    assert clone._proc is None and clone.point == sweep.points[0] and clone.cwd == job.cwd
+
+
+def test_slurm_without_a_cluster_fails_clearly(tmp_path):
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(f"notebook: {TRAIN}\nout: {tmp_path / 'out'}\nparameters: {json.dumps(SMOKE)}\nseeds: [0]\n")
+    res = run_cli("sweep", str(sweep_file), "--executor", "slurm", "--partition", "gpu", "--gpus", "1", "--no-wait")
+    assert res.returncode == 2
+    assert "rsbkit sweep: error: executor 'slurm': sbatch is not on this machine's PATH" in res.stderr

@@ -1,0 +1,195 @@
+"""torchrun / DistributedDataParallel on CPU with gloo: the global batch split over processes gives the
+same weights as one process, a 2-process checkpoint resumes in 1 process, and bad launches say why."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ROOT, run_cli
+
+from rsbkit.distributed import Dist, launcher_env, pick_backend, torchrun_command
+from rsbkit.errors import DistributedError
+from rsbkit.recipes import A3, plan_batch
+from rsbkit.train import train
+
+# augmentation randomness off (no RandAugment, flip, crop jitter, mixup), and a model without
+# BatchNorm (ConvNeXt's LayerNorm is per image): 1 and 2 processes then compute the same step
+DETERMINISTIC = dict(
+    name="ddp", model="test_convnext", epochs=2, warmup_epochs=0, batch_size=16, lr_base_size=16,
+    train_res=32, test_res=32, aa=None, hflip=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0), mixup=0.0, cutmix=0.0,
+)
+DATA_ARGS = ["--limit-train", "64", "--limit-val", "32", "--device", "cpu", "--workers", "0", "--progress", "line"]
+
+
+def torchrun(nproc: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = torchrun_command(nproc, [*args])
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def weights(run_dir) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "last.pt", weights_only=True)["model"]
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+# ---------------------------------------------------------------- the batch split
+
+
+def test_global_batch_is_split_over_processes_with_accumulation():
+    plan = plan_batch(A3, world_size=8)  # A3: batch 2048, LR 8e-3 at 2048
+    assert (plan.micro_batch, plan.accum_steps, plan.effective_batch, plan.lr) == (256, 1, 2048, 8e-3)
+    plan = plan_batch(A3, world_size=8, micro_batch=64)  # 256 per process does not fit: 4 passes of 64
+    assert (plan.micro_batch, plan.accum_steps, plan.per_rank, plan.lr) == (64, 4, 256, 8e-3)
+    assert "8 process(es) x 64 images x 4 accumulation step(s)" in plan.rule
+    # grad_accum to the recipe's 2048 from batch 256, over 4 processes: 64 each, 8 accumulation steps
+    plan = plan_batch(A3.replace(batch_size=256, grad_accum=True), world_size=4)
+    assert (plan.micro_batch, plan.accum_steps, plan.effective_batch, plan.lr) == (64, 8, 2048, 8e-3)
+    assert plan_batch(A3) == plan_batch(A3, world_size=1, micro_batch=2048)
+
+
+@pytest.mark.parametrize("world, micro, message", [
+    (3, None, "global batch of 2048 images cannot be split over 3 processes"),
+    (8, 100, "micro_batch 100 does not divide the 256 images each of 8 process(es) takes"),
+    (0, None, "world_size=0"),
+])
+def test_batch_that_cannot_be_split_names_the_numbers(world, micro, message):
+    with pytest.raises(DistributedError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan_batch(A3, world_size=world, micro_batch=micro)
+
+
+# ---------------------------------------------------------------- the launcher environment
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RANK": "0"}, "RANK=0 is set but WORLD_SIZE, LOCAL_RANK is not"),
+    ({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "RANK=2, LOCAL_RANK=0, WORLD_SIZE=2 are inconsistent"),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, "MASTER_ADDR, MASTER_PORT is not set: no rendezvous endpoint"),
+    ({"RANK": "x", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, "must be integers"),
+])
+def test_inconsistent_launcher_environment_is_named(env, message):
+    with pytest.raises(DistributedError, match=message):
+        launcher_env(env)
+
+
+def test_launcher_environment_read():
+    assert launcher_env({}) == Dist() and not Dist().enabled and Dist().main
+    job = launcher_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "n0", "MASTER_PORT": "29500"})
+    assert (job.rank, job.world_size, job.local_rank, job.enabled, job.main) == (3, 4, 1, True, False)
+
+
+def test_backend_choice_and_unusable_backends():
+    assert pick_backend(torch.device("cpu")) == "gloo"
+    with pytest.raises(DistributedError, match="backend 'nccl' needs CUDA devices, but this run's device is cpu"):
+        pick_backend(torch.device("cpu"), "nccl")
+    with pytest.raises(DistributedError, match="'mpi' is not one of nccl, gloo"):
+        pick_backend(torch.device("cpu"), "mpi")
+
+
+def test_torchrun_command_single_and_multi_node():
+    one = torchrun_command(4, ["params/a3.yaml"], python="python")
+    assert one == ["python", "-m", "torch.distributed.run", "--nproc_per_node=4", "--standalone",
+                   "-m", "rsbkit", "train", "params/a3.yaml"]
+    multi = torchrun_command(8, ["x.yaml"], nnodes=2, rdzv_endpoint="node0:29400", rdzv_id="a3", python="python")
+    assert "--nnodes=2" in multi and "--rdzv-endpoint=node0:29400" in multi and "--standalone" not in multi
+    with pytest.raises(DistributedError, match="nnodes=2 needs rdzv_endpoint"):
+        torchrun_command(8, [], nnodes=2)
+
+
+# ---------------------------------------------------------------- real processes
+
+
+@pytest.fixture(scope="module")
+def recipe_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ddp") / "ddp.yaml"
+    path.write_text(A3.replace(**DETERMINISTIC).to_yaml())
+    return path
+
+
+def test_two_processes_match_one_and_resume_into_one(recipe_file, tmp_path):
+    # one process, in this process
+    single = train(recipe_file, "default", tmp_path / "one", device="cpu", workers=0, limit_train=64, limit_val=32,
+                   progress="none", log=lambda s: None)
+    # two processes under torchrun, same global batch (8 images each)
+    two = torchrun(2, str(recipe_file), "--out", str(tmp_path / "two"), *DATA_ARGS)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert "2 processes (gloo)" in two.stdout and "2 process(es) x 8 images x 1 accumulation step(s)" in two.stdout
+    result = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert result["status"] == "completed" and result["world_size"] == 2 and result["epochs_done"] == 2
+    assert result["resolved"]["steps_per_epoch"] == single["resolved"]["steps_per_epoch"] == 4
+    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
+    # metrics are reduced over processes: the same numbers as the single process
+    assert result["final_top1"] == single["final_top1"]
+    assert result["final_loss"] == pytest.approx(single["final_loss"], abs=1e-4)
+    # only rank 0 printed (one 'done' line) and wrote the folder
+    assert two.stdout.count("done: top-1") == 1
+    # a 2-process run stopped after epoch 1 resumes in 1 process to the same weights
+    split = tmp_path / "split"
+    first = torchrun(2, str(recipe_file), "--out", str(split), "--stop-after", "1", *DATA_ARGS)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((split / "result.json").read_text())["status"] == "stopped"
+    done = run_cli("train", str(recipe_file), "--out", str(split), "--resume", *DATA_ARGS)
+    assert done.returncode == 0, done.stderr
+    assert "resumed from" in done.stdout and "after epoch 1/2" in done.stdout
+    assert max_difference(weights(tmp_path / "one"), weights(split)) < 1e-5
+
+
+def test_accumulation_across_processes_matches_one_process(recipe_file, tmp_path):
+    single = tmp_path / "one"
+    train(recipe_file, "default", single, device="cpu", workers=0, limit_train=64, limit_val=32, progress="none",
+          log=lambda s: None)
+    acc = torchrun(2, str(recipe_file), "--out", str(tmp_path / "acc"), "--micro-batch", "4", *DATA_ARGS)
+    assert acc.returncode == 0, acc.stderr[-3000:]
+    assert "2 process(es) x 4 images x 2 accumulation step(s)" in acc.stdout
+    assert max_difference(weights(single), weights(tmp_path / "acc")) < 1e-5
+
+
+@pytest.mark.parametrize("nproc, extra, message", [
+    (3, [], "the global batch of 16 images cannot be split over 3 processes"),
+    (2, ["--set", "sync_bn=true"], "sync_bn needs CUDA devices (PyTorch's SyncBatchNorm), but this run is on cpu"),
+])
+def test_bad_launch_fails_naming_the_values(recipe_file, tmp_path, nproc, extra, message):
+    bad = torchrun(nproc, str(recipe_file), "--out", str(tmp_path / "bad"), *DATA_ARGS, *extra)
+    assert bad.returncode != 0
+    assert f"rsbkit train: error: {message}" in bad.stderr
+    assert not (tmp_path / "bad" / "last.pt").exists()
+
+
+def test_sigterm_records_interrupted_and_keeps_the_checkpoint(recipe_file, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "rsbkit", "train", str(recipe_file), "--out", str(out),
+                             "--set", "epochs=200", *DATA_ARGS], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "last.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert (out / "last.pt").exists(), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "rsbkit train: interrupted" in err
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["error"] == "Terminated: signal SIGTERM"
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["epoch"] >= 1 and state["epoch"] == len(state["history"])
+
+
+def test_train_notebook_launches_torchrun_and_streams_its_log(recipe_file, tmp_path):
+    out = tmp_path / "nb"
+    res = run_cli("run", "notebooks/procedures/train.ipynb", "-p", "recipe", str(recipe_file), "-p", "nproc", "2",
+                  "-p", "limit_train", "64", "-p", "limit_val", "32", "-p", "device", "cpu", "-p", "workers", "0",
+                  "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["world_size"] == 2 and result["status"] == "completed"
+    nb = json.loads((out / "train.ipynb").read_text())
+    streamed = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
+                       for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    assert "-m torch.distributed.run --nproc_per_node=2 --standalone -m rsbkit train" in streamed
+    assert "epoch   2/2" in streamed and "2 processes (gloo)" in streamed
+    assert (out / "curves.png").is_file()  # the live figure was fed from metrics.csv
