@@ -30,6 +30,17 @@ def pick_device(device: Union[str, torch.device, None] = None) -> torch.device:
     return device
 
 
+def device_name(device: torch.device, processes: int = 1) -> str:
+    """The device in words, for labelling measured speeds: GPU model, or CPU and its threads."""
+    import platform
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return name if processes == 1 else f"{processes} processes x {name}"
+
+
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     """Mixed precision on CUDA when `dtype` is given; float32 otherwise."""
     if device.type == "cuda" and dtype is not None:

@@ -239,3 +239,88 @@ def ablation_figure(table: pandas.DataFrame, noise: Optional[float] = None, *, m
     fig.update_layout(title=f"{metric}: delta to the reference row", xaxis_title="points", width=800,
                       height=140 + 28 * len(table))
     return fig
+
+
+def architecture_figure(table: pandas.DataFrame, *, device: str = "") -> go.Figure:  # noqa: F821
+    """Top-1 of each architecture against its training speed measured here."""
+    done = table.dropna(subset=["final_top1", "train_imgs_per_s"]) if "final_top1" in table else table.iloc[0:0]
+    fig = go.Figure(go.Scatter(x=done["train_imgs_per_s"], y=done["final_top1"], mode="markers+text",
+                               text=done["model"], textposition="top center"))
+    fig.update_layout(title="one recipe, many architectures", xaxis_title=f"training images/s ({device})",
+                      yaxis_title="top-1 %", xaxis_type="log", width=WIDTH, height=HEIGHT + 80)
+    return fig
+
+
+def scaling_figure(table: pandas.DataFrame) -> go.Figure:  # noqa: F821
+    """ResNet-RS Figure: top-1 against GMACs, depth scaling and width scaling, one panel per training length."""
+    done = table.dropna(subset=["top1", "gmacs"])
+    epochs = sorted(table["epochs"].unique())
+    fig = make_subplots(rows=1, cols=len(epochs), subplot_titles=[f"{e} epochs" for e in epochs], shared_yaxes=True)
+    colors = {"depth": "#1f77b4", "width": "#d62728"}
+    for col, e in enumerate(epochs, start=1):
+        for (kind, res), g in done[done["epochs"] == e].groupby(["scaling", "res"]):
+            g = g.sort_values("gmacs")
+            if kind == "width":  # the base model at width 1 starts the width-scaling line
+                base = done[(done["epochs"] == e) & (done["res"] == res) & (done["width"] == 1.0)
+                            & (done["model"] == g["model"].iloc[0])]
+                g = pandas_concat([base, g]).sort_values("gmacs")
+            labels = [f"{m} x{w:g}" if w != 1 else m for m, w in zip(g["model"], g["width"])]
+            fig.add_trace(go.Scatter(x=g["gmacs"], y=g["top1"], mode="lines+markers", text=labels,
+                                     name=f"{kind} scaling @{res}px", legendgroup=f"{kind}{res}", showlegend=col == 1,
+                                     line=dict(color=colors[kind], dash="solid" if res == max(table["res"]) else "dot")),
+                          row=1, col=col)
+        fig.update_xaxes(type="log", title_text="GMACs per image", row=1, col=col)
+    fig.update_yaxes(title_text="top-1 %", row=1, col=1)
+    fig.update_layout(title="depth scaling against width scaling, by training length", width=WIDTH, height=HEIGHT + 60)
+    return fig
+
+
+def resolution_scaling_figure(table: pandas.DataFrame) -> go.Figure:  # noqa: F821
+    """Top-1 against training resolution for every model: where it saturates."""
+    done = table.dropna(subset=["top1"])
+    epochs = sorted(table["epochs"].unique())
+    fig = make_subplots(rows=1, cols=len(epochs), subplot_titles=[f"{e} epochs" for e in epochs], shared_yaxes=True)
+    for col, e in enumerate(epochs, start=1):
+        for (model, width), g in done[done["epochs"] == e].groupby(["model", "width"]):
+            g = g.sort_values("res")
+            fig.add_trace(go.Scatter(x=g["res"], y=g["top1"], mode="lines+markers", legendgroup=f"{model}{width}",
+                                     name=f"{model} x{width:g}" if width != 1 else model, showlegend=col == 1),
+                          row=1, col=col)
+        fig.update_xaxes(title_text="train = test resolution, px", row=1, col=col)
+    fig.update_yaxes(title_text="top-1 %", row=1, col=1)
+    fig.update_layout(title="accuracy against resolution", width=WIDTH, height=HEIGHT + 60)
+    return fig
+
+
+def pareto_figure(table: pandas.DataFrame, front: pandas.DataFrame, published: Optional[pandas.DataFrame] = None, *,  # noqa: F821
+                  device: str = "") -> go.Figure:
+    """Speed-accuracy: this grid (top-1 against training speed, the Pareto front drawn), and the
+    published ResNet-RS and EfficientNet ImageNet top-1 against their inference speed measured here."""
+    panels = 2 if published is not None and len(published) else 1
+    titles = ["this grid"] + (["published ImageNet top-1, speed measured here"] if panels == 2 else [])
+    fig = make_subplots(rows=1, cols=panels, subplot_titles=titles)
+    done = table.dropna(subset=["top1", "train_imgs_per_s"])
+    labels = [f"{m} x{w:g} @{r} {e}ep" for m, w, r, e in zip(done["model"], done["width"], done["res"], done["epochs"])]
+    fig.add_trace(go.Scatter(x=done["train_imgs_per_s"], y=done["top1"], mode="markers", text=labels, name="grid points",
+                             marker=dict(color="#7f7f7f")), row=1, col=1)
+    if len(front):
+        fig.add_trace(go.Scatter(x=front["train_imgs_per_s"], y=front["top1"], mode="lines+markers", name="Pareto front",
+                                 line=dict(color="#1f77b4")), row=1, col=1)
+    fig.update_xaxes(type="log", title_text=f"training images/s ({device})", row=1, col=1)
+    fig.update_yaxes(title_text="top-1 %", row=1, col=1)
+    if panels == 2:
+        ok = published.dropna(subset=["infer_imgs_per_s"])
+        for family, g in ok.groupby("family"):
+            g = g.sort_values("infer_imgs_per_s", ascending=False)
+            fig.add_trace(go.Scatter(x=g["infer_imgs_per_s"], y=g["top1"], mode="lines+markers", name=family,
+                                     text=[f"{n} @{r}" for n, r in zip(g["name"], g["res"])]), row=1, col=2)
+        fig.update_xaxes(type="log", title_text=f"inference images/s ({device})", row=1, col=2)
+        fig.update_yaxes(title_text="ImageNet top-1 % (published)", row=1, col=2)
+    fig.update_layout(title="speed against accuracy", width=WIDTH, height=HEIGHT + 80)
+    return fig
+
+
+def pandas_concat(frames):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)

@@ -104,3 +104,104 @@ def ingredients():
         ("label smoothing 0.1", *(delta(a, b) for a, b in zip(SMOOTHING[True], SMOOTHING[False]))),
     ]
     return pd.DataFrame(rows, columns=["ingredient", "A1", "A2", "A3"]).set_index("ingredient")
+
+
+# ---------------------------------------------------------------- other architectures, transfer, ResNet-RS
+
+RESNET_RS = "Bello et al., Revisiting ResNets: Improved Training and Scaling Strategies (2021)"
+
+
+class ArchitectureRow(NamedTuple):
+    """RSB Table 3: one architecture trained with the ResNet-50 procedures, no adaptation."""
+
+    paper_name: str
+    timm: str  # the timm model name closest to the paper's architecture
+    res_a1a2: tuple[int, int]  # train / test resolution of A1 and A2
+    res_a3: tuple[int, int]
+    a1: float
+    a2: float
+    a3: float
+    original: float  # the architecture's own published recipe
+
+
+TABLE3 = tuple(ArchitectureRow(*row) for row in (
+    ("ResNet-18", "resnet18", (224, 224), (160, 224), 71.5, 70.6, 68.2, 69.8),
+    ("ResNet-34", "resnet34", (224, 224), (160, 224), 76.4, 75.5, 73.0, 73.3),
+    ("ResNet-50", "resnet50", (224, 224), (160, 224), 80.4, 79.8, 78.1, 76.1),
+    ("ResNet-101", "resnet101", (224, 224), (160, 224), 81.5, 81.3, 79.8, 77.4),
+    ("ResNet-152", "resnet152", (224, 224), (160, 224), 82.0, 81.8, 80.6, 78.3),
+    ("RegNetY-4GF", "regnety_040", (224, 224), (160, 224), 81.5, 81.3, 79.0, 79.4),
+    ("RegNetY-8GF", "regnety_080", (224, 224), (160, 224), 82.2, 82.1, 81.1, 79.9),
+    ("RegNetY-16GF", "regnety_160", (224, 224), (160, 224), 82.0, 82.2, 81.7, 80.4),
+    ("RegNetY-32GF", "regnety_320", (224, 224), (160, 224), 82.5, 82.4, 82.6, 81.0),
+    ("SE-ResNet-50", "seresnet50", (224, 224), (160, 224), 80.0, 80.1, 77.0, 76.7),
+    ("SENet-154", "senet154", (224, 224), (160, 224), 81.7, 81.8, 81.9, 81.3),
+    ("ResNet-50-D", "resnet50d", (224, 224), (160, 224), 80.7, 80.2, 78.7, 79.3),
+    ("ResNeXt-50-32x4d", "resnext50_32x4d", (224, 224), (160, 224), 80.5, 80.4, 79.2, 77.6),
+    ("EfficientNet-B0", "efficientnet_b0", (224, 224), (160, 224), 77.0, 76.8, 73.0, 77.1),
+    ("EfficientNet-B1", "efficientnet_b1", (240, 240), (160, 224), 79.2, 79.4, 74.9, 79.1),
+    ("EfficientNet-B2", "efficientnet_b2", (260, 260), (192, 256), 80.4, 80.1, 77.5, 80.1),
+    ("EfficientNet-B3", "efficientnet_b3", (300, 300), (224, 288), 81.4, 81.4, 79.2, 81.6),
+    ("EfficientNet-B4", "efficientnet_b4", (380, 380), (320, 380), 81.6, 82.4, 81.2, 82.9),
+    ("ViT-Ti", "vit_tiny_patch16_224", (224, 224), (160, 224), 74.7, 74.1, 66.7, 72.2),
+    ("ViT-S", "vit_small_patch16_224", (224, 224), (160, 224), 80.6, 79.6, 73.8, 79.8),
+    ("ViT-B", "vit_base_patch16_224", (224, 224), (160, 224), 80.4, 79.8, 76.0, 81.8),
+    ("ECA-ResNet-50-T", "ecaresnet50t", (224, 224), (160, 224), 81.3, 80.9, 79.6, float("nan")),
+    ("EfficientNetV2-rw-S", "efficientnetv2_rw_s", (288, 384), (224, 288), 82.3, 82.9, 80.9, 83.8),
+    ("EfficientNetV2-rw-M", "efficientnetv2_rw_m", (320, 384), (256, 352), 80.6, 81.9, 82.3, 84.8),
+    ("ECA-ResNet-269-D", "ecaresnet269d", (320, 416), (256, 320), 83.3, 83.9, 83.3, 85.0),
+))
+
+
+class TransferRow(NamedTuple):
+    """RSB Table 5: ResNet-50 pre-trained on ImageNet with each procedure, fine-tuned on a dataset."""
+
+    dataset: str
+    train_size: int
+    test_size: int
+    classes: int
+    pytorch: float  # torchvision's original recipe
+    a1: float
+    a2: float
+    a3: float
+
+
+TABLE5 = tuple(TransferRow(*row) for row in (
+    ("ImageNet-val", 1_281_167, 50_000, 1000, 76.1, 80.4, 79.8, 78.1),
+    ("iNaturalist 2019", 265_240, 3_003, 1010, 73.2, 73.9, 75.0, 73.8),
+    ("Flowers-102", 2_040, 6_149, 102, 97.9, 97.9, 97.9, 97.5),
+    ("Stanford Cars", 8_144, 8_041, 196, 92.5, 92.7, 92.6, 92.5),
+    ("CIFAR-100", 50_000, 10_000, 100, 86.6, 86.9, 86.2, 85.3),
+    ("CIFAR-10", 50_000, 10_000, 10, 98.2, 98.3, 98.0, 97.6),
+))
+
+
+class PublishedPoint(NamedTuple):
+    """A published model for the speed-accuracy plot: ImageNet top-1 at its resolution."""
+
+    family: str
+    name: str
+    timm: str
+    res: int
+    top1: float
+
+
+# ResNet-RS (REFERENCE.md section 2, from the ResNet-RS paper) and EfficientNet (RSB Table 3, "org." column)
+PUBLISHED_POINTS = tuple(PublishedPoint(*row) for row in (
+    ("ResNet-RS", "RS-50", "resnetrs50", 160, 78.8),
+    ("ResNet-RS", "RS-101", "resnetrs101", 160, 80.3),
+    ("ResNet-RS", "RS-101", "resnetrs101", 192, 81.2),
+    ("ResNet-RS", "RS-152", "resnetrs152", 192, 82.0),
+    ("ResNet-RS", "RS-152", "resnetrs152", 224, 82.2),
+    ("ResNet-RS", "RS-152", "resnetrs152", 256, 83.0),
+    ("ResNet-RS", "RS-200", "resnetrs200", 256, 83.4),
+    ("ResNet-RS", "RS-270", "resnetrs270", 256, 83.8),
+    ("ResNet-RS", "RS-350", "resnetrs350", 256, 84.0),
+    ("ResNet-RS", "RS-350", "resnetrs350", 320, 84.2),
+    ("ResNet-RS", "RS-420", "resnetrs420", 320, 84.4),
+    ("EfficientNet", "B0", "efficientnet_b0", 224, 77.1),
+    ("EfficientNet", "B1", "efficientnet_b1", 240, 79.1),
+    ("EfficientNet", "B2", "efficientnet_b2", 260, 80.1),
+    ("EfficientNet", "B3", "efficientnet_b3", 300, 81.6),
+    ("EfficientNet", "B4", "efficientnet_b4", 380, 82.9),
+))

@@ -45,6 +45,8 @@ class Recipe:
     model: str = "resnet50"  # any name timm.create_model knows
     drop_path: float = 0.0  # stochastic depth rate, scaled linearly over blocks by timm
     drop: float = 0.0  # dropout before the classifier
+    width: float = 1.0  # channel multiplier of a timm ResNet's stages (ResNet-RS width scaling)
+    init: Optional[str] = None  # starting weights: a run folder, a checkpoint, or a timm pretrained name (fine-tuning)
     # batch and length
     epochs: int = 100
     batch_size: int = 2048  # global batch of this run (images per optimizer micro-step)
@@ -224,6 +226,7 @@ def _check(r: Recipe) -> None:
     _in_range(r, "bce_target_thresh", r.bce_target_thresh is None or 0 < r.bce_target_thresh < 1, "(0, 1) or none")
     _in_range(r, "drop_path", 0 <= r.drop_path < 1, unit_open)
     _in_range(r, "drop", 0 <= r.drop < 1, unit_open)
+    _in_range(r, "width", 0 < r.width <= 8, "in (0, 8]; 1.0 is the model as defined")
     _in_range(r, "train_res", r.train_res >= 8, ">= 8 px")
     _in_range(r, "test_res", r.test_res >= 8, ">= 8 px")
     _in_range(r, "crop_pct", 0 < r.crop_pct <= 1, "(0, 1]")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import platform
 import random
 import resource
 import signal
@@ -30,7 +29,6 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
-import timm
 import torch
 from timm.utils import ModelEmaV3
 
@@ -38,8 +36,9 @@ from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Data, create_mixup, epoch_images, eval_loader, eval_shard, eval_transform, load_data, train_loader
 from .errors import CheckpointError, DistributedError, NonFiniteLossError, RunError
-from .evaluate import autocast, default_workers, evaluate_loader
+from .evaluate import autocast, default_workers, device_name, evaluate_loader
 from .losses import create_loss
+from .models import create_model
 from .optim import create_optimizer, create_scheduler
 from .recipes import Recipe, load_recipe, plan_batch
 from .runs import RunFolder, default_run_dir, environment, write_metrics, write_recipe, write_result
@@ -169,7 +168,7 @@ def _train(recipe, data, out_dir, *, device, workers, resume, progress, on_epoch
     log(plan.rule)
 
     torch.manual_seed(recipe.seed)
-    model = timm.create_model(recipe.model, num_classes=data.num_classes, drop_rate=recipe.drop, drop_path_rate=recipe.drop_path)
+    model = create_model(recipe, data.num_classes)  # with its width and init weights
     if recipe.sync_bn and job.enabled:
         if not cuda:
             raise DistributedError(f"sync_bn needs CUDA devices (PyTorch's SyncBatchNorm), but this run is on {device}; "
@@ -227,7 +226,7 @@ def _train(recipe, data, out_dir, *, device, workers, resume, progress, on_epoch
             imgs_per_s=round(float(np.mean([r["imgs_per_s"] for r in history])), 1) if history else None,
             peak_mem_mb=max((r["peak_mem_mb"] for r in history), default=None),
             seed=recipe.seed, device=str(device), world_size=job.world_size,
-            **environment(_device_name(device, job.world_size)),
+            **environment(device_name(device, job.world_size)),
             skipped_files=[dict(path=p, reason=r) for p, r in skipped.items()], num_skipped=len(skipped),
             data=data.describe(), resolved=resolved,
             reported=asdict(recipe.reported) if recipe.reported else None,
@@ -381,11 +380,3 @@ def _peak_mem_mb(device: torch.device) -> float:
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
-
-
-def _device_name(device: torch.device, processes: int = 1) -> str:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
-    return name if processes == 1 else f"{processes} processes x {name}"
