@@ -56,7 +56,7 @@ def test_local_executor_runs_the_sweep_and_skips_completed_points(tmp_path):
 
 
 def test_preempted_job_is_requeued_and_resumes_from_last_checkpoint(tmp_path):
-    sweep = expand(TRAIN, tmp_path / "out", {**SMOKE, "overrides": {"epochs": 8}}, {}, seeds=[0])
+    sweep = expand(TRAIN, tmp_path / "out", {**SMOKE, "overrides": {"epochs": 4}}, {}, seeds=[0])
     [point] = sweep.points
     [job] = submit_points(sweep, [point], executor="local", options=ClusterOptions(time_min=10), log=lambda s: None)
     deadline = time.monotonic() + 180
@@ -74,7 +74,7 @@ def test_preempted_job_is_requeued_and_resumes_from_last_checkpoint(tmp_path):
     assert "Terminated: signal SIGTERM" in log  # the first attempt stopped cleanly ...
     assert "===== attempt 2 (resumes from last.pt) =====" in log and "resumed from" in log  # ... the second resumed
     result = json.loads((point.run_dir / "result.json").read_text())
-    assert result["status"] == "completed" and result["epochs_done"] == 8
+    assert result["status"] == "completed" and result["epochs_done"] == 4
 
 
 def test_job_pickles_without_its_process(tmp_path):
