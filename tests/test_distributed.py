@@ -193,3 +193,19 @@ def test_train_notebook_launches_torchrun_and_streams_its_log(recipe_file, tmp_p
     assert "-m torch.distributed.run --nproc_per_node=2 --standalone -m rsbkit train" in streamed
     assert "epoch   2/2" in streamed and "2 processes (gloo)" in streamed
     assert (out / "curves.png").is_file()  # the live figure was fed from metrics.csv
+
+
+@pytest.mark.parametrize("repeats", [0, 3])
+def test_ranks_deal_out_the_one_process_order(embedded, repeats):
+    """Step k holds the same images on 1 or 4 processes: rank r takes positions r, r + 4, ... of one order
+    (torch's DistributedSampler, or timm's RepeatAugSampler with A1/A2's 3 repeats)."""
+    from rsbkit.data import train_sampler
+
+    recipe = A3.replace(aug_repeats=repeats)
+    one = list(train_sampler(embedded.train, recipe, seed=7))
+    ranks = [list(train_sampler(embedded.train, recipe, seed=7, rank=r, world_size=4)) for r in range(4)]
+    dealt = [ranks[i % 4][i // 4] for i in range(4 * min(map(len, ranks)))]
+    assert dealt == one[:len(dealt)] and len(dealt) >= len(one) - 4
+    assert one != list(train_sampler(embedded.train, recipe, seed=8))  # the seed sets the order
+    if repeats:  # each image comes 3 times in a row, so its copies land on different processes
+        assert one[0] == one[1] == one[2] and ranks[0][0] == ranks[1][0] == ranks[2][0]
