@@ -1,4 +1,10 @@
-"""timm's RandAugment on batches of uint8 tensors, for the GPU (it runs on CPU tensors too).
+"""timm's train-time augmentation on batches of uint8 tensors, for the GPU (it runs on CPU tensors too).
+
+``BatchTrainTransform(recipe)`` is RandomResizedCrop (timm's box draws, one
+batched ``roi_align``), flip, RandAugment and normalisation on a batch of
+same-size images. Mixup/CutMix already run on the device (timm's ``Mixup`` works
+on the batch tensor). Not here yet: JPEG decoding on the GPU, variable-size
+batches, and the training loop's use of this path.
 
 timm's RandAugment works on one PIL image at a time. This module applies the
 same policy to a whole batch ``(B, 3, H, W)`` of uint8 images on their device,
@@ -268,3 +274,76 @@ class BatchRandAugment:
                 arg = op_argument(name, d.magnitude[layer, idx], d.negate[layer, idx])
                 out[idx] = apply_op(out[idx], name, arg, self.fill)
         return out.round().clamp(0, 255).to(torch.uint8)
+
+
+# ---------------------------------------------------------------- RandomResizedCrop, flip, normalisation
+
+
+def crop_boxes(heights: torch.Tensor, widths: torch.Tensor, scale: Sequence[float], ratio: Sequence[float], *,
+               generator: Optional[torch.Generator] = None, attempts: int = 10) -> torch.Tensor:
+    """timm's RandomResizedCrop boxes for images of the given sizes, all at once: (B, 4) as top, left, h, w.
+
+    Per image: up to 10 draws of area ~ U(scale) x image area and log aspect ~ U(log ratio); the first
+    that fits is kept, at a uniform position; when none fits, timm's central fallback crop."""
+    b = len(heights)
+    dev = heights.device
+    h = heights.float()
+    w = widths.float()
+    area = (h * w)[:, None]
+    target = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(b, attempts, device=dev, generator=generator))
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(lo + (hi - lo) * torch.rand(b, attempts, device=dev, generator=generator))
+    tw = torch.round(torch.sqrt(target * aspect))
+    th = torch.round(torch.sqrt(target / aspect))
+    fits = (tw <= w[:, None]) & (th <= h[:, None])
+    first = torch.argmax(fits.int(), dim=1)
+    found = fits.any(dim=1)
+    cw = tw.gather(1, first[:, None]).squeeze(1)
+    ch = th.gather(1, first[:, None]).squeeze(1)
+    # timm's fallback: the central crop at the nearest allowed aspect ratio
+    in_ratio = w / h
+    fw = torch.where(in_ratio < min(ratio), w, torch.where(in_ratio > max(ratio), torch.round(h * max(ratio)), w))
+    fh = torch.where(in_ratio < min(ratio), torch.round(w / min(ratio)), h)
+    ch, cw = torch.where(found, ch, fh), torch.where(found, cw, fw)
+    u = torch.rand(b, 2, device=dev, generator=generator)
+    top = torch.where(found, torch.floor(u[:, 0] * (h - ch + 1)), torch.floor((h - ch) / 2))
+    left = torch.where(found, torch.floor(u[:, 1] * (w - cw + 1)), torch.floor((w - cw) / 2))
+    return torch.stack([top, left, ch, cw], dim=1)
+
+
+def resized_crop_flip(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor) -> torch.Tensor:
+    """Crop each image of a same-size batch to its box, resize to `size` (bilinear, one batched
+    ``roi_align``) and mirror the flagged ones. Float values in, float values out."""
+    from torchvision.ops import roi_align
+
+    top, left, h, w = boxes.unbind(1)
+    index = torch.arange(len(images), device=images.device, dtype=images.dtype)
+    rois = torch.stack([index, left, top, left + w, top + h], dim=1).to(images.dtype)
+    # adaptive sampling: ceil(box / size) bilinear samples per output pixel and side, averaged (an antialiased
+    # downscale, and the identity when box and output sizes agree)
+    out = roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
+
+
+class BatchTrainTransform:
+    """RandomResizedCrop + flip + RandAugment + normalisation on a batch of same-size uint8 images,
+    on their device: the tensor counterpart of ``rsbkit.data.train_transform`` (timm's)."""
+
+    def __init__(self, recipe, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
+        self.size, self.scale, self.ratio, self.hflip = recipe.train_res, recipe.scale, recipe.ratio, recipe.hflip
+        self.randaugment = BatchRandAugment(recipe.aa) if recipe.aa else None
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
+
+    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"BatchTrainTransform takes uint8 images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+        b, _, h, w = images.shape
+        dev = images.device
+        sizes = torch.full((b,), h, device=dev), torch.full((b,), w, device=dev)
+        boxes = crop_boxes(*sizes, self.scale, self.ratio, generator=generator)
+        flip = torch.rand(b, device=dev, generator=generator) < self.hflip
+        out = resized_crop_flip(images.float(), boxes, self.size, flip).round().clamp(0, 255).to(torch.uint8)
+        if self.randaugment is not None:
+            out = self.randaugment(out, generator=generator)
+        return (out.float() - self.mean.to(dev)) / self.std.to(dev)

@@ -118,3 +118,41 @@ def test_batch_transform_shapes_randomness_and_errors(batch):
     assert 0.5 < changed.float().mean() < 1.0  # P(no op runs) = 0.25: most images change, not all
     with pytest.raises(ValueError, match="uint8 images"):
         ra(images.float())
+
+
+def test_crop_boxes_follow_timms_random_resized_crop():
+    """Area fraction and aspect ratio of the boxes over many draws, against timm's get_params."""
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+
+    from rsbkit.gpu_augment import crop_boxes
+
+    n, scale, ratio = 20000, (0.08, 1.0), (3 / 4, 4 / 3)
+    boxes = crop_boxes(torch.full((n,), 120), torch.full((n,), 160), scale, ratio, generator=torch.Generator().manual_seed(0))
+    top, left, h, w = boxes.unbind(1)
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 120).all() and (left + w <= 160).all()
+    random.seed(0)
+    img = Image.new("RGB", (160, 120))
+    ref = torch.tensor([RandomResizedCropAndInterpolation.get_params(img, scale, ratio) for _ in range(5000)]).float()
+    for ours, theirs in (((h * w) / (120 * 160), (ref[:, 2] * ref[:, 3]) / (120 * 160)), (w / h, ref[:, 3] / ref[:, 2])):
+        for q in (0.1, 0.5, 0.9):
+            assert abs(torch.quantile(ours, q) - torch.quantile(theirs, q)) < 0.03
+    # timm's fallback when nothing fits: a tall image and a wide ratio range gives the central crop
+    tall = crop_boxes(torch.tensor([300]), torch.tensor([50]), (0.99, 1.0), (2.0, 3.0), generator=torch.Generator().manual_seed(0))
+    assert tall.tolist() == [[RandomResizedCropAndInterpolation.get_params(Image.new("RGB", (50, 300)), (0.99, 1.0), (2.0, 3.0))[k]
+                              for k in range(4)]]
+
+
+def test_batch_train_transform_gives_normalised_crops_of_the_recipe_size(batch):
+    from rsbkit.gpu_augment import BatchTrainTransform
+    from rsbkit.recipes import A3
+
+    _, tensor = batch
+    images = tensor.to(torch.uint8)
+    transform = BatchTrainTransform(A3.replace(train_res=64))
+    out = transform(images, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, 64, 64) and out.dtype == torch.float32
+    assert -2.2 < out.min() and out.max() < 2.7  # ImageNet mean/std normalisation of 0..255 values
+    # with every random part off it is the identity: the whole 96 px image, unflipped, at 96 px
+    plain = BatchTrainTransform(A3.replace(train_res=96, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, aa=None))
+    same = plain(images) * plain.std + plain.mean
+    assert (same - tensor).abs().max() < 1e-3
