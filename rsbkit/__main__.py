@@ -104,12 +104,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
-def _rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))
-
-
 def _run(args: argparse.Namespace) -> int:
     from .recipes import load_recipe, parse_overrides
 
@@ -117,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
         print(load_recipe(args.source, **parse_overrides(args.overrides)).to_yaml(), end="")
         return 0
     if args.command == "train":
+        from .distributed import launcher_env
         from .runs import TensorBoardLogger, default_run_dir
         from .train import train
 
@@ -133,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             if board is not None:
                 board.close()
-        if result.get("world_size", 1) == 1 or _rank() == 0:
+        if launcher_env().main:
             print(f"run folder: {result['run_dir']}")
         return 0
     if args.command == "evaluate":

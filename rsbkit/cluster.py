@@ -43,6 +43,17 @@ class ClusterOptions:
     max_requeues: int = 3  # submitit's max_num_timeout: how many time-outs a job may resume from
     extra: dict[str, Any] = field(default_factory=dict)  # other sbatch options, e.g. {"exclusive": True}
 
+    def __post_init__(self) -> None:
+        for name, value, ok, need in (
+            ("gpus (--gpus)", self.gpus, self.gpus >= 0, ">= 0"),
+            ("cpus (--cpus)", self.cpus, self.cpus is None or self.cpus >= 1, ">= 1"),
+            ("time_min (--time)", self.time_min, self.time_min >= 1, ">= 1 minute"),
+            ("mem_gb (--mem)", self.mem_gb, self.mem_gb is None or self.mem_gb > 0, "> 0 GB"),
+            ("max_requeues (--max-requeues)", self.max_requeues, self.max_requeues >= 0, ">= 0"),
+        ):
+            if not ok:
+                raise SweepError(f"cluster option {name}={value}: give a value {need}")
+
     def parameters(self, executor: str, jobs: int) -> dict[str, Any]:
         """submitit's AutoExecutor parameters for `executor`."""
         params: dict[str, Any] = dict(timeout_min=self.time_min, gpus_per_node=self.gpus, tasks_per_node=1, nodes=1)
@@ -142,15 +153,12 @@ def wait(points: list[Point], submitted: list, *, log: Callable[[str], None] = p
             res = job.result()
         except Exception as exc:
             last = (str(exc).strip().splitlines() or [""])[-1][:300]
+            notebook = Path(job.submission().function.notebook).name
             res = PointResult(point.name, "failed", f"{type(exc).__name__}: {last} (job log {job.paths.stderr})", 0.0,
-                              point.run_dir, point.run_dir / sweep_notebook_name(job))
+                              point.run_dir, point.run_dir / notebook)
         log(f"  {res.status} {res.name} in {res.wall_s:.0f} s" + (f": {res.error}" if res.error else ""))
         ran[point.name] = res
     return ran
-
-
-def sweep_notebook_name(job) -> str:
-    return Path(job.submission().function.notebook).name
 
 
 def run_cluster_sweep(sweep: Sweep, *, executor: str, options: Optional[ClusterOptions] = None, jobs: int = 1,

@@ -100,15 +100,17 @@ def pick_backend(device: torch.device, backend: Optional[str] = None) -> str:
     return backend
 
 
-def setup(device: Union[str, torch.device, None], backend: Optional[str] = None) -> tuple[Dist, torch.device]:
+def setup(device: Union[str, torch.device, None], backend: Optional[str] = None,
+          job: Optional[Dist] = None) -> tuple[Dist, torch.device]:
     """Join the process group torchrun set up (if any) and return (this process, its device).
 
     Under torchrun each process takes GPU ``LOCAL_RANK``; a single process uses
-    `device` as given (``auto``: CUDA when present).
+    `device` as given (``auto``: CUDA when present). `job`: :func:`launcher_env`'s
+    answer when the caller already has it.
     """
     from .evaluate import pick_device
 
-    job = launcher_env()
+    job = launcher_env() if job is None else job
     device = pick_device(device)
     if not job.enabled:
         return job, device

@@ -253,6 +253,8 @@ def architecture_figure(table: pandas.DataFrame, *, device: str = "") -> go.Figu
 
 def scaling_figure(table: pandas.DataFrame) -> go.Figure:  # noqa: F821
     """ResNet-RS Figure: top-1 against GMACs, depth scaling and width scaling, one panel per training length."""
+    import pandas as pd
+
     done = table.dropna(subset=["top1", "gmacs"])
     epochs = sorted(table["epochs"].unique())
     fig = make_subplots(rows=1, cols=len(epochs), subplot_titles=[f"{e} epochs" for e in epochs], shared_yaxes=True)
@@ -263,7 +265,7 @@ def scaling_figure(table: pandas.DataFrame) -> go.Figure:  # noqa: F821
             if kind == "width":  # the base model at width 1 starts the width-scaling line
                 base = done[(done["epochs"] == e) & (done["res"] == res) & (done["width"] == 1.0)
                             & (done["model"] == g["model"].iloc[0])]
-                g = pandas_concat([base, g]).sort_values("gmacs")
+                g = pd.concat([base, g], ignore_index=True).sort_values("gmacs")
             labels = [f"{m} x{w:g}" if w != 1 else m for m, w in zip(g["model"], g["width"])]
             fig.add_trace(go.Scatter(x=g["gmacs"], y=g["top1"], mode="lines+markers", text=labels,
                                      name=f"{kind} scaling @{res}px", legendgroup=f"{kind}{res}", showlegend=col == 1,
@@ -318,9 +320,3 @@ def pareto_figure(table: pandas.DataFrame, front: pandas.DataFrame, published: O
         fig.update_yaxes(title_text="ImageNet top-1 % (published)", row=1, col=2)
     fig.update_layout(title="speed against accuracy", width=WIDTH, height=HEIGHT + 80)
     return fig
-
-
-def pandas_concat(frames):
-    import pandas as pd
-
-    return pd.concat(frames, ignore_index=True)

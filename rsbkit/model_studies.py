@@ -17,6 +17,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from .data import load_data
+from .errors import RunError
 from .models import profile, profile_models
 from .paper import PUBLISHED_POINTS, TABLE3, TABLE5
 from .recipes import load_recipe
@@ -104,7 +105,6 @@ def source_model(source: str) -> tuple[str, float, str]:
     import timm
 
     from .checkpoint import load_checkpoint
-    from .errors import RunError
 
     path = Path(source)
     if path.is_dir() and (path / "recipe.yaml").is_file():
@@ -128,8 +128,10 @@ def transfer_study(*, sources: Sequence[str], targets: Sequence[str], recipe: st
                    workers: Optional[int] = None, jobs: int = 1, log: Callable[[str], None] = print) -> Study:
     """Fine-tune every source on every target with `recipe` (and, with `scratch`, train from random
     weights for reference); the table is laid out like Table 5: targets as rows, sources as columns."""
-    from .sweep import notebook_parameters, route_parameters
+    from .sweep import notebook_parameters, point_label, route_parameters
 
+    if not targets or not (sources or scratch):
+        raise RunError(f"transfer study: give targets (got {list(targets)}) and sources (got {list(sources)}) or scratch=True")
     out = Path(out_dir)
     fine = load_recipe(recipe)
     starts = [(s, *source_model(s)) for s in sources]
@@ -141,7 +143,7 @@ def transfer_study(*, sources: Sequence[str], targets: Sequence[str], recipe: st
     declared = notebook_parameters(TRAIN_NOTEBOOK)
     for target in targets:
         data = load_data(target)
-        t_label = "".join(c if c.isalnum() or c in ".-" else "-" for c in Path(target).name or target).strip("-")
+        t_label = point_label(Path(target).name or target)
         rows.append(dict(target=target, train_images=len(data.train), test_images=len(data.val), classes=data.num_classes))
         for init, model, width, label in starts:
             name = f"{label}_to_{t_label}"
@@ -153,9 +155,9 @@ def transfer_study(*, sources: Sequence[str], targets: Sequence[str], recipe: st
     runs = _train_points(sweep, jobs, log).set_index("point")
     table = pd.DataFrame(rows).set_index("target")
     for point, label, target in points:
-        value = runs["final_top1"].get(point.name) if point.name in runs.index else None
-        table.loc[target, label] = value if value is not None and not (isinstance(value, float) and math.isnan(value)) else None
-    errors = {p.name: runs["error"].get(p.name) for p, _, _ in points if p.name in runs.index and runs["error"].get(p.name)}
+        value = runs["final_top1"].get(point.name)
+        table.loc[target, label] = value if pd.notna(value) else None
+    errors = {p.name: runs["error"].get(p.name) for p, _, _ in points if pd.notna(runs["error"].get(p.name))}
     return Study(table.reset_index(), out, f"fine-tuned with {fine.name}", errors)
 
 
@@ -177,6 +179,9 @@ def scaling_study(*, recipe: str, models: Sequence[str], widths: Sequence[float]
                   workers: Optional[int] = None, jobs: int = 1, log: Callable[[str], None] = print) -> Study:
     """The ResNet-RS grid: depth x width x resolution x training length, trained through the sweep
     runner, with training and inference speed of every (model, width, resolution) measured here."""
+    for name, values in (("models", models), ("resolutions", resolutions), ("epochs", epochs)):
+        if not values:
+            raise RunError(f"scaling study: {name} is empty; give at least one value")
     out = Path(out_dir)
     grid = scaling_points(models, widths, resolutions, epochs)
     classes = _num_classes(data)
@@ -187,19 +192,15 @@ def scaling_study(*, recipe: str, models: Sequence[str], widths: Sequence[float]
         log(f"{m} w{w:g} @{r}: " + (row["error"] or f"{row['train_imgs_per_s']} img/s train"))
         speed[(m, w, r)] = row
     runnable = [g for g in grid if speed[(g["model"], g["width"], g["train_res"])]["error"] is None]
-    points = runnable
-    rows = []
-    if points:
+    rows, runs, point_of = [], pd.DataFrame(), {}
+    if runnable:
         sweep = expand(TRAIN_NOTEBOOK, out / "runs", _common(recipe, data, limit_train, limit_val, device, workers),
-                       points=points, where="scaling study")
+                       points=runnable, where="scaling study")
         runs = _train_points(sweep, jobs, log).set_index("point")
-        by_params = {p.name: g for p, g in zip(sweep.points, points)}
-    else:
-        runs, by_params = pd.DataFrame(), {}
-    done = {tuple(sorted(g.items())): name for name, g in by_params.items()}
+        point_of = {id(g): p.name for p, g in zip(sweep.points, runnable)}
     for g in grid:
         s = speed[(g["model"], g["width"], g["train_res"])]
-        name = done.get(tuple(sorted(g.items())))
+        name = point_of.get(id(g))
         run = runs.loc[name] if name is not None and name in runs.index else None
         rows.append(dict(model=g["model"], width=g["width"], res=g["train_res"], epochs=g["epochs"],
                          params_m=s["params_m"], gmacs=s["gmacs"], train_imgs_per_s=s["train_imgs_per_s"],

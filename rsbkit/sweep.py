@@ -141,7 +141,7 @@ def _check_recipe(params: dict[str, Any], where: str) -> None:
         raise SweepError(f"{where}: {exc}") from None
 
 
-def _label(value: Any) -> str:
+def point_label(value: Any) -> str:
     text = Path(value).stem if isinstance(value, str) and value.endswith((".yaml", ".yml")) else str(value)
     return "".join(c if c.isalnum() or c in ".-+" else "-" for c in text).strip("-") or "none"
 
@@ -176,7 +176,7 @@ def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Option
     base = dict(parameters or {})
     out_points, names = [], set()
     for varying in rows:
-        name = "_".join(f"{k}={_label(v)}" for k, v in varying.items())
+        name = "_".join(f"{k}={point_label(v)}" for k, v in varying.items())
         if name in names:
             raise SweepError(f"{where}: two points share the folder name {name}; make the grid values distinct")
         names.add(name)
@@ -373,7 +373,6 @@ def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print
     A failing point is recorded (its error and failed notebook kept) and the
     others go on. Also writes ``<out>/sweep.json`` with every point's status.
     """
-
     if jobs < 1:
         raise SweepError(f"jobs={jobs}: give 1 or more")
     gpus = _gpu_ids()
@@ -431,7 +430,7 @@ def single_point(notebook: Union[str, Path], parameters: dict[str, Any], out: Un
     params = route_parameters(notebook, parameters, declared, f"parameters of {notebook}")
     if out is None:
         out = params.get("out_dir") or Path("runs") / (
-            f"{_label(params.get('recipe', notebook.stem))}-{time.strftime('%Y%m%d-%H%M%S')}")
+            f"{point_label(params.get('recipe', notebook.stem))}-{time.strftime('%Y%m%d-%H%M%S')}")
     if "out_dir" in declared:
         params["out_dir"] = str(out)
     _check_recipe(params, f"parameters of {notebook}")

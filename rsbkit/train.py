@@ -109,9 +109,11 @@ def train(
     continues it), e.g. to train in pieces that fit a cluster's time limit.
     """
     job = distributed.launcher_env()
+    if stop_after is not None and stop_after < 1:
+        raise RunError(f"stop_after={stop_after}: give the epoch (1 or more) after which this call ends, or None to train to the end")
     with _sigterm_interrupts():
         try:
-            return _train(recipe, data, out_dir, device=device, workers=workers, resume=resume, progress=progress,
+            return _train(recipe, data, out_dir, job, device=device, workers=workers, resume=resume, progress=progress,
                           on_epoch=on_epoch, limit_train=limit_train, limit_val=limit_val, data_root=data_root,
                           eval_batch_size=eval_batch_size, micro_batch=micro_batch, backend=backend, stop_after=stop_after,
                           log=log if job.main else (lambda s: None))
@@ -119,7 +121,7 @@ def train(
             distributed.teardown(job)
 
 
-def _train(recipe, data, out_dir, *, device, workers, resume, progress, on_epoch, limit_train, limit_val, data_root,
+def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_epoch, limit_train, limit_val, data_root,
            eval_batch_size, micro_batch, backend, stop_after, log) -> dict[str, Any]:
     # ------------------------------------------------------------ setup
     started = time.perf_counter()
@@ -135,8 +137,8 @@ def _train(recipe, data, out_dir, *, device, workers, resume, progress, on_epoch
     if resume and not run.last.exists():
         raise RunError(f"nothing to resume: {run.last} does not exist")
     data = load_data(data, root=data_root, limit_train=limit_train, limit_val=limit_val)
-    plan = plan_batch(recipe, distributed.launcher_env().world_size, micro_batch)  # checked before any process waits
-    job, device = distributed.setup(device, backend)
+    plan = plan_batch(recipe, job.world_size, micro_batch)  # checked before any process waits
+    job, device = distributed.setup(device, backend, job)
     cuda = device.type == "cuda"
     workers = default_workers(device) if workers is None else workers
     amp_dtype = getattr(torch, recipe.amp_dtype) if (cuda and recipe.amp) else None

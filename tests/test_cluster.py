@@ -3,10 +3,12 @@ preempted job (submitit's USR2 signal) is requeued and resumes from the run's la
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 
 import psutil
+import pytest
 from conftest import run_cli
 
 from rsbkit.cluster import ClusterOptions, PointJob, submit_points, wait
@@ -93,3 +95,17 @@ def test_slurm_without_a_cluster_fails_clearly(tmp_path):
     res = run_cli("sweep", str(sweep_file), "--executor", "slurm", "--partition", "gpu", "--gpus", "1", "--no-wait")
     assert res.returncode == 2
     assert "rsbkit sweep: error: executor 'slurm': sbatch is not on this machine's PATH" in res.stderr
+
+
+def test_bad_cluster_options_are_named(tmp_path):
+    from rsbkit.sweep import SweepError
+
+    for kwargs, message in ((dict(gpus=-1), "gpus (--gpus)=-1: give a value >= 0"),
+                            (dict(time_min=0), "time_min (--time)=0: give a value >= 1 minute"),
+                            (dict(mem_gb=0), "mem_gb (--mem)=0: give a value > 0 GB")):
+        with pytest.raises(SweepError, match=re.escape(message)):
+            ClusterOptions(**kwargs)
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(f"notebook: {TRAIN}\nout: {tmp_path / 'out'}\nparameters: {json.dumps(SMOKE)}\nseeds: [0]\n")
+    res = run_cli("sweep", str(sweep_file), "--executor", "local", "--time", "0")
+    assert res.returncode == 2 and "cluster option time_min (--time)=0" in res.stderr

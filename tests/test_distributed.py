@@ -209,3 +209,11 @@ def test_ranks_deal_out_the_one_process_order(embedded, repeats):
     assert one != list(train_sampler(embedded.train, recipe, seed=8))  # the seed sets the order
     if repeats:  # each image comes 3 times in a row, so its copies land on different processes
         assert one[0] == one[1] == one[2] and ranks[0][0] == ranks[1][0] == ranks[2][0]
+
+
+def test_stop_after_must_be_an_epoch(recipe_file, tmp_path):
+    from rsbkit.errors import RunError
+
+    with pytest.raises(RunError, match="stop_after=0: give the epoch"):
+        train(recipe_file, "default", tmp_path / "run", device="cpu", stop_after=0)
+    assert not (tmp_path / "run").exists()

@@ -86,3 +86,13 @@ def test_depth_versus_width_pairs_by_nearest_cost():
 def test_pareto_front_keeps_only_undominated_points():
     table = pd.DataFrame(dict(model=list("abcd"), train_imgs_per_s=[100, 50, 80, 10], top1=[70, 75, 65, 74]))
     assert list(pareto_front(table)["model"]) == ["a", "b"]
+
+
+def test_studies_refuse_empty_grids(tmp_path):
+    from rsbkit.errors import RunError
+    from rsbkit.model_studies import scaling_study, transfer_study
+
+    with pytest.raises(RunError, match="scaling study: models is empty"):
+        scaling_study(recipe="params/smoke.yaml", models=[], widths=[], resolutions=[32], epochs=[1], out_dir=str(tmp_path))
+    with pytest.raises(RunError, match="transfer study: give targets"):
+        transfer_study(sources=[], targets=["default"], recipe="params/smoke.yaml", out_dir=str(tmp_path), scratch=False)
