@@ -297,14 +297,22 @@ def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Opt
         if attempt > 1:
             logfile.write(f"\n===== attempt {attempt}{' (resumes from last.pt)' if record['resumed'] else ''} =====\n")
             logfile.flush()
-        with subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}) as proc:
-            if started is not None:
-                started(proc)
-            try:
-                code = proc.wait()
-            except BaseException:  # interrupted here: stop the kernel too, it would train on unseen
-                stop_point(proc)
-                raise
+        for start in range(1, KERNEL_STARTS + 1):
+            begin = logfile.tell()
+            with subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}) as proc:
+                if started is not None:
+                    started(proc)
+                try:
+                    code = proc.wait()
+                except BaseException:  # interrupted here: stop the kernel too, it would train on unseen
+                    stop_point(proc)
+                    raise
+            logfile.flush()
+            if code == 0 or start == KERNEL_STARTS or not kernel_port_clash(_read_from(logfile.name, begin)):
+                break
+            # nothing ran: the kernel could not bind its ports (another kernel starting at the same moment took one)
+            logfile.write(f"\n===== the kernel did not start (port already in use); starting it again ({start + 1}/{KERNEL_STARTS}) =====\n")
+            logfile.flush()
     wall = round(time.perf_counter() - t0, 2)
     error = None
     if code != 0:
@@ -320,6 +328,22 @@ def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Opt
                   finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
     return PointResult(point.name, record["status"], error, wall, run_dir, output)
+
+
+KERNEL_STARTS = 3  # tries when a kernel dies at start-up because a port it was given got taken
+
+
+def kernel_port_clash(log: str) -> bool:
+    """Whether papermill failed because its kernel could not bind a port: jupyter_client picks free
+    ports and the kernel binds them a moment later, so two kernels starting at once can collide.
+    The notebook ran nothing then, and starting again is safe."""
+    return "Kernel died before replying to kernel_info" in log and "Address already in use" in log
+
+
+def _read_from(path: str, offset: int) -> str:
+    with open(path, errors="replace") as f:
+        f.seek(offset)
+        return f.read()
 
 
 def stop_point(proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -109,3 +109,15 @@ def test_failing_point_does_not_stop_the_others_and_rerun_skips_completed(tmp_pa
     assert list(table["status"]) == ["completed", "failed", "skipped (completed before)"]
     assert (ok32 / "sweep_point.json").read_text() == kept
     assert point_status(ok16) == "completed"
+
+
+def test_a_kernel_port_clash_is_recognised_and_nothing_else():
+    """Two kernels starting at once can collide on a port (seen in a local-executor sweep here); run_point
+    starts the notebook again only for that failure, where no cell has run."""
+    from rsbkit.sweep import kernel_port_clash
+
+    clash = ("zmq.error.ZMQError: Address already in use (addr='tcp://127.0.0.1:44423')\n"
+             "Error occurred while starting new kernel client for kernel aee53d79: Kernel died before replying to kernel_info\n")
+    assert kernel_port_clash(clash)
+    assert not kernel_port_clash("RuntimeError: Kernel died before replying to kernel_info\n")  # another start-up failure
+    assert not kernel_port_clash("PapermillExecutionError: RunError: a global batch of 512 images needs more\n")
