@@ -30,11 +30,11 @@ import torch
 from PIL import Image
 from timm.data import Mixup, create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from .errors import DataError
-from .recipes import Recipe
+from .recipes import BatchPlan, Recipe
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -264,7 +264,8 @@ def load_data(
 
 
 def train_transform(recipe: Recipe) -> Callable:
-    """RandomResizedCrop, flip, RandAugment string, random erasing: timm's ImageNet train transform."""
+    """RandomResizedCrop, flip, RandAugment string, random erasing: timm's ImageNet train transform,
+    resampling with `train_interpolation` (timm's ``random``: bilinear or bicubic drawn per image)."""
     return create_transform(
         input_size=recipe.train_res,
         is_training=True,
@@ -274,7 +275,7 @@ def train_transform(recipe: Recipe) -> Callable:
         vflip=0.0,
         color_jitter=recipe.color_jitter or None,
         auto_augment=recipe.aa,
-        interpolation=recipe.interpolation,
+        interpolation=recipe.train_interpolation,  # random: per image, in the crop and RandAugment's geometric ops
         re_prob=recipe.reprob,
         re_mode="pixel",
         re_count=1,
@@ -315,24 +316,24 @@ def collate(batch: list) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]
 def train_loader(
     data: Data,
     recipe: Recipe,
+    plan: BatchPlan,
     *,
-    batch_size: int,
     workers: int,
     seed: int,
     pin_memory: bool = False,
     rank: int = 0,
-    world_size: int = 1,
 ) -> DataLoader:
-    """One epoch's loader for process `rank` of `world_size`. `seed` fixes the shuffle and
-    every worker's augmentation RNG, so an epoch is reproducible on its own: what
-    exact resume relies on. With ``workers=0`` the transforms run in this process
-    and draw from its global RNGs, which train() seeds from the same value."""
+    """One epoch's loader for process `rank` of ``plan.world_size``, yielding its micro-batches
+    in order (see :class:`StepSampler`). `seed` fixes the order and every worker's
+    augmentation RNG, so an epoch is reproducible on its own: what exact resume
+    relies on. With ``workers=0`` the transforms run in this process and draw from
+    its global RNGs, which train() seeds from the same value."""
     dataset = Transformed(data.train, train_transform(recipe))
-    sampler = train_sampler(dataset, recipe, seed=seed, rank=rank, world_size=world_size)
+    sampler = train_sampler(dataset, recipe, plan, seed=seed, rank=rank)
     generator = torch.Generator().manual_seed((seed + rank) % 2**63)  # ranks augment differently
     return DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=plan.micro_batch,
         sampler=sampler,
         num_workers=workers,
         collate_fn=collate,
@@ -345,23 +346,65 @@ def train_loader(
     )
 
 
-def train_sampler(dataset: Dataset, recipe: Recipe, *, seed: int, rank: int = 0, world_size: int = 1):
-    """The epoch's order, the same for any number of processes: one permutation drawn from
-    `seed`, dealt out rank by rank (rank r takes positions r, r + world_size, ...).
-    So the images of global step k are the same whether 1 or 8 processes share it.
-    timm's RepeatAugSampler when the recipe repeats augmentations, else torch's
-    DistributedSampler; both run with ``num_replicas=1`` in a single process.
-    """
+def epoch_order(dataset: Dataset, recipe: Recipe, seed: int) -> list[int]:
+    """The epoch's order of sample indices over all processes, drawn from `seed` by timm's
+    RepeatAugSampler when the recipe repeats augmentations (each image `aug_repeats`
+    times in a row, len(dataset) rounded down to a multiple of 256 samples in all),
+    else by torch's DistributedSampler (a permutation); both with ``num_replicas=1``."""
     if recipe.aug_repeats:
-        sampler = RepeatAugSampler(dataset, num_replicas=world_size, rank=rank, num_repeats=recipe.aug_repeats)
+        sampler = RepeatAugSampler(dataset, num_replicas=1, rank=0, num_repeats=recipe.aug_repeats)
         sampler.set_epoch(seed)  # timm seeds its shuffle with the epoch alone
-        return sampler
-    return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        return list(sampler)
+    return list(DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed))
+
+
+class StepSampler(Sampler[int]):
+    """Process `rank`'s share of an epoch's order, dealt the way timm's samplers deal it to GPUs.
+
+    The order is cut into optimizer steps of ``plan.effective_batch`` images. A step
+    has ``world_size x accum_steps`` forward passes (slots); position p of the step goes
+    to slot ``p mod slots``, and slot s runs on rank ``s mod world_size`` as its
+    micro-batch ``s // world_size``. So:
+
+    - step k holds the same images on any number of processes, and with the same
+      number of slots each forward pass holds the same images (1 process x 4
+      accumulation steps = 4 processes x 1);
+    - with one slot per process this is timm's and torch's dealing (rank r takes
+      positions r, r + world_size, ...);
+    - consecutive positions go to different slots: the copies of a repeated image
+      (consecutive in RepeatAugSampler's order) never share a BatchNorm batch when
+      a step has at least `aug_repeats` slots (plan_batch makes sure of it).
+
+    Only whole steps are kept.
+    """
+
+    def __init__(self, order: Sequence[int], plan: BatchPlan, rank: int = 0):
+        step, micro, world = plan.effective_batch, plan.micro_batch, plan.world_size
+        slots = world * plan.accum_steps
+        self.indices = [
+            order[k * step + s + slots * j]
+            for k in range(len(order) // step)
+            for s in range(rank, slots, world)
+            for j in range(micro)
+        ]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def train_sampler(dataset: Dataset, recipe: Recipe, plan: BatchPlan, *, seed: int, rank: int = 0) -> StepSampler:
+    """Rank `rank`'s indices of the epoch drawn from `seed` (see :func:`epoch_order`, :class:`StepSampler`)."""
+    return StepSampler(epoch_order(dataset, recipe, seed), plan, rank)
 
 
 def epoch_images(data: Data, recipe: Recipe) -> int:
-    """Images one epoch sees over all processes (RepeatAugSampler keeps a multiple of 256)."""
-    return len(train_sampler(data.train, recipe, seed=0))
+    """Samples in one epoch's order over all processes (RepeatAugSampler keeps a multiple of 256)."""
+    if recipe.aug_repeats:
+        return len(RepeatAugSampler(data.train, num_replicas=1, rank=0, num_repeats=recipe.aug_repeats))
+    return len(data.train)
 
 
 def eval_shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:

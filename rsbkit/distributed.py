@@ -144,6 +144,19 @@ def all_sum(job: Dist, values: Sequence[float], device: torch.device) -> list[fl
     return t.tolist()
 
 
+def sync_bn_buffers(job: Dist, model: torch.nn.Module, recipe) -> None:
+    """BatchNorm running statistics made equal on every rank before evaluating and saving,
+    with timm's ``distribute_bn`` as its train.py does (``--dist-bn``, default ``reduce``):
+    ``reduce`` averages them over ranks, ``broadcast`` takes rank 0's. Each rank's
+    buffers otherwise follow only its own share of the batches. Nothing to do in one
+    process, with ``dist_bn: none``, or with SyncBatchNorm (already global)."""
+    if not job.enabled or recipe.dist_bn == "none" or recipe.sync_bn:
+        return
+    from timm.utils import distribute_bn
+
+    distribute_bn(model, job.world_size, reduce=recipe.dist_bn == "reduce")
+
+
 # ---------------------------------------------------------------- launching from Python and notebooks
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .checkpoint import load_checkpoint
 from .data import Data, eval_loader, eval_transform, load_data
 from .errors import CheckpointError, DataError
+from .models import create_model
 from .recipes import Recipe
 
 
@@ -193,7 +194,8 @@ def load_model(
         return net.to(device).eval(), None
     state = load_checkpoint(path)
     recipe = Recipe().replace(**state["recipe"])
-    net = timm.create_model(recipe.model, num_classes=state["num_classes"])
+    # the run's own architecture: width, dynamic image size for ViTs; not its init weights (the checkpoint has them)
+    net = create_model(recipe.replace(init=None), state["num_classes"])
     key = "ema" if ema else "model"
     if state.get(key) is None:
         raise CheckpointError(f"{path} holds no {key!r} weights" + ("; the run had model_ema off" if ema else ""))

@@ -26,7 +26,13 @@ def create_optimizer(model: torch.nn.Module, recipe: Recipe, lr: float) -> torch
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int) -> Scheduler:
-    """timm's cosine or multistep schedule, updated every optimizer step (call ``step_update(n)``)."""
+    """timm's cosine or multistep schedule over `epochs`, then `cooldown_epochs` at min_lr.
+
+    Drive it as timm's train.py does: ``step(epoch)`` at the start of every epoch and
+    ``step_update(updates)`` after every optimizer step. timm makes the one that does
+    not match `sched_on_updates` a no-op: per epoch (the default, as RSB ran) the LR
+    changes at epoch boundaries only; per update, at every step.
+    """
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=recipe.sched,
@@ -36,20 +42,24 @@ def create_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per
         min_lr=recipe.min_lr,
         warmup_lr=recipe.warmup_lr,
         warmup_epochs=recipe.warmup_epochs,
-        cooldown_epochs=0,
-        step_on_epochs=False,
+        cooldown_epochs=recipe.cooldown_epochs,
+        step_on_epochs=not recipe.sched_on_updates,
         updates_per_epoch=steps_per_epoch,
     )
     return scheduler
 
 
 def lr_schedule(recipe: Recipe, steps_per_epoch: int, lr: float) -> list[float]:
-    """The LR at every optimizer step of the run, from the same timm scheduler the loop uses."""
+    """The LR of every optimizer step of the run (`total_epochs` x `steps_per_epoch`), from the
+    same timm scheduler driven the same way as the training loop."""
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=lr)
     scheduler = create_scheduler(optimizer, recipe, steps_per_epoch)
-    out = []
-    for step in range(recipe.epochs * steps_per_epoch):
-        scheduler.step_update(step)
-        out.append(optimizer.param_groups[0]["lr"])
+    out, updates = [], 0
+    for epoch in range(recipe.total_epochs):
+        scheduler.step(epoch)
+        for _ in range(steps_per_epoch):
+            out.append(optimizer.param_groups[0]["lr"])
+            updates += 1
+            scheduler.step_update(updates)
     return out

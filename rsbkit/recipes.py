@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -49,8 +50,9 @@ class Recipe:
     init: Optional[str] = None  # starting weights: a run folder, a checkpoint, or a timm pretrained name (fine-tuning)
     # batch and length
     epochs: int = 100
-    batch_size: int = 2048  # global batch of this run (images per optimizer micro-step)
+    batch_size: int = 2048  # global batch of this run (images per optimizer step, over all processes)
     lr_base_size: int = 2048  # the global batch that `lr` is defined for
+    lr_scale: str = "auto"  # batch != lr_base_size: sqrt | linear | none; auto = timm train.py's rule (sqrt for lamb/ada*, else linear)
     grad_accum: bool = False  # batch < lr_base_size: accumulate to lr_base_size instead of scaling lr
     # optimizer (timm.optim)
     opt: str = "lamb"
@@ -60,12 +62,15 @@ class Recipe:
     decay_norm_bias: bool = False  # False: no weight decay on norm and bias parameters (timm default)
     lamb_clip: Optional[float] = 1.0  # timm Lamb's built-in global grad-norm clip (max_grad_norm)
     clip_grad: Optional[float] = None  # extra global grad-norm clip before the step; None = off
-    # schedule (timm.scheduler), updated every optimizer step
+    # schedule (timm.scheduler)
     sched: str = "cosine"  # cosine | multistep
+    sched_on_updates: bool = False  # False: LR set once per epoch (timm train.py's default, 2021 and now); True: every step
+    cooldown_epochs: int = 0  # extra epochs at min_lr after `epochs` (timm's --cooldown-epochs; 10 in 2021's train.py)
     warmup_epochs: int = 5
     warmup_lr: float = 1e-4  # LR at step 0 of the linear warmup
     min_lr: float = 1e-6  # LR at the end of the cosine
-    decay_milestones: tuple[int, ...] = ()  # multistep: epochs at which LR is multiplied by decay_rate
+    decay_milestones: tuple[int, ...] = ()  # multistep (timm's --decay-milestones): milestone m multiplies the LR
+    # by decay_rate from epoch m - 1 on (counting from 0; timm's convention, one epoch before PyTorch's MultiStepLR)
     decay_rate: float = 0.1
     # loss
     loss: str = "bce"  # bce | ce
@@ -83,8 +88,10 @@ class Recipe:
     cutmix: float = 0.0  # cutmix alpha; 0 = off
     mixup_prob: float = 1.0  # probability of mixing a batch at all
     mixup_switch_prob: float = 0.5  # probability of cutmix instead of mixup when both are on
-    aug_repeats: int = 0  # repeated augmentation: each image this many times per epoch; 0 = off
-    interpolation: str = "bicubic"  # train and test resize
+    aug_repeats: int = 0  # repeated augmentation (timm's RepeatAugSampler): an epoch keeps about len(dataset) samples,
+    # about 1/aug_repeats of the images, each this many times, the copies in different forward batches; 0 = off
+    train_interpolation: str = "random"  # crop and RandAugment resampling: random = bilinear or bicubic per image (timm's default)
+    interpolation: str = "bicubic"  # test resize (timm's --interpolation)
     # evaluation
     test_res: int = 224  # centre-crop size, px
     crop_pct: float = 0.95  # resize to test_res / crop_pct, then centre-crop test_res
@@ -97,6 +104,7 @@ class Recipe:
     channels_last: bool = True
     torchcompile: bool = False
     sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA)
+    dist_bn: str = "reduce"  # several processes: BN running stats averaged (reduce) or rank 0's (broadcast) before eval; none
     seed: int = 0
     # what the paper reports for this recipe; not a training setting
     reported: Optional[Reported] = field(default=None, compare=False, repr=False)
@@ -120,6 +128,11 @@ class Recipe:
             for name in _fields()
             for value in [getattr(self, name)]
         }
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs trained: the schedule's `epochs` plus `cooldown_epochs` at min_lr (timm's num_epochs)."""
+        return self.epochs + self.cooldown_epochs
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -200,6 +213,8 @@ def _choice(r: Recipe, name: str, valid, kind: str) -> None:
 
 
 LOSSES = ("bce", "ce")
+LR_SCALES = ("auto", "sqrt", "linear", "none")
+DIST_BN = ("reduce", "broadcast", "none")
 SCHEDULES = ("cosine", "multistep")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "random")
 AMP_DTYPES = ("bfloat16", "float16")
@@ -214,6 +229,7 @@ def _check(r: Recipe) -> None:
     _in_range(r, "weight_decay", r.weight_decay >= 0, ">= 0")
     _in_range(r, "momentum", 0 <= r.momentum < 1, unit_open)
     _in_range(r, "warmup_epochs", 0 <= r.warmup_epochs <= r.epochs, f"0 .. epochs ({r.epochs})")
+    _in_range(r, "cooldown_epochs", r.cooldown_epochs >= 0, ">= 0")
     _in_range(r, "warmup_lr", r.warmup_lr >= 0, ">= 0")
     _in_range(r, "min_lr", r.min_lr >= 0, ">= 0")
     _in_range(r, "decay_rate", 0 < r.decay_rate <= 1, "(0, 1]")
@@ -243,13 +259,17 @@ def _check(r: Recipe) -> None:
     _in_range(r, "seed", r.seed >= 0, ">= 0")
     _choice(r, "loss", LOSSES, "loss")
     _choice(r, "sched", SCHEDULES, "schedule")
-    _choice(r, "interpolation", INTERPOLATIONS, "interpolation")
+    _choice(r, "interpolation", INTERPOLATIONS[:-1], "test interpolation")
+    _choice(r, "train_interpolation", INTERPOLATIONS, "train interpolation")
+    _choice(r, "lr_scale", LR_SCALES, "LR scaling rule")
+    _choice(r, "dist_bn", DIST_BN, "BatchNorm sync mode")
     _choice(r, "amp_dtype", AMP_DTYPES, "autocast dtype")
     _choice(r, "opt", _timm_optimizers(), "optimizer")
     if not _is_timm_model(r.model):
         raise RecipeError(_unknown("model", r.model, _timm_models()))
     if r.aa:
         _check_aa(r.aa)
+        _check_magnitude(r.aa)
 
 
 @functools.cache
@@ -294,6 +314,19 @@ def _check_aa(aa: str) -> None:
         ) from None
 
 
+def _check_magnitude(aa: str) -> None:
+    """timm clips RandAugment magnitudes at 10 unless the string sets mmax: refuse a magnitude that would not act."""
+    if not aa.startswith("rand"):
+        return
+    parts = dict(re.match(r"([a-z]*)(.*)", p).groups() for p in aa.split("-")[1:])  # timm's key-value split
+    m = float(parts.get("m", 10))
+    if m > 10 and "mmax" not in parts:
+        raise RecipeError(
+            f"aa={aa!r}: timm clips RandAugment magnitudes at 10 unless mmax is given, so m{m:g} would act as m10; "
+            f"write {aa}-mmax{m:g} for the magnitude at its value (TF's RandAugment, as ResNet-RS), or m10"
+        )
+
+
 # ---------------------------------------------------------------- the recipes
 
 def _doc(recipe: Recipe, text: str) -> None:
@@ -330,9 +363,21 @@ _doc(A1, """RSB A1: the best ResNet-50, 600 epochs at 224 px; 80.4% top-1 (110 h
 
 BCE with label smoothing 0.1, LAMB 5e-3 at batch 2048, WD 0.01, 3 repeated
 augmentations, RandAugment m7, mixup 0.2 / cutmix 1.0, stochastic depth 0.05.
-`warmup_lr` 1e-4 and `min_lr` 1e-6 are timm train.py's 2021 defaults, which the
-paper does not list. timm's Lamb clips the global gradient norm at 1.0 by
-default (`lamb_clip`); the paper lists no clipping; set `lamb_clip: none` to drop it.
+
+What the paper does not list is timm train.py's 2021 default (REFERENCE.md section 3):
+`warmup_lr` 1e-4 and `min_lr` 1e-6; the cosine set once per epoch
+(`sched_on_updates: false`, so epoch 0 runs at warmup_lr); `train_interpolation:
+random` (bilinear or bicubic per image, in the crop and in RandAugment); test
+resize bicubic; BatchNorm statistics averaged over processes before each
+evaluation (`dist_bn: reduce`). timm's Lamb clips the global gradient norm at 1.0
+by default (`lamb_clip`); the paper lists no clipping; set `lamb_clip: none` to drop it.
+
+Departures and open choices, each a field: `cooldown_epochs: 0` (2021's train.py
+added 10 epochs at min_lr by default; the paper's 600 epochs say nothing of them).
+`lr_scale: auto` scales the LR by the square root of batch / 2048 for LAMB, as
+today's train.py does (2021's used --lr as given: `lr_scale: none`). With 3
+repeats the copies of an image never share a forward batch: one process
+accumulates 4 forward batches of 512, as the paper's 4 GPUs each took 512.
 `bce_target_thresh` stays off: no primary source gives the 0.2 seen in
 third-party commands, and a threshold would cancel the label smoothing.""")
 
@@ -345,7 +390,8 @@ A2 = A1.replace(
     reported=Reported(79.8, 85.4, 67.9, train_hours=55, gpus=4, gpu="V100 32GB", peak_mem_gb=22.1, source=_RSB),
 )
 _doc(A2, """RSB A2: 300 epochs at 224 px; 79.8% top-1 (55 h on 4 V100). As A1 but WD 0.02,
-no label smoothing, mixup 0.1. The reference row of the paper's ablation (Table 6).""")
+no label smoothing, mixup 0.1. The reference row of the paper's ablation (Table 6).
+Everything the paper leaves open is as in A1 (see its docstring).""")
 
 A3 = A2.replace(
     name="a3",
@@ -359,7 +405,10 @@ A3 = A2.replace(
     reported=Reported(78.1, 84.5, 66.1, train_hours=15, gpus=4, gpu="V100 16GB", peak_mem_gb=11.4, source=_RSB),
 )
 _doc(A3, """RSB A3: 100 epochs, train at 160 px, test at 224; 78.1% top-1 (15 h on 4 V100).
-LAMB 8e-3, WD 0.02, no repeated augmentation, no stochastic depth, RandAugment m6.""")
+LAMB 8e-3, WD 0.02, no repeated augmentation, no stochastic depth, RandAugment m6.
+Everything the paper leaves open is as in A1 (see its docstring): per-epoch cosine
+from warmup_lr 1e-4 (epoch 0) to min_lr 1e-6, random train interpolation, no
+cooldown, sqrt LR scaling for another batch size.""")
 
 TORCHVISION = Recipe(
     name="torchvision",
@@ -367,14 +416,14 @@ TORCHVISION = Recipe(
     epochs=90,
     batch_size=256,
     lr_base_size=256,
-    opt="sgd",
+    opt="momentum",  # plain momentum; timm's "sgd" is Nesterov
     lr=0.1,
     momentum=0.9,
     weight_decay=1e-4,
     decay_norm_bias=True,
     lamb_clip=None,
     sched="multistep",
-    decay_milestones=(30, 60, 80),
+    decay_milestones=(31, 61, 81),  # timm's milestone m lowers the LR from epoch m - 1: drops at epochs 30, 60, 80
     decay_rate=0.1,
     warmup_epochs=0,
     warmup_lr=0.0,
@@ -383,6 +432,7 @@ TORCHVISION = Recipe(
     smoothing=0.0,
     train_res=224,
     aa=None,
+    train_interpolation="bilinear",
     interpolation="bilinear",
     test_res=224,
     crop_pct=0.875,
@@ -390,10 +440,13 @@ TORCHVISION = Recipe(
 )
 _doc(TORCHVISION, """torchvision's original ResNet-50 recipe: the 76.1% baseline RSB compares against.
 
-90 epochs, SGD momentum 0.9, LR 0.1 per 256 images divided by 10 at epochs
-30/60/80, WD 1e-4 on every parameter, cross-entropy, RandomResizedCrop + flip
-only, bilinear resize, test crop 0.875. Mixed precision is not part of the 2015
-recipe; it stays on here for speed: set `amp: false` for the original float32.""")
+90 epochs, SGD with plain (not Nesterov) momentum 0.9 (timm's `momentum`),
+LR 0.1 per 256 images, scaled linearly with the batch, divided by 10 at epochs
+30/60/80 (set once per epoch, as torchvision's StepLR; timm's multistep milestones
+31/61/81 give exactly that, since timm applies milestone m from epoch m - 1), WD 1e-4 on every
+parameter, cross-entropy, RandomResizedCrop + flip only, bilinear resize, test
+crop 0.875. Mixed precision is not part of the 2015 recipe; it stays on here for
+speed: set `amp: false` for the original float32.""")
 
 
 # ResNet-RS (Bello et al., Revisiting ResNets, NeurIPS 2021), REFERENCE.md section 2.
@@ -413,17 +466,20 @@ _RS_BASE = Recipe(
     epochs=350,
     batch_size=4096,  # the paper trains on TPU at 4096; the LR rule below holds at any batch
     lr_base_size=256,
-    opt="sgd",
+    lr_scale="linear",
+    opt="momentum",  # TF's momentum optimizer: plain momentum (timm's "sgd" is Nesterov)
     lr=0.1,  # 0.1 x batch / 256
     momentum=0.9,
     weight_decay=4e-5,  # lowered because dropout, stochastic depth, smoothing and RA already regularise
     lamb_clip=None,
     sched="cosine",
+    sched_on_updates=True,  # the TF code computes the LR from the global step
     warmup_epochs=5,
     warmup_lr=0.0,
     min_lr=0.0,
     loss="ce",
     smoothing=0.1,
+    train_interpolation="bicubic",  # NOTE: not given in REFERENCE.md; timm's resnetrs configs use bicubic
     interpolation="bicubic",
     crop_pct=0.875,  # NOTE: not given in REFERENCE.md; the common ImageNet value
     model_ema=True,
@@ -434,9 +490,13 @@ _RS_BASE = Recipe(
 def resnet_rs(depth: int = 50, train_res: Optional[int] = None) -> Recipe:
     """The ResNet-RS recipe for timm's `resnetrs{depth}` (SE 0.25 and ResNet-D built in).
 
-    350 epochs, SGD 0.1 x batch/256 with cosine and 5 warmup epochs, WD 4e-5 not
-    on BN, label smoothing 0.1, EMA 0.9999, and per model the resolution,
-    RandAugment magnitude, dropout and stochastic depth of the paper. Where the
+    350 epochs, SGD with plain momentum 0.9 (the TF momentum optimizer; timm's
+    `momentum`, not its Nesterov `sgd`) at 0.1 x batch/256, cosine with 5 warmup
+    epochs updated every step, WD 4e-5 not on BN, label smoothing 0.1, EMA 0.9999,
+    and per model the resolution, RandAugment magnitude, dropout and stochastic
+    depth of the paper. TF's RandAugment scales a magnitude by level/10 with no
+    clip, so m15 rotates up to 45 degrees: the string carries `mmax15`, without
+    which timm would clip it to m10 (30 degrees). Where the
     paper lists several resolutions for one depth, `train_res` picks one (default:
     the smallest). Tested at the training resolution; override `test_res` to
     study the FixRes effect.
@@ -453,7 +513,7 @@ def resnet_rs(depth: int = 50, train_res: Optional[int] = None) -> Recipe:
         model=f"resnetrs{depth}",
         train_res=res,
         test_res=res,
-        aa=f"rand-m{magnitude}-n2",
+        aa=f"rand-m{magnitude}-n2" + (f"-mmax{magnitude}" if magnitude > 10 else ""),
         drop=dropout,
         drop_path=stoch_depth,
         reported=Reported(top1, source=f"Bello et al., Revisiting ResNets (2021), ResNet-RS-{depth} at {res} px; REFERENCE.md section 2"),
@@ -508,10 +568,27 @@ class BatchPlan:
         return self.micro_batch * self.accum_steps
 
 
+def lr_scaling(recipe: Recipe) -> str:
+    """The rule that maps `lr` at lr_base_size to another batch: the recipe's `lr_scale`, or for
+    ``auto`` timm train.py's: square root for LAMB and the Adam family (names with "lamb" or "ada"), else linear."""
+    if recipe.lr_scale != "auto":
+        return recipe.lr_scale
+    return "sqrt" if any(k in recipe.opt.lower() for k in ("ada", "lamb")) else "linear"
+
+
 def plan_batch(recipe: Recipe, world_size: int = 1, micro_batch: Optional[int] = None) -> BatchPlan:
-    """Linear LR scaling (lr x batch / lr_base_size, Goyal et al. 2017) unless `grad_accum`;
-    then the step's images split over `world_size` ranks in forward passes of
+    """The LR for the run's batch and the batch's split over processes and forward passes.
+
+    The LR: unchanged when batch_size == lr_base_size or with `grad_accum`
+    (accumulate to lr_base_size); otherwise scaled by `lr_scale` (see
+    :func:`lr_scaling`): sqrt ``lr x (batch / base) ** 0.5``, linear ``lr x batch / base``
+    (Goyal et al. 2017), or none (``lr`` as given, as 2021's train.py did with --lr).
+    Then the step's images split over `world_size` ranks in forward passes of
     `micro_batch` (default ``batch_size / world_size``), accumulating the rest.
+    With repeated augmentation the default makes at least `aug_repeats` forward
+    passes per step over all processes, so an image's copies (consecutive in timm's
+    order) never share a BatchNorm batch: one process takes 4 x 512 for A1's 2048,
+    as each of the paper's 4 GPUs took 512.
 
     The optimizer step, and so the LR, depends only on the global batch: the
     same recipe on 1 or 8 processes makes the same updates.
@@ -523,13 +600,21 @@ def plan_batch(recipe: Recipe, world_size: int = 1, micro_batch: Optional[int] =
         if base % b:
             raise RecipeError(
                 f"grad_accum needs lr_base_size ({base}) to be a multiple of batch_size ({b}); "
-                f"use a batch_size that divides {base}, or grad_accum: false for linear LR scaling"
+                f"use a batch_size that divides {base}, or grad_accum: false to scale the LR"
             )
         lr, batch, rule = recipe.lr, base, f"batch {b} x {base // b} accumulation steps = {base}: lr {recipe.lr:g} unchanged"
     else:
-        lr, batch = recipe.lr * b / base, b
-        rule = (f"batch {b} (the recipe's LR is for {base}): lr {recipe.lr:g} x {b}/{base} = {lr:.4g} (linear scaling; "
-                f"grad_accum: true accumulates to {base} instead)")
+        how = lr_scaling(recipe)
+        batch = b
+        why = " (timm's rule for " + recipe.opt + ")" if recipe.lr_scale == "auto" else ""
+        if how == "none":
+            lr = recipe.lr
+            rule = f"batch {b} (the recipe's LR is for {base}): lr {lr:g} used as given (lr_scale: none)"
+        else:
+            lr = recipe.lr * (b / base) ** (0.5 if how == "sqrt" else 1.0)
+            formula = f"sqrt({b}/{base})" if how == "sqrt" else f"{b}/{base}"
+            rule = (f"batch {b} (the recipe's LR is for {base}): lr {recipe.lr:g} x {formula} = {lr:.4g} ({how} scaling{why}; "
+                    f"grad_accum: true accumulates to {base} instead)")
     if world_size < 1:
         raise DistributedError(f"world_size={world_size}: need at least one process")
     if batch % world_size:
@@ -538,6 +623,8 @@ def plan_batch(recipe: Recipe, world_size: int = 1, micro_batch: Optional[int] =
             f"use a number of processes that divides {batch}, or a batch_size that {world_size} divides"
         )
     per_rank = batch // world_size
+    repeats = recipe.aug_repeats if recipe.aug_repeats > 1 else 1
+    given = micro_batch is not None
     if micro_batch is None:
         if b % world_size:
             raise DistributedError(
@@ -545,14 +632,27 @@ def plan_batch(recipe: Recipe, world_size: int = 1, micro_batch: Optional[int] =
                 f"pass per process, dividing {per_rank}) or use a number of processes that divides {b}"
             )
         micro_batch = b // world_size
+        if world_size * (per_rank // micro_batch) < repeats:  # copies of an image would share a forward pass
+            accum = next((a for a in range(-(-repeats // world_size), per_rank + 1) if per_rank % a == 0), None)
+            micro_batch = per_rank // accum if accum else micro_batch
     if micro_batch < 1 or per_rank % micro_batch:
         raise DistributedError(
             f"micro_batch {micro_batch} does not divide the {per_rank} images each of {world_size} process(es) takes per "
             f"step, so no whole number of accumulation steps gives the global batch {batch}; use a micro_batch dividing {per_rank}"
         )
     accum = per_rank // micro_batch
+    if world_size * accum < repeats:
+        raise DistributedError(
+            f"aug_repeats {repeats} puts {repeats} copies of an image next to each other in a step; "
+            f"{world_size} process(es) x {accum} forward pass(es) of {micro_batch} images would put copies in one BatchNorm "
+            f"batch. Use at least {repeats} forward passes per step: " + (
+                f"a micro_batch of at most {per_rank * world_size // repeats} dividing {per_rank}" if given else
+                f"a batch that splits into {repeats} or more parts") + ", or aug_repeats: 0"
+        )
     if world_size > 1 or micro_batch != b:
         rule += f"; {world_size} process(es) x {micro_batch} images x {accum} accumulation step(s) per update"
+        if repeats > 1:
+            rule += f" (aug_repeats {repeats}: an image's copies in different forward passes)"
     return BatchPlan(lr, accum, batch, rule, world_size, micro_batch)
 
 

@@ -40,7 +40,7 @@ from .evaluate import autocast, default_workers, device_name, evaluate_loader
 from .losses import create_loss
 from .models import create_model
 from .optim import create_optimizer, create_scheduler
-from .recipes import Recipe, load_recipe, plan_batch
+from .recipes import Recipe, load_recipe, lr_scaling, plan_batch
 from .runs import RunFolder, default_run_dir, environment, write_metrics, write_recipe, write_result
 
 PROGRESS = ("auto", "bar", "line", "none")
@@ -147,9 +147,7 @@ def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_
         run.path.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------ derived quantities
-    rank_batches = len(train_loader(data, recipe, batch_size=plan.micro_batch, workers=0, seed=0,
-                                    rank=job.rank, world_size=job.world_size))
-    steps_per_epoch = min(rank_batches // plan.accum_steps, epoch_images(data, recipe) // plan.effective_batch)
+    steps_per_epoch = epoch_images(data, recipe) // plan.effective_batch  # whole steps; every rank takes a share of each
     if steps_per_epoch < 1:
         raise RunError(
             f"a global batch of {plan.effective_batch} images needs more than the "
@@ -158,7 +156,7 @@ def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_
     resolved = dict(
         lr=plan.lr, accum_steps=plan.accum_steps, effective_batch=plan.effective_batch, batch_rule=plan.rule,
         world_size=job.world_size, micro_batch=plan.micro_batch, backend=job.backend,
-        steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * recipe.epochs,
+        steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * recipe.total_epochs, lr_scale=lr_scaling(recipe),
         device=str(device), precision=recipe.amp_dtype if amp_dtype else "float32", channels_last=channels_last,
         workers=workers, data=data.describe(),
     )
@@ -213,14 +211,14 @@ def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_
             scaler.load_state_dict(state["scaler"])
         start_epoch, updates, history = state["epoch"], state["updates"], state["history"]
         best, skipped, wall_before = state["best"], state["skipped"], state["wall_s"]
-        scheduler.step_update(updates)
-        log(f"resumed from {run.last} after epoch {start_epoch}/{recipe.epochs}")
+        scheduler.step_update(updates)  # per-update schedules; per-epoch ones are set at the epoch's start
+        log(f"resumed from {run.last} after epoch {start_epoch}/{recipe.total_epochs}")
 
     def result(status: str, error: Optional[str] = None) -> dict[str, Any]:
         last = history[-1] if history else {}
         return dict(
             status=status, error=error, run_dir=str(run.path), recipe=recipe.name, model=recipe.model,
-            epochs=recipe.epochs, epochs_done=len(history),
+            epochs=recipe.total_epochs, epochs_done=len(history),
             final_top1=last.get("val_top1"), final_top5=last.get("val_top5"), final_loss=last.get("val_loss"),
             best_top1=best["val_top1"] if best else None, best_top5=best["val_top5"] if best else None,
             best_epoch=best["epoch"] if best else None,
@@ -250,19 +248,20 @@ def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_
 
     record("running")
     try:
-        last_epoch = recipe.epochs if stop_after is None else min(recipe.epochs, stop_after)
+        epochs = recipe.total_epochs
+        last_epoch = epochs if stop_after is None else min(epochs, stop_after)
         for epoch in range(start_epoch, last_epoch):
             t0 = time.perf_counter()
             seed = epoch_seed(recipe.seed, epoch)
             seed_everything((seed + job.rank) % 2**32)  # processes augment, mix and drop paths independently
-            loader = train_loader(data, recipe, batch_size=plan.micro_batch, workers=workers, seed=seed, pin_memory=cuda,
-                                  rank=job.rank, world_size=job.world_size)
+            loader = train_loader(data, recipe, plan, workers=workers, seed=seed, pin_memory=cuda, rank=job.rank)
+            scheduler.step(epoch)  # timm train.py's per-epoch LR (a no-op with sched_on_updates)
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             model.train()
             loss_sum, images_seen, micro = 0.0, 0, 0
             lr_used = optimizer.param_groups[0]["lr"]
-            batches = _progress_bar(loader, steps_per_epoch * plan.accum_steps, f"epoch {epoch + 1}/{recipe.epochs}", progress)
+            batches = _progress_bar(loader, steps_per_epoch * plan.accum_steps, f"epoch {epoch + 1}/{epochs}", progress)
             for images, labels, skipped_batch in batches:
                 for item in skipped_batch:
                     if item.path not in skipped:
@@ -319,6 +318,9 @@ def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_
             train_s = time.perf_counter() - t0
 
             reduce = functools.partial(distributed.all_sum, job, device=device)
+            distributed.sync_bn_buffers(job, model, recipe)  # before evaluating and saving, as timm's --dist-bn
+            if ema is not None:
+                distributed.sync_bn_buffers(job, ema.module, recipe)
             metrics = evaluate_loader(model, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last, reduce=reduce)
             for path in metrics["skipped"]:
                 skipped.setdefault(path, "unreadable (validation)")
@@ -344,16 +346,16 @@ def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_
                 write_metrics(run, history)
             record("running")
             if progress != "none":
-                log(_epoch_line(row, recipe.epochs))
+                log(_epoch_line(row, epochs))
             if on_epoch is not None:
                 on_epoch(row)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         record(status, f"{type(exc).__name__}: {exc}")
         raise
-    if last_epoch < recipe.epochs:
+    if last_epoch < recipe.total_epochs:
         stopped = record("stopped")
-        log(f"stopped after epoch {last_epoch}/{recipe.epochs} as asked (stop_after); resume continues from {run.last}")
+        log(f"stopped after epoch {last_epoch}/{recipe.total_epochs} as asked (stop_after); resume continues from {run.last}")
         return stopped
     final = record("completed")
     log(f"done: top-1 {final['final_top1']:.2f} (best {final['best_top1']:.2f} at epoch {final['best_epoch']}) "

@@ -1,6 +1,7 @@
 """Datasets by name or folder, clear errors, corrupt images, timm transforms and samplers."""
 from __future__ import annotations
 
+import collections
 import gzip
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ from torchvision import transforms as T
 from rsbkit import data as rdata
 from rsbkit.data import SkippedImage, collate, eval_transform, load_data, train_loader, train_transform
 from rsbkit.errors import DataError
-from rsbkit.recipes import A1, A3, TORCHVISION, smoke
+from rsbkit.recipes import A1, A3, TORCHVISION, plan_batch, smoke
 
 EMBEDDED = Path(rdata.__file__).parent / "embedded" / "fashion_mnist_subset"
 
@@ -126,7 +127,7 @@ def test_train_transform_follows_the_recipe():
     tf = train_transform(A3)
     steps = tf.transforms
     rrc = steps[0]
-    assert rrc.size == (160, 160) and rrc.scale == (0.08, 1.0) and rrc.interpolation.value == "bicubic"
+    assert rrc.size == (160, 160) and rrc.scale == (0.08, 1.0)
     assert steps[1].p == 0.5  # horizontal flip
     ra = next(t for t in steps if isinstance(t, RandAugment))
     assert ra.num_layers == 2
@@ -148,12 +149,27 @@ def test_eval_transform_resizes_by_crop_pct():
 
 
 def test_repeated_augmentation_in_one_process(embedded):
+    """aug_repeats 3 in one process: each forward batch holds distinct images, each image drawn comes 3 times
+    in the epoch (but the one whose copies the epoch's end cuts), and a step holds the copies together."""
     data = load_data(embedded, limit_train=300)
-    loader = train_loader(data, smoke(A1, batch_size=30), batch_size=30, workers=0, seed=5)
+    recipe = smoke(A1, batch_size=32)
+    plan = plan_batch(recipe)
+    assert (plan.accum_steps, plan.micro_batch) == (4, 8)  # 3 copies need >= 3 forward batches: 4 of 8
+    loader = train_loader(data, recipe, plan, workers=0, seed=5)
     order = list(iter(loader.sampler))
-    assert len(order) == 256  # timm keeps len(dataset) rounded down to 256 per epoch
-    assert all(order[i] == order[i + 1] == order[i + 2] for i in range(0, 255 - 2, 3))
-    assert order != list(iter(train_loader(data, smoke(A1), batch_size=30, workers=0, seed=6).sampler))
+    assert len(order) == 256  # timm keeps len(dataset) rounded down to 256 per epoch: 8 steps of 32
+    micro = [order[i:i + 8] for i in range(0, 256, 8)]
+    assert all(len(set(m)) == 8 for m in micro)  # no image twice in a BatchNorm batch
+    counts = collections.Counter(order)
+    assert sorted(counts.values())[1:] == [3] * (len(counts) - 1) and min(counts.values()) >= 1
+    # the copies of an image sit in one optimizer step (or two neighbours, where a step ends), as on the paper's 4 GPUs
+    # the sampler yields micro-batch by micro-batch; position i belongs to step i // 32
+    steps_of = collections.defaultdict(set)
+    for i, index in enumerate(order):
+        steps_of[index].add(i // 32)
+    assert all(max(s) - min(s) <= 1 for s in steps_of.values())
+    assert sum(len(s) == 1 for s in steps_of.values()) > 0.8 * len(steps_of)
+    assert order != list(iter(train_loader(data, recipe, plan, workers=0, seed=6).sampler))
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -165,7 +181,7 @@ def test_same_seed_same_batches(embedded, workers):
 
     def first_batch(seed):
         seed_everything(seed)  # as train() does each epoch; in-process transforms use the global RNGs
-        return next(iter(train_loader(data, recipe, batch_size=16, workers=workers, seed=seed)))[0]
+        return next(iter(train_loader(data, recipe, plan_batch(recipe.replace(batch_size=16)), workers=workers, seed=seed)))[0]
 
     a, b, c = first_batch(3), first_batch(3), first_batch(4)
     assert torch.equal(a, b) and not torch.equal(a, c)

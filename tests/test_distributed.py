@@ -2,6 +2,7 @@
 same weights as one process, a 2-process checkpoint resumes in 1 process, and bad launches say why."""
 from __future__ import annotations
 
+import collections
 import json
 import signal
 import subprocess
@@ -197,18 +198,75 @@ def test_train_notebook_launches_torchrun_and_streams_its_log(recipe_file, tmp_p
 
 @pytest.mark.parametrize("repeats", [0, 3])
 def test_ranks_deal_out_the_one_process_order(embedded, repeats):
-    """Step k holds the same images on 1 or 4 processes: rank r takes positions r, r + 4, ... of one order
-    (torch's DistributedSampler, or timm's RepeatAugSampler with A1/A2's 3 repeats)."""
-    from rsbkit.data import train_sampler
+    """Step k holds the same images on 1, 2 or 4 processes, and with the same number of forward passes
+    per step each pass holds the same images (1 process x 4 accumulation steps = 4 processes x 1):
+    torch's DistributedSampler order, or timm's RepeatAugSampler with A1/A2's 3 repeats."""
+    from rsbkit.data import epoch_order, train_sampler
 
-    recipe = A3.replace(aug_repeats=repeats)
-    one = list(train_sampler(embedded.train, recipe, seed=7))
-    ranks = [list(train_sampler(embedded.train, recipe, seed=7, rank=r, world_size=4)) for r in range(4)]
-    dealt = [ranks[i % 4][i // 4] for i in range(4 * min(map(len, ranks)))]
-    assert dealt == one[:len(dealt)] and len(dealt) >= len(one) - 4
-    assert one != list(train_sampler(embedded.train, recipe, seed=8))  # the seed sets the order
-    if repeats:  # each image comes 3 times in a row, so its copies land on different processes
-        assert one[0] == one[1] == one[2] and ranks[0][0] == ranks[1][0] == ranks[2][0]
+    recipe = A3.replace(aug_repeats=repeats, batch_size=64)
+    order = epoch_order(embedded.train, recipe, seed=7)
+
+    def passes(world, micro):  # every forward pass of the epoch, as (step, set of indices)
+        plan = plan_batch(recipe, world_size=world, micro_batch=micro)
+        out = []
+        for rank in range(world):
+            idx = list(train_sampler(embedded.train, recipe, plan, seed=7, rank=rank))
+            out += [(i // plan.per_rank, frozenset(idx[i:i + micro])) for i in range(0, len(idx), micro)]
+        return sorted(out, key=lambda p: (p[0], sorted(p[1])))
+
+    one, four, mixed = passes(1, 16), passes(4, 16), passes(2, 16)
+    assert one == four == mixed and len(one) == 4 * (len(order) // 64)
+    steps = collections.defaultdict(set)
+    for step, images in one:
+        steps[step] |= images
+    assert [steps[k] for k in range(3)] == [set(order[64 * k:64 * (k + 1)]) for k in range(3)]
+    # with one pass per process, rank r takes positions r, r + world, ... as timm's and torch's samplers deal them
+    plan = plan_batch(recipe, world_size=4)
+    assert list(train_sampler(embedded.train, recipe, plan, seed=7, rank=1))[:16] == order[1:64:4]
+    assert order != epoch_order(embedded.train, recipe, seed=8)  # the seed sets the order
+    if repeats:  # each image comes 3 times in a row in the order, and never twice in one forward pass
+        assert order[0] == order[1] == order[2]
+        assert all(len(images) == 16 for _, images in one)
+
+
+BN_PROBE = """
+import os, sys, torch
+import rsbkit.train as t
+out, recipe = sys.argv[1], sys.argv[2]
+real = t.evaluate_loader
+def probe(model, *args, **kwargs):  # the buffers each rank evaluates with (and rank 0 saves)
+    torch.save({k: v.clone() for k, v in model.state_dict().items() if "running" in k}, f"{out}/bn-rank{os.environ['RANK']}.pt")
+    return real(model, *args, **kwargs)
+t.evaluate_loader = probe
+t.train(recipe, "default", out + "/run", device="cpu", workers=0, limit_train=64, limit_val=32, progress="none")
+"""
+
+
+def test_batchnorm_statistics_are_averaged_over_processes(tmp_path):
+    """timm's --dist-bn reduce: before evaluating and saving, every rank holds the mean of the ranks' running
+    statistics; without it (dist_bn: none) each rank keeps its own."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(BN_PROBE)
+    recipe = tmp_path / "bn.yaml"
+    recipe.write_text(A3.replace(**{**DETERMINISTIC, "model": "resnet10t", "epochs": 1}).to_yaml())  # BatchNorm
+    buffers = {}
+    for mode in ("reduce", "none"):
+        out = tmp_path / mode
+        out.mkdir()
+        mode_recipe = tmp_path / f"{mode}.yaml"
+        mode_recipe.write_text(recipe.read_text() + f"dist_bn: {mode}\n")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(probe), str(out),
+               str(mode_recipe)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert res.returncode == 0, res.stderr[-3000:]
+        buffers[mode] = [torch.load(out / f"bn-rank{r}.pt") for r in range(2)]
+    reduced, own = buffers["reduce"], buffers["none"]
+    assert max_difference(*own) > 1e-4  # the ranks saw different images
+    assert max_difference(*reduced) == 0
+    mean = {k: (own[0][k] + own[1][k]) / 2 for k in own[0]}
+    assert max_difference(reduced[0], mean) < 1e-6  # same training; the statistics are the ranks' mean
+    saved = torch.load(tmp_path / "reduce" / "run" / "last.pt", weights_only=True)["model"]
+    assert max_difference({k: saved[k] for k in mean}, reduced[0]) == 0
 
 
 def test_stop_after_must_be_an_epoch(recipe_file, tmp_path):

@@ -63,3 +63,24 @@ def test_real_labels(tmp_path, image_folder, trained_run):
     model, _ = load_model(trained_run)  # 10 outputs; the 3 folder classes are labels 0..2
     metrics = evaluate(model, image_folder, test_res=32, crop_pct=1.0, real_json=tmp_path / "real.json", workers=0)
     assert metrics["real_top1"] == pytest.approx(metrics["top1"]) and metrics["real_top5"] == pytest.approx(metrics["top5"])
+
+
+@pytest.mark.parametrize("overrides", [dict(model="resnet10t", width=0.5), dict(model="vit_tiny_patch16_224", aa=None)],
+                         ids=["width-0.5", "vit"])
+def test_runs_of_other_architectures_load_and_evaluate_at_two_resolutions(tmp_path, overrides):
+    """load_model builds the run's own architecture (width, a ViT's dynamic image size), so a scaling study's
+    runs evaluate at any test resolution."""
+    from rsbkit.recipes import A3, smoke
+
+    run = tmp_path / "run"
+    train(smoke(A3, batch_size=16, **overrides), "default", run, limit_train=32, limit_val=32, workers=0, progress="none",
+          log=lambda *_: None)
+    model, recipe = load_model(run)
+    assert recipe.model == overrides["model"] and recipe.width == overrides.get("width", 1.0)
+    data = load_data("default", limit_val=32)
+    tops = [evaluate(model, data, test_res=res, crop_pct=1.0, workers=0)["top1"] for res in (32, 48)]
+    assert all(0 <= t <= 100 for t in tops)
+    own = evaluate(model, data, test_res=recipe.test_res, crop_pct=recipe.crop_pct, interpolation=recipe.interpolation, workers=0)
+    assert own["top1"] == pytest.approx(load_run(run)["metrics"][-1]["val_top1"], abs=1e-3)  # the run's own number
+    if "width" in overrides:
+        assert model.layer1[0].conv1.in_channels == 32  # 64 x 0.5

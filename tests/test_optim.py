@@ -1,55 +1,108 @@
-"""The LR schedule per step and the optimizer's parameter groups."""
+"""The LR schedule and the optimizer, checked against what timm's train.py builds from the same flags."""
 from __future__ import annotations
 
-import math
+import argparse
 
 import pytest
 import timm
 import torch
-from timm.scheduler import CosineLRScheduler
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler
 
 from rsbkit.optim import create_optimizer, lr_schedule
-from rsbkit.recipes import A1, A3, TORCHVISION
+from rsbkit.recipes import A1, A3, TORCHVISION, lr_scaling, plan_batch, resnet_rs
 
 STEPS = 7  # optimizer steps per epoch
 
 
-def test_cosine_schedule_per_step():
-    recipe = A3.replace(epochs=10, warmup_epochs=2)
-    peak = 8e-3
-    lrs = lr_schedule(recipe, STEPS, peak)
-    total, warmup = 10 * STEPS, 2 * STEPS
-    assert len(lrs) == total
-    # warmup: linear from warmup_lr (1e-4) at step 0 towards the peak
-    assert lrs[0] == pytest.approx(1e-4)
-    assert lrs[warmup - 1] == pytest.approx(1e-4 + (warmup - 1) / warmup * (peak - 1e-4))
-    assert all(a < b for a, b in zip(lrs[:warmup], lrs[1:warmup]))
-    # then the cosine, counted from step 0 (timm's warmup_prefix=False), ending at min_lr
-    for t in (warmup, 40, total - 1):
-        assert lrs[t] == pytest.approx(1e-6 + 0.5 * (peak - 1e-6) * (1 + math.cos(math.pi * t / total)))
-    assert lrs[-1] == pytest.approx(1e-6, abs=5e-6)
-    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:]))
+def train_py_args(recipe, lr, **extra) -> argparse.Namespace:
+    """The scheduler flags of timm's train.py as RSB ran it (timm 0.5.0, REFERENCE.md section 3): its 2021
+    defaults, with the recipe's values where the recipe sets the flag."""
+    defaults = dict(sched="cosine", epochs=300, lr_noise=None, lr_noise_pct=0.67, lr_noise_std=1.0, lr_cycle_mul=1.0,
+                    lr_cycle_decay=0.1, lr_cycle_limit=1, lr_k_decay=1.0, warmup_lr=1e-4, min_lr=1e-6, decay_epochs=100,
+                    warmup_epochs=3, cooldown_epochs=10, patience_epochs=10, decay_rate=0.1, seed=42)
+    mine = dict(sched=recipe.sched, epochs=recipe.epochs, warmup_lr=recipe.warmup_lr, min_lr=recipe.min_lr,
+                warmup_epochs=recipe.warmup_epochs, cooldown_epochs=recipe.cooldown_epochs,
+                decay_milestones=list(recipe.decay_milestones), decay_rate=recipe.decay_rate, lr=lr)
+    return argparse.Namespace(**{**defaults, **mine, **extra})
 
 
-def test_schedule_equals_timm_cosine_scheduler():
-    recipe = A1.replace(epochs=12, warmup_epochs=3)
-    peak = 5e-3 * 256 / 2048
-    ours = lr_schedule(recipe, STEPS, peak)
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
-    sched = CosineLRScheduler(opt, t_initial=12 * STEPS, lr_min=1e-6, warmup_t=3 * STEPS, warmup_lr_init=1e-4, t_in_epochs=False)
-    theirs = []
-    for t in range(12 * STEPS):
-        sched.step_update(t)
-        theirs.append(opt.param_groups[0]["lr"])
-    assert ours == pytest.approx(theirs, rel=1e-12)
-    sched.step_update(12 * STEPS)
-    assert opt.param_groups[0]["lr"] == pytest.approx(1e-6)  # the cosine ends exactly at min_lr
+def timm_per_epoch(recipe, lr) -> list[float]:
+    """train.py's loop: the LR the constructor sets for epoch 0, then ``step(epoch + 1)`` after each epoch."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched, num_epochs = create_scheduler(train_py_args(recipe, lr), opt)
+    out = []
+    for epoch in range(num_epochs):
+        out.append(opt.param_groups[0]["lr"])
+        sched.step_update(num_updates=(epoch + 1) * STEPS)  # a no-op per epoch, called by train.py all the same
+        sched.step(epoch + 1)
+    return out
 
 
-def test_torchvision_step_schedule():
-    lrs = lr_schedule(TORCHVISION, STEPS, 0.1)
-    for epoch, expected in ((0, 0.1), (29, 0.1), (30, 0.01), (59, 0.01), (60, 1e-3), (80, 1e-4), (89, 1e-4)):
-        assert lrs[epoch * STEPS] == pytest.approx(expected), epoch
+def timm_per_update(recipe, lr) -> list[float]:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched, num_epochs = create_scheduler(train_py_args(recipe, lr, sched_on_updates=True), opt, updates_per_epoch=STEPS)
+    out, updates = [], 0
+    for epoch in range(num_epochs):
+        for _ in range(STEPS):
+            out.append(opt.param_groups[0]["lr"])
+            updates += 1
+            sched.step_update(num_updates=updates)
+        sched.step(epoch + 1)
+    return out
+
+
+def per_epoch(lrs: list[float]) -> list[float]:
+    epochs = [lrs[e * STEPS:(e + 1) * STEPS] for e in range(len(lrs) // STEPS)]
+    assert all(len(set(e)) == 1 for e in epochs), "the LR changed within an epoch"
+    return [e[0] for e in epochs]
+
+
+def test_a3_lr_is_set_once_per_epoch_as_train_py_did():
+    lrs = lr_schedule(A3, STEPS, 8e-3)
+    assert len(lrs) == 100 * STEPS
+    ours = per_epoch(lrs)
+    assert ours == pytest.approx(timm_per_epoch(A3, 8e-3), rel=1e-12)
+    # epoch 0 runs at warmup_lr, epoch 5 (the first after warmup) on the cosine, the last near min_lr
+    assert ours[0] == 1e-4 and ours[1] == pytest.approx(1e-4 + (8e-3 - 1e-4) / 5)
+    assert max(ours) == ours[5] < 8e-3 and ours[-1] == pytest.approx(1e-6, abs=3e-6)
+
+
+def test_torchvision_lr_drops_at_epochs_30_60_80_as_train_py_builds_it():
+    ours = per_epoch(lr_schedule(TORCHVISION, STEPS, 0.1))
+    assert ours == pytest.approx(timm_per_epoch(TORCHVISION, 0.1), rel=1e-12)
+    # torchvision's StepLR: epochs 0-29 at 0.1, 30-59 at 0.01, ... (timm's milestone m acts at epoch m - 1)
+    for epoch, expected in ((0, 0.1), (29, 0.1), (30, 0.01), (59, 0.01), (60, 1e-3), (79, 1e-3), (80, 1e-4), (89, 1e-4)):
+        assert ours[epoch] == pytest.approx(expected), epoch
+
+
+@pytest.mark.parametrize("recipe", [A3.replace(sched_on_updates=True), A1.replace(epochs=12, warmup_epochs=3,
+                                    sched_on_updates=True), resnet_rs(50).replace(epochs=20)], ids=["a3", "a1", "rs50"])
+def test_sched_on_updates_changes_the_lr_every_step_as_train_py(recipe):
+    lr = plan_batch(recipe).lr
+    ours = lr_schedule(recipe, STEPS, lr)
+    assert ours == pytest.approx(timm_per_update(recipe, lr), rel=1e-12)
+    assert len(set(ours[:STEPS])) == STEPS  # the warmup ramps within epoch 0
+
+
+def test_cooldown_epochs_add_epochs_at_min_lr():
+    recipe = A3.replace(cooldown_epochs=10)  # what 2021's train.py did by default
+    ours = per_epoch(lr_schedule(recipe, STEPS, 8e-3))
+    assert len(ours) == 110 == recipe.total_epochs
+    assert ours == pytest.approx(timm_per_epoch(recipe, 8e-3), rel=1e-12)
+    assert ours[100:] == [1e-6] * 10 and ours[:100] == pytest.approx(per_epoch(lr_schedule(A3, STEPS, 8e-3)))
+
+
+@pytest.mark.parametrize("opt, rule", [("lamb", "sqrt"), ("adamw", "sqrt"), ("momentum", "linear"), ("sgd", "linear")])
+def test_lr_scaling_follows_timm_train_py(opt, rule):
+    recipe = A3.replace(opt=opt, batch_size=512)
+    # timm train.py: lr = lr_base * ratio, ratio ** 0.5 for optimizers named lamb or ada*
+    ratio = 512 / 2048
+    assert lr_scaling(recipe) == rule
+    assert plan_batch(recipe).lr == pytest.approx(8e-3 * (ratio ** 0.5 if rule == "sqrt" else ratio))
+    assert plan_batch(recipe.replace(lr_scale="none")).lr == 8e-3
+    assert plan_batch(recipe.replace(lr_scale="linear")).lr == pytest.approx(8e-3 * ratio)
+    assert plan_batch(recipe.replace(grad_accum=True)).lr == 8e-3
 
 
 def test_no_weight_decay_on_norm_and_bias():
@@ -63,8 +116,13 @@ def test_no_weight_decay_on_norm_and_bias():
     assert create_optimizer(model, A1.replace(lamb_clip=None), lr=1e-3).defaults["max_grad_norm"] is None
 
 
-def test_torchvision_decays_everything_with_momentum():
+@pytest.mark.parametrize("recipe", [TORCHVISION, resnet_rs(50), resnet_rs(200, 256)], ids=lambda r: r.name)
+def test_torchvision_and_resnet_rs_use_plain_momentum(recipe):
     model = timm.create_model("resnet18", num_classes=10)
-    opt = create_optimizer(model, TORCHVISION, lr=0.1)
-    assert [g["weight_decay"] for g in opt.param_groups] == [1e-4]
-    assert opt.defaults["momentum"] == 0.9 and type(opt).__name__ == "SGD"
+    opt = create_optimizer(model, recipe, lr=0.1)
+    assert type(opt) is torch.optim.SGD
+    assert opt.defaults["momentum"] == 0.9 and opt.defaults["nesterov"] is False
+    decays = sorted({g["weight_decay"] for g in opt.param_groups})
+    assert decays == ([recipe.weight_decay] if recipe.decay_norm_bias else [0.0, recipe.weight_decay])
+    # the trap the recipes avoid: timm's "sgd" is Nesterov
+    assert create_optimizer_v2(model, "sgd", lr=0.1, momentum=0.9).defaults["nesterov"] is True

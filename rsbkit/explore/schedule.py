@@ -28,8 +28,8 @@ def lr_curve(recipe: Recipe, batch_size: Optional[int] = None, *, grad_accum: Op
     recipe = recipe.replace(**changes) if changes else recipe
     plan = plan_batch(recipe)
     steps = max(1, dataset_size // plan.effective_batch)
-    if recipe.epochs * steps > 2_000_000:
-        steps = math.ceil(2_000_000 / recipe.epochs)  # the shape is the same; keeps the curve quick to compute
+    if recipe.total_epochs * steps > 2_000_000:
+        steps = math.ceil(2_000_000 / recipe.total_epochs)  # the shape is the same; keeps the curve quick to compute
     lrs = lr_schedule(recipe, steps, plan.lr)
     stride = max(1, len(lrs) // points)
     return pd.DataFrame(dict(epoch=[i / steps for i in range(0, len(lrs), stride)], lr=lrs[::stride])), plan
