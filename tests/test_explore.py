@@ -164,9 +164,11 @@ def test_fixres_apparent_sizes():
 
 def test_lr_curve_applies_the_batch_rule():
     curve, plan = schedule.lr_curve(A3, 256)
-    assert plan.lr == pytest.approx(0.001) and curve["lr"].max() == pytest.approx(0.001, rel=0.01)
+    peak = 8e-3 * (256 / 2048) ** 0.5  # LAMB: timm's square-root rule
+    assert plan.lr == pytest.approx(peak) and curve["lr"].max() == pytest.approx(peak, rel=0.01)
     peak_epoch = curve.loc[curve["lr"].idxmax(), "epoch"]
-    assert 4.5 <= peak_epoch <= 5.5  # 5 warmup epochs
+    assert 5 <= peak_epoch < 6  # 5 warmup epochs, the LR set once per epoch
+    assert curve["lr"].iloc[0] == 1e-4 and curve.loc[curve["epoch"] < 1, "lr"].nunique() == 1
     assert curve["lr"].iloc[-1] < 1e-5 and curve["epoch"].iloc[-1] == pytest.approx(100, abs=0.2)
     curve, plan = schedule.lr_curve(A3, 256, grad_accum=True)
     assert plan.lr == 0.008 and plan.accum_steps == 8 and curve["lr"].max() == pytest.approx(0.008, rel=0.01)
@@ -179,7 +181,7 @@ def test_figures_carry_the_values(cat):
     fig = plots.mix_figure(images.center_square(cat, 32), images.center_square(cat, 32), 0, 1, ["a", "b"], 0.25)
     assert np.allclose(fig.data[3].y, [0.25, 0.75])
     fig = plots.schedule_figure(A1, 1024)
-    assert max(fig.data[0].y) == pytest.approx(0.0025, rel=0.01) and "1024" in fig.layout.title.text
+    assert max(fig.data[0].y) == pytest.approx(5e-3 * 0.5 ** 0.5, rel=0.01) and "1024" in fig.layout.title.text
     assert len(plots.randaugment_figure(cat, "rand-m7", n=4).data) == 4
 
 
@@ -200,7 +202,7 @@ def test_widget_controls_redraw_the_figure(cat):
     widgets.presets({"randaugment": ra, "rrc": rrc, "mix": mix}).children[2].click()  # A3
     assert (ra.values()["m"], rrc.values()["size"], rrc.values()["scale"]) == (6, 160, (0.08, 1.0))
     sched.controls["batch_size"].value = 512
-    assert max(sched.figure.data[0].y) == pytest.approx(0.008 * 512 / 2048, rel=0.01)
+    assert max(sched.figure.data[0].y) == pytest.approx(0.008 * (512 / 2048) ** 0.5, rel=0.01)
 
 
 def test_widget_shows_an_error_and_stays_alive():

@@ -10,7 +10,6 @@ import yaml
 from rsbkit.errors import RecipeError
 from rsbkit.recipes import (
     A1,
-    A2,
     A3,
     RECIPES,
     RESNET_RS_TABLE,

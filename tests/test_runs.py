@@ -25,7 +25,7 @@ def test_load_runs_one_row_per_run_with_recipe_results_and_cost(smoke_run, tmp_p
     assert (a["status"], a["recipe"], a["model"], a["loss"], a["epochs"]) == ("completed", "a3-smoke", "resnet10t", "bce", 1)
     assert a["final_top1"] == result["final_top1"] and a["wall_s"] == result["wall_s"]
     assert a["imgs_per_s"] > 0 and a["peak_mem_mb"] > 0
-    assert a["lr_used"] == pytest.approx(8e-3 * 16 / 2048) and a["effective_batch"] == 16
+    assert a["lr_used"] == pytest.approx(8e-3 * (16 / 2048) ** 0.5) and a["effective_batch"] == 16
     assert a["scale"] == (0.08, 1.0)  # lists become tuples, so the table can be grouped by them
     assert table.iloc[1]["param.seed"] == 3
     assert pd.isna(table.iloc[2]["status"]) and pd.isna(table.iloc[2]["final_top1"]) and table.iloc[2]["model"] == "resnet10t"
