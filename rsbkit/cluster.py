@@ -71,11 +71,15 @@ class ClusterOptions:
         return params
 
 
+REQUEUE_LOCK_WAIT_S = 600.0  # how long a job waits for an earlier attempt of its point to let go of the folder
+
+
 class PointJob:
     """One sweep point as a submitit job: picklable, callable, checkpointable."""
 
-    def __init__(self, notebook: Path, point: Point, kernel: str = "python3", cwd: Optional[Path] = None):
-        self.notebook, self.point, self.kernel = Path(notebook), point, kernel
+    def __init__(self, notebook: Path, point: Point, kernel: str = "python3", cwd: Optional[Path] = None,
+                 lock_wait: float = REQUEUE_LOCK_WAIT_S):
+        self.notebook, self.point, self.kernel, self.lock_wait = Path(notebook), point, kernel, lock_wait
         self.cwd = Path(cwd or Path.cwd()).resolve()  # relative paths in the sweep mean the submitting directory
         self._proc = None
 
@@ -83,7 +87,9 @@ class PointJob:
         import os
 
         os.chdir(self.cwd)
-        return run_point(self.notebook, self.point, kernel=self.kernel, started=self._started)
+        # a requeued attempt may start while the preempted one is still saving: wait for its lock, a bounded time
+        return run_point(self.notebook, self.point, kernel=self.kernel, started=self._started, lock_wait=self.lock_wait,
+                         skip_completed=True)
 
     def _started(self, proc) -> None:
         self._proc = proc
@@ -94,7 +100,7 @@ class PointJob:
 
         if self._proc is not None and self._proc.poll() is None:
             stop_point(self._proc, timeout=60)
-        return submitit.helpers.DelayedSubmission(PointJob(self.notebook, self.point, self.kernel, self.cwd))
+        return submitit.helpers.DelayedSubmission(PointJob(self.notebook, self.point, self.kernel, self.cwd, self.lock_wait))
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_proc": None}

@@ -144,6 +144,29 @@ def all_sum(job: Dist, values: Sequence[float], device: torch.device) -> list[fl
     return t.tolist()
 
 
+def on_main(job: Dist, action: Callable[[], object]) -> None:
+    """Run `action` on rank 0 only; if it fails with an rsbkit error, every rank raises one with the
+    same message, so no rank is left waiting for a rank 0 that stopped (e.g. on a locked run folder)."""
+    from .errors import RsbkitError, RunError
+
+    message = None
+    if job.main:
+        try:
+            action()
+        except RsbkitError as exc:
+            if not job.enabled:
+                raise
+            message = (exc, str(exc))
+    if not job.enabled:
+        return
+    box = [message[1] if message else None]
+    dist.broadcast_object_list(box, src=0)
+    if message:
+        raise message[0]
+    if box[0] is not None:
+        raise RunError(f"rank 0 stopped: {box[0]}")
+
+
 def sync_bn_buffers(job: Dist, model: torch.nn.Module, recipe) -> None:
     """BatchNorm running statistics made equal on every rank before evaluating and saving,
     with timm's ``distribute_bn`` as its train.py does (``--dist-bn``, default ``reduce``):

@@ -25,6 +25,14 @@ class RunError(RsbkitError):
     """A run folder that cannot be used as asked (exists, or nothing to resume)."""
 
 
+class RunLockedError(RunError):
+    """Another process writes into this run folder (it holds the folder's lock)."""
+
+
+class RunWriteError(RunError):
+    """A record or checkpoint the file system refused to write (no space, quota, read-only)."""
+
+
 class NonFiniteLossError(RsbkitError, FloatingPointError):
     """The training loss became NaN or infinite."""
 

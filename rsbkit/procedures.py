@@ -135,7 +135,9 @@ class TrainSetup:
 
     def notebook_note(self) -> str:
         """Where the executed notebook is kept: in the run folder when run by `rsbkit run`/`sweep`."""
-        kept = sorted(p.name for p in self.run_dir.glob("*.ipynb"))
+        # `rsbkit run`/`sweep` have papermill save into .NAME.ipynb.partial and rename it to NAME.ipynb at the end
+        kept = sorted({p.name for p in self.run_dir.glob("*.ipynb")} |
+                      {p.name[1:-len(".partial")] for p in self.run_dir.glob(".*.ipynb.partial")})
         if kept:
             return f"the executed notebook is kept in the run folder: {self.run_dir / kept[0]}"
         return (f"no executed notebook in {self.run_dir}: run this notebook with `python -m rsbkit run "

@@ -28,6 +28,7 @@ from typing import IO, Any, Optional, Union
 
 import yaml
 
+from .errors import RunError, RunLockedError, RunWriteError
 from .recipes import Recipe
 
 METRIC_COLUMNS = (
@@ -76,10 +77,14 @@ def atomic_file(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
     """Yield a temporary file beside `path`; on success fsync it and rename it over `path`.
 
     A crash mid-write leaves the previous file intact (rename is atomic on POSIX)
-    and no temporary file behind.
+    and no temporary file behind. A write the file system refuses (no space, quota,
+    read-only) raises :class:`RunWriteError` naming the file, the error and the free space.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise RunWriteError(write_failure(path, exc)) from exc
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -87,9 +92,125 @@ def atomic_file(path: Union[str, Path], mode: str = "w") -> Iterator[IO]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise RunWriteError(write_failure(path, exc)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_failure(path: Path, exc: OSError) -> str:
+    """One line for a refused write: the file, the error, the free space, and what was kept."""
+    import errno
+    import shutil
+
+    try:
+        usage = shutil.disk_usage(path.parent)
+        free = f"{_size(usage.free)} free of {_size(usage.total)} on {path.parent}"
+    except OSError:
+        free = f"free space on {path.parent} unknown"
+    name = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+    kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
+    return (f"could not write {path}: {exc.strerror or exc}{f' ({name})' if name else ''}; {free}; {kept}. "
+            "Free space (or fix the folder's permissions), then continue with --resume")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+# ---------------------------------------------------------------- one writer per run folder
+
+LOCK_FILE = ".rsbkit-writer.lock"  # held by the process that trains into the folder
+POINT_LOCK_FILE = ".rsbkit-point.lock"  # held by the sweep or `rsbkit run` process that runs a notebook into it
+
+
+class RunLock:
+    """An exclusive OS lock (``fcntl.flock``) on a file in a run folder, held while the file stays open.
+
+    The kernel releases it when its holder ends in any way (``kill -9`` included),
+    so a crash never leaves a stale lock. The file also holds who took it (host, PID,
+    start time, command), which the next writer's error shows.
+    """
+
+    def __init__(self, folder: Union[str, Path], name: str = LOCK_FILE, *, timeout: float = 0.0, what: str = "run folder"):
+        import fcntl
+
+        self.path = Path(folder) / name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._fd: Optional[int] = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask() | 0o600)
+        except OSError as exc:
+            raise RunWriteError(write_failure(self.path, exc)) from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = self._read_holder()
+                    os.close(self._fd)
+                    self._fd = None
+                    waited = f" (waited {timeout:g} s)" if timeout else ""
+                    raise RunLockedError(
+                        f"{what} {Path(folder)} is in use by another writer{waited}: {holder}. Wait for it to end, or "
+                        "choose another out_dir; the lock goes when that process ends, even if it is killed"
+                    ) from None
+                time.sleep(min(0.5, max(0.01, deadline - time.monotonic())))
+            except OSError as exc:  # ENOLCK, EINVAL: a file system without flock (Lustre noflock, NFS without lockd)
+                os.close(self._fd)
+                self._fd = None
+                raise RunError(
+                    f"cannot lock {self.path}: {exc.strerror or exc}; this file system does not support flock, so rsbkit "
+                    "cannot keep a second writer out. Mount it with lock support (NFS with lockd, Lustre -o flock) "
+                    "or use an out_dir on a local disk"
+                ) from None
+        self.holder = dict(host=platform.node(), pid=os.getpid(), started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                           command=command_line())
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, (json.dumps(self.holder) + "\n").encode(), 0)
+            os.fsync(self._fd)
+        except OSError as exc:
+            self.release()
+            raise RunWriteError(write_failure(self.path, exc)) from exc
+
+    def _read_holder(self) -> str:
+        try:
+            h = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            h = {}
+        if not h:
+            return "its holder has not written its name yet"
+        return f"host {h.get('host')}, PID {h.get('pid')}, since {h.get('started')}, command: {h.get('command')}"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def command_line() -> str:
+    """This process's command line, for records of who wrote a run."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("__main__.py"):  # python -m PACKAGE
+        argv = ["-m", Path(argv[0]).parent.name, *argv[1:]]
+    return shlex.join([Path(sys.executable).name, *argv]) if argv and argv[0] else Path(sys.executable).name
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -133,8 +254,6 @@ def load_run(path: Union[str, Path]) -> dict[str, Any]:
     """A run folder's records: ``{'path', 'recipe', 'metrics', 'result'}`` (missing files give None)."""
     run = RunFolder(Path(path))
     if not run.path.is_dir():
-        from .errors import RunError
-
         raise RunError(f"run folder {run.path} does not exist")
     return dict(
         path=str(run.path),
@@ -177,8 +296,6 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
     folders: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
-            from .errors import RunError
-
             raise RunError(f"no run folder or folder of runs at {p}")
         folders += [f for f in _find_runs(p) if f not in folders]
     rows = []
@@ -212,8 +329,6 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            from .errors import RunError
-
             raise RunError("TensorBoard logging needs the tensorboard package: pip install tensorboard "
                            "(or pip install 'rsbkit[tensorboard]'), or turn tensorboard off") from None
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))

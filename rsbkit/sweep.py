@@ -45,8 +45,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from .errors import RsbkitError
-from .runs import SWEEP_POINT, atomic_file, atomic_write_text
+from .errors import RsbkitError, RunLockedError, RunWriteError
+from .runs import POINT_LOCK_FILE, SWEEP_POINT, RunLock, atomic_file, atomic_write_text, write_failure
 
 SWEEP_KEYS = {
     "notebook": "the notebook every point runs, e.g. notebooks/procedures/train.ipynb",
@@ -271,26 +271,43 @@ def export_html(notebook: Path) -> Optional[Path]:
 
 
 def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Optional[dict[str, str]] = None,
-              started: Optional[Callable[[subprocess.Popen], None]] = None) -> PointResult:
+              started: Optional[Callable[[subprocess.Popen], None]] = None, lock_wait: float = 0.0,
+              skip_completed: bool = False) -> PointResult:
     """Execute one point with papermill into its run folder, export HTML, record the outcome.
 
-    `started` gets the papermill process as soon as it runs (what :func:`stop_point` needs).
+    The point's folder is locked for the duration (:class:`rsbkit.runs.RunLock`): a
+    second process asking for it waits up to `lock_wait` seconds, then gets
+    RunLockedError naming the holder. With `skip_completed`, a point that another
+    process completed meanwhile is not run again. `started` gets the papermill
+    process as soon as it runs (what :func:`stop_point` needs).
     """
+    with RunLock(point.run_dir, POINT_LOCK_FILE, timeout=lock_wait, what="sweep point"):
+        if skip_completed and point_status(point.run_dir) == "completed":
+            return PointResult(point.name, SKIPPED_COMPLETED, None, 0.0, point.run_dir, point.run_dir / notebook.name)
+        return _run_locked_point(notebook, point, kernel=kernel, env=env, started=started)
+
+
+SKIPPED_COMPLETED = "skipped (completed before)"
+SKIPPED_RUNNING = "skipped (running in another process)"
+
+
+def _run_locked_point(notebook: Path, point: Point, *, kernel: str, env: Optional[dict[str, str]],
+                      started: Optional[Callable[[subprocess.Popen], None]]) -> PointResult:
     run_dir = point.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     params = dict(point.parameters)
     if "resume" in notebook_parameters(notebook) and (run_dir / "last.pt").exists():
         params["resume"] = True  # a failed or preempted point continues from its checkpoint
     param_file = run_dir / "parameters.yaml"
     atomic_write_text(param_file, yaml.safe_dump(params, sort_keys=False))
     output = run_dir / notebook.name
+    working = run_dir / f".{notebook.name}.partial"  # papermill saves as it goes; the final copy is renamed into place
     attempt = 1
     if (run_dir / SWEEP_POINT).is_file():
         attempt = int(json.loads((run_dir / SWEEP_POINT).read_text()).get("attempt", 1)) + 1
     record = dict(name=point.name, notebook=str(notebook), parameters=params, status="running", error=None,
                   attempt=attempt, resumed=bool(params.get("resume")), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
-    cmd = [sys.executable, "-m", "papermill", str(notebook), str(output), "-f", str(param_file), "-k", kernel,
+    cmd = [sys.executable, "-m", "papermill", str(notebook), str(working), "-f", str(param_file), "-k", kernel,
            "--cwd", os.getcwd(), "--log-output", "--no-progress-bar"]
     t0 = time.perf_counter()
     with open(run_dir / "papermill.log", "a" if attempt > 1 else "w") as logfile:  # earlier attempts' logs stay
@@ -316,18 +333,33 @@ def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Opt
     wall = round(time.perf_counter() - t0, 2)
     error = None
     if code != 0:
-        error = _notebook_error(output) if output.exists() else None
+        error = _notebook_error(working) if working.exists() else None
         if error is None:
             tail = (run_dir / "papermill.log").read_text().strip().splitlines()[-1:] or [f"exit code {code}"]
             error = f"papermill exited with {code}: {tail[0][:300]}"
-    if output.exists():
-        if error is not None:
-            _error_on_top(output, error)
-        export_html(output)
+    try:
+        if working.exists():
+            _keep_notebook(working, output)
+            if error is not None:
+                _error_on_top(output, error)
+            export_html(output)
+    except RsbkitError as exc:  # a full disk: say so, keep what was there
+        code, error = code or 1, str(exc)
     record.update(status="completed" if code == 0 else "failed", error=error, wall_s=wall,
                   finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
-    return PointResult(point.name, record["status"], error, wall, run_dir, output)
+    try:
+        atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
+    except RsbkitError as exc:
+        record.update(status="failed", error=f"{error}; {exc}" if error else str(exc))
+    return PointResult(point.name, record["status"], record["error"], wall, run_dir, output)
+
+
+def _keep_notebook(working: Path, output: Path) -> None:
+    """Rename papermill's working copy over the executed notebook: the previous one stays whole if this fails."""
+    try:
+        os.replace(working, output)
+    except OSError as exc:
+        raise RunWriteError(write_failure(output, exc)) from exc
 
 
 KERNEL_STARTS = 3  # tries when a kernel dies at start-up because a port it was given got taken
@@ -411,9 +443,22 @@ def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print
         slot = slots.get()
         try:
             env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if len(gpus) > 1 else None
+            try:
+                with RunLock(point.run_dir, POINT_LOCK_FILE, what="sweep point"):  # claim it before saying it starts
+                    pass
+            except RunLockedError as exc:
+                log(f"  skip {point.name}: another process is running it ({str(exc).split(': ', 1)[1].split('. Wait')[0]})")
+                return PointResult(point.name, SKIPPED_RUNNING, None, 0.0, point.run_dir, point.run_dir / sweep.notebook.name)
             log(f"  start {point.name}" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if env else ""))
-            res = run_point(sweep.notebook, point, kernel=sweep.kernel, env=env)
-            log(f"  {res.status} {point.name} in {res.wall_s:.0f} s" + (f": {res.error}" if res.error else ""))
+            try:
+                res = run_point(sweep.notebook, point, kernel=sweep.kernel, env=env, skip_completed=True)
+            except RunLockedError as exc:  # taken between the check and the start
+                log(f"  skip {point.name}: {exc}")
+                return PointResult(point.name, SKIPPED_RUNNING, None, 0.0, point.run_dir, point.run_dir / sweep.notebook.name)
+            except RsbkitError as exc:  # its folder could not be written: the other points go on
+                res = PointResult(point.name, "failed", str(exc), 0.0, point.run_dir, point.run_dir / sweep.notebook.name)
+            log(f"  {res.status} {point.name}" + (f" in {res.wall_s:.0f} s" if res.status in ("completed", "failed") else "")
+                + (f": {res.error}" if res.error else ""))
             return res
         finally:
             slots.put(slot)
@@ -435,15 +480,18 @@ def summarize(sweep: Sweep, ran: dict[str, PointResult], *, log: Callable[[str],
     rows = []
     for p in sweep.points:
         r = ran.get(p.name)
-        rows.append(dict(point=p.name, status=r.status if r else "skipped (completed before)",
+        rows.append(dict(point=p.name, status=r.status if r else SKIPPED_COMPLETED,
                          error=r.error if r else None, wall_s=r.wall_s if r else None, run_dir=str(p.run_dir)))
     sweep.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep.out / "sweep.json", json.dumps(
         dict(notebook=str(sweep.notebook), points=[{**r, "final_status": point_status(r["run_dir"])} for r in rows]),
         indent=2) + "\n")
     failed = [r for r in rows if r["status"] == "failed"]
+    elsewhere = [r for r in rows if r["status"] == SKIPPED_RUNNING]
+    ran_here = sum(r["status"] == "completed" for r in rows)
     log(f"sweep {sweep.out}: {sum(point_status(p.run_dir) == 'completed' for p in sweep.points)}/{len(sweep.points)} "
-        f"completed" + (f"; {len(failed)} failed: {', '.join(r['point'] for r in failed)}" if failed else ""))
+        f"completed ({ran_here} run here)" + (f"; {len(failed)} failed: {', '.join(r['point'] for r in failed)}" if failed else "")
+        + (f"; {len(elsewhere)} running in another process: {', '.join(r['point'] for r in elsewhere)}" if elsewhere else ""))
     return pd.DataFrame(rows)
 
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
+import os
+import platform
 import random
 import resource
 import signal
@@ -35,13 +38,22 @@ from timm.utils import ModelEmaV3
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Data, create_mixup, epoch_images, eval_loader, eval_shard, eval_transform, load_data, train_loader
-from .errors import CheckpointError, DistributedError, NonFiniteLossError, RunError
+from .errors import CheckpointError, DistributedError, NonFiniteLossError, RunError, RunWriteError
 from .evaluate import autocast, default_workers, device_name, evaluate_loader
 from .losses import create_loss
 from .models import create_model
 from .optim import create_optimizer, create_scheduler
 from .recipes import Recipe, load_recipe, lr_scaling, plan_batch
-from .runs import RunFolder, default_run_dir, environment, write_metrics, write_recipe, write_result
+from .runs import (
+    RunFolder,
+    RunLock,
+    command_line,
+    default_run_dir,
+    environment,
+    write_metrics,
+    write_recipe,
+    write_result,
+)
 
 PROGRESS = ("auto", "bar", "line", "none")
 
@@ -111,9 +123,9 @@ def train(
     job = distributed.launcher_env()
     if stop_after is not None and stop_after < 1:
         raise RunError(f"stop_after={stop_after}: give the epoch (1 or more) after which this call ends, or None to train to the end")
-    with _sigterm_interrupts():
+    with _sigterm_interrupts(), contextlib.ExitStack() as held:  # `held`: the run folder's lock, for the run's life
         try:
-            return _train(recipe, data, out_dir, job, device=device, workers=workers, resume=resume, progress=progress,
+            return _train(recipe, data, out_dir, job, held, device=device, workers=workers, resume=resume, progress=progress,
                           on_epoch=on_epoch, limit_train=limit_train, limit_val=limit_val, data_root=data_root,
                           eval_batch_size=eval_batch_size, micro_batch=micro_batch, backend=backend, stop_after=stop_after,
                           log=log if job.main else (lambda s: None))
@@ -121,7 +133,7 @@ def train(
             distributed.teardown(job)
 
 
-def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_epoch, limit_train, limit_val, data_root,
+def _train(recipe, data, out_dir, job, held, *, device, workers, resume, progress, on_epoch, limit_train, limit_val, data_root,
            eval_batch_size, micro_batch, backend, stop_after, log) -> dict[str, Any]:
     # ------------------------------------------------------------ setup
     started = time.perf_counter()
@@ -132,13 +144,18 @@ def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_
     if progress == "auto":
         progress = "bar" if sys.stderr.isatty() else "line"
     run = RunFolder(Path(out_dir) if out_dir is not None else default_run_dir(recipe))
+    data = load_data(data, root=data_root, limit_train=limit_train, limit_val=limit_val)
+    plan = plan_batch(recipe, job.world_size, micro_batch)  # checked before any process waits
+    job, device = distributed.setup(device, backend, job)
+    # one writer per run folder: rank 0 takes the folder's lock before anything is written; every rank stops if it cannot
+    distributed.on_main(job, lambda: held.enter_context(RunLock(run.path)))
     if run.last.exists() and not resume:
         raise RunError(f"{run.path} already holds a run (last.pt); pass resume=True (--resume) to continue it, or choose another out_dir")
     if resume and not run.last.exists():
         raise RunError(f"nothing to resume: {run.last} does not exist")
-    data = load_data(data, root=data_root, limit_train=limit_train, limit_val=limit_val)
-    plan = plan_batch(recipe, job.world_size, micro_batch)  # checked before any process waits
-    job, device = distributed.setup(device, backend, job)
+    attempts = _earlier_attempts(run) if resume else []
+    attempts.append(dict(host=platform.node(), pid=os.getpid(), started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         command=command_line(), resume=resume, world_size=job.world_size))
     cuda = device.type == "cuda"
     workers = default_workers(device) if workers is None else workers
     amp_dtype = getattr(torch, recipe.amp_dtype) if (cuda and recipe.amp) else None
@@ -212,6 +229,8 @@ def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_
         start_epoch, updates, history = state["epoch"], state["updates"], state["history"]
         best, skipped, wall_before = state["best"], state["skipped"], state["wall_s"]
         scheduler.step_update(updates)  # per-update schedules; per-epoch ones are set at the epoch's start
+        if job.main:  # the records as of the checkpoint (a write the disk refused may have left them behind it)
+            write_metrics(run, history)
         log(f"resumed from {run.last} after epoch {start_epoch}/{recipe.total_epochs}")
 
     def result(status: str, error: Optional[str] = None) -> dict[str, Any]:
@@ -230,6 +249,7 @@ def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_
             skipped_files=[dict(path=p, reason=r) for p, r in skipped.items()], num_skipped=len(skipped),
             data=data.describe(), resolved=resolved,
             reported=asdict(recipe.reported) if recipe.reported else None,
+            attempts=attempts,  # who wrote this folder: host, PID, command of each attempt (resumes appended)
         )
 
     def checkpoint(epoch: int) -> dict[str, Any]:
@@ -351,7 +371,10 @@ def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_
                 on_epoch(row)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        record(status, f"{type(exc).__name__}: {exc}")
+        try:
+            record(status, f"{type(exc).__name__}: {exc}")
+        except RunWriteError:  # the disk that refused a checkpoint may refuse the record too; the first error is the one to see
+            pass
         raise
     if last_epoch < recipe.total_epochs:
         stopped = record("stopped")
@@ -361,6 +384,13 @@ def _train(recipe, data, out_dir, job, *, device, workers, resume, progress, on_
     log(f"done: top-1 {final['final_top1']:.2f} (best {final['best_top1']:.2f} at epoch {final['best_epoch']}) "
         f"in {final['wall_s']:.0f} s; run folder {run.path}")
     return final
+
+
+def _earlier_attempts(run: RunFolder) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads(run.result.read_text()).get("attempts") or [])
+    except (OSError, ValueError):
+        return []
 
 
 def _progress_bar(loader, total: int, desc: str, progress: str):

@@ -23,6 +23,7 @@ from rsbkit.train import train
 DETERMINISTIC = dict(
     name="ddp", model="test_convnext", epochs=2, warmup_epochs=0, batch_size=16, lr_base_size=16,
     train_res=32, test_res=32, aa=None, hflip=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0), mixup=0.0, cutmix=0.0,
+    train_interpolation="bicubic",  # `random` draws bilinear or bicubic per image: augmentation randomness too
 )
 DATA_ARGS = ["--limit-train", "64", "--limit-val", "32", "--device", "cpu", "--workers", "0", "--progress", "line"]
 
