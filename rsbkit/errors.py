@@ -29,7 +29,7 @@ class RunLockedError(RunError):
     """Another process writes into this run folder (it holds the folder's lock)."""
 
 
-class RunWriteError(RunError):
+class RunWriteError(RunError, OSError):
     """A record or checkpoint the file system refused to write (no space, quota, read-only)."""
 
 

@@ -21,7 +21,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
-WIDTH, HEIGHT = 1000, 360
+# figures fill the width they are shown in; their PNG copies (HTML export, and what JupyterLab's plotly renderer
+# shows until the pointer enters a figure) are PAGE_WIDTH wide: narrower than JupyterLab's output area at 1280 px
+PAGE_WIDTH, HEIGHT = 800, 360
 
 
 # ------------------------------------------------------------------ figures
@@ -45,7 +47,8 @@ def curves_figure(rows: Sequence[dict[str, Any]], *, schedule: Optional[tuple[Se
     if any(r.get("ema_top1") is not None for r in rows):
         fig.add_trace(go.Scatter(x=epochs, y=[r.get("ema_top1") for r in rows], name="EMA top-1", mode="lines+markers"), 1, 3)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title=title, width=WIDTH, height=HEIGHT, margin=dict(t=70, b=40))
+    fig.update_layout(title=title, autosize=True, height=HEIGHT + 60, margin=dict(t=70, b=100),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=-0.3, yanchor="top"))
     return fig
 
 
@@ -57,7 +60,7 @@ def resolution_figure(table: pandas.DataFrame, *, train_res: Optional[int] = Non
         fig.add_trace(go.Scatter(x=part["test_res"], y=part["top1"], mode="lines+markers", name=f"crop {crop:g}"))
     if train_res is not None:
         fig.add_vline(x=train_res, line_dash="dot", annotation_text=f"train {train_res} px")
-    fig.update_layout(title=title, xaxis_title="test resolution (px)", yaxis_title="top-1 (%)", width=WIDTH * 0.7,
+    fig.update_layout(title=title, xaxis_title="test resolution (px)", yaxis_title="top-1 (%)", autosize=True,
                       height=HEIGHT + 40)
     return fig
 
@@ -78,7 +81,7 @@ def seed_figure(values: Sequence[float], stats, *, title: str = "", bins: Option
     fig.add_trace(go.Histogram(x=values, xbins=dict(size=width), name=f"{stats.n} seeds"))
     fig.add_trace(go.Scatter(x=x, y=stats.gaussian_pdf(x) * stats.n * width, mode="lines",
                              name=f"Gaussian fit: {stats.mean:.2f} +- {stats.std:.2f}"))
-    fig.update_layout(title=title, xaxis_title="top-1 (%)", yaxis_title="runs", width=WIDTH * 0.7, height=HEIGHT + 40,
+    fig.update_layout(title=title, xaxis_title="top-1 (%)", yaxis_title="runs", autosize=True, height=HEIGHT + 40,
                       bargap=0.05)
     return fig
 
@@ -90,7 +93,7 @@ def comparison_figure(runs: pandas.DataFrame, *, metric: str = "final_top1", lab
     fig.add_trace(go.Scatter(x=runs["wall_s"], y=runs[metric], mode="markers+text", text=runs[label],
                              textposition="top center", showlegend=False), 1, 2)
     fig.update_xaxes(title_text="wall time (s)", row=1, col=2)
-    fig.update_layout(title=f"{metric} and cost per run", width=WIDTH, height=HEIGHT + 40)
+    fig.update_layout(title=f"{metric} and cost per run", autosize=True, height=HEIGHT + 40)
     return fig
 
 
@@ -132,7 +135,7 @@ def png_bytes(fig: go.Figure) -> tuple[Optional[bytes], str]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-            return fig.to_image(format="png", width=fig.layout.width or WIDTH, height=fig.layout.height or HEIGHT), ""
+            return fig.to_image(format="png", width=fig.layout.width or PAGE_WIDTH, height=fig.layout.height or HEIGHT), ""
     except Exception as exc:  # kaleido raises many types: no Chromium, sandbox, timeout
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         return None, (f"static PNG export failed ({type(exc).__name__}: {reason}); kaleido needs a Chromium "
@@ -224,7 +227,7 @@ def overlay_figure(run_dirs: Sequence[Union[str, Path]], column: str = "val_top1
         rows = read_metrics(metrics)
         fig.add_trace(go.Scatter(x=[r["epoch"] for r in rows], y=[r[column] for r in rows], mode="lines+markers",
                                  name=folder.name))
-    fig.update_layout(title=title or f"{column} per epoch", xaxis_title="epoch", yaxis_title=column, width=WIDTH,
+    fig.update_layout(title=title or f"{column} per epoch", xaxis_title="epoch", yaxis_title=column, autosize=True,
                       height=HEIGHT + 40)
     return fig
 
@@ -236,7 +239,7 @@ def ablation_figure(table: pandas.DataFrame, noise: Optional[float] = None, *, m
     if noise is not None:
         fig.add_vrect(x0=-noise, x1=noise, fillcolor="grey", opacity=0.2, line_width=0,
                       annotation_text="seed noise", annotation_position="top left")
-    fig.update_layout(title=f"{metric}: delta to the reference row", xaxis_title="points", width=800,
+    fig.update_layout(title=f"{metric}: delta to the reference row", xaxis_title="points", autosize=True,
                       height=140 + 28 * len(table))
     return fig
 
@@ -247,7 +250,7 @@ def architecture_figure(table: pandas.DataFrame, *, device: str = "") -> go.Figu
     fig = go.Figure(go.Scatter(x=done["train_imgs_per_s"], y=done["final_top1"], mode="markers+text",
                                text=done["model"], textposition="top center"))
     fig.update_layout(title="one recipe, many architectures", xaxis_title=f"training images/s ({device})",
-                      yaxis_title="top-1 %", xaxis_type="log", width=WIDTH, height=HEIGHT + 80)
+                      yaxis_title="top-1 %", xaxis_type="log", autosize=True, height=HEIGHT + 80)
     return fig
 
 
@@ -273,7 +276,7 @@ def scaling_figure(table: pandas.DataFrame) -> go.Figure:  # noqa: F821
                           row=1, col=col)
         fig.update_xaxes(type="log", title_text="GMACs per image", row=1, col=col)
     fig.update_yaxes(title_text="top-1 %", row=1, col=1)
-    fig.update_layout(title="depth scaling against width scaling, by training length", width=WIDTH, height=HEIGHT + 60)
+    fig.update_layout(title="depth scaling against width scaling, by training length", autosize=True, height=HEIGHT + 60)
     return fig
 
 
@@ -290,7 +293,7 @@ def resolution_scaling_figure(table: pandas.DataFrame) -> go.Figure:  # noqa: F8
                           row=1, col=col)
         fig.update_xaxes(title_text="train = test resolution, px", row=1, col=col)
     fig.update_yaxes(title_text="top-1 %", row=1, col=1)
-    fig.update_layout(title="accuracy against resolution", width=WIDTH, height=HEIGHT + 60)
+    fig.update_layout(title="accuracy against resolution", autosize=True, height=HEIGHT + 60)
     return fig
 
 
@@ -318,5 +321,5 @@ def pareto_figure(table: pandas.DataFrame, front: pandas.DataFrame, published: O
                                      text=[f"{n} @{r}" for n, r in zip(g["name"], g["res"])]), row=1, col=2)
         fig.update_xaxes(type="log", title_text=f"inference images/s ({device})", row=1, col=2)
         fig.update_yaxes(title_text="ImageNet top-1 % (published)", row=1, col=2)
-    fig.update_layout(title="speed against accuracy", width=WIDTH, height=HEIGHT + 80)
+    fig.update_layout(title="speed against accuracy", autosize=True, height=HEIGHT + 80)
     return fig

@@ -28,7 +28,8 @@ def test_run_folder_records(tmp_path, smoke_recipe):
     recipe = smoke_recipe.replace(epochs=2)
     result = train(recipe, "default", tmp_path / "run", log=quiet, **SMALL)
     run = tmp_path / "run"
-    assert {p.name for p in run.iterdir()} == {"recipe.yaml", "metrics.csv", "result.json", "last.pt", "best.pt"}
+    assert {p.name for p in run.iterdir()} == {"recipe.yaml", "metrics.csv", "result.json", "last.pt", "best.pt",
+                                               ".rsbkit-writer.lock"}  # the lock file stays; its lock went with the run
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert tuple(rows[0]) == METRIC_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
     saved = json.loads((run / "result.json").read_text())

@@ -2,7 +2,7 @@
 
 The notebooks show them once as static figures (for papermill and HTML export)
 and again inside widgets, where a slider calls the same function and the
-FigureWidget takes the new data (``widgets.refresh``). Images travel as PNG data
+output shows the new figure. Images travel as PNG data
 URIs (``go.Image(source=...)``): a fraction of the size of pixel arrays.
 """
 from __future__ import annotations
@@ -28,6 +28,34 @@ def data_uri(img) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+LEGEND_BELOW = dict(orientation="h", x=0, xanchor="left", y=-0.22, yanchor="top")
+
+
+def wrap(text: str, width: int = 90) -> str:
+    """Break a long title into lines of about `width` characters (plotly does not wrap titles)."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, width)) or text
+
+
+def fit(fig: go.Figure, height: int, *, title: Optional[str] = None, legend_below: bool = False, **layout) -> go.Figure:
+    """Size a figure to where it is shown: no fixed width (plotly fills the output area or the widget;
+    static PNGs are rendered at ``rsbkit.figures.PAGE_WIDTH``), a wrapped title, and the legend
+    below the plots where it cannot be pushed out of the figure."""
+    if title is not None:
+        lines = wrap(title).count("<br>") + 1
+        # the title at the top of the figure, then room for the subplot titles (one or two lines) under it
+        layout["title"] = dict(text=wrap(title), font_size=14 if lines == 1 else 12, x=0.01, xanchor="left",
+                               y=1, yanchor="top", yref="container", pad=dict(t=10))
+        sub = 1 + max((str(a.text or "").count("<br>") for a in fig.layout.annotations), default=-1)
+        layout.setdefault("margin", {}).setdefault("t", 24 + 18 * lines + 22 * sub)
+    if legend_below:
+        layout["legend"] = LEGEND_BELOW
+        layout.setdefault("margin", {}).setdefault("b", 110)
+    fig.update_layout(autosize=True, width=None, height=height, **layout)
+    return fig
+
+
 def _no_axes(fig: go.Figure) -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
@@ -40,7 +68,7 @@ def image_grid(images: Sequence, titles: Sequence[str], cols: int = 4, *, title:
     for k, img in enumerate(images):
         fig.add_trace(go.Image(source=data_uri(img), name=str(titles[k])), k // cols + 1, k % cols + 1)
     fig.update_annotations(font_size=10)
-    fig.update_layout(title=title, width=cols * tile + 60, height=rows * (tile + 30) + 80, margin=dict(l=10, r=10, t=70, b=10))
+    fit(fig, rows * (tile + 40) + 80, title=title, margin=dict(l=10, r=10, b=10))
     return _no_axes(fig)
 
 
@@ -50,7 +78,7 @@ def image_grid(images: Sequence, titles: Sequence[str], cols: int = 4, *, title:
 def randaugment_figure(img: Image.Image, aa: str, n: int = 8, *, seed: int = 0) -> go.Figure:
     """`n` draws of timm's RandAugment, each titled with the ops that ran (none: both skipped by p=0.5)."""
     samples = augment.randaugment_samples(img, aa, n, seed=seed)
-    return image_grid([s for s, _ in samples], [", ".join(ops) or "(no op ran)" for _, ops in samples],
+    return image_grid([s for s, _ in samples], ["<br>".join(ops) or "(no op ran)" for _, ops in samples],
                       title=f"timm RandAugment {aa}: {n} draws")
 
 
@@ -65,15 +93,15 @@ def rrc_figure(img: Image.Image, size: int = 160, scale=(0.08, 1.0), ratio=(3 / 
     """timm's RandomResizedCrop: the crop boxes on the original, then the crops at `size` (flipped or not)."""
     samples = augment.rrc_samples(img, size, scale, ratio, n, hflip=hflip, seed=seed)
     fig = make_subplots(rows=1, cols=n + 1, column_widths=[2.0] + [1.0] * n, horizontal_spacing=0.01,
-                        subplot_titles=["boxes on the original"] + [f"crop {k + 1}{' (flipped)' if f else ''}"
+                        subplot_titles=["boxes on the original"] + [f"crop {k + 1}{'<br>(flipped)' if f else ''}"
                                                                     for k, (_, _, f) in enumerate(samples)])
     fig.add_trace(go.Image(source=data_uri(img), name="original"), 1, 1)
     for k, (crop, (top, left, h, w), _) in enumerate(samples):
         fig.add_shape(type="rect", x0=left, y0=top, x1=left + w, y1=top + h, line=dict(width=2), row=1, col=1)
         fig.add_trace(go.Image(source=data_uri(crop), name=f"crop {k + 1}"), 1, k + 2)
     fig.update_annotations(font_size=10)
-    fig.update_layout(title=f"RandomResizedCrop to {size} px, scale {tuple(scale)}, ratio ({ratio[0]:.2f}, {ratio[1]:.2f})",
-                      width=1100, height=330, margin=dict(l=10, r=10, t=70, b=10))
+    fit(fig, 330, title=f"RandomResizedCrop to {size} px, scale {tuple(scale)}, ratio ({ratio[0]:.2f}, {ratio[1]:.2f})",
+        margin=dict(l=10, r=10, b=10))
     return _no_axes(fig)
 
 
@@ -93,9 +121,8 @@ def mix_figure(a: Image.Image, b: Image.Image, label_a: int, label_b: int, class
         fig.update_xaxes(visible=False, row=1, col=col)
         fig.update_yaxes(visible=False, row=1, col=col)
     fig.update_yaxes(range=[0, 1.1], row=1, col=4)
-    fig.update_layout(title=f"{mode}: lam x a + (1 - lam) x b; target = lam x onehot(a) + (1 - lam) x onehot(b)"
-                            + (f", smoothed {smoothing:g}" if smoothing else ""),
-                      width=1100, height=340, showlegend=False, margin=dict(l=10, r=10, t=70, b=10))
+    fit(fig, 340, title=f"{mode}: lam x a + (1 - lam) x b; target = lam x onehot(a) + (1 - lam) x onehot(b)"
+                        + (f", smoothed {smoothing:g}" if smoothing else ""), showlegend=False, margin=dict(l=10, r=10, b=10))
     return fig
 
 
@@ -121,8 +148,8 @@ def loss_figure(num_classes: int = 5, label_a: int = 1, label_b: int = 3, lam: f
     z[cls] = logit
     xs = np.linspace(-6, 6, 61)
     classes = [f"class {k}" for k in range(num_classes)]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("targets", f"loss as the logit of class {cls} moves",
-                                                        "gradient d loss / d logit"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("targets", f"loss as the logit<br>of class {cls} moves",
+                                                        "gradient<br>d loss / d logit"))
     fig.add_trace(go.Bar(x=classes, y=target, name="mixed target (CE and BCE)"), 1, 1)
     if threshold is not None:
         fig.add_trace(go.Bar(x=classes, y=losses.bce_target(target, threshold), name=f"BCE target, threshold {threshold:g}"), 1, 1)
@@ -133,8 +160,8 @@ def loss_figure(num_classes: int = 5, label_a: int = 1, label_b: int = 3, lam: f
         fig.add_trace(go.Scatter(x=[logit], y=[point.loss], mode="markers", marker_size=10, showlegend=False), 1, 2)
         fig.add_trace(go.Bar(x=classes, y=point.grad, name=f"{name} gradient"), 1, 3)
     fig.update_xaxes(title_text="logit", row=1, col=2)
-    fig.update_layout(title=f"lam {lam:g} between class {label_a} and class {label_b}, smoothing {smoothing:g}",
-                      width=1150, height=380, barmode="group")
+    fit(fig, 470, title=f"lam {lam:g} between class {label_a} and class {label_b}, smoothing {smoothing:g}", legend_below=True,
+        barmode="group")
     return fig
 
 
@@ -149,7 +176,7 @@ def resolution_explore_figure(img: Image.Image, train_res: int = 160, test_res: 
     ratio = resolution.apparent_size_ratio(train_res, test_res, crop_pct, scale)
     match = resolution.matching_test_res(train_res, crop_pct, scale)
     fig = make_subplots(rows=1, cols=3, column_widths=[1, 1, 1.5],
-                        subplot_titles=(f"train: a RandomResizedCrop at {train_res} px", f"test: {test_res} px, crop {crop_pct:g}",
+                        subplot_titles=(f"train: a RandomResizedCrop<br>at {train_res} px", f"test: {test_res} px,<br>crop {crop_pct:g}",
                                         "train / test apparent object size"))
     fig.add_trace(go.Image(source=data_uri(train)), 1, 1)
     fig.add_trace(go.Image(source=data_uri(test)), 1, 2)
@@ -167,8 +194,8 @@ def resolution_explore_figure(img: Image.Image, train_res: int = 160, test_res: 
     for col in (1, 2):
         fig.update_xaxes(visible=False, row=1, col=col)
         fig.update_yaxes(visible=False, row=1, col=col)
-    fig.update_layout(title=f"objects look {ratio:.2f}x as large in training as at test; equal at about {match:.0f} px",
-                      width=1150, height=380, margin=dict(t=80))
+    fit(fig, 470, title=f"objects look {ratio:.2f}x as large in training as at test; equal at about {match:.0f} px",
+        legend_below=True)
     return fig
 
 
@@ -179,8 +206,7 @@ def schedule_figure(recipe, batch_size: Optional[int] = None, grad_accum: Option
                     dataset_size: int = schedule.IMAGENET_TRAIN) -> go.Figure:
     curve, plan = schedule.lr_curve(recipe, batch_size, grad_accum=grad_accum, dataset_size=dataset_size)
     fig = go.Figure(go.Scatter(x=curve["epoch"], y=curve["lr"], mode="lines", name=recipe.name))
-    fig.update_layout(title=f"{recipe.name}: {plan.rule}", xaxis_title="epoch", yaxis_title="learning rate",
-                      width=900, height=380, title_font_size=12)
+    fit(fig, 400, title=f"{recipe.name}: {plan.rule}", xaxis_title="epoch", yaxis_title="learning rate")
     return fig
 
 
@@ -191,5 +217,5 @@ def cost_figure(table=None) -> go.Figure:
                          textposition="outside", showlegend=False), 1, 1)
     fig.add_trace(go.Bar(x=table["recipe"], y=table["reported_hours"], text=table["reported_hours"], textposition="outside",
                          showlegend=False), 1, 2)
-    fig.update_layout(width=900, height=360, title="the cost of A1, A2, A3")
+    fit(fig, 360, title="the cost of A1, A2, A3")
     return fig

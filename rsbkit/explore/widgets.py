@@ -1,6 +1,6 @@
 """Widget glue: sliders and dropdowns wired to the figure functions of ``plots``.
 
-Every explorer is ``Explorer(build, controls)``: a plotly FigureWidget drawn by
+Every explorer is ``Explorer(build, controls)``: a plotly figure drawn by
 ``build(**control values)``, redrawn whenever a control changes. No computation
 lives here; ``plots`` and the modules it calls hold it and are tested.
 """
@@ -16,28 +16,32 @@ from ..recipes import RECIPES
 from . import augment, images, plots
 
 
-def refresh(widget: go.FigureWidget, fig: go.Figure) -> None:
-    """Give `widget` the data and layout of `fig` (in place when the traces line up, so the view just updates)."""
-    with widget.batch_update():
-        if len(widget.data) == len(fig.data) and all(a.type == b.type for a, b in zip(widget.data, fig.data)):
-            for old, new in zip(widget.data, fig.data):
-                old.update(new.to_plotly_json(), overwrite=True)
-        else:
-            widget.data = []
-            widget.add_traces(list(fig.data))
-        widget.layout = fig.layout
+def plotly_bundle(fig: go.Figure) -> dict[str, Any]:
+    """The figure as JupyterLab's plotly renderer takes it: it fills the output area and follows its width."""
+    import json
+
+    return {"application/vnd.plotly.v1+json": json.loads(fig.to_json()), "text/plain": "<plotly figure>"}
 
 
 class Explorer:
-    """Controls above a FigureWidget that `build` redraws on every change."""
+    """Controls above a figure that `build` redraws on every change.
+
+    The figure is shown through an ``ipywidgets.Output`` with JupyterLab's plotly
+    renderer, which sizes it to the output area and follows the window (a plotly
+    ``FigureWidget`` keeps plotly's 700 px default when it renders before it is
+    placed). ``figure`` is the last one drawn.
+    """
 
     def __init__(self, build: Callable[..., go.Figure], controls: dict[str, W.ValueWidget], **fixed: Any):
         self.build, self.controls, self.fixed = build, controls, fixed
-        self.figure = go.FigureWidget(self.draw())
+        self.output = W.Output(layout=W.Layout(width="100%"))
         self.error = W.HTML()
+        self.figure = self.draw()
+        self._show()
         for control in controls.values():
             control.observe(self._changed, names="value")
-        self.ui = W.VBox([W.HBox(list(controls.values()), layout=W.Layout(flex_flow="row wrap")), self.error, self.figure])
+        self.ui = W.VBox([W.HBox(list(controls.values()), layout=W.Layout(flex_flow="row wrap")), self.error, self.output],
+                         layout=W.Layout(width="100%"))
 
     def values(self) -> dict[str, Any]:
         return {name: control.value for name, control in self.controls.items()}
@@ -45,9 +49,20 @@ class Explorer:
     def draw(self) -> go.Figure:
         return self.build(**self.fixed, **self.values())
 
+    def _show(self) -> None:
+        from IPython import get_ipython
+        from IPython.display import clear_output, display
+
+        if get_ipython() is None:  # plain Python (tests, scripts): the figure is in .figure
+            return
+        with self.output:
+            clear_output(wait=True)
+            display(plotly_bundle(self.figure), raw=True)
+
     def _changed(self, _change=None) -> None:
         try:
-            refresh(self.figure, self.draw())
+            self.figure = self.draw()
+            self._show()
             self.error.value = ""
         except Exception as exc:  # a bad combination shows a message, the widget stays alive
             self.error.value = f"<b style='color:#b00'>{type(exc).__name__}: {exc}</b>"
@@ -68,10 +83,21 @@ class Explorer:
         display(self.ui)
 
 
-def _slider(value, lo, hi, step, description, float_=True, **kw):
+# every control shows its whole label (its natural width) and gets room for it; the long form is its tooltip
+LABEL = {"description_width": "initial"}
+
+
+def _slider(value, lo, hi, step, description, float_=True, tooltip: str = "", **kw):
     cls = W.FloatSlider if float_ else W.IntSlider
     return cls(value=value, min=lo, max=hi, step=step, description=description, continuous_update=False,
-               style={"description_width": "initial"}, **kw)
+               style=LABEL, layout=W.Layout(width="400px"), tooltip=tooltip or description, **kw)
+
+
+def _control(cls, description: str, tooltip: str = "", width: str = "auto", **kw):
+    """Any other control with its label in full."""
+    if cls is W.Checkbox:
+        kw.setdefault("indent", False)
+    return cls(description=description, style=LABEL, layout=W.Layout(width=width), tooltip=tooltip or description, **kw)
 
 
 # ------------------------------------------------------------------ augmentations
@@ -83,11 +109,12 @@ def randaugment_explorer(imgs: dict, aa: str = "rand-m7-mstd0.5-inc1") -> Explor
 
     cfg = augment.parse_randaugment(aa)
     return Explorer(build, dict(
-        image=W.Dropdown(options=list(imgs), description="image"),
+        image=_control(W.Dropdown, "image", options=list(imgs)),
         m=_slider(int(cfg.magnitude), 0, 10, 1, "magnitude m", float_=False),
         mstd=_slider(float(cfg.magnitude_std), 0.0, 2.0, 0.1, "magnitude noise mstd"),
         n=_slider(cfg.num_ops, 1, 4, 1, "ops per image n", float_=False),
-        inc=W.Checkbox(value="Increasing" in "".join(cfg.ops), description="inc variants"),
+        inc=_control(W.Checkbox, "inc variants", "timm's increasing variants of the ops (inc1)",
+                     value="Increasing" in "".join(cfg.ops)),
         seed=_slider(0, 0, 50, 1, "seed", float_=False),
     ))
 
@@ -96,8 +123,8 @@ def op_explorer(imgs: dict) -> Explorer:
     increasing = augment.parse_randaugment("rand-inc1").ops
     ops = increasing + tuple(o for o in augment.parse_randaugment("rand-inc0").ops if o not in increasing)
     return Explorer(lambda image, op, magnitude: plots.op_figure(imgs[image], op, magnitude), dict(
-        image=W.Dropdown(options=list(imgs), description="image"),
-        op=W.Dropdown(options=list(ops), value="Rotate", description="op"),
+        image=_control(W.Dropdown, "image", options=list(imgs)),
+        op=_control(W.Dropdown, "op", options=list(ops), value="Rotate"),
         magnitude=_slider(7.0, 0.0, 10.0, 0.5, "magnitude"),
     ))
 
@@ -107,12 +134,12 @@ def rrc_explorer(imgs: dict) -> Explorer:
         return plots.rrc_figure(imgs[image], size, scale, ratio, hflip=hflip, seed=seed)
 
     return Explorer(build, dict(
-        image=W.Dropdown(options=list(imgs), description="image"),
+        image=_control(W.Dropdown, "image", options=list(imgs)),
         size=_slider(160, 32, 288, 16, "train resolution", float_=False),
-        scale=W.FloatRangeSlider(value=(0.08, 1.0), min=0.02, max=1.0, step=0.02, description="scale",
-                                 continuous_update=False),
-        ratio=W.FloatRangeSlider(value=(0.75, 1.33), min=0.3, max=3.0, step=0.01, description="ratio",
-                                 continuous_update=False),
+        scale=_control(W.FloatRangeSlider, "scale", "crop area range, as a fraction of the image", width="400px",
+                       value=(0.08, 1.0), min=0.02, max=1.0, step=0.02, continuous_update=False),
+        ratio=_control(W.FloatRangeSlider, "ratio", "crop aspect ratio range", width="400px",
+                       value=(0.75, 1.33), min=0.3, max=3.0, step=0.01, continuous_update=False),
         hflip=_slider(0.5, 0.0, 1.0, 0.1, "flip probability"),
         seed=_slider(0, 0, 50, 1, "seed", float_=False),
     ))
@@ -126,10 +153,10 @@ def mix_explorer(images_: images.ImageSet) -> Explorer:
         return plots.mix_pair_figure(images_, a, b, lam, mode, smoothing=smoothing, seed=seed)
 
     return Explorer(build, dict(
-        a=W.Dropdown(options=names, value=names[0], description="image a"),
-        b=W.Dropdown(options=names, value=names[1 % len(names)], description="image b"),
+        a=_control(W.Dropdown, "image a", options=names, value=names[0]),
+        b=_control(W.Dropdown, "image b", options=names, value=names[1 % len(names)]),
         lam=_slider(0.7, 0.0, 1.0, 0.01, "lambda"),
-        mode=W.ToggleButtons(options=["mixup", "cutmix"], description="mode"),
+        mode=_control(W.ToggleButtons, "mode", options=["mixup", "cutmix"]),
         smoothing=_slider(0.0, 0.0, 0.3, 0.05, "label smoothing"),
         seed=_slider(0, 0, 50, 1, "box seed", float_=False),
     ))
@@ -151,7 +178,8 @@ def presets(targets: dict[str, Explorer]) -> W.HBox:
 
     buttons = []
     for name in augment.PRESETS:
-        button = W.Button(description=f"{name} preset", tooltip=f"set every explorer to {name}'s augmentation")
+        button = W.Button(description=f"{name} preset", tooltip=f"set every explorer to {name}'s augmentation",
+                          layout=W.Layout(width="auto"))
         button.on_click(lambda _b, n=name: apply(n))
         buttons.append(button)
     return W.HBox(buttons)
@@ -168,10 +196,12 @@ def loss_explorer(num_classes: int = 5) -> Explorer:
     return Explorer(build, dict(
         lam=_slider(0.7, 0.0, 1.0, 0.05, "lambda (class 1 vs class 3)"),
         smoothing=_slider(0.0, 0.0, 0.3, 0.05, "label smoothing"),
-        threshold_on=W.Checkbox(value=False, description="BCE target threshold"),
+        threshold_on=_control(W.Checkbox, "use a BCE target threshold", "BCE: targets above the threshold become 1",
+                              value=False),
         threshold=_slider(0.2, 0.0, 0.9, 0.05, "threshold"),
         logit=_slider(2.0, -6.0, 6.0, 0.25, "logit"),
-        cls=W.Dropdown(options=list(range(num_classes)), value=1, description="of class"),
+        cls=_control(W.Dropdown, "of class", "the class whose logit the middle panel moves",
+                     options=list(range(num_classes)), value=1),
     ))
 
 
@@ -186,8 +216,10 @@ def resolution_explorer(img, measured=None) -> Explorer:
     else:
         train, test = dict(value=160, min=64, max=448, step=16), dict(value=224, min=64, max=448, step=16)
     return Explorer(build, dict(
-        train_res=W.IntSlider(description="train resolution", continuous_update=False, **train),
-        test_res=W.IntSlider(description="test resolution", continuous_update=False, **test),
+        train_res=_control(W.IntSlider, "train resolution", "RandomResizedCrop size in training (px)", width="400px",
+                           continuous_update=False, **train),
+        test_res=_control(W.IntSlider, "test resolution", "centre-crop size at test (px)", width="400px",
+                          continuous_update=False, **test),
         crop_pct=_slider(0.95, 0.5, 1.0, 0.025, "crop ratio"),
         scale_min=_slider(0.08, 0.02, 1.0, 0.02, "RRC scale min"),
         seed=_slider(0, 0, 50, 1, "crop seed", float_=False),
@@ -199,8 +231,10 @@ def schedule_explorer() -> Explorer:
         return plots.schedule_figure(RECIPES[recipe], batch_size, grad_accum)
 
     return Explorer(build, dict(
-        recipe=W.Dropdown(options=list(RECIPES), value="a3", description="recipe"),
-        batch_size=W.SelectionSlider(options=[64, 128, 256, 512, 1024, 2048, 4096], value=2048, description="batch size",
-                                     continuous_update=False),
-        grad_accum=W.Checkbox(value=False, description="accumulate gradients to the recipe's batch"),
+        recipe=_control(W.Dropdown, "recipe", options=list(RECIPES), value="a3"),
+        batch_size=_control(W.SelectionSlider, "batch size", "the global batch of the run", width="400px",
+                            options=[64, 128, 256, 512, 1024, 2048, 4096], value=2048, continuous_update=False),
+        grad_accum=_control(W.Checkbox, "accumulate to the recipe's batch",
+                            "accumulate gradients up to the batch the recipe's LR is for, instead of scaling the LR",
+                            value=False),
     ))
