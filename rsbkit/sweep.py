@@ -316,7 +316,7 @@ def _run_locked_point(notebook: Path, point: Point, *, kernel: str, env: Optiona
             logfile.flush()
         for start in range(1, KERNEL_STARTS + 1):
             begin = logfile.tell()
-            with subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}) as proc:
+            with subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **PAPERMILL_ENV, **(env or {})}) as proc:
                 if started is not None:
                     started(proc)
                 try:
@@ -362,6 +362,8 @@ def _keep_notebook(working: Path, output: Path) -> None:
         raise RunWriteError(write_failure(output, exc)) from exc
 
 
+# papermill warns that the working copy's name (.NAME.ipynb.partial) does not end in .ipynb; it is renamed at the end
+PAPERMILL_ENV = {"PYTHONWARNINGS": "ignore:The specified file:UserWarning"}
 KERNEL_STARTS = 3  # tries when a kernel dies at start-up because a port it was given got taken
 
 

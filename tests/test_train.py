@@ -53,7 +53,8 @@ def test_lr_in_the_loop_follows_timm_schedule(tmp_path, smoke_recipe):
 
 
 def test_resume_gives_identical_weights_and_metrics(tmp_path, smoke_recipe):
-    recipe = smoke_recipe.replace(epochs=2, warmup_epochs=1, drop_path=0.1)  # drop path: RNG inside the model too
+    # drop path: RNG inside the model too; 3 repeats: 4 accumulated forward passes per step, RepeatAugSampler's order
+    recipe = smoke_recipe.replace(epochs=2, warmup_epochs=1, drop_path=0.1, aug_repeats=3)
     train(recipe, "default", tmp_path / "straight", log=quiet, **SMALL)
     train(recipe.replace(epochs=1), "default", tmp_path / "tmp", log=quiet, **SMALL)  # stops after epoch 1 ...
     # ... which is what a 2-epoch run interrupted after its first epoch leaves behind

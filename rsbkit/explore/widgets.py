@@ -50,14 +50,9 @@ class Explorer:
         return self.build(**self.fixed, **self.values())
 
     def _show(self) -> None:
-        from IPython import get_ipython
-        from IPython.display import clear_output, display
-
-        if get_ipython() is None:  # plain Python (tests, scripts): the figure is in .figure
-            return
-        with self.output:
-            clear_output(wait=True)
-            display(plotly_bundle(self.figure), raw=True)
+        # the Output widget's outputs set in one assignment: no capture context, nothing for a kernel client
+        # (papermill's nbclient) to route, and the old figure goes as the new one arrives
+        self.output.outputs = ({"output_type": "display_data", "data": plotly_bundle(self.figure), "metadata": {}},)
 
     def _changed(self, _change=None) -> None:
         try:
