@@ -70,13 +70,36 @@ def _sigterm_interrupts():
         return
 
     def handler(signum, frame):
-        raise Terminated(f"signal {signal.Signals(signum).name}")
+        name = f"signal {signal.Signals(signum).name}"
+        if _held["depth"]:  # inside a checkpoint or record write: stop once it is whole
+            _held["pending"] = name
+            return
+        raise Terminated(name)
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+_held: dict[str, Any] = {"depth": 0, "pending": None}
+
+
+@contextlib.contextmanager
+def _writes_whole():
+    """Hold a SIGTERM until the block ends: an exception raised inside torch.save leaves its zip
+    writer broken (RuntimeError), which would record a preempted run as failed and lose the
+    checkpoint being written. The signal then stops the run right after the block."""
+    _held["depth"] += 1
+    try:
+        yield
+    finally:
+        _held["depth"] -= 1
+        pending = _held["pending"] if not _held["depth"] else None
+        if pending:
+            _held["pending"] = None
+            raise Terminated(pending)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -358,13 +381,14 @@ def _train(recipe, data, out_dir, job, held, *, device, workers, resume, progres
             history.append(row)
             new_best = best is None or row["val_top1"] > best["val_top1"]
             best = row if new_best else best
-            if job.main:  # the weights are the same in every process
-                if new_best:
-                    save_checkpoint(run.best, {**checkpoint(epoch + 1), "optimizer": None})
-                save_checkpoint(run.last, {**checkpoint(epoch + 1), "optimizer": optimizer.state_dict(),
-                                           "scaler": scaler.state_dict() if scaler else None})
-                write_metrics(run, history)
-            record("running")
+            with _writes_whole():
+                if job.main:  # the weights are the same in every process
+                    if new_best:
+                        save_checkpoint(run.best, {**checkpoint(epoch + 1), "optimizer": None})
+                    save_checkpoint(run.last, {**checkpoint(epoch + 1), "optimizer": optimizer.state_dict(),
+                                               "scaler": scaler.state_dict() if scaler else None})
+                    write_metrics(run, history)
+                record("running")
             if progress != "none":
                 log(_epoch_line(row, epochs))
             if on_epoch is not None:

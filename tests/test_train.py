@@ -191,3 +191,24 @@ def test_ema_is_evaluated_and_saved(tmp_path, smoke_recipe):
     row = load_run(tmp_path / "run")["metrics"][0]
     assert row["ema_top1"] is not None and result["status"] == "completed"
     assert load_checkpoint(tmp_path / "run" / "best.pt")["ema"] is not None
+
+
+def test_sigterm_during_a_checkpoint_write_stops_after_it(tmp_path, smoke_recipe, monkeypatch):
+    """Preemption in the middle of torch.save: the checkpoint is finished first (an exception inside torch.save
+    breaks its zip writer), then the run stops as interrupted."""
+    import os
+    import signal
+
+    real_save = rtrain.save_checkpoint
+
+    def save_while_signalled(path, state):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered while the checkpoint is being written
+        real_save(path, state)
+
+    monkeypatch.setattr(rtrain, "save_checkpoint", save_while_signalled)
+    with pytest.raises(rtrain.Terminated, match="SIGTERM"):
+        train(smoke_recipe.replace(epochs=3), "default", tmp_path / "run", log=quiet, **SMALL)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")  # whole, and the epoch's
+    assert state["epoch"] == 1
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["error"] == "Terminated: signal SIGTERM"
