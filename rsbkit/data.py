@@ -351,11 +351,15 @@ def epoch_order(dataset: Dataset, recipe: Recipe, seed: int) -> list[int]:
     RepeatAugSampler when the recipe repeats augmentations (each image `aug_repeats`
     times in a row, len(dataset) rounded down to a multiple of 256 samples in all),
     else by torch's DistributedSampler (a permutation); both with ``num_replicas=1``."""
+    return list(_order_sampler(dataset, recipe, seed))
+
+
+def _order_sampler(dataset: Dataset, recipe: Recipe, seed: int) -> Sampler[int]:
     if recipe.aug_repeats:
         sampler = RepeatAugSampler(dataset, num_replicas=1, rank=0, num_repeats=recipe.aug_repeats)
         sampler.set_epoch(seed)  # timm seeds its shuffle with the epoch alone
-        return list(sampler)
-    return list(DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed))
+        return sampler
+    return DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
 
 
 class StepSampler(Sampler[int]):
@@ -402,9 +406,7 @@ def train_sampler(dataset: Dataset, recipe: Recipe, plan: BatchPlan, *, seed: in
 
 def epoch_images(data: Data, recipe: Recipe) -> int:
     """Samples in one epoch's order over all processes (RepeatAugSampler keeps a multiple of 256)."""
-    if recipe.aug_repeats:
-        return len(RepeatAugSampler(data.train, num_replicas=1, rank=0, num_repeats=recipe.aug_repeats))
-    return len(data.train)
+    return len(_order_sampler(data.train, recipe, seed=0))
 
 
 def eval_shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:

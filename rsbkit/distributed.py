@@ -149,20 +149,19 @@ def on_main(job: Dist, action: Callable[[], object]) -> None:
     same message, so no rank is left waiting for a rank 0 that stopped (e.g. on a locked run folder)."""
     from .errors import RsbkitError, RunError
 
-    message = None
+    if not job.enabled:
+        action()
+        return
+    error = None
     if job.main:
         try:
             action()
         except RsbkitError as exc:
-            if not job.enabled:
-                raise
-            message = (exc, str(exc))
-    if not job.enabled:
-        return
-    box = [message[1] if message else None]
+            error = exc
+    box = [None if error is None else str(error)]
     dist.broadcast_object_list(box, src=0)
-    if message:
-        raise message[0]
+    if error is not None:
+        raise error
     if box[0] is not None:
         raise RunError(f"rank 0 stopped: {box[0]}")
 

@@ -26,7 +26,11 @@ class RunError(RsbkitError):
 
 
 class RunLockedError(RunError):
-    """Another process writes into this run folder (it holds the folder's lock)."""
+    """Another process writes into this run folder (it holds the folder's lock); `holder` says who."""
+
+    def __init__(self, message: str, holder: str = ""):
+        super().__init__(message)
+        self.holder = holder
 
 
 class RunWriteError(RunError, OSError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -268,8 +267,7 @@ def _check(r: Recipe) -> None:
     if not _is_timm_model(r.model):
         raise RecipeError(_unknown("model", r.model, _timm_models()))
     if r.aa:
-        _check_aa(r.aa)
-        _check_magnitude(r.aa)
+        _check_magnitude(r.aa, _check_aa(r.aa))
 
 
 @functools.cache
@@ -295,18 +293,17 @@ def _is_timm_model(name: str) -> bool:
 
 
 @functools.cache
-def _check_aa(aa: str) -> None:
-    """Parse the string with the timm function that will apply it."""
+def _check_aa(aa: str):
+    """Parse the string with the timm function that will apply it; return what timm built."""
     from timm.data import auto_augment as taa
 
     hparams = dict(translate_const=100, img_mean=(124, 116, 104))
     try:
         if aa.startswith("rand"):
-            taa.rand_augment_transform(aa, hparams)
-        elif aa.startswith("augmix"):
-            taa.augment_and_mix_transform(aa, hparams)
-        else:
-            taa.auto_augment_transform(aa, hparams)
+            return taa.rand_augment_transform(aa, hparams)
+        if aa.startswith("augmix"):
+            return taa.augment_and_mix_transform(aa, hparams)
+        return taa.auto_augment_transform(aa, hparams)
     except Exception as exc:  # timm raises AssertionError, KeyError or ValueError here
         raise RecipeError(
             f"aa={aa!r} is not a timm augmentation string ({type(exc).__name__}: {exc}); "
@@ -314,13 +311,15 @@ def _check_aa(aa: str) -> None:
         ) from None
 
 
-def _check_magnitude(aa: str) -> None:
-    """timm clips RandAugment magnitudes at 10 unless the string sets mmax: refuse a magnitude that would not act."""
-    if not aa.startswith("rand"):
+def _check_magnitude(aa: str, built) -> None:
+    """timm clips RandAugment magnitudes at 10 unless the string sets mmax: refuse a magnitude that would not act.
+    `built` is timm's transform for `aa` (its RandAugment ops carry the parsed magnitude and mmax)."""
+    from timm.data.auto_augment import RandAugment
+
+    if not isinstance(built, RandAugment):
         return
-    parts = dict(re.match(r"([a-z]*)(.*)", p).groups() for p in aa.split("-")[1:])  # timm's key-value split
-    m = float(parts.get("m", 10))
-    if m > 10 and "mmax" not in parts:
+    m, mmax = built.ops[0].magnitude, built.ops[0].magnitude_max
+    if m > 10 and mmax is None:
         raise RecipeError(
             f"aa={aa!r}: timm clips RandAugment magnitudes at 10 unless mmax is given, so m{m:g} would act as m10; "
             f"write {aa}-mmax{m:g} for the magnitude at its value (TF's RandAugment, as ResNet-RS), or m10"

@@ -155,24 +155,21 @@ class RunLock:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = self._read_holder()
-                    os.close(self._fd)
-                    self._fd = None
+                    self.release()
                     waited = f" (waited {timeout:g} s)" if timeout else ""
                     raise RunLockedError(
                         f"{what} {Path(folder)} is in use by another writer{waited}: {holder}. Wait for it to end, or "
-                        "choose another out_dir; the lock goes when that process ends, even if it is killed"
+                        "choose another out_dir; the lock goes when that process ends, even if it is killed", holder
                     ) from None
                 time.sleep(min(0.5, max(0.01, deadline - time.monotonic())))
             except OSError as exc:  # ENOLCK, EINVAL: a file system without flock (Lustre noflock, NFS without lockd)
-                os.close(self._fd)
-                self._fd = None
+                self.release()
                 raise RunError(
                     f"cannot lock {self.path}: {exc.strerror or exc}; this file system does not support flock, so rsbkit "
                     "cannot keep a second writer out. Mount it with lock support (NFS with lockd, Lustre -o flock) "
                     "or use an out_dir on a local disk"
                 ) from None
-        self.holder = dict(host=platform.node(), pid=os.getpid(), started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                           command=command_line())
+        self.holder = writer_record()
         try:
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, (json.dumps(self.holder) + "\n").encode(), 0)
@@ -200,6 +197,11 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def writer_record() -> dict[str, Any]:
+    """Who is writing: this host, process, the time it started writing, and its command line."""
+    return dict(host=platform.node(), pid=os.getpid(), started=time.strftime("%Y-%m-%dT%H:%M:%S"), command=command_line())
 
 
 def command_line() -> str:

@@ -445,17 +445,18 @@ def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print
         slot = slots.get()
         try:
             env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if len(gpus) > 1 else None
-            said = []
+            said = False
 
             def started(_proc) -> None:  # the point's lock is held and it was not completed: it runs here
+                nonlocal said
                 if not said:  # once, also when a kernel that could not bind its port is started again
-                    said.append(log(f"  start {point.name}" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if env else "")))
+                    said = True
+                    log(f"  start {point.name}" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if env else ""))
 
             try:
                 res = run_point(sweep.notebook, point, kernel=sweep.kernel, env=env, skip_completed=True, started=started)
             except RunLockedError as exc:
-                holder = str(exc).split("writer: ", 1)[-1].split(". Wait")[0]
-                log(f"  skip {point.name}: another process is running it ({holder})")
+                log(f"  skip {point.name}: another process is running it ({exc.holder})")
                 return PointResult(point.name, SKIPPED_RUNNING, None, 0.0, point.run_dir, point.run_dir / sweep.notebook.name)
             except RsbkitError as exc:  # its folder could not be written: the other points go on
                 res = PointResult(point.name, "failed", str(exc), 0.0, point.run_dir, point.run_dir / sweep.notebook.name)

@@ -18,8 +18,6 @@ import contextlib
 import functools
 import json
 import math
-import os
-import platform
 import random
 import resource
 import signal
@@ -47,12 +45,12 @@ from .recipes import Recipe, load_recipe, lr_scaling, plan_batch
 from .runs import (
     RunFolder,
     RunLock,
-    command_line,
     default_run_dir,
     environment,
     write_metrics,
     write_recipe,
     write_result,
+    writer_record,
 )
 
 PROGRESS = ("auto", "bar", "line", "none")
@@ -177,8 +175,7 @@ def _train(recipe, data, out_dir, job, held, *, device, workers, resume, progres
     if resume and not run.last.exists():
         raise RunError(f"nothing to resume: {run.last} does not exist")
     attempts = _earlier_attempts(run) if resume else []
-    attempts.append(dict(host=platform.node(), pid=os.getpid(), started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         command=command_line(), resume=resume, world_size=job.world_size))
+    attempts.append({**writer_record(), "resume": resume, "world_size": job.world_size})
     cuda = device.type == "cuda"
     workers = default_workers(device) if workers is None else workers
     amp_dtype = getattr(torch, recipe.amp_dtype) if (cuda and recipe.amp) else None
