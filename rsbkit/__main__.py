@@ -1,4 +1,4 @@
-"""Command line: ``python -m rsbkit {recipe,train,evaluate,data,run,sweep} ...``.
+"""Command line: ``python -m rsbkit {recipe,train,evaluate,data,run,sweep,bench} ...``.
 
 Bad input prints one line (``rsbkit: error: ...``) and exits with status 2; no traceback.
 ``train`` runs under torchrun as it is: ``torchrun --nproc_per_node=N -m rsbkit train CONFIG.yaml ...``.
@@ -89,11 +89,29 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--constraint", default=None, help="Slurm --constraint, e.g. h100")
     c.add_argument("--max-requeues", type=int, default=3, help="time-outs a point may resume from")
     c.add_argument("--no-wait", action="store_true", help="slurm: submit and return (rerun the sweep later to collect)")
+
+    p = sub.add_parser("bench", help="images/s of the model step, the input path and training end to end; writes a JSON")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: seconds on a CPU")
+    p.add_argument("--device", default=None, help="cuda, cpu or auto (default)")
+    p.add_argument("--data", default=None,
+                   help="dataset for the input and end-to-end entries: your ImageNet folder, 'default', or 'jpegs' "
+                        "(a folder of ImageNet-like JPEGs this command writes; the default on CUDA)")
+    p.add_argument("--recipe", default=None, help="recipe name or YAML (default: a3 on CUDA, params/demo.yaml on CPU)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--res", type=int, default=None, help="train resolution, px")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model step")
+    p.add_argument("--steps", type=int, default=None, help="measured steps per entry")
+    p.add_argument("--workers", type=int, default=None, help="loader workers (default: from the cores)")
+    p.add_argument("--jpegs", type=int, default=None, help="files in the generated JPEG folder (default 4096)")
+    p.add_argument("--out", default="benchmarks/results", help="folder of the JSON files")
+    p.add_argument("--cache", default=None, help="where the generated JPEGs are kept (default ~/.cache/rsbkit/bench)")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for records
     try:
         return _run(args)
     except RsbkitError as exc:
@@ -190,6 +208,13 @@ def _run(args: argparse.Namespace) -> int:
             if table is None:
                 return 0
         return 1 if (table["status"] == "failed").any() else 0
+    if args.command == "bench":
+        import shlex
+
+        from .bench import config_from_args, run_bench
+
+        run_bench(config_from_args(args), args.out, cache=args.cache, command=shlex.join(["python", "-m", "rsbkit", *args.argv]))
+        return 0
     raise AssertionError(args.command)
 
 

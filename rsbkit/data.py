@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from timm.data import Mixup, create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
+from timm.data.transforms import RandomResizedCropAndInterpolation
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
@@ -323,27 +324,268 @@ def train_loader(
     pin_memory: bool = False,
     rank: int = 0,
 ) -> DataLoader:
-    """One epoch's loader for process `rank` of ``plan.world_size``, yielding its micro-batches
-    in order (see :class:`StepSampler`). `seed` fixes the order and every worker's
-    augmentation RNG, so an epoch is reproducible on its own: what exact resume
-    relies on. With ``workers=0`` the transforms run in this process and draw from
-    its global RNGs, which train() seeds from the same value."""
-    dataset = Transformed(data.train, train_transform(recipe))
-    sampler = train_sampler(dataset, recipe, plan, seed=seed, rank=rank)
-    generator = torch.Generator().manual_seed((seed + rank) % 2**63)  # ranks augment differently
-    return DataLoader(
-        dataset,
-        batch_size=plan.micro_batch,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=pin_memory,
-        drop_last=True,
-        generator=generator,  # draws the workers' base seed
-        # NOTE: persistent workers would carry RNG state across epochs and break exact resume;
-        # restarting them costs about a second per epoch.
-        persistent_workers=False,
-    )
+    """One epoch's loader on the loader path (timm's per-image transform in the workers) for process
+    `rank` of ``plan.world_size``, yielding its micro-batches in order (see :class:`StepSampler`).
+    Training keeps one :class:`TrainInput` for the whole run instead; this is the same loader,
+    set to the epoch drawn from `seed`."""
+    source = TrainInput(data, recipe, plan, augment_on="loader", workers=workers, pin_memory=pin_memory, rank=rank)
+    source.sampler.set_epoch(seed)
+    return source.loader
+
+
+def sample_seed(epoch_seed: int, position: int) -> int:
+    """The seed of one sample's augmentation: a 32-bit mix (splitmix64's finaliser) of the epoch's seed
+    and the sample's position in the epoch's order. The position, not the image: the copies of a
+    repeated image differ; and not the process: a sample is augmented alike on any number of them."""
+    z = (epoch_seed * 0x9E3779B97F4A7C15 + position + 1) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) & 0xFFFFFFFF
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Process `rank`'s keys for the epoch set with :meth:`set_epoch`: ``(index, sample seed)`` in
+    :class:`StepSampler`'s order. One sampler serves every epoch of a persistent loader: the
+    DataLoader reads it again at each epoch's start, in the main process."""
+
+    def __init__(self, dataset: Dataset, recipe: Recipe, plan: BatchPlan, rank: int = 0):
+        self.dataset, self.recipe, self.plan, self.rank = dataset, recipe, plan, rank
+        self.keys: list[tuple[int, int]] = []
+
+    def set_epoch(self, epoch_seed: int) -> None:
+        steps = StepSampler(epoch_order(self.dataset, self.recipe, epoch_seed), self.plan, self.rank)
+        self.keys = [(i, sample_seed(epoch_seed, p)) for i, p in zip(steps.indices, steps.positions)]
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class _Seeded:
+    """Seeds the global RNGs that timm's transforms draw from (``random``, numpy, torch's CPU
+    generator) from a sample's seed. In a loader worker the state is simply replaced; in the
+    training process (``workers=0``) it is put back after, so mixup and drop path keep their own."""
+
+    def __init__(self, seed: int, numpy_and_torch: bool = True):
+        self.seed, self.all = seed, numpy_and_torch
+
+    def __enter__(self):
+        import random
+
+        from torch.utils.data import get_worker_info
+
+        self.saved = None
+        if get_worker_info() is None:
+            self.saved = (random.getstate(), np.random.get_state() if self.all else None,
+                          torch.random.default_generator.get_state() if self.all else None)
+        random.seed(self.seed)
+        if self.all:
+            np.random.seed(self.seed)
+            torch.random.default_generator.manual_seed(self.seed)  # the CPU generator only: CUDA's stay as they are
+
+    def __exit__(self, *exc):
+        import random
+
+        if self.saved is not None:
+            random.setstate(self.saved[0])
+            if self.all:
+                np.random.set_state(self.saved[1])
+                torch.random.default_generator.set_state(self.saved[2])
+
+
+class SeededTransform(Dataset):
+    """Items ``(index, seed)``: the image at `index`, through `transform` with every RNG seeded from `seed`."""
+
+    def __init__(self, base: Dataset, transform: Callable, numpy_and_torch: bool = True):
+        self.inner, self.numpy_and_torch = Transformed(base, transform), numpy_and_torch
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with _Seeded(seed, self.numpy_and_torch):
+            return self.inner[index]
+
+
+class _CropToUint8:
+    """timm's RandomResizedCrop, then the crop as a uint8 (3, H, W) tensor."""
+
+    def __init__(self, crop: Callable):
+        self.crop = crop
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.crop(img), dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+class ArrayBatches(Dataset):
+    """Whole images of an :class:`ArrayImages` (or a Subset of one) as uint8 ``(3, H, W)`` tensors,
+    fetched a micro-batch at a time with one array index (``__getitems__``): no PIL, no per-image
+    work; the device crops them."""
+
+    def __init__(self, base: Dataset):
+        indices = None
+        if isinstance(base, Subset):
+            base, indices = base.dataset, np.asarray(base.indices)
+        self.images, self.labels, self.indices = base.images, base.labels, indices
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.images)
+
+    def __getitems__(self, keys: list[tuple[int, int]]):
+        rows = np.fromiter((k[0] for k in keys), dtype=np.int64, count=len(keys))
+        if self.indices is not None:
+            rows = self.indices[rows]
+        images = torch.from_numpy(self.images[rows])
+        images = images.unsqueeze(1).expand(-1, 3, -1, -1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+        return [(images.contiguous(), torch.from_numpy(self.labels[rows]))]
+
+    def __getitem__(self, key: tuple[int, int]):
+        return self.__getitems__([key])[0]
+
+
+def _collate_arrays(batch):
+    images, labels = batch[0]
+    return images, labels, []
+
+
+class EncodedFiles(Dataset):
+    """The bytes of image files as uint8 tensors, for decoding on the training device."""
+
+    def __init__(self, base: ImageFiles):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]):
+        path, label = self.base.samples[key[0]]
+        try:
+            with open(path, "rb") as f:
+                return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8), label, path
+        except OSError as exc:
+            return SkippedImage(path, f"{type(exc).__name__}: {exc}")
+
+
+def _collate_encoded(batch):
+    skipped = [b for b in batch if isinstance(b, SkippedImage)]
+    good = [b for b in batch if not isinstance(b, SkippedImage)]
+    if not good:
+        return None, None, skipped
+    return ([b[0] for b in good], [b[2] for b in good]), torch.tensor([b[1] for b in good]), skipped
+
+
+def _files_of(dataset: Dataset) -> Optional[ImageFiles]:
+    return dataset if isinstance(dataset, ImageFiles) else None
+
+
+def _arrays_of(dataset: Dataset) -> bool:
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return isinstance(base, ArrayImages) and base.images.ndim in (3, 4) and (base.images.ndim == 3 or base.images.shape[3] == 3)
+
+
+def input_kind(data: Data, recipe: Recipe, augment_on: str, decode_on: str, device: torch.device) -> str:
+    """What the loader hands the training process:
+
+    - ``loader``: float images, timm's whole per-image transform done in the workers;
+    - ``arrays``: whole same-size images as uint8 (in-memory arrays); the device crops them;
+    - ``encoded``: file bytes; the device decodes (``decode_jpeg``, nvJPEG on CUDA) and crops;
+    - ``crops``: uint8 crops at ``train_res`` (decoded and cropped with timm's RandomResizedCrop
+      in the workers); the device flips, RandAugments and normalises.
+    """
+    if augment_on == "loader":
+        return "loader"
+    if _arrays_of(data.train):
+        return "arrays"
+    if _files_of(data.train) is not None and (decode_on == "device" or (decode_on == "auto" and device.type == "cuda")):
+        return "encoded"
+    if decode_on == "device":
+        raise DataError(f"decode_on: device needs a folder dataset of image files; {data.name} is not one. "
+                        "Set decode_on: auto or loader")
+    return "crops"
+
+
+class TrainInput:
+    """The training input of one process for a whole run: a persistent loader (workers live across
+    epochs, prefetching) and, on the device path, the augmentation after it.
+
+    ``for images, labels, skipped in source.epoch(seed, device, generator)`` yields micro-batches
+    ready for the model (normalised floats on `device`, timm's Mixup not yet applied). Each
+    sample's augmentation in the loader is seeded from (epoch seed, position in the epoch), and the
+    device's from `generator`, which the caller seeds per epoch: an epoch is the same whether or
+    not the run was resumed before it, with any number of workers.
+    """
+
+    def __init__(self, data: Data, recipe: Recipe, plan: BatchPlan, *, augment_on: str = "loader",
+                 decode_on: str = "auto", device: Union[str, torch.device] = "cpu", workers: int = 0,
+                 pin_memory: bool = False, rank: int = 0, channels_last: bool = False, prefetch: int = 4):
+        from .augment import DeviceAugment
+
+        device = torch.device(device)
+        self.kind = input_kind(data, recipe, augment_on, decode_on, device)
+        self.device, self.channels_last = device, channels_last
+        collate_fn = collate
+        self.augment = None
+        if self.kind == "loader":
+            dataset = SeededTransform(data.train, train_transform(recipe))
+        elif self.kind == "arrays":
+            dataset, collate_fn = ArrayBatches(data.train), _collate_arrays
+        elif self.kind == "encoded":
+            dataset, collate_fn = EncodedFiles(_files_of(data.train)), _collate_encoded
+        else:
+            crop = RandomResizedCropAndInterpolation(recipe.train_res, scale=tuple(recipe.scale), ratio=tuple(recipe.ratio),
+                                                     interpolation=recipe.train_interpolation)
+            dataset = SeededTransform(data.train, _CropToUint8(crop), numpy_and_torch=False)  # timm's crop draws from `random`
+        if self.kind != "loader":
+            self.augment = DeviceAugment(recipe, crop=self.kind != "crops", channels_last=channels_last)
+        self.sampler = EpochSampler(data.train, recipe, plan, rank)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=plan.micro_batch,
+            sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=collate_fn,
+            pin_memory=pin_memory and self.kind != "encoded",
+            drop_last=True,
+            persistent_workers=workers > 0,  # each sample is seeded by its key: no RNG state carries over
+            prefetch_factor=prefetch if workers > 0 else None,
+            # the workers' base seed (unused: samples are seeded by their keys) is drawn from this generator when the
+            # loader starts, not from torch's global one, which drop path draws from after a resume as without it
+            generator=torch.Generator().manual_seed(rank),
+        )
+
+    def epoch(self, epoch_seed: int, generator: Optional[torch.Generator] = None):
+        from .augment import decode_images
+
+        self.sampler.set_epoch(epoch_seed)
+        for images, labels, skipped in self.loader:
+            if images is None:
+                yield None, None, skipped
+                continue
+            if self.kind == "encoded":
+                encoded, paths = images
+                images, bad = decode_images(encoded, self.device)
+                if bad:
+                    keep = torch.ones(len(labels), dtype=torch.bool)
+                    keep[[i for i, _ in bad]] = False
+                    labels = labels[keep]
+                    skipped = skipped + [SkippedImage(paths[i], reason) for i, reason in bad]
+                    if not images:
+                        yield None, None, skipped
+                        continue
+            else:
+                images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            if self.augment is not None:
+                images = self.augment(images, generator)
+            elif self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, labels, skipped
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 def epoch_order(dataset: Dataset, recipe: Recipe, seed: int) -> list[int]:
@@ -385,12 +627,13 @@ class StepSampler(Sampler[int]):
     def __init__(self, order: Sequence[int], plan: BatchPlan, rank: int = 0):
         step, micro, world = plan.effective_batch, plan.micro_batch, plan.world_size
         slots = world * plan.accum_steps
-        self.indices = [
-            order[k * step + s + slots * j]
+        self.positions = [  # positions in the epoch's order, the same on any number of processes
+            k * step + s + slots * j
             for k in range(len(order) // step)
             for s in range(rank, slots, world)
             for j in range(micro)
         ]
+        self.indices = [order[p] for p in self.positions]
 
     def __iter__(self):
         return iter(self.indices)
@@ -422,4 +665,5 @@ def eval_loader(dataset: Dataset, transform: Callable, *, batch_size: int, worke
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin_memory,
+        persistent_workers=workers > 0,  # training evaluates through the same loader every epoch
     )

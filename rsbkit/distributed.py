@@ -25,6 +25,7 @@ from typing import Optional, Union
 import torch
 import torch.distributed as dist
 
+from .devices import pick_device
 from .errors import DistributedError
 
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -108,8 +109,6 @@ def setup(device: Union[str, torch.device, None], backend: Optional[str] = None,
     `device` as given (``auto``: CUDA when present). `job`: :func:`launcher_env`'s
     answer when the caller already has it.
     """
-    from .evaluate import pick_device
-
     job = launcher_env() if job is None else job
     device = pick_device(device)
     if not job.enabled:

@@ -5,8 +5,6 @@ tables from ``resolution_sweep``.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -16,46 +14,12 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint
 from .data import Data, eval_loader, eval_transform, load_data
+from .devices import autocast, default_workers, pick_device
 from .errors import CheckpointError, DataError
 from .models import create_model
 from .recipes import Recipe
 
 
-def pick_device(device: Union[str, torch.device, None] = None) -> torch.device:
-    """``None``/``"auto"``: CUDA when there is one, else CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DataError("device 'cuda' asked for, but torch sees no CUDA GPU; use device='cpu' or 'auto'")
-    return device
-
-
-def device_name(device: torch.device, processes: int = 1) -> str:
-    """The device in words, for labelling measured speeds: GPU model, or CPU and its threads."""
-    import platform
-
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
-    return name if processes == 1 else f"{processes} processes x {name}"
-
-
-def autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    """Mixed precision on CUDA when `dtype` is given; float32 otherwise."""
-    if device.type == "cuda" and dtype is not None:
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
-def default_workers(device: torch.device) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    # on CPU the model step needs the cores too: one loader worker overlaps decode with compute
-    return min(8, cores) if device.type == "cuda" else min(1, cores - 1)
-
-
-@torch.no_grad()
 def evaluate_loader(
     model: torch.nn.Module,
     loader: Iterable,
@@ -70,10 +34,27 @@ def evaluate_loader(
 
     `reduce` sums the counts over processes when each evaluated a shard.
     """
-    model.eval()
-    correct1 = torch.zeros((), device=device)
-    correct5 = torch.zeros((), device=device)
-    loss_sum = torch.zeros((), device=device)
+    return evaluate_models({"model": model}, loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
+                           real_labels=real_labels, reduce=reduce)["model"]
+
+
+@torch.no_grad()
+def evaluate_models(
+    models: dict[str, torch.nn.Module],
+    loader: Iterable,
+    device: torch.device,
+    *,
+    amp_dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+    real_labels: Any = None,
+    reduce: Optional[Callable[[list[float]], list[float]]] = None,
+) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate_loader` for several models (a model and its EMA) on the same decoded batches:
+    the validation set is read once. Counts stay on the device until the end. `real_labels`
+    scores the first model."""
+    for model in models.values():
+        model.eval()
+    sums = {name: torch.zeros(3, device=device, dtype=torch.float64) for name in models}  # top-1, top-5, loss
     n, skipped = 0, []
     for images, labels, skipped_batch in loader:
         skipped += skipped_batch
@@ -83,25 +64,29 @@ def evaluate_loader(
         labels = labels.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp_dtype):
-            logits = model(images)
-        logits = logits.float()
-        # cross-entropy on hard labels whatever the training loss, as timm's validate.py reports
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top[:, 0] == labels).sum()
-        correct5 += (top == labels[:, None]).any(dim=1).sum()
+        for k, (name, model) in enumerate(models.items()):
+            with autocast(device, amp_dtype):
+                logits = model(images)
+            logits = logits.float()
+            # cross-entropy on hard labels whatever the training loss, as timm's validate.py reports
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            sums[name] += torch.stack([(top[:, 0] == labels).sum(), (top == labels[:, None]).any(dim=1).sum(),
+                                       F.cross_entropy(logits, labels, reduction="sum")]).double()
+            if real_labels is not None and k == 0:
+                real_labels.add_result(logits)
         n += len(labels)
-        if real_labels is not None:
-            real_labels.add_result(logits)
-    counts = [correct1.item(), correct5.item(), loss_sum.item(), n]
-    c1, c5, loss, n = reduce(counts) if reduce is not None else counts
-    if n == 0:
-        raise DataError("evaluation saw no readable images")
-    out = dict(top1=100 * c1 / n, top5=100 * c5 / n, loss=loss / n, images=int(n), skipped=[s.path for s in skipped])
+    out = {}
+    for name, total in sums.items():
+        counts = total.tolist() + [n]
+        c1, c5, loss, seen = reduce(counts) if reduce is not None else counts
+        if seen == 0:
+            raise DataError("evaluation saw no readable images")
+        out[name] = dict(top1=100 * c1 / seen, top5=100 * c5 / seen, loss=loss / seen, images=int(seen),
+                         skipped=[s.path for s in skipped])
     if real_labels is not None:
-        out["real_top1"] = real_labels.get_accuracy(k=1)
-        out["real_top5"] = real_labels.get_accuracy(k=5)
+        first = next(iter(out))
+        out[first]["real_top1"] = real_labels.get_accuracy(k=1)
+        out[first]["real_top5"] = real_labels.get_accuracy(k=5)
     return out
 
 

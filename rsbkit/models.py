@@ -141,7 +141,7 @@ def measure_speed(model: nn.Module, res: int, *, batch: int, device: torch.devic
                   warmup: int = 3, amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False) -> dict[str, Any]:
     """Images per second of training steps (forward, backward, SGD step) or inference, timed between
     device synchronisations after `warmup` untimed steps; peak CUDA memory in MiB (None on CPU)."""
-    from .evaluate import autocast
+    from .devices import autocast
 
     x = torch.randn(batch, 3, res, res, device=device)
     if channels_last:
@@ -180,7 +180,7 @@ def profile(name: str, res: int, *, width: float = 1.0, num_classes: int = 1000,
             amp: bool = True) -> dict[str, Any]:
     """One row of an architecture table: parameters (M), GMACs at `res`, training and inference
     images/s and peak training memory, measured here. Errors become the row's ``error``."""
-    from .evaluate import device_name, pick_device
+    from .devices import device_name, pick_device
 
     device = pick_device(device)
     cuda = device.type == "cuda"

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .data import Data, load_data
+from .devices import pick_device
 from .errors import RunError
-from .evaluate import pick_device
 from .recipes import Recipe, load_recipe
 
 NOTEBOOK_PROGRESS = ("line", "none")  # a tqdm bar in a saved notebook is noise

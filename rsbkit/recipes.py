@@ -97,10 +97,16 @@ class Recipe:
     # weight averaging
     model_ema: bool = False
     model_ema_decay: float = 0.9998
-    # numerics and speed (CUDA only; CPU runs float32, NCHW, eager)
+    # input path (rsbkit.data.TrainInput): where augmentation and decoding run; the semantics are timm's either way
+    augment_on: str = "auto"  # loader (timm's per-image PIL transform) | device (uint8 batches, augmented on the
+    # training device: rsbkit.augment) | auto (device on CUDA; on CPU too, measured faster for the demo)
+    decode_on: str = "auto"  # folders of image files with augment_on device: loader (PIL decodes and crops) | device
+    # (decode_jpeg: nvJPEG on CUDA) | auto (device on CUDA, loader on CPU)
+    eval_every: int = 1  # evaluate every N epochs (the last always), as timm's train.py evaluates every epoch
+    # numerics and speed (amp on CUDA only: CPU runs float32)
     amp: bool = True  # mixed precision autocast
     amp_dtype: str = "bfloat16"  # bfloat16 | float16 (float16 adds a grad scaler)
-    channels_last: bool = True
+    channels_last: bool = True  # also on CPU, where it measured faster for the demo's step
     torchcompile: bool = False
     sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA)
     dist_bn: str = "reduce"  # several processes: BN running stats averaged (reduce) or rank 0's (broadcast) before eval; none
@@ -217,6 +223,8 @@ DIST_BN = ("reduce", "broadcast", "none")
 SCHEDULES = ("cosine", "multistep")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "random")
 AMP_DTYPES = ("bfloat16", "float16")
+AUGMENT_ON = ("auto", "loader", "device")
+DECODE_ON = ("auto", "loader", "device")
 
 
 def _check(r: Recipe) -> None:
@@ -263,6 +271,13 @@ def _check(r: Recipe) -> None:
     _choice(r, "lr_scale", LR_SCALES, "LR scaling rule")
     _choice(r, "dist_bn", DIST_BN, "BatchNorm sync mode")
     _choice(r, "amp_dtype", AMP_DTYPES, "autocast dtype")
+    _choice(r, "augment_on", AUGMENT_ON, "augmentation place")
+    _choice(r, "decode_on", DECODE_ON, "decoding place")
+    _in_range(r, "eval_every", r.eval_every >= 1, ">= 1 (the last epoch is always evaluated)")
+    if r.augment_on == "device":
+        from .augment import _check_device_recipe
+
+        _check_device_recipe(r)
     _choice(r, "opt", _timm_optimizers(), "optimizer")
     if not _is_timm_model(r.model):
         raise RecipeError(_unknown("model", r.model, _timm_models()))

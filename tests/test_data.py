@@ -156,7 +156,7 @@ def test_repeated_augmentation_in_one_process(embedded):
     plan = plan_batch(recipe)
     assert (plan.accum_steps, plan.micro_batch) == (4, 8)  # 3 copies need >= 3 forward batches: 4 of 8
     loader = train_loader(data, recipe, plan, workers=0, seed=5)
-    order = list(iter(loader.sampler))
+    order = [index for index, _ in loader.sampler]  # keys: (index, the sample's seed)
     assert len(order) == 256  # timm keeps len(dataset) rounded down to 256 per epoch: 8 steps of 32
     micro = [order[i:i + 8] for i in range(0, 256, 8)]
     assert all(len(set(m)) == 8 for m in micro)  # no image twice in a BatchNorm batch
@@ -169,7 +169,7 @@ def test_repeated_augmentation_in_one_process(embedded):
         steps_of[index].add(i // 32)
     assert all(max(s) - min(s) <= 1 for s in steps_of.values())
     assert sum(len(s) == 1 for s in steps_of.values()) > 0.8 * len(steps_of)
-    assert order != list(iter(train_loader(data, recipe, plan, workers=0, seed=6).sampler))
+    assert order != [index for index, _ in train_loader(data, recipe, plan, workers=0, seed=6).sampler]
 
 
 @pytest.mark.parametrize("workers", [0, 1])

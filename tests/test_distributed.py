@@ -234,11 +234,12 @@ BN_PROBE = """
 import os, sys, torch
 import rsbkit.train as t
 out, recipe = sys.argv[1], sys.argv[2]
-real = t.evaluate_loader
-def probe(model, *args, **kwargs):  # the buffers each rank evaluates with (and rank 0 saves)
-    torch.save({k: v.clone() for k, v in model.state_dict().items() if "running" in k}, f"{out}/bn-rank{os.environ['RANK']}.pt")
-    return real(model, *args, **kwargs)
-t.evaluate_loader = probe
+real = t.evaluate_models
+def probe(models, *args, **kwargs):  # the buffers each rank evaluates with (and rank 0 saves)
+    state = models["model"].state_dict()
+    torch.save({k: v.clone() for k, v in state.items() if "running" in k}, f"{out}/bn-rank{os.environ['RANK']}.pt")
+    return real(models, *args, **kwargs)
+t.evaluate_models = probe
 t.train(recipe, "default", out + "/run", device="cpu", workers=0, limit_train=64, limit_val=32, progress="none")
 """
 

@@ -52,17 +52,20 @@ def test_lr_in_the_loop_follows_timm_schedule(tmp_path, smoke_recipe):
     assert [r["step"] for r in rows] == [16, 32, 48]
 
 
-def test_resume_gives_identical_weights_and_metrics(tmp_path, smoke_recipe):
-    # drop path: RNG inside the model too; 3 repeats: 4 accumulated forward passes per step, RepeatAugSampler's order
-    recipe = smoke_recipe.replace(epochs=2, warmup_epochs=1, drop_path=0.1, aug_repeats=3)
-    train(recipe, "default", tmp_path / "straight", log=quiet, **SMALL)
-    train(recipe.replace(epochs=1), "default", tmp_path / "tmp", log=quiet, **SMALL)  # stops after epoch 1 ...
+@pytest.mark.parametrize("augment_on, workers", [("device", 0), ("loader", 1)])
+def test_resume_gives_identical_weights_and_metrics(tmp_path, smoke_recipe, augment_on, workers):
+    # drop path: RNG inside the model too; 3 repeats: 4 accumulated forward passes per step, RepeatAugSampler's order;
+    # the loader path with a persistent worker: its RNG state carries over epochs, the samples' seeds do not depend on it
+    recipe = smoke_recipe.replace(epochs=2, warmup_epochs=1, drop_path=0.1, aug_repeats=3, augment_on=augment_on)
+    settings = {**SMALL, "workers": workers}
+    train(recipe, "default", tmp_path / "straight", log=quiet, **settings)
+    train(recipe.replace(epochs=1), "default", tmp_path / "tmp", log=quiet, **settings)  # stops after epoch 1 ...
     # ... which is what a 2-epoch run interrupted after its first epoch leaves behind
     state = load_checkpoint(tmp_path / "tmp" / "last.pt")
     (tmp_path / "resumed").mkdir()
     state["recipe"] = recipe.to_dict()
     save_checkpoint(tmp_path / "resumed" / "last.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
-    train(recipe, "default", tmp_path / "resumed", resume=True, log=quiet, **SMALL)
+    train(recipe, "default", tmp_path / "resumed", resume=True, log=quiet, **settings)
 
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "last.pt")
@@ -81,19 +84,20 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, smoke_recipe, mon
     train(recipe, "default", tmp_path / "straight", log=quiet, **SMALL)
 
     calls = {"n": 0}
-    real_loader = rtrain.train_loader
+    real_epoch = rtrain.TrainInput.epoch
 
-    def dying_loader(*args, **kwargs):
+    def dying_epoch(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:  # 1: epoch 1, 2: epoch 2
-            raise KeyboardInterrupt
-        return real_loader(*args, **kwargs)
+        for i, batch in enumerate(real_epoch(self, *args, **kwargs)):
+            if calls["n"] == 2 and i == 3:  # epoch 2, its fourth micro-batch
+                raise KeyboardInterrupt
+            yield batch
 
-    monkeypatch.setattr(rtrain, "train_loader", dying_loader)
+    monkeypatch.setattr(rtrain.TrainInput, "epoch", dying_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(recipe, "default", tmp_path / "cut", log=quiet, **SMALL)
     assert json.loads((tmp_path / "cut" / "result.json").read_text())["status"] == "interrupted"
-    monkeypatch.setattr(rtrain, "train_loader", real_loader)
+    monkeypatch.setattr(rtrain.TrainInput, "epoch", real_epoch)
     train(recipe, "default", tmp_path / "cut", resume=True, log=quiet, **SMALL)
     a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -153,11 +157,59 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, smoke_recipe,
         return fn
 
     monkeypatch.setattr(rtrain, "create_loss", lambda r, mixing: _Wrap(poisoned(r, mixing)))
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 20 \(epoch 2, batch 4\); .*last.pt is kept"):
-        train(smoke_recipe.replace(epochs=2), "default", tmp_path / "run", log=quiet, **SMALL)
+    # checked every 3 optimizer steps (epoch 2 starts at step 17): the window 20 .. 22 holds step 20
+    with pytest.raises(NonFiniteLossError, match=r"not finite within steps 20 to 22 \(epoch 2\); .*last.pt is kept"):
+        train(smoke_recipe.replace(epochs=2), "default", tmp_path / "run", log=quiet, check_every=3, **SMALL)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
     result = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert result["status"] == "failed" and "step 20" in result["error"]
+    assert result["status"] == "failed" and "steps 20 to 22" in result["error"]
+    # by default the check waits for the device every 50 steps and at the epoch's end, before any checkpoint
+    with pytest.raises(NonFiniteLossError, match=r"not finite within steps 17 to 32 \(epoch 2\)"):
+        train(smoke_recipe.replace(epochs=2), "default", tmp_path / "run2", log=quiet, **SMALL)
+    assert load_checkpoint(tmp_path / "run2" / "last.pt")["epoch"] == 1
+
+
+def test_out_of_memory_in_the_first_step_halves_the_micro_batch(tmp_path, smoke_recipe, monkeypatch):
+    """An OOM (injected: a forward pass of more than 4 images) in the first step halves the micro-batch
+    until it fits, accumulates, records the choice, and trains the same images to the same weights as a
+    run given that micro-batch from the start."""
+    real_create_model = rtrain.create_model
+    big_passes = []
+
+    class Tight(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if self.training and len(x) > 4:  # evaluation, without activations kept for backward, fits
+                big_passes.append(len(x))
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 88.00 GiB (injected)")
+            return self.inner(x)
+
+    monkeypatch.setattr(rtrain, "create_model", lambda recipe, n: Tight(real_create_model(recipe, n)))
+    lines = []
+    result = train(smoke_recipe, "default", tmp_path / "fallback", log=lines.append, **SMALL)
+    assert big_passes == [16, 8]  # 16 fails, 8 fails, 4 fits
+    assert any("out of memory at 16 images per forward pass: micro-batch 8" in line for line in lines)
+    assert result["status"] == "completed"
+    resolved = yaml.safe_load((tmp_path / "fallback" / "recipe.yaml").read_text())["resolved"]
+    assert (resolved["micro_batch"], resolved["accum_steps"], resolved["effective_batch"]) == (4, 4, 16)
+    assert resolved["lr"] == pytest.approx(plan_batch(smoke_recipe).lr)
+    train(smoke_recipe, "default", tmp_path / "given", micro_batch=4, log=quiet, **SMALL)
+    a, b = load_checkpoint(tmp_path / "fallback" / "last.pt"), load_checkpoint(tmp_path / "given" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # a micro-batch given by the user is theirs: the error goes through
+    big_passes.clear()
+    with pytest.raises(torch.OutOfMemoryError):
+        train(smoke_recipe, "default", tmp_path / "mine", micro_batch=8, log=quiet, **SMALL)
+
+
+def test_evaluates_every_n_epochs_and_the_last(tmp_path, smoke_recipe):
+    result = train(smoke_recipe.replace(epochs=3, eval_every=2), "default", tmp_path / "run", log=quiet, **SMALL)
+    rows = load_run(tmp_path / "run")["metrics"]
+    assert [r["val_top1"] is not None for r in rows] == [False, True, True]
+    assert result["best_epoch"] in (2, 3) and result["final_top1"] == rows[-1]["val_top1"]
 
 
 class _Wrap(torch.nn.Module):

@@ -14,57 +14,20 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from PIL import Image
-from timm.data.auto_augment import AugmentOp, rand_augment_transform
+from timm.data.auto_augment import AugmentOp
 from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from timm.data.transforms import RandomResizedCropAndInterpolation
 
+from ..augment import FILL, RandAugmentConfig, parse_randaugment, randaugment, timm_hparams  # noqa: F401 (the explorers read them here)
 from ..errors import RecipeError
 from ..recipes import A1, A2, A3, Recipe
-
-FILL = tuple(round(255 * m) for m in (0.485, 0.456, 0.406))  # timm fills with the ImageNet mean
-
-
-@dataclass(frozen=True)
-class RandAugmentConfig:
-    """What a timm RandAugment string means, read back from the transform timm builds."""
-
-    num_ops: int  # ops applied per image (n)
-    magnitude: float  # m, on timm's 0..10 scale
-    magnitude_std: float  # mstd: Gaussian noise on m per op call (inf: uniform in [0, m])
-    magnitude_max: Optional[float]  # mmax: clip for m (timm default 10)
-    prob: float  # chance that each chosen op is applied
-    ops: tuple[str, ...]  # the op list sampled from (the `inc` variants when inc1)
-
-
-def _hparams(magnitude_std: float = 0.0) -> dict[str, Any]:
-    return dict(translate_const=int(224 * 0.45), img_mean=FILL, magnitude_std=magnitude_std)
-
-
-def randaugment(aa: str):
-    """timm's RandAugment transform for a string such as ``rand-m7-mstd0.5-inc1`` (hparams as timm's train uses)."""
-    if not isinstance(aa, str) or not aa.startswith("rand"):
-        raise RecipeError(f"aa={aa!r}: the explorer shows RandAugment strings, e.g. rand-m7-mstd0.5-inc1")
-    try:
-        hp = _hparams()
-        del hp["magnitude_std"]  # let the string's mstd set it, as timm does
-        return rand_augment_transform(aa, hp)
-    except (AssertionError, ValueError, KeyError) as exc:
-        raise RecipeError(f"aa={aa!r} is not a RandAugment string timm accepts ({type(exc).__name__}: {exc}); "
-                          "e.g. rand-m9-mstd0.5-inc1") from None
-
-
-def parse_randaugment(aa: str) -> RandAugmentConfig:
-    ra = randaugment(aa)
-    op = ra.ops[0]
-    return RandAugmentConfig(num_ops=ra.num_layers, magnitude=op.magnitude, magnitude_std=op.magnitude_std,
-                             magnitude_max=op.magnitude_max, prob=op.prob, ops=tuple(o.name for o in ra.ops))
 
 
 def apply_op(img: Image.Image, name: str, magnitude: float, *, seed: int = 0) -> Image.Image:
     """One RandAugment op at a fixed magnitude, always applied (rotate/shear/translate pick a random sign: `seed`)."""
     random.seed(seed)
     try:
-        op = AugmentOp(name, prob=1.0, magnitude=magnitude, hparams=_hparams())
+        op = AugmentOp(name, prob=1.0, magnitude=magnitude, hparams=timm_hparams())
     except KeyError:
         raise RecipeError(f"unknown RandAugment op {name!r}; timm's ops: {', '.join(parse_randaugment('rand-inc1').ops)}") from None
     return op(img)

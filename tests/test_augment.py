@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from timm.data import auto_augment as taa
 
+from rsbkit.augment import FILL, GEOMETRIC, BatchRandAugment, Policy, apply_op, draw, op_argument
 from rsbkit.explore.images import photos
-from rsbkit.gpu_augment import FILL, GEOMETRIC, BatchRandAugment, Policy, apply_op, draw, op_argument
 
 OPS = taa._RAND_INCREASING_TRANSFORMS + ["Posterize", "Solarize", "Color", "Contrast", "Brightness", "Sharpness"]
 
@@ -124,7 +124,7 @@ def test_crop_boxes_follow_timms_random_resized_crop():
     """Area fraction and aspect ratio of the boxes over many draws, against timm's get_params."""
     from timm.data.transforms import RandomResizedCropAndInterpolation
 
-    from rsbkit.gpu_augment import crop_boxes
+    from rsbkit.augment import crop_boxes
 
     n, scale, ratio = 20000, (0.08, 1.0), (3 / 4, 4 / 3)
     boxes = crop_boxes(torch.full((n,), 120), torch.full((n,), 160), scale, ratio, generator=torch.Generator().manual_seed(0))
@@ -142,17 +142,17 @@ def test_crop_boxes_follow_timms_random_resized_crop():
                               for k in range(4)]]
 
 
-def test_batch_train_transform_gives_normalised_crops_of_the_recipe_size(batch):
-    from rsbkit.gpu_augment import BatchTrainTransform
+def test_device_augment_gives_normalised_crops_of_the_recipe_size(batch):
+    from rsbkit.augment import DeviceAugment
     from rsbkit.recipes import A3
 
     _, tensor = batch
     images = tensor.to(torch.uint8)
-    transform = BatchTrainTransform(A3.replace(train_res=64))
+    transform = DeviceAugment(A3.replace(train_res=64))
     out = transform(images, generator=torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 64, 64) and out.dtype == torch.float32
     assert -2.2 < out.min() and out.max() < 2.7  # ImageNet mean/std normalisation of 0..255 values
     # with every random part off it is the identity: the whole 96 px image, unflipped, at 96 px
-    plain = BatchTrainTransform(A3.replace(train_res=96, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, aa=None))
+    plain = DeviceAugment(A3.replace(train_res=96, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, aa=None))
     same = plain(images) * plain.std + plain.mean
     assert (same - tensor).abs().max() < 1e-3

@@ -1,30 +1,38 @@
-"""timm's train-time augmentation on batches of uint8 tensors, for the GPU (it runs on CPU tensors too).
+"""timm's train-time augmentation on batches of uint8 tensors, on the training device.
 
-``BatchTrainTransform(recipe)`` is RandomResizedCrop (timm's box draws, one
-batched ``roi_align``), flip, RandAugment and normalisation on a batch of
-same-size images. Mixup/CutMix already run on the device (timm's ``Mixup`` works
-on the batch tensor). Not here yet: JPEG decoding on the GPU, variable-size
-batches, and the training loop's use of this path.
+This is the device half of the input path (``augment_on: device``; see
+``rsbkit.data`` for the loader half). ``DeviceAugment(recipe)`` takes a batch as
+the loader delivers it (whole same-size images, crops already at ``train_res``,
+or JPEG bytes decoded here with torchvision's ``decode_jpeg``: nvJPEG on CUDA)
+and applies RandomResizedCrop (timm's box draws, one batched ``roi_align``),
+flip, RandAugment, random erasing (timm's batch ``RandomErasing``) and
+normalisation. Mixup/CutMix run after it with timm's ``Mixup``.
 
 timm's RandAugment works on one PIL image at a time. This module applies the
 same policy to a whole batch ``(B, 3, H, W)`` of uint8 images on their device,
 with timm's semantics:
 
-- the op list of the config string (``inc1``: timm's increasing ops);
+- the op list of the config string (``inc1``: timm's increasing ops), read by
+  timm's own parser (:func:`parse_randaugment`);
 - ``n`` ops per image, chosen independently per image, with replacement;
 - each op applied with probability 0.5;
 - a magnitude per op call drawn from a Gaussian (``mstd``), clipped to
   ``[0, mmax]`` (10 unless set);
 - a random sign for rotate, shear, translate and the increasing enhancements;
+- rotate, shear and translate resample bilinearly or bicubically, drawn per
+  image and op when ``train_interpolation`` is ``random`` (as timm);
 - the fill colour of timm's ImageNet hparams, (124, 116, 104).
 
 The ops follow PIL's definitions: autocontrast, equalize (PIL's histogram
 lookup), invert, posterize, solarize, solarize-add, and the
 colour/contrast/brightness/sharpness blends. Affine maps use PIL's
-pixel-centre convention. Two differences remain. Rotate, shear and translate
-interpolate bilinearly, while timm picks bilinear or bicubic at random per
-call. PIL rounds some blends to integers at different points. The tests state
-the tolerances per op, measured against timm's PIL ops on real photos.
+pixel-centre convention. Differences that remain: the crop resamples with
+``roi_align``'s antialiased bilinear whatever ``train_interpolation`` says
+(timm: bilinear or bicubic per image, with PIL's filters); bicubic affine ops use
+torch's cubic kernel (a = -0.75; PIL's is -0.5); PIL rounds some blends to
+integers at different points. The tests state the tolerances per op, measured
+against timm's PIL ops on real photos, and compare the draws' statistics with
+the loader path's.
 """
 from __future__ import annotations
 
@@ -36,9 +44,49 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .errors import RecipeError
+
 FILL = (124, 116, 104)  # timm's img_mean for ImageNet: round(255 * IMAGENET_DEFAULT_MEAN)
 LEVEL_DENOM = 10.0
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+
+
+@dataclass(frozen=True)
+class RandAugmentConfig:
+    """What a timm RandAugment string means, read back from the transform timm builds."""
+
+    num_ops: int  # ops applied per image (n)
+    magnitude: float  # m, on timm's 0..10 scale
+    magnitude_std: float  # mstd: Gaussian noise on m per op call (inf: uniform in [0, m])
+    magnitude_max: Optional[float]  # mmax: clip for m (timm default 10)
+    prob: float  # chance that each chosen op is applied
+    ops: tuple[str, ...]  # the op list sampled from (the `inc` variants when inc1)
+
+
+def timm_hparams() -> dict:
+    """The hparams timm's train transform passes to RandAugment for ImageNet-sized images."""
+    return dict(translate_const=int(224 * 0.45), img_mean=FILL)
+
+
+def randaugment(aa: str):
+    """timm's RandAugment transform for a string such as ``rand-m7-mstd0.5-inc1`` (hparams as timm's train uses)."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    if not isinstance(aa, str) or not aa.startswith("rand"):
+        raise RecipeError(f"aa={aa!r}: not a RandAugment string, e.g. rand-m7-mstd0.5-inc1")
+    try:
+        return rand_augment_transform(aa, timm_hparams())  # the string's mstd sets magnitude_std, as timm does
+    except (AssertionError, ValueError, KeyError) as exc:
+        raise RecipeError(f"aa={aa!r} is not a RandAugment string timm accepts ({type(exc).__name__}: {exc}); "
+                          "e.g. rand-m9-mstd0.5-inc1") from None
+
+
+def parse_randaugment(aa: str) -> RandAugmentConfig:
+    """Read a RandAugment string back from the transform timm builds from it."""
+    ra = randaugment(aa)
+    op = ra.ops[0]
+    return RandAugmentConfig(num_ops=ra.num_layers, magnitude=op.magnitude, magnitude_std=op.magnitude_std,
+                             magnitude_max=op.magnitude_max, prob=op.prob, ops=tuple(o.name for o in ra.ops))
 
 
 @dataclass(frozen=True)
@@ -55,8 +103,6 @@ class Policy:
     @classmethod
     def from_timm(cls, config: str) -> Policy:
         """Read a timm string (``rand-m6-mstd0.5-inc1``) with timm's own parser."""
-        from .explore.augment import parse_randaugment
-
         c = parse_randaugment(config)
         return cls(ops=tuple(c.ops), num_ops=c.num_ops, magnitude=float(c.magnitude), magnitude_std=float(c.magnitude_std),
                    magnitude_max=c.magnitude_max, prob=float(c.prob))
@@ -169,9 +215,9 @@ def sharpness(img, factor):
     return _blend(degenerate, img, factor)
 
 
-def _pil_affine(img: torch.Tensor, coeffs: torch.Tensor, fill: Sequence[int]) -> torch.Tensor:
+def _pil_affine(img: torch.Tensor, coeffs: torch.Tensor, fill: Sequence[int], mode: str = "bilinear") -> torch.Tensor:
     """PIL's Image.transform(AFFINE, (a, b, c, d, e, f)) per image: output pixel centre (X, Y) samples
-    the input at (aX + bY + c, dX + eY + f); outside the image is `fill`. Bilinear."""
+    the input at (aX + bY + c, dX + eY + f); outside the image is `fill`. `mode`: bilinear or bicubic."""
     b, _, h, w = img.shape
     a, bb, c, d, e, f = coeffs.unbind(1)
     theta = torch.stack([
@@ -180,8 +226,8 @@ def _pil_affine(img: torch.Tensor, coeffs: torch.Tensor, fill: Sequence[int]) ->
     ], dim=1)
     grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
     ones = torch.ones(b, 1, h, w, device=img.device, dtype=img.dtype)
-    sampled = F.grid_sample(torch.cat([img, ones], 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    inside = sampled[:, 3:]
+    sampled = F.grid_sample(torch.cat([img, ones], 1), grid, mode=mode, padding_mode="zeros", align_corners=False)
+    inside = sampled[:, 3:].clamp(0, 1)  # bicubic overshoots at the edge
     fill_t = torch.tensor(fill, device=img.device, dtype=img.dtype).view(1, 3, 1, 1)
     return (sampled[:, :3] + (1 - inside) * fill_t).round().clamp(0, 255)
 
@@ -204,11 +250,22 @@ def _affine_coeffs(name: str, arg: torch.Tensor, h: int, w: int) -> torch.Tensor
     return torch.stack([a, b, a * -cx + b * -cy + cx, d, e, d * -cx + e * -cy + cy], 1)
 
 
-def apply_op(img: torch.Tensor, name: str, arg: torch.Tensor, fill: Sequence[int] = FILL) -> torch.Tensor:
-    """One op on a float batch holding uint8 values, with one argument per image (see :func:`op_argument`)."""
+def apply_op(img: torch.Tensor, name: str, arg: torch.Tensor, fill: Sequence[int] = FILL,
+             bicubic: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One op on a float batch holding uint8 values, with one argument per image (see :func:`op_argument`).
+    `bicubic`: per image, resample the geometric ops bicubically (else bilinearly)."""
     base = name[:-10] if name.endswith("Increasing") else name
     if name in GEOMETRIC:
-        return _pil_affine(img, _affine_coeffs(name, arg, img.shape[2], img.shape[3]), fill)
+        coeffs = _affine_coeffs(name, arg, img.shape[2], img.shape[3])
+        if bicubic is None or not bicubic.any():
+            return _pil_affine(img, coeffs, fill)
+        if bicubic.all():
+            return _pil_affine(img, coeffs, fill, "bicubic")
+        out = torch.empty_like(img)
+        cubic, linear = bicubic.nonzero().squeeze(1), (~bicubic).nonzero().squeeze(1)
+        out[cubic] = _pil_affine(img[cubic], coeffs[cubic], fill, "bicubic")
+        out[linear] = _pil_affine(img[linear], coeffs[linear], fill)
+        return out
     if base == "AutoContrast":
         return autocontrast(img)
     if base == "Equalize":
@@ -235,9 +292,14 @@ class Draws:
     applied: torch.Tensor  # (layers, B) bool
     magnitude: torch.Tensor  # (layers, B) after noise and clipping
     negate: torch.Tensor  # (layers, B) bool
+    bicubic: Optional[torch.Tensor] = None  # (layers, B) bool: resampling of the geometric ops; None = bilinear
 
 
-def draw(policy: Policy, batch: int, *, device=None, generator: Optional[torch.Generator] = None) -> Draws:
+INTERPOLATIONS = ("bilinear", "bicubic", "random")
+
+
+def draw(policy: Policy, batch: int, *, device=None, generator: Optional[torch.Generator] = None,
+         interpolation: str = "bilinear") -> Draws:
     shape = (policy.num_ops, batch)
     op = torch.randint(len(policy.ops), shape, device=device, generator=generator)
     applied = torch.rand(shape, device=device, generator=generator) <= policy.prob
@@ -248,32 +310,44 @@ def draw(policy: Policy, batch: int, *, device=None, generator: Optional[torch.G
         magnitude = magnitude + policy.magnitude_std * torch.randn(shape, device=device, generator=generator)
     magnitude = magnitude.clamp(0.0, policy.magnitude_max or LEVEL_DENOM)
     negate = torch.rand(shape, device=device, generator=generator) > 0.5
-    return Draws(op, applied, magnitude, negate)
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation={interpolation!r}: use one of {', '.join(INTERPOLATIONS)}")
+    bicubic = None
+    if interpolation == "random":  # timm: random.choice((BILINEAR, BICUBIC)) per op call
+        bicubic = torch.rand(shape, device=device, generator=generator) < 0.5
+    elif interpolation == "bicubic":
+        bicubic = torch.ones(shape, dtype=torch.bool, device=device)
+    return Draws(op, applied, magnitude, negate, bicubic)
 
 
 class BatchRandAugment:
     """``BatchRandAugment("rand-m6-mstd0.5-inc1")(images)``: images uint8 (B, 3, H, W) on any device."""
 
-    def __init__(self, config: str, fill: Sequence[int] = FILL):
+    def __init__(self, config: str, fill: Sequence[int] = FILL, interpolation: str = "bilinear"):
         self.policy = Policy.from_timm(config)
         self.fill = tuple(fill)
+        self.interpolation = interpolation
 
     def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"BatchRandAugment takes uint8 images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-        d = draw(self.policy, len(images), device=images.device, generator=generator)
-        return self.apply(images, d)
+        return self.apply(images.float(), self.draw(len(images), images.device, generator)).to(torch.uint8)
+
+    def draw(self, batch: int, device=None, generator: Optional[torch.Generator] = None) -> Draws:
+        return draw(self.policy, batch, device=device, generator=generator, interpolation=self.interpolation)
 
     def apply(self, images: torch.Tensor, d: Draws) -> torch.Tensor:
-        out = images.float()
+        """The drawn ops on a float batch of uint8 values; float values out (whole numbers in 0..255)."""
+        out = images.clone()
         for layer in range(self.policy.num_ops):
             for k, name in enumerate(self.policy.ops):
                 idx = torch.nonzero((d.op[layer] == k) & d.applied[layer]).squeeze(1)
                 if idx.numel() == 0:
                     continue
                 arg = op_argument(name, d.magnitude[layer, idx], d.negate[layer, idx])
-                out[idx] = apply_op(out[idx], name, arg, self.fill)
-        return out.round().clamp(0, 255).to(torch.uint8)
+                bicubic = d.bicubic[layer, idx] if d.bicubic is not None else None
+                out[idx] = apply_op(out[idx], name, arg, self.fill, bicubic)
+        return out.round().clamp(0, 255)
 
 
 # ---------------------------------------------------------------- RandomResizedCrop, flip, normalisation
@@ -325,25 +399,116 @@ def resized_crop_flip(images: torch.Tensor, boxes: torch.Tensor, size: int, flip
     return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
 
 
-class BatchTrainTransform:
-    """RandomResizedCrop + flip + RandAugment + normalisation on a batch of same-size uint8 images,
-    on their device: the tensor counterpart of ``rsbkit.data.train_transform`` (timm's)."""
+def _check_device_recipe(recipe) -> None:
+    if recipe.color_jitter:
+        raise RecipeError(f"{recipe.name}: color_jitter {recipe.color_jitter} has no device implementation here; "
+                          "set augment_on: loader (timm's per-image transform) or color_jitter: 0")
+    if recipe.aa and not str(recipe.aa).startswith("rand"):
+        raise RecipeError(f"{recipe.name}: aa={recipe.aa!r} runs only in the loader (the device path has timm's RandAugment); "
+                          "set augment_on: loader, or a rand-... string")
 
-    def __init__(self, recipe, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
-        self.size, self.scale, self.ratio, self.hflip = recipe.train_res, recipe.scale, recipe.ratio, recipe.hflip
-        self.randaugment = BatchRandAugment(recipe.aa) if recipe.aa else None
+
+def supports_device(recipe) -> bool:
+    """Whether every ingredient of the recipe's train transform has its device implementation here."""
+    try:
+        _check_device_recipe(recipe)
+    except RecipeError:
+        return False
+    return True
+
+
+class DeviceAugment:
+    """The train transform after the loader: RandomResizedCrop (unless the loader cropped), flip,
+    RandAugment, random erasing and normalisation on a uint8 batch on the training device.
+
+    ``DeviceAugment(recipe, crop=True)(images, generator)``: `images` is a uint8 batch
+    ``(B, 3, H, W)`` of same-size whole images, or a list of uint8 ``(3, h, w)``
+    images of any sizes (decoded JPEGs); with ``crop=False`` a batch already cropped
+    to ``train_res`` by the loader. Returns float images normalised with the
+    ImageNet mean and std (as timm's), channels_last when asked. Every draw comes
+    from `generator` (on the images' device), except random erasing, which draws
+    from torch's and Python's global RNGs as timm's ``RandomErasing`` does.
+    """
+
+    def __init__(self, recipe, *, crop: bool = True, channels_last: bool = False,
+                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
+        _check_device_recipe(recipe)
+        self.size, self.scale, self.ratio, self.hflip = recipe.train_res, tuple(recipe.scale), tuple(recipe.ratio), recipe.hflip
+        self.crop, self.channels_last, self.reprob = crop, channels_last, recipe.reprob
+        self.randaugment = BatchRandAugment(recipe.aa, interpolation=recipe.train_interpolation) if recipe.aa else None
         self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
+        self._erase = None
 
-    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"BatchTrainTransform takes uint8 images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-        b, _, h, w = images.shape
-        dev = images.device
-        sizes = torch.full((b,), h, device=dev), torch.full((b,), w, device=dev)
-        boxes = crop_boxes(*sizes, self.scale, self.ratio, generator=generator)
-        flip = torch.rand(b, device=dev, generator=generator) < self.hflip
-        out = resized_crop_flip(images.float(), boxes, self.size, flip).round().clamp(0, 255).to(torch.uint8)
+    def __call__(self, images, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        if isinstance(images, (list, tuple)):
+            if not self.crop:
+                raise ValueError("a list of images of different sizes needs crop=True")
+            batch, heights, widths = pad_batch(images)
+        else:
+            if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"DeviceAugment takes uint8 images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+            batch = images
+            heights = torch.full((len(images),), images.shape[2], device=images.device)
+            widths = torch.full((len(images),), images.shape[3], device=images.device)
+        dev, b = batch.device, len(batch)
+        if self.crop:
+            boxes = crop_boxes(heights, widths, self.scale, self.ratio, generator=generator)
+            flip = torch.rand(b, device=dev, generator=generator) < self.hflip
+            out = resized_crop_flip(batch.float(), boxes, self.size, flip).round().clamp(0, 255)
+        else:
+            if batch.shape[2:] != (self.size, self.size):
+                raise ValueError(f"crop=False expects crops of {self.size} px from the loader, got {tuple(batch.shape[2:])}")
+            flip = torch.rand(b, device=dev, generator=generator) < self.hflip
+            out = batch.float()
+            out = torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
         if self.randaugment is not None:
-            out = self.randaugment(out, generator=generator)
-        return (out.float() - self.mean.to(dev)) / self.std.to(dev)
+            out = self.randaugment.apply(out, self.randaugment.draw(b, dev, generator))
+        out = (out - self.mean.to(dev)) / self.std.to(dev)
+        if self.reprob > 0:
+            out = self._eraser(dev)(out)
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+
+    def _eraser(self, device):
+        if self._erase is None:
+            from timm.data.random_erasing import RandomErasing
+
+            self._erase = RandomErasing(self.reprob, mode="pixel", max_count=1, device=device)  # timm's batch mode
+        return self._erase
+
+
+def pad_batch(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images of different sizes as one zero-padded batch (top-left aligned), with their heights and widths."""
+    dev = images[0].device
+    heights = torch.tensor([im.shape[1] for im in images], device=dev)
+    widths = torch.tensor([im.shape[2] for im in images], device=dev)
+    batch = torch.zeros(len(images), 3, int(heights.max()), int(widths.max()), dtype=torch.uint8, device=dev)
+    for i, im in enumerate(images):
+        batch[i, :, : im.shape[1], : im.shape[2]] = im
+    return batch, heights, widths
+
+
+def decode_images(encoded: Sequence[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], list[tuple[int, str]]]:
+    """Decode file bytes (uint8 CPU tensors) to RGB uint8 images on `device`: JPEGs in one batched
+    torchvision ``decode_jpeg`` call (nvJPEG on CUDA), other formats with ``decode_image`` on the CPU.
+    Returns the images and (position, reason) for each one that could not be decoded."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    jpeg = [i for i, e in enumerate(encoded) if len(e) > 2 and int(e[0]) == 0xFF and int(e[1]) == 0xD8]
+    out: list[Optional[torch.Tensor]] = [None] * len(encoded)
+    bad: list[tuple[int, str]] = []
+    try:
+        for i, im in zip(jpeg, decode_jpeg([encoded[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)):
+            out[i] = im
+    except RuntimeError:  # one bad file fails the batch: decode one by one to name it
+        for i in jpeg:
+            try:
+                out[i] = decode_jpeg(encoded[i], mode=ImageReadMode.RGB, device=device)
+            except RuntimeError as exc:
+                bad.append((i, f"RuntimeError: {exc}"))
+    for i in set(range(len(encoded))) - set(jpeg):
+        try:
+            out[i] = decode_image(encoded[i], mode=ImageReadMode.RGB).to(device, non_blocking=True)
+        except RuntimeError as exc:
+            bad.append((i, f"RuntimeError: {exc}"))
+    return [im for im in out if im is not None], sorted(bad)

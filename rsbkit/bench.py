@@ -1,0 +1,323 @@
+"""``python -m rsbkit bench``: how fast the model step, the input path and whole training steps run here.
+
+Entries (images per second, each with its model, resolution, batch, precision,
+memory layout, compile and workers):
+
+- ``model_step_plain``: the first loop most people write: float32, NCHW, eager,
+  ``loss.item()`` every step; the recipe's model, optimizer and loss on synthetic batches;
+- ``model_step``: rsbkit's step on the same batches: bf16 autocast on CUDA,
+  channels_last, torch.compile when asked, no host sync inside the loop;
+- ``input_loader`` / ``input_device``: the input path alone (``rsbkit.data.TrainInput``):
+  timm's per-image transform in loader workers, or uint8 batches augmented on the device;
+- ``end_to_end_loader`` / ``end_to_end_device``: ``rsbkit.train`` itself on real images
+  (the second of two epochs, so loader workers are warm), evaluation excluded.
+
+Defaults: on CUDA, A3's ingredients with ResNet-50 at 160 px, batch 256, on a folder of
+JPEGs (``--data``: your ImageNet, or else a folder this command writes: scikit-image's
+colour photos cropped at random and resized to ImageNet's typical 500x375, quality 90);
+on CPU, the demo (``params/demo.yaml``: ResNet-18 at 32 px, batch 256, the embedded
+data). ``--quick``: tiny sizes, seconds on a CPU (what the test runs).
+The table is printed and written to ``benchmarks/results/<device>-<date>.json``.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import re
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from .devices import autocast, cpu_cores, default_workers, device_name, peak_mem_mb, pick_device
+from .errors import RunError
+from .recipes import A3, Recipe, load_recipe
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina", "immunohistochemistry")
+IMAGENET_SIZE = (500, 375)  # the most common ImageNet image size (width, height)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What one benchmark measures: the recipe (model, resolution, batch, optimizer, loss, augmentation),
+    the data for the input and end-to-end entries, and how long each measurement runs."""
+
+    recipe: Recipe
+    data: str  # a dataset spec (rsbkit.data.load_data), or "jpegs" for the generated folder
+    steps: int = 30  # measured steps per entry
+    warmup: int = 5  # steps run before the clock starts (cuDNN's search, torch.compile)
+    jpegs: int = 4096  # files in the generated folder
+    device: str = "auto"
+    workers: Optional[int] = None
+    quick: bool = False
+
+
+def default_config(device: torch.device, quick: bool = False, data: Optional[str] = None) -> BenchConfig:
+    if quick:
+        recipe = A3.replace(model="resnet10t", train_res=32, test_res=32, batch_size=32, lr_base_size=32,
+                            scale=(0.25, 1.0), epochs=2, warmup_epochs=0)
+        return BenchConfig(recipe, data or "jpegs", steps=3, warmup=1, jpegs=96, device=str(device), quick=True)
+    if device.type == "cuda":
+        return BenchConfig(A3.replace(batch_size=256), data or "jpegs", device=str(device))
+    demo = Path(__file__).resolve().parent.parent / "params" / "demo.yaml"
+    recipe = load_recipe(demo) if demo.is_file() else A3.replace(model="resnet18", train_res=32, test_res=32, batch_size=256)
+    return BenchConfig(recipe, data or "default", steps=20, warmup=3, device=str(device))
+
+
+# ---------------------------------------------------------------- ImageNet-like JPEGs
+
+
+def write_jpegs(folder: Union[str, Path], n: int, *, classes: int = 10, seed: int = 0) -> Path:
+    """A folder in ImageNet layout of `n` JPEGs (train, and a tenth as many in val): random crops of
+    scikit-image's colour photos resized to 500x375 (some portrait 375x500), quality 90. Reused when
+    it is already there."""
+    import skimage.data
+    from PIL import Image
+
+    folder = Path(folder)
+    done = folder / ".complete"
+    if done.is_file() and done.read_text() == f"{n} {classes} {seed}":
+        return folder
+    rng = np.random.default_rng(seed)
+    photos = []
+    for name in PHOTOS:  # bundled with scikit-image: no download
+        image = getattr(skimage.data, name)()
+        photos.append(Image.fromarray(image[0] if isinstance(image, tuple) else image).convert("RGB"))
+    for split, count in (("train", n), ("val", max(classes, n // 10))):
+        for c in range(classes):
+            (folder / split / f"class{c:03d}").mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            img = photos[rng.integers(len(photos))]
+            w, h = img.size
+            cw, ch = int(w * rng.uniform(0.4, 1.0)), int(h * rng.uniform(0.4, 1.0))
+            left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            size = IMAGENET_SIZE if rng.random() < 0.8 else IMAGENET_SIZE[::-1]
+            crop = img.crop((left, top, left + cw, top + ch)).resize(size, Image.BILINEAR)
+            crop.save(folder / split / f"class{i % classes:03d}" / f"{split}_{i:06d}.JPEG", quality=90)
+    done.write_text(f"{n} {classes} {seed}")
+    return folder
+
+
+# ---------------------------------------------------------------- the entries
+
+
+def _entry(name: str, cfg: BenchConfig, device: torch.device, images: int, seconds: float, **extra: Any) -> dict[str, Any]:
+    r = cfg.recipe
+    return dict(name=name, images_per_s=round(images / seconds, 1), model=r.model, res=r.train_res, batch=r.batch_size,
+                **{"precision": "float32", "channels_last": False, "compile": False, "workers": 0, **extra},
+                images=images, seconds=round(seconds, 3), device=str(device))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def model_step(cfg: BenchConfig, device: torch.device, *, plain: bool) -> dict[str, Any]:
+    """The recipe's model, optimizer and loss on synthetic batches (soft targets, as after mixup)."""
+    from .losses import create_loss
+    from .models import create_model
+    from .optim import create_optimizer
+
+    r = cfg.recipe
+    cuda = device.type == "cuda"
+    amp_dtype = None if plain or not (cuda and r.amp) else getattr(torch, r.amp_dtype)
+    channels_last = not plain and r.channels_last
+    compiled = not plain and r.torchcompile
+    torch.manual_seed(0)
+    model = create_model(r, 1000 if cuda and not cfg.quick else 10).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if compiled else model
+    optimizer = create_optimizer(model, r, r.lr)
+    loss_fn = create_loss(r, mixing=True).to(device)
+    classes = model.num_classes
+    x = torch.randn(r.batch_size, 3, r.train_res, r.train_res, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.softmax(torch.randn(r.batch_size, classes, device=device), dim=1)
+    _reset_memory(device)
+    model.train()
+    for i in range(cfg.warmup + cfg.steps):
+        if i == cfg.warmup:
+            _sync(device)
+            t0 = time.perf_counter()
+        with autocast(device, amp_dtype):
+            loss = loss_fn(step_model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if plain:
+            loss.item()  # the running loss printed every step: a host-device sync
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return _entry("model_step_plain" if plain else "model_step", cfg, device, cfg.steps * r.batch_size, seconds,
+                  precision=str(amp_dtype).replace("torch.", "") if amp_dtype else "float32", channels_last=channels_last,
+                  compile=compiled, peak_mem_mb=peak_mem_mb(device))
+
+
+def _data(cfg: BenchConfig, cache: Path):
+    from .data import load_data
+
+    if cfg.data == "jpegs":
+        return load_data(write_jpegs(cache / f"jpegs-{cfg.jpegs}", cfg.jpegs))
+    return load_data(cfg.data)
+
+
+def input_path(cfg: BenchConfig, device: torch.device, data, augment_on: str) -> dict[str, Any]:
+    """The training input alone (TrainInput): loader workers, transfer, and on the device path the augmentation."""
+    from .data import TrainInput, input_kind
+    from .recipes import plan_batch
+
+    r = cfg.recipe
+    kind = input_kind(data, r, augment_on, r.decode_on, device)
+    workers = default_workers(device, decoding=kind != "arrays") if cfg.workers is None else cfg.workers
+    plan = plan_batch(r.replace(aug_repeats=0), micro_batch=r.batch_size)
+    source = TrainInput(data, r.replace(aug_repeats=0), plan, augment_on=augment_on, decode_on=r.decode_on, device=device,
+                        workers=workers, pin_memory=device.type == "cuda", channels_last=r.channels_last)
+    generator = torch.Generator(device).manual_seed(0)
+    n, batches, epoch = 0, 0, 0
+    t0 = None
+    while batches < cfg.warmup + cfg.steps:
+        for images, _, _ in source.epoch(epoch, generator):
+            if images is None:
+                continue
+            batches += 1
+            if batches == cfg.warmup:
+                _sync(device)
+                t0 = time.perf_counter()
+            elif batches > cfg.warmup:
+                n += len(images)
+            if batches == cfg.warmup + cfg.steps:
+                break
+        epoch += 1
+    _sync(device)
+    return _entry(f"input_{augment_on}", cfg, device, n, time.perf_counter() - t0, workers=workers, input=kind,
+                  channels_last=r.channels_last)
+
+
+def end_to_end(cfg: BenchConfig, device: torch.device, data, augment_on: str, out: Path) -> dict[str, Any]:
+    """rsbkit.train on the data for two epochs of `steps` optimizer steps each; the second epoch's speed."""
+    from .train import train
+
+    r = cfg.recipe
+    images = cfg.steps * r.batch_size
+    recipe = r.replace(epochs=2, warmup_epochs=0, augment_on=augment_on, aug_repeats=0, eval_every=2)
+    result = train(recipe, data, out / f"end_to_end_{augment_on}", device=device, workers=cfg.workers,
+                   limit_train=min(len(data.train), images), limit_val=min(len(data.val), r.batch_size), progress="none",
+                   log=lambda line: None)
+    second = json.loads((out / f"end_to_end_{augment_on}" / "result.json").read_text())
+    rows = _metrics(out / f"end_to_end_{augment_on}")
+    res = second["resolved"]
+    return dict(name=f"end_to_end_{augment_on}", images_per_s=rows[-1]["imgs_per_s"], model=r.model, res=r.train_res,
+                batch=r.batch_size, precision=res["precision"], channels_last=res["channels_last"], compile=r.torchcompile,
+                workers=res["workers"], input=res["input"], images=res["steps_per_epoch"] * res["effective_batch"],
+                seconds=None, device=str(device), peak_mem_mb=result["peak_mem_mb"])
+
+
+def _metrics(run: Path) -> list[dict[str, Any]]:
+    import csv
+
+    with open(run / "metrics.csv") as f:
+        return [{k: float(v) if v not in ("", None) else None for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+# ---------------------------------------------------------------- the command
+
+
+def run_bench(cfg: BenchConfig, out_dir: Union[str, Path] = "benchmarks/results", *, cache: Union[str, Path, None] = None,
+              command: Optional[str] = None, log=print) -> tuple[dict[str, Any], Path]:
+    """Measure every entry, print the table, write the JSON; return (the record, its path)."""
+    import timm
+
+    from . import __version__
+
+    device = pick_device(cfg.device)
+    cache = Path(cache) if cache else Path.home() / ".cache" / "rsbkit" / "bench"
+    entries = []
+    log(f"rsbkit bench on {device_name(device)}: {cfg.recipe.model} at {cfg.recipe.train_res} px, batch {cfg.recipe.batch_size}")
+    entries.append(model_step(cfg, device, plain=True))
+    entries.append(model_step(cfg, device, plain=False))
+    data = _data(cfg, cache)
+    for where in ("loader", "device"):
+        entries.append(input_path(cfg, device, data, where))
+    with tempfile.TemporaryDirectory(prefix="rsbkit-bench-") as tmp:
+        for where in ("loader", "device"):
+            entries.append(end_to_end(cfg, device, data, where, Path(tmp)))
+    record = dict(
+        device=device_name(device), device_type=device.type, cpu_count=cpu_cores(),
+        date=datetime.date.today().isoformat(), torch=torch.__version__, timm=timm.__version__, rsbkit=__version__,
+        python=platform.python_version(), command=command or shlex.join([Path(sys.executable).name, "-m", "rsbkit", "bench"]),
+        data=data.source, config=dict(asdict(cfg), recipe=cfg.recipe.to_dict()), entries=entries,
+        ratios=ratios(entries),
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{_slug(record['device'])}-{record['date']}{'-quick' if cfg.quick else ''}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    log(format_table(record))
+    log(f"written to {path}")
+    return record, path
+
+
+def ratios(entries: list[dict[str, Any]]) -> dict[str, float]:
+    """The figures the targets are stated in: model_step over plain, end-to-end over model_step, device over loader."""
+    by = {e["name"]: e["images_per_s"] for e in entries}
+    out = {}
+    for name, (a, b) in dict(model_step_vs_plain=("model_step", "model_step_plain"),
+                             end_to_end_device_vs_model_step=("end_to_end_device", "model_step"),
+                             end_to_end_loader_vs_model_step=("end_to_end_loader", "model_step"),
+                             end_to_end_device_vs_loader=("end_to_end_device", "end_to_end_loader")).items():
+        if by.get(a) and by.get(b):
+            out[name] = round(by[a] / by[b], 3)
+    return out
+
+
+def format_table(record: dict[str, Any]) -> str:
+    """The entries as a Markdown table, with the device and date above it."""
+    lines = [f"{record['device']}, {record['cpu_count']} cores; torch {record['torch']}, timm {record['timm']}, "
+             f"rsbkit {record['rsbkit']}; {record['date']}; `{record['command']}`", "",
+             "| entry | images/s | model | px | batch | precision | channels_last | compile | workers | input | peak MB |",
+             "|---|---:|---|---:|---:|---|---|---|---:|---|---:|"]
+    for e in record["entries"]:
+        lines.append(f"| {e['name']} | {e['images_per_s']:.0f} | {e['model']} | {e['res']} | {e['batch']} | {e['precision']} | "
+                     f"{e['channels_last']} | {e['compile']} | {e['workers']} | {e.get('input', '')} | "
+                     f"{e.get('peak_mem_mb') or ''} |")
+    lines.append("")
+    lines.append("; ".join(f"{k.replace('_', ' ')}: {v:.2f}" for k, v in record["ratios"].items()))
+    return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
+
+
+def config_from_args(args) -> BenchConfig:
+    device = pick_device(args.device)
+    cfg = default_config(device, args.quick, args.data)
+    recipe = cfg.recipe
+    if args.recipe:
+        recipe = load_recipe(args.recipe)
+    overrides = {k: v for k, v in dict(model=args.model, train_res=args.res, batch_size=args.batch).items() if v is not None}
+    if args.compile:
+        overrides["torchcompile"] = True
+    recipe = recipe.replace(**overrides)
+    if args.batch is not None:
+        recipe = recipe.replace(lr_base_size=args.batch) if recipe.lr_base_size < args.batch else recipe
+    changes = {k: v for k, v in dict(steps=args.steps, workers=args.workers, jpegs=args.jpegs).items() if v is not None}
+    if cfg.steps < 1:
+        raise RunError("--steps must be 1 or more")
+    return replace(cfg, recipe=recipe, **changes)

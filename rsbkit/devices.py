@@ -1,0 +1,88 @@
+"""The training device: which one, its name, mixed precision, loader workers, memory.
+
+Core helpers shared by training, evaluation and the benchmark.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import resource
+import sys
+from typing import Optional, Union
+
+import torch
+
+from .errors import DataError
+
+
+def pick_device(device: Union[str, torch.device, None] = None) -> torch.device:
+    """``None``/``"auto"``: CUDA when there is one, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DataError("device 'cuda' asked for, but torch sees no CUDA GPU; use device='cpu' or 'auto'")
+    return device
+
+
+def device_name(device: torch.device, processes: int = 1) -> str:
+    """The device in words, for labelling measured speeds: GPU model, or CPU and its threads."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return name if processes == 1 else f"{processes} processes x {name}"
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """Mixed precision on CUDA when `dtype` is given; float32 otherwise."""
+    if device.type == "cuda" and dtype is not None:
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask: what Slurm or taskset granted)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def local_processes() -> int:
+    """Training processes on this machine (torchrun's LOCAL_WORLD_SIZE; 1 without torchrun)."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def default_workers(device: torch.device, processes: Optional[int] = None, *, decoding: bool = True) -> int:
+    """Loader workers per process: the machine's cores shared by its training processes.
+
+    On CUDA every core but one per process decodes (at most 12 each). On CPU the
+    model step needs the cores too: one worker when images are decoded from files
+    or augmented in the loader (`decoding`), none when the loader only gathers
+    arrays that the device path augments in the training process.
+    """
+    processes = local_processes() if processes is None else max(1, processes)
+    share = cpu_cores() // processes
+    if device.type == "cuda":
+        return max(1, min(12, share - 1))
+    return min(1, share - 1) if decoding else 0
+
+
+def peak_mem_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated since the last reset; on CPU the process's peak resident memory so far."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA's), or the CPU allocator's refusal."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc)
+
+
+def free_memory(device: torch.device) -> None:
+    """Give cached blocks back after an out-of-memory error, so a smaller batch can fit."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
