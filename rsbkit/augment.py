@@ -250,6 +250,13 @@ def _affine_coeffs(name: str, arg: torch.Tensor, h: int, w: int) -> torch.Tensor
     return torch.stack([a, b, a * -cx + b * -cy + cx, d, e, d * -cx + e * -cy + cy], 1)
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor onto `device` without waiting for it: from pinned memory, non-blocking."""
+    if t.device == device:
+        return t
+    return (t.pin_memory() if device.type == "cuda" else t).to(device, non_blocking=True)
+
+
 def apply_op(img: torch.Tensor, name: str, arg: torch.Tensor, fill: Sequence[int] = FILL,
              bicubic: Optional[torch.Tensor] = None) -> torch.Tensor:
     """One op on a float batch holding uint8 values, with one argument per image (see :func:`op_argument`).
@@ -262,7 +269,8 @@ def apply_op(img: torch.Tensor, name: str, arg: torch.Tensor, fill: Sequence[int
         if bicubic.all():
             return _pil_affine(img, coeffs, fill, "bicubic")
         out = torch.empty_like(img)
-        cubic, linear = bicubic.nonzero().squeeze(1), (~bicubic).nonzero().squeeze(1)
+        cubic = _to_device(bicubic.nonzero().squeeze(1), img.device)
+        linear = _to_device((~bicubic).nonzero().squeeze(1), img.device)
         out[cubic] = _pil_affine(img[cubic], coeffs[cubic], fill, "bicubic")
         out[linear] = _pil_affine(img[linear], coeffs[linear], fill)
         return out
@@ -337,16 +345,21 @@ class BatchRandAugment:
         return draw(self.policy, batch, device=device, generator=generator, interpolation=self.interpolation)
 
     def apply(self, images: torch.Tensor, d: Draws) -> torch.Tensor:
-        """The drawn ops on a float batch of uint8 values; float values out (whole numbers in 0..255)."""
+        """The drawn ops on a float batch of uint8 values; float values out (whole numbers in 0..255).
+
+        With the draws on the CPU and the images on a GPU nothing here waits for the GPU: which
+        images take which op is worked out on the CPU, and only index and argument tensors go over."""
         out = images.clone()
+        dev = images.device
         for layer in range(self.policy.num_ops):
             for k, name in enumerate(self.policy.ops):
                 idx = torch.nonzero((d.op[layer] == k) & d.applied[layer]).squeeze(1)
                 if idx.numel() == 0:
                     continue
-                arg = op_argument(name, d.magnitude[layer, idx], d.negate[layer, idx])
+                arg = _to_device(op_argument(name, d.magnitude[layer, idx], d.negate[layer, idx]), dev)
                 bicubic = d.bicubic[layer, idx] if d.bicubic is not None else None
-                out[idx] = apply_op(out[idx], name, arg, self.fill, bicubic)
+                at = _to_device(idx, dev)
+                out[at] = apply_op(out[at], name, arg, self.fill, bicubic)
         return out.round().clamp(0, 255)
 
 
@@ -440,7 +453,12 @@ class DeviceAugment:
         self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
         self._erase = None
 
-    def __call__(self, images, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def __call__(self, images, generator: Optional[torch.Generator] = None,
+                 draws: Optional[torch.Generator] = None) -> torch.Tensor:
+        """`generator`: on the images' device, for the crops and flips; `draws`: a CPU generator for
+        RandAugment's choices (default `generator` when that is on the CPU), so nothing waits for a GPU."""
+        if draws is None and (generator is None or generator.device.type == "cpu"):
+            draws = generator
         if isinstance(images, (list, tuple)):
             if not self.crop:
                 raise ValueError("a list of images of different sizes needs crop=True")
@@ -463,11 +481,17 @@ class DeviceAugment:
             out = batch.float()
             out = torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
         if self.randaugment is not None:
-            out = self.randaugment.apply(out, self.randaugment.draw(b, dev, generator))
-        out = (out - self.mean.to(dev)) / self.std.to(dev)
+            out = self.randaugment.apply(out, self.randaugment.draw(b, "cpu", draws))
+        mean, std = self._constants(dev)
+        out = (out - mean) / std
         if self.reprob > 0:
             out = self._eraser(dev)(out)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mean.device != device:  # moved once, then kept on the device
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self.mean, self.std
 
     def _eraser(self, device):
         if self._erase is None:
@@ -480,12 +504,11 @@ class DeviceAugment:
 def pad_batch(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images of different sizes as one zero-padded batch (top-left aligned), with their heights and widths."""
     dev = images[0].device
-    heights = torch.tensor([im.shape[1] for im in images], device=dev)
-    widths = torch.tensor([im.shape[2] for im in images], device=dev)
-    batch = torch.zeros(len(images), 3, int(heights.max()), int(widths.max()), dtype=torch.uint8, device=dev)
+    heights, widths = [im.shape[1] for im in images], [im.shape[2] for im in images]
+    batch = torch.zeros(len(images), 3, max(heights), max(widths), dtype=torch.uint8, device=dev)
     for i, im in enumerate(images):
         batch[i, :, : im.shape[1], : im.shape[2]] = im
-    return batch, heights, widths
+    return batch, _to_device(torch.tensor(heights), dev), _to_device(torch.tensor(widths), dev)
 
 
 def decode_images(encoded: Sequence[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], list[tuple[int, str]]]:

@@ -525,7 +525,7 @@ class TrainInput:
 
         device = torch.device(device)
         self.kind = input_kind(data, recipe, augment_on, decode_on, device)
-        self.device, self.channels_last = device, channels_last
+        self.device, self.channels_last, self.rank = device, channels_last, rank
         collate_fn = collate
         self.augment = None
         if self.kind == "loader":
@@ -560,6 +560,9 @@ class TrainInput:
         from .augment import decode_images
 
         self.sampler.set_epoch(epoch_seed)
+        draws = None  # RandAugment's choices: on the CPU, so a GPU is never waited for
+        if generator is not None and generator.device.type != "cpu":
+            draws = torch.Generator().manual_seed(sample_seed(epoch_seed, -1 - self.rank))  # per process, apart from samples
         for images, labels, skipped in self.loader:
             if images is None:
                 yield None, None, skipped
@@ -579,7 +582,7 @@ class TrainInput:
                 images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             if self.augment is not None:
-                images = self.augment(images, generator)
+                images = self.augment(images, generator, draws)
             elif self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, labels, skipped

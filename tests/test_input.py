@@ -190,3 +190,21 @@ def test_the_device_path_refuses_what_it_cannot_do():
 
     assert resolve_augment_on(A3.replace(color_jitter=0.4), torch.device("cpu")) == "loader"  # auto falls back
     assert resolve_augment_on(A3, torch.device("cpu")) == "device"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_device_augmentation_never_waits_for_the_gpu():
+    """With CUDA's sync debug mode set to error, a whole batch's crop, flip, RandAugment (bicubic and bilinear)
+    and normalisation run without one host-device synchronisation."""
+    recipe = A3.replace(train_res=64, aa="rand-m9-mstd0.5-inc1")
+    images = torch.randint(0, 256, (64, 3, 96, 96), dtype=torch.uint8, device="cuda")
+    augment = DeviceAugment(recipe)
+    generator, draws = torch.Generator("cuda").manual_seed(0), torch.Generator().manual_seed(0)
+    augment(images, generator, draws)  # first call: allocations, the normalisation constants
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = augment(images, generator, draws)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == (64, 3, 64, 64)
