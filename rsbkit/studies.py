@@ -32,7 +32,7 @@ class SeedStats:
     def range(self) -> float:
         return self.max - self.min
 
-    def noise_band(self, n_per_recipe: int = 1, z: float = Z95) -> float:
+    def noise_band(self, n_per_recipe: int = 1, z: float = Z95, n_other: Optional[int] = None) -> float:
         """How far apart two recipes' means (of `n_per_recipe` seeds each) must be before
         the difference is unlikely (two-sided 95%) to be seed noise alone.
 
@@ -40,9 +40,11 @@ class SeedStats:
         std*sqrt(2/n); a difference beyond z times that is significant. Assumes the
         two recipes have this seed spread (the paper: 0.08-0.15 points at ImageNet scale)
         and treats the std as known: estimated from few seeds it is itself uncertain,
-        so with under ~10 seeds read the band as a lower bound.
+        so with under ~10 seeds read the band as a lower bound. `n_other`: the other
+        recipe's number of seeds when it differs (std*sqrt(1/n + 1/n_other)).
         """
-        return z * self.std * math.sqrt(2.0 / n_per_recipe)
+        other = n_per_recipe if n_other is None else n_other
+        return z * self.std * math.sqrt(1.0 / n_per_recipe + 1.0 / other)
 
     def gaussian_pdf(self, x: Sequence[float]) -> np.ndarray:
         """The Gaussian fit (mean, std) evaluated at `x`: the curve drawn over the histogram."""
@@ -64,6 +66,29 @@ def noise_table(stats: SeedStats, ns: Sequence[int] = (1, 2, 3, 5, 10)) -> panda
     import pandas as pd
 
     return pd.DataFrame(dict(seeds_per_recipe=list(ns), min_significant_diff=[stats.noise_band(n) for n in ns]))
+
+
+def group_stats(table: pandas.DataFrame, by: Sequence[str], value: str) -> pandas.DataFrame:  # noqa: F821
+    """Mean, std (ddof=1), n, min and max of `value` per group of rows (runs over seeds, or the
+    rows of several runs' tables pooled), one row per group, sorted by the group keys."""
+    groups = table.groupby(list(by))[value]
+    out = groups.agg(["mean", "std", "count", "min", "max"]).reset_index().rename(columns={"count": "n"})
+    return out.sort_values(list(by)).reset_index(drop=True)
+
+
+def compare_to(groups: pandas.DataFrame, by: str, reference: Any, stats: SeedStats) -> pandas.DataFrame:  # noqa: F821
+    """:func:`group_stats` rows with their difference from the `reference` group's mean and the
+    seed-noise band for those numbers of seeds (from the seed study's `stats`): ``beyond_noise``
+    says whether the difference is more than seed noise (two-sided 95%)."""
+    ref = groups[groups[by] == reference]
+    if len(ref) != 1:
+        raise RunError(f"reference {by}={reference!r} is not one of the groups: {list(groups[by])}")
+    ref_mean, ref_n = float(ref["mean"].iloc[0]), int(ref["n"].iloc[0])
+    out = groups.copy()
+    out["diff"] = out["mean"] - ref_mean
+    out["noise_band"] = [stats.noise_band(int(n), n_other=ref_n) for n in out["n"]]
+    out["beyond_noise"] = out["diff"].abs() > out["noise_band"]
+    return out
 
 
 # ------------------------------------------------------------------ ablation (Table 6)

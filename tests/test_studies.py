@@ -66,3 +66,23 @@ def test_ablation_table_errors_name_the_problem():
         ablation_table(runs, {"wd": 0.02})
     with pytest.raises(RunError, match="lack the columns \\['aug_repeats'\\]"):
         ablation_table(runs.drop(columns="aug_repeats"), {})
+
+
+def test_group_stats_and_comparison_with_the_seed_noise():
+    from rsbkit.studies import compare_to, group_stats
+
+    runs = pd.DataFrame(dict(loss=["bce"] * 5 + ["ce"] * 3, top1=[80, 81, 82, 81, 81, 78, 79, 80]))
+    groups = group_stats(runs, ["loss"], "top1")
+    assert groups.to_dict("records") == [
+        dict(loss="bce", mean=81.0, std=pytest.approx(math.sqrt(0.5)), n=5, min=80, max=82),
+        dict(loss="ce", mean=79.0, std=1.0, n=3, min=78, max=80),
+    ]
+    stats = seed_stats([80, 81, 82, 81, 81])  # std sqrt(0.5)
+    table = compare_to(groups, "loss", "bce", stats)
+    ce = table[table["loss"] == "ce"].iloc[0]
+    assert ce["diff"] == -2.0
+    assert ce["noise_band"] == pytest.approx(1.959964 * math.sqrt(0.5) * math.sqrt(1 / 3 + 1 / 5))
+    assert bool(ce["beyond_noise"]) and not bool(table[table["loss"] == "bce"].iloc[0]["beyond_noise"])
+    assert stats.noise_band(3, n_other=3) == pytest.approx(stats.noise_band(3))
+    with pytest.raises(RunError, match="reference loss='mse' is not one of the groups"):
+        compare_to(groups, "loss", "mse", stats)
