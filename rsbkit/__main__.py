@@ -175,12 +175,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "run":
         import yaml
 
-        from .sweep import run_point, single_point
+        from .sweep import find_notebook, run_point, single_point
 
         params = {name: yaml.safe_load(value) for name, value in args.parameter}
-        point = single_point(args.notebook, params, args.out)
-        print(f"running {args.notebook} into {point.run_dir}")
-        res = run_point(Path(args.notebook), point, kernel=args.kernel)
+        notebook = find_notebook(args.notebook)
+        point = single_point(notebook, params, args.out)
+        print(f"running {notebook} into {point.run_dir}")
+        res = run_point(notebook, point, kernel=args.kernel)
         if res.status != "completed":
             print(f"rsbkit run: failed: {res.error}\nthe failed notebook: {res.notebook} "
                   f"(log: {point.run_dir / 'papermill.log'})", file=sys.stderr)

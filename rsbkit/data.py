@@ -70,13 +70,20 @@ class Data:
     classes: Sequence[str]
     source: str  # where the images were read from
     val_files: Optional[list[str]] = field(default=None, repr=False)  # file names, for ReaL labels
+    title: str = ""  # how a reader knows the dataset, for figures and tables (default: the name)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def label(self) -> str:
+        """The dataset as figures name it: its title with the split sizes, e.g. 'Fashion-MNIST (embedded
+        subset, 12,000 train / 2,000 test images)'; a limited run shows its limited sizes."""
+        return f"{self.title or self.name} ({len(self.train):,} train / {len(self.val):,} test images)"
+
     def describe(self) -> dict[str, Any]:
-        return dict(name=self.name, source=self.source, num_classes=self.num_classes,
+        return dict(name=self.name, title=self.title or self.name, source=self.source, num_classes=self.num_classes,
                     train_images=len(self.train), val_images=len(self.val))
 
 
@@ -149,14 +156,14 @@ def _idx_split(folder: Path, prefix: str) -> ArrayImages:
 def _embedded() -> Data:
     folder = Path(str(resources.files("rsbkit") / "embedded" / "fashion_mnist_subset"))
     return Data("default", _idx_split(folder, "train"), _idx_split(folder, "test"), FASHION_MNIST_CLASSES,
-                source=f"{folder} (embedded Fashion-MNIST subset)")
+                source=f"{folder} (embedded Fashion-MNIST subset)", title="Fashion-MNIST, embedded subset")
 
 
 def _fashion_mnist(root: Path, download: bool) -> Data:
     files = [f"{p}-{k}-idx{n}-ubyte.gz" for p in ("train", "t10k") for k, n in (("images", 3), ("labels", 1))]
     if all((DEBIAN_FASHION_MNIST / f).is_file() for f in files):
         return Data("fashion-mnist", _idx_split(DEBIAN_FASHION_MNIST, "train"), _idx_split(DEBIAN_FASHION_MNIST, "t10k"),
-                    FASHION_MNIST_CLASSES, source=f"{DEBIAN_FASHION_MNIST} (Debian dataset-fashion-mnist)")
+                    FASHION_MNIST_CLASSES, source=f"{DEBIAN_FASHION_MNIST} (Debian dataset-fashion-mnist)", title="Fashion-MNIST")
     from torchvision.datasets import FashionMNIST
 
     try:
@@ -168,7 +175,8 @@ def _fashion_mnist(root: Path, download: bool) -> Data:
             f"({type(exc).__name__}: {exc}); install Debian's dataset-fashion-mnist or put the four .gz files "
             f"in {root}/FashionMNIST/raw"
         ) from None
-    return Data("fashion-mnist", train, val, FASHION_MNIST_CLASSES, source=f"{root} (torchvision FashionMNIST)")
+    return Data("fashion-mnist", train, val, FASHION_MNIST_CLASSES, source=f"{root} (torchvision FashionMNIST)",
+                title="Fashion-MNIST")
 
 
 def _folder(path: Path) -> Data:
@@ -257,7 +265,7 @@ def load_data(
     if limit_train is not None or limit_val is not None:
         val = _limit(data.val, limit_val)
         files = data.val_files if val is data.val else None
-        data = Data(data.name, _limit(data.train, limit_train), val, data.classes, data.source, files)
+        data = Data(data.name, _limit(data.train, limit_train), val, data.classes, data.source, files, data.title)
     return data
 
 

@@ -22,9 +22,9 @@ from .models import profile, profile_models
 from .paper import PUBLISHED_POINTS, TABLE3, TABLE5
 from .recipes import load_recipe
 from .runs import load_runs
-from .sweep import Point, Sweep, expand, run_sweep
+from .sweep import Point, Sweep, expand, find_notebook, run_sweep
 
-TRAIN_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "procedures" / "train.ipynb"
+TRAIN_NOTEBOOK = "notebooks/procedures/train.ipynb"  # found in the checkout or the installed package (sweep.find_notebook)
 RUN_COLUMNS = ["status", "final_top1", "best_top1", "wall_s", "imgs_per_s", "error"]
 
 
@@ -140,7 +140,7 @@ def transfer_study(*, sources: Sequence[str], targets: Sequence[str], recipe: st
         starts += [(None, m, w, f"scratch-{m}" + (f"-w{w:g}" if w != 1 else "")) for m, w in models]
     rows, points = [], []
     base = _common(recipe, "default", limit_train, limit_val, device, workers)
-    declared = notebook_parameters(TRAIN_NOTEBOOK)
+    declared = notebook_parameters(find_notebook(TRAIN_NOTEBOOK))
     for target in targets:
         data = load_data(target)
         t_label = point_label(Path(target).name or target)
@@ -151,7 +151,7 @@ def transfer_study(*, sources: Sequence[str], targets: Sequence[str], recipe: st
             routed = route_parameters(TRAIN_NOTEBOOK, params, declared, f"transfer study, point {name}")
             routed["out_dir"] = str(out / "runs" / name)
             points.append((Point(name, routed, out / "runs" / name), label, target))
-    sweep = Sweep(TRAIN_NOTEBOOK, out / "runs", tuple(p for p, _, _ in points))
+    sweep = Sweep(find_notebook(TRAIN_NOTEBOOK), out / "runs", tuple(p for p, _, _ in points))
     runs = _train_points(sweep, jobs, log).set_index("point")
     table = pd.DataFrame(rows).set_index("target")
     for point, label, target in points:

@@ -40,6 +40,7 @@ class TrainSetup:
     nproc: int = 1  # processes under torchrun (1: train in the notebook's own process)
     micro_batch: Optional[int] = None
     launch: dict[str, Any] = field(default_factory=dict, repr=False)  # the data arguments torchrun's processes get
+    base: Optional[Recipe] = field(default=None, repr=False)  # the named recipe this one builds on (recipes.base_recipe)
     _schedule: Optional[tuple[list[float], list[float]]] = field(default=None, repr=False)
 
     def train(self, on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
@@ -109,6 +110,20 @@ class TrainSetup:
                            "its log is above")
         return result
 
+    def changes(self):
+        """What this run's recipe changes from its base recipe: field, base value, this run's value."""
+        from .recipes import changes
+
+        return changes(self.recipe, self.base or Recipe())
+
+    def recipe_note(self) -> str:
+        """One line: the recipe, its base and where the whole resolved recipe goes."""
+        n = len(self.changes())
+        base = self.base.name if self.base is not None else "rsbkit's field defaults"
+        what = f"{base} as it is" if n == 0 else f"{base} with {n} change{'s' * (n != 1)}"
+        return (f"recipe {self.recipe.name}: {what}; every field, resolved (LR after batch scaling, steps per epoch), "
+                f"goes to {self.run_dir / 'recipe.yaml'}")
+
     def schedule(self) -> Optional[tuple[list[float], list[float]]]:
         """(epoch, lr) over the whole run as planned, read once the run has written recipe.yaml."""
         if self._schedule is None and (self.run_dir / "recipe.yaml").is_file():
@@ -128,7 +143,7 @@ class TrainSetup:
         from .figures import curves_figure
 
         return curves_figure(rows, schedule=self.schedule(),
-                             title=f"{self.recipe.name}: {self.recipe.model} on {self.data.name}")
+                             title=f"{self.recipe.name}: {self.recipe.model} on {self.data.label}")
 
     def beside_paper(self, result: dict[str, Any]):
         return beside_paper(result, self.recipe)
@@ -172,6 +187,9 @@ def train_setup(
     overrides = dict(overrides or {})
     if seed is not None:
         overrides["seed"] = seed
+    from .recipes import base_recipe
+
+    base = base_recipe(recipe)
     if isinstance(recipe, Recipe):
         recipe = recipe.replace(**overrides) if overrides else recipe
     else:
@@ -205,7 +223,7 @@ def train_setup(
     launch = dict(data=data, data_root=_none_if_empty(data_root), limit_train=limit_train, limit_val=limit_val)
     return TrainSetup(recipe=recipe, data=dataset, run_dir=out, device=device, workers=workers, resume=resume,
                       progress=progress, tensorboard=bool(tensorboard), nproc=nproc, micro_batch=micro_batch or None,
-                      launch=launch)
+                      launch=launch, base=base)
 
 
 def _duration(seconds: float) -> str:
@@ -230,7 +248,7 @@ def beside_paper(result: dict[str, Any], recipe: Recipe):
         return "" if x is None else f"{x:.2f}"
 
     rows = [
-        ("data", f"{data.get('name')} ({data.get('train_images')} train / {data.get('val_images')} val, "
+        ("data", f"{data.get('title') or data.get('name')} ({data.get('train_images')} train / {data.get('val_images')} val, "
                  f"{data.get('num_classes')} classes)", "ImageNet-1k (1,281,167 train / 50,000 val, 1000 classes)"),
         ("model", recipe.model, base.model),
         ("epochs", str(result.get("epochs_done")), str(base.epochs)),

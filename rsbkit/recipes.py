@@ -718,6 +718,37 @@ def recipe_from_yaml(path: Union[str, Path]) -> Recipe:
         raise RecipeError(f"{where}: {exc}") from None
 
 
+def base_recipe(source: Union[str, Path, Recipe]) -> Recipe:
+    """The named recipe `source` builds on: the ``base:`` of a YAML file, the recipe itself for a
+    name (``a3``), the named recipe of that name for a Recipe object, and rsbkit's field defaults
+    (``Recipe()``) when there is none (a YAML file without ``base:``, a run folder's recipe.yaml)."""
+    if isinstance(source, Recipe):
+        return RECIPES.get(source.name.lower().replace("-", "_"), Recipe())
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        recipe_from_yaml(path)  # the file's own errors first, with their line numbers
+        base = (yaml.safe_load(path.read_text()) or {}).get("base")
+        return get_recipe(str(base)) if base is not None else Recipe()
+    return get_recipe(str(source))
+
+
+def changes(recipe: Recipe, base: Recipe):
+    """What `recipe` changes from `base`: one row per field that differs (name aside), with the base's
+    value and this recipe's, in the recipe's field order. ``attrs['base']`` names the base."""
+    import pandas as pd
+
+    mine, theirs = recipe.to_dict(), base.to_dict()
+    rows = [(k, _show(theirs[k]), _show(v)) for k, v in mine.items() if k != "name" and v != theirs[k]]
+    table = pd.DataFrame(rows, columns=["field", f"{base.name} (base)", f"{recipe.name} (this run)"]).set_index("field")
+    table.attrs["base"] = base.name
+    return table
+
+
+def _show(value: Any) -> str:
+    """A field value as it reads in YAML: lists in brackets, None as null."""
+    return "null" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["lr=1e-3", "aa=none"]`` -> ``{"lr": "1e-3", "aa": None}``, values read as YAML scalars."""
     out = {}

@@ -91,13 +91,38 @@ class PointResult:
 # ------------------------------------------------------------------ notebook parameters
 
 
+SOURCE_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"  # a source checkout's notebooks/
+PACKAGED_NOTEBOOKS = Path(__file__).resolve().parent / "_notebooks"  # the same files in an installed rsbkit
+
+
+def find_notebook(notebook: Union[str, Path]) -> Path:
+    """The notebook file a sweep, ``rsbkit run`` or a study names.
+
+    A path that exists (relative to the working directory) is used as it is. Otherwise a
+    name of rsbkit's own notebooks, ``notebooks/procedures/train.ipynb`` or
+    ``procedures/train.ipynb``, is looked up in the source checkout rsbkit is imported
+    from, then in the installed package (``rsbkit/_notebooks``), so the sweep files and
+    the studies work from any directory and from a pip-installed rsbkit.
+    """
+    path = Path(notebook)
+    if path.is_file():
+        return path
+    if not path.is_absolute():
+        relative = Path(*path.parts[1:]) if path.parts[:1] == ("notebooks",) else path
+        for root in (SOURCE_NOTEBOOKS, PACKAGED_NOTEBOOKS):
+            if (root / relative).is_file():
+                return root / relative
+    known = sorted(str(p.relative_to(root)) for root in (SOURCE_NOTEBOOKS, PACKAGED_NOTEBOOKS) if root.is_dir()
+                   for p in root.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    raise SweepError(f"notebook {path} does not exist (relative paths are read from {Path.cwd()}); give a notebook "
+                     f"file, or one of rsbkit's own: {', '.join(f'notebooks/{k}' for k in dict.fromkeys(known))}")
+
+
 def notebook_parameters(notebook: Union[str, Path]) -> dict[str, dict[str, Any]]:
     """The notebook's parameters as papermill reads them: name -> {inferred_type_name, default, help}."""
     import papermill
 
-    path = Path(notebook)
-    if not path.is_file():
-        raise SweepError(f"notebook {path} does not exist (paths are relative to {Path.cwd()}; run from the repository root)")
+    path = find_notebook(notebook)
     params = papermill.inspect_notebook(str(path))
     if not params:
         raise SweepError(f"{path} has no cell tagged 'parameters'; papermill cannot inject values into it")
@@ -153,7 +178,7 @@ def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Option
            grid: Optional[dict[str, list]] = None, seeds: Optional[list[int]] = None, *,
            points: Optional[list[dict[str, Any]]] = None, kernel: str = "python3", where: str = "sweep") -> Sweep:
     """The points of a grid or a list of points (times seeds), routed and validated; nothing runs."""
-    notebook, out = Path(notebook), Path(out)
+    notebook, out = find_notebook(notebook), Path(out)
     declared = notebook_parameters(notebook)
     grid = dict(grid or {})
     for key, values in grid.items():
@@ -500,7 +525,7 @@ def summarize(sweep: Sweep, ran: dict[str, PointResult], *, log: Callable[[str],
 
 def single_point(notebook: Union[str, Path], parameters: dict[str, Any], out: Union[str, Path, None] = None) -> Point:
     """One run of a notebook (``rsbkit run``): parameters validated, its run folder chosen."""
-    notebook = Path(notebook)
+    notebook = find_notebook(notebook)
     declared = notebook_parameters(notebook)
     params = route_parameters(notebook, parameters, declared, f"parameters of {notebook}")
     if out is None:

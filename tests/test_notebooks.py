@@ -83,6 +83,13 @@ def test_train_notebook_writes_the_run_folder_with_the_executed_notebook(train_r
     assert "data:image/png;base64," + final["image/png"][:40] in (train_run / "train.html").read_text()
     text = texts(executed)
     assert "78.10" in text and "paper (a3)" in text  # the table beside A3's published top-1
+    # the recipe as what it changes from its base (smoke.yaml: A3 shrunk), not the whole YAML
+    assert f"recipe smoke: a3 with 7 changes; every field, resolved (LR after batch scaling, steps per epoch), goes to " \
+           f"{train_run / 'recipe.yaml'}" in text
+    assert "a3 (base)" in text and "resnet10t" in text and "mixup_switch_prob" not in text
+    assert "data Fashion-MNIST, embedded subset (128 train / 64 test images)" in text
+    titles = [o["application/vnd.plotly.v1+json"]["layout"]["title"]["text"] for o in [final]]
+    assert "on Fashion-MNIST, embedded subset (128 train / 64 test images)" in titles[0]
     assert f"the executed notebook is kept in the run folder: {executed}" in text
 
 

@@ -18,6 +18,34 @@ def test_train_setup_turns_parameters_into_objects(tmp_path):
     assert setup.run_dir == tmp_path / "r" and setup.schedule() is None  # nothing planned before the run starts
 
 
+def test_train_setup_shows_what_the_recipe_changes_from_its_base(tmp_path):
+    demo = train_setup(recipe="params/demo.yaml", out_dir=str(tmp_path / "demo"))
+    table = demo.changes()
+    assert list(table.columns) == ["a3 (base)", "demo (this run)"]
+    assert table.loc["model"].tolist() == ["resnet50", "resnet18"] and table.loc["scale"].tolist() == ["[0.08, 1.0]", "[0.25, 1.0]"]
+    assert table.loc["train_res"].tolist() == ["160", "32"] and "lr" not in table.index and "name" not in table.index
+    assert demo.recipe_note().startswith(f"recipe demo: a3 with {len(table)} changes;")
+    assert str(tmp_path / "demo" / "recipe.yaml") in demo.recipe_note()
+    # a name with overrides: the overrides are the changes; a YAML without base: rsbkit's field defaults
+    named = train_setup(recipe="a3", overrides={"epochs": 20}, seed=3, out_dir=str(tmp_path / "a3"))
+    assert named.changes().to_dict("index") == {"epochs": {"a3 (base)": "100", "a3 (this run)": "20"},
+                                                "seed": {"a3 (base)": "0", "a3 (this run)": "3"}}
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("epochs: 30\naa: null\n")
+    table = train_setup(recipe=str(bare), out_dir=str(tmp_path / "bare")).changes()
+    assert table.to_dict("index") == {"epochs": {"custom (base)": "100", "bare (this run)": "30"},
+                                      "aa": {"custom (base)": "rand-m7-mstd0.5-inc1", "bare (this run)": "null"}}
+
+
+def test_figures_name_the_dataset_as_readers_know_it(tmp_path):
+    setup = train_setup(recipe="params/smoke.yaml", out_dir=str(tmp_path / "r"), limit_train=64, limit_val=32)
+    assert setup.data.label == "Fashion-MNIST, embedded subset (64 train / 32 test images)"
+    assert setup.data.describe()["title"] == "Fashion-MNIST, embedded subset"
+    fig = setup.curves([dict(epoch=1, lr=1e-3, train_loss=1.0, val_top1=50.0, val_top5=90.0)])
+    assert "on Fashion-MNIST, embedded subset (64 train / 32 test images)" in fig.layout.title.text
+    assert "default" not in fig.layout.title.text
+
+
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(recipe="a9"), RecipeError, "unknown recipe 'a9'"),
     (dict(recipe="a3", overrides={"lrr": 1}), RecipeError, "unknown recipe field 'lrr'; did you mean 'lr'"),

@@ -3,6 +3,7 @@ a second invocation runs only what is not completed."""
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -121,3 +122,18 @@ def test_a_kernel_port_clash_is_recognised_and_nothing_else():
     assert kernel_port_clash(clash)
     assert not kernel_port_clash("RuntimeError: Kernel died before replying to kernel_info\n")  # another start-up failure
     assert not kernel_port_clash("PapermillExecutionError: RunError: a global batch of 512 images needs more\n")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "params" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_committed_sweep_file_validates(path, monkeypatch, capsys):
+    """`rsbkit sweep FILE --dry-run` on each file of params/sweeps: keys, notebook parameters and every
+    point's recipe are checked, and it lists one line per point (grid product or points, times seeds)."""
+    from rsbkit.__main__ import main
+
+    monkeypatch.chdir(ROOT)  # the files name recipes and notebooks relative to the repository root
+    spec = yaml.safe_load(path.read_text())
+    rows = len(spec["points"]) if "points" in spec else math.prod(len(v) for v in (spec.get("grid") or {}).values())
+    expected = rows * len(spec.get("seeds") or [None])
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == expected and all(line.startswith(f"{spec['out']}/") for line in lines)
