@@ -404,11 +404,37 @@ def seed_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs:
     done = table[table["status"] == "completed"]
     stats = seed_stats(done[metric])
     folder = _out_folder(out_dir, folder)
-    record = dict(metric=metric, n=stats.n, mean=stats.mean, std=stats.std, min=stats.min, max=stats.max,
+    record = dict(metric=metric, recipe=_sole(done, "recipe"), data=_sole(done, "data"), n=stats.n,
+                  mean=stats.mean, std=stats.std, min=stats.min, max=stats.max,
                   seeds=[int(s) for s in done["seed"]], values=[float(v) for v in done[metric]],
                   noise_band_1=stats.noise_band(1), noise_table=noise_table(stats).to_dict("records"))
     atomic_write_text(folder / "seed_stats.json", json.dumps(record, indent=2) + "\n")
     return SeedStudy(table, stats, metric, folder)
+
+
+def _sole(table, column: str) -> Optional[str]:
+    """The one value a column holds over every row (a seed study's recipe, its dataset), else None."""
+    values = set(table[column].dropna().astype(str)) if column in table.columns else set()
+    return values.pop() if len(values) == 1 else None
+
+
+# where the ablation looks for a seed study of its own recipe: the seed sweep's folder
+# (params/sweeps/seeds.yaml), then the statistics committed with the findings (a source checkout)
+SEED_STATS_PLACES = (Path("runs") / "sweeps" / "seeds" / "seed_stats.json",
+                     Path(__file__).resolve().parents[1] / "findings" / "seed_stats.json")
+
+
+def find_seed_stats(recipe: Optional[str], data: Optional[str], metric: str = "final_top1") -> Optional[Path]:
+    """A seed study's ``seed_stats.json`` measured with this recipe, dataset and metric (None if none is found):
+    a noise band is only meaningful for the recipe and data whose seeds it was measured on."""
+    import json
+
+    for path in SEED_STATS_PLACES:
+        if path.is_file():
+            rec = json.loads(path.read_text())
+            if (rec.get("recipe"), rec.get("data"), rec.get("metric")) == (recipe, data, metric) and recipe is not None:
+                return path
+    return None
 
 
 def read_noise_band(seed_stats_json: Optional[str], n_per_cell: int = 1) -> Optional[float]:
@@ -429,13 +455,22 @@ def read_noise_band(seed_stats_json: Optional[str], n_per_cell: int = 1) -> Opti
 def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs: int = 1,
                    reference: Optional[dict[str, Any]] = None, seed_stats: Optional[str] = None,
                    metric: str = "final_top1", out_dir: Optional[str] = None):
-    """The Table 6 grid from a sweep or finished runs: (table, noise band or None, folder)."""
+    """The Table 6 grid from a sweep or finished runs: (table, noise band or None, folder).
+
+    ``seed_stats="auto"`` uses a seed study of the same recipe, dataset and metric when one is found
+    (:func:`find_seed_stats`: the seed sweep's folder, else the committed findings); a path uses that
+    file; empty uses none. ``table.attrs['noise_source']`` says which file the band came from.
+    """
     from .runs import atomic_write_text
     from .studies import ablation_table
 
     table, folder = sweep_runs(sweep, runs, jobs)
+    if seed_stats == "auto":
+        found = find_seed_stats(_sole(table, "recipe"), _sole(table, "data"), metric)
+        seed_stats = str(found) if found else None
     noise = read_noise_band(seed_stats)
     result = ablation_table(table, reference or {}, metric=metric, noise=noise)
+    result.attrs["noise_source"] = seed_stats or None
     folder = _out_folder(out_dir, folder)
     atomic_write_text(folder / "ablation.csv", result.to_csv(index=False))
     return result, noise, folder

@@ -286,7 +286,7 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
     name), ``status``, every other recipe field (``model``, ``lr``,
     ``loss`` ...), the final metrics (``final_top1``, ``best_top1``, ``best_epoch``,
     ``final_top5``, ``epochs_done``), the cost (``wall_s``, ``imgs_per_s``,
-    ``peak_mem_mb``, ``device_name``), ``lr_used`` and ``effective_batch`` as the
+    ``peak_mem_mb``, ``device_name``), ``data`` (the dataset's name), ``lr_used`` and ``effective_batch`` as the
     run resolved them, ``error``, and ``param.<name>`` for a sweep point's notebook
     parameters. A run that never finished has status ``running`` (or none) and
     empty metrics; it is listed, not dropped.
@@ -312,6 +312,7 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
         for key in ("final_top1", "best_top1", "best_epoch", "final_top5", "final_loss", "epochs_done",
                     "wall_s", "imgs_per_s", "peak_mem_mb", "device_name", "num_skipped", "code_version", "error"):
             row[key] = result.get(key)
+        row["data"] = (result.get("data") or {}).get("name")
         row["lr_used"] = resolved.get("lr")
         row["effective_batch"] = resolved.get("effective_batch")
         point = folder / SWEEP_POINT

@@ -140,6 +140,7 @@ def test_seed_variance_notebook_runs_the_seeds_and_reports_their_spread(seed_stu
     finals = {json.loads((seed_study / "points" / f"seed={s}" / "result.json").read_text())["seed"]:
               json.loads((seed_study / "points" / f"seed={s}" / "result.json").read_text())["final_top1"] for s in (0, 1, 2)}
     assert sorted(stats["seeds"]) == [0, 1, 2] and stats["n"] == 3
+    assert (stats["recipe"], stats["data"]) == ("smoke", "default")  # what the ablation matches it by
     assert stats["mean"] == pytest.approx(statistics.mean(finals.values()))
     assert stats["std"] == pytest.approx(statistics.stdev(finals.values()))
     assert stats["noise_band_1"] == pytest.approx(1.959964 * stats["std"] * 2 ** 0.5)
