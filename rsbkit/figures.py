@@ -97,6 +97,32 @@ def comparison_figure(runs: pandas.DataFrame, *, metric: str = "final_top1", lab
     return fig
 
 
+def variants_figure(runs: pandas.DataFrame, table: pandas.DataFrame, *, metric: str = "final_top1",  # noqa: F821
+                    title: str = "") -> go.Figure:
+    """Each variant's runs (one dot per seed) with their mean +- std, against the reference's mean and the
+    seed-noise band a variant's mean must leave to differ by more than chance (from
+    ``studies.compare_variants``). Any number of seeds and variants: the dots share a column per variant."""
+    fig = go.Figure()
+    order = list(table["variant"])
+    fig.add_trace(go.Scatter(x=runs["variant"], y=runs[metric], mode="markers", name="one seed",
+                             marker=dict(size=8, opacity=0.55), text=runs["name"], hovertemplate="%{text}: %{y:.2f}"))
+    fig.add_trace(go.Scatter(x=order, y=table["mean"], mode="markers", name="mean +- std over seeds",
+                             marker=dict(symbol="diamond", size=13, color="black"),
+                             error_y=dict(type="data", array=table["std"].fillna(0).tolist(), visible=True)))
+    ref = table.iloc[0]
+    others = table.iloc[1:]
+    if len(others):
+        n = int(others["n"].mode().iloc[0])
+        band = float(others[others["n"] == n]["noise_band"].iloc[0])
+        fig.add_hrect(y0=ref["mean"] - band, y1=ref["mean"] + band, fillcolor="grey", opacity=0.15, line_width=0)
+        fig.add_trace(go.Scatter(x=[order[0], order[-1]], y=[ref["mean"]] * 2, mode="lines", line=dict(dash="dash", color="grey"),
+                                 name=f"reference mean; shaded: +- {band:.2f}, seed noise for {n} against {int(ref['n'])} seeds (95%)"))
+    fig.update_xaxes(categoryorder="array", categoryarray=order)
+    fig.update_layout(title=title, yaxis_title=f"{metric} (%)", autosize=True, height=HEIGHT + 80, margin=dict(t=70, b=110),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=-0.25, yanchor="top"))
+    return fig
+
+
 # ------------------------------------------------------------------ files and display
 
 

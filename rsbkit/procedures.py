@@ -476,6 +476,54 @@ def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, j
     return result, noise, folder
 
 
+@dataclass
+class ComparisonStudy:
+    runs: Any  # DataFrame: the reference's seeds and every variant's runs, labelled in 'variant'
+    table: Any  # DataFrame: one row per variant (mean, std, n, min, max, diff, noise_band, beyond_noise)
+    stats: Any  # studies.SeedStats of the reference's seeds
+    metric: str
+    out_dir: Path
+
+    def summary(self) -> str:
+        lines = []
+        for row in self.table.iloc[1:].itertuples(index=False):
+            verdict = "more than seed noise" if row.beyond_noise else "within seed noise"
+            lines.append(f"{row.variant}: {row.mean:.2f} +- {row.std:.2f} over {row.n} seeds, {row.diff:+.2f} points "
+                         f"against the reference ({verdict}: +-{row.noise_band:.2f})")
+        ref = self.table.iloc[0]
+        return "\n".join([f"{ref.variant}: {ref['mean']:.2f} +- {ref['std']:.2f} over {ref.n} seeds"] + lines)
+
+
+def comparison_study(*, reference: str, sweeps: list, jobs: int = 1, metric: str = "final_top1",
+                     out_dir: Optional[str] = None) -> ComparisonStudy:
+    """Variants of a recipe (each a sweep file, seeds included) against that recipe's seed sweep.
+
+    Every sweep runs through the sweep runner (completed points are reused). Writes ``comparison.csv``
+    (one row per variant) and ``comparison_runs.csv`` (one row per run) to `out_dir` (empty: the
+    reference sweep's folder's parent / comparison).
+    """
+    from .recipes import _fields
+    from .runs import atomic_write_text
+    from .studies import compare_variants
+
+    if isinstance(sweeps, str):
+        sweeps = [sweeps]
+    if not sweeps:
+        raise RunError("give the variants' sweep files: sweeps=[params/sweeps/loss_ce.yaml, ...]")
+    ref_runs, ref_folder = sweep_runs(reference, None, jobs)
+    import pandas as pd
+
+    variants = pd.concat([sweep_runs(s, None, jobs)[0] for s in sweeps], ignore_index=True)
+    if metric not in variants.columns:
+        raise RunError(f"metric {metric!r} is not a run column; use final_top1, best_top1 or final_top5")
+    fields = [f for f in _fields() if f in variants.columns and f in ref_runs.columns]
+    runs, table, stats = compare_variants(variants, ref_runs, fields, metric)
+    folder = _out_folder(out_dir, ref_folder.parent / "comparison")
+    atomic_write_text(folder / "comparison.csv", table.to_csv(index=False))
+    atomic_write_text(folder / "comparison_runs.csv", runs.to_csv(index=False))
+    return ComparisonStudy(runs, table, stats, metric, folder)
+
+
 REPORT_COLUMNS = ("name", "run", "recipe", "status", "model", "epochs", "train_res", "test_res", "loss", "lr", "seed",
                   "final_top1", "best_top1", "best_epoch", "wall_s", "imgs_per_s", "peak_mem_mb", "device_name")
 

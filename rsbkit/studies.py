@@ -91,6 +91,49 @@ def compare_to(groups: pandas.DataFrame, by: str, reference: Any, stats: SeedSta
     return out
 
 
+TRAINING_COLUMNS_IGNORED = ("seed", "name")  # what a seed study varies, or only labels a run
+
+
+def variant_label(run: Any, reference: Any, fields: Sequence[str]) -> str:
+    """How one run's recipe differs from the reference run's, as a label: the recipe's name when it is another
+    recipe (``torchvision_demo``), else the fields that differ (``loss=ce``, ``lr=0.004, aug_repeats=3``),
+    else ``same as the reference``. `run` and `reference` are rows of :func:`rsbkit.runs.load_runs`."""
+    if run["recipe"] != reference["recipe"]:
+        return str(run["recipe"])
+    differ = [f"{k}={run[k]}" for k in fields if k not in TRAINING_COLUMNS_IGNORED and not _same(run[k], reference[k])]
+    return ", ".join(differ) or "same as the reference"
+
+
+def compare_variants(runs: pandas.DataFrame, reference_runs: pandas.DataFrame, fields: Sequence[str],  # noqa: F821
+                     metric: str = "final_top1") -> tuple[pandas.DataFrame, pandas.DataFrame, SeedStats]:  # noqa: F821
+    """Variants of a recipe against that recipe's seed study, at the scale they ran.
+
+    `reference_runs`: the seeds of the reference recipe (one recipe, only the seed varying); `runs`: the
+    variants' runs, grouped by :func:`variant_label`. Returns (the runs of both with their ``variant``
+    label, one row per variant with mean, std, n, min, max, its difference from the reference mean, the
+    seed-noise band for those numbers of seeds, and ``beyond_noise``; the reference's SeedStats).
+    Completed runs only.
+    """
+    import pandas as pd
+
+    reference_runs = reference_runs[reference_runs["status"] == "completed"]
+    runs = runs[runs["status"] == "completed"]
+    if len(reference_runs) < 2:
+        raise RunError(f"the reference needs at least 2 completed seeds to measure seed noise; it has {len(reference_runs)}")
+    first = reference_runs.iloc[0]
+    mixed = [k for k in fields if k not in TRAINING_COLUMNS_IGNORED and reference_runs[k].astype(str).nunique() > 1]
+    if mixed or reference_runs["recipe"].nunique() > 1:
+        raise RunError(f"the reference runs are not one recipe over seeds: {mixed or ['recipe']} vary among them")
+    pooled = pd.concat([reference_runs.assign(variant=f"{first['recipe']} (reference)"),
+                        runs.assign(variant=[variant_label(r, first, fields) for _, r in runs.iterrows()])],
+                       ignore_index=True)
+    stats = seed_stats(reference_runs[metric])
+    groups = group_stats(pooled, ["variant"], metric)
+    order = {v: i for i, v in enumerate(dict.fromkeys(pooled["variant"]))}  # the reference first, then as given
+    groups = groups.sort_values("variant", key=lambda c: c.map(order)).reset_index(drop=True)
+    return pooled, compare_to(groups, "variant", f"{first['recipe']} (reference)", stats), stats
+
+
 # ------------------------------------------------------------------ ablation (Table 6)
 
 ABLATION_FACTORS = ("loss", "lr", "weight_decay", "aug_repeats")

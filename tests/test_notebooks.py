@@ -167,6 +167,19 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path):
     assert pd.isna(table["paper_A2"].iloc[0]) and table["paper_A2"].iloc[1] == 78.72
     assert len(figures(tmp_path / "study" / "ablation.ipynb")) == 1
 
+    # the same runs as variants of the seed study's recipe, against its seeds (nothing trains again)
+    res = run_cli("run", "notebooks/studies/compare.ipynb", "-p", "reference", str(seed_study / "seeds.yaml"),
+                  "-p", "sweeps", f"[{sweep}]", "--out", str(tmp_path / "compare"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    stats = json.loads((seed_study / "study" / "seed_stats.json").read_text())
+    compare = pd.read_csv(tmp_path / "compare" / "comparison.csv")
+    assert list(compare["variant"]) == ["smoke (reference)", "same as the reference", "loss=ce"]
+    assert list(compare["n"]) == [3, 1, 1] and compare["mean"][0] == pytest.approx(stats["mean"])
+    assert compare["diff"][2] == pytest.approx(top1["ce"] - stats["mean"])
+    assert compare["noise_band"][2] == pytest.approx(1.959964 * stats["std"] * (1 + 1 / 3) ** 0.5)
+    assert len(pd.read_csv(tmp_path / "compare" / "comparison_runs.csv")) == 5
+    assert (tmp_path / "compare" / "comparison.png").is_file() and "loss=ce: " in texts(tmp_path / "compare" / "compare.ipynb")
+
     # the report gathers the ablation's runs and groups them
     res = run_cli("run", "notebooks/report.ipynb", "-p", "runs", f"[{tmp_path / 'points'}]", "-p", "group_by", "[loss]",
                   "--out", str(tmp_path / "report"))

@@ -86,3 +86,29 @@ def test_group_stats_and_comparison_with_the_seed_noise():
     assert stats.noise_band(3, n_other=3) == pytest.approx(stats.noise_band(3))
     with pytest.raises(RunError, match="reference loss='mse' is not one of the groups"):
         compare_to(groups, "loss", "mse", stats)
+
+
+def test_variants_are_labelled_by_what_they_change_and_set_against_the_seed_noise():
+    from rsbkit.studies import compare_variants
+
+    def runs(recipe, seeds, top1, **fields):
+        base = dict(recipe=recipe, status="completed", loss="bce", lr=0.008, aug_repeats=0)
+        return pd.DataFrame([{**base, **fields, "seed": s, "name": f"seed={s}", "final_top1": t} for s, t in zip(seeds, top1)])
+
+    reference = runs("demo", range(5), [80, 81, 82, 81, 81])
+    variants = pd.concat([runs("demo", range(3), [78, 79, 80], loss="ce"),
+                          runs("demo", range(3), [81, 81.5, 80.5], lr=0.004, aug_repeats=3),
+                          runs("torchvision_demo", range(3), [75, 76, 77], loss="ce", lr=0.1),
+                          runs("demo", [9], [10.0]).assign(status="failed")], ignore_index=True)
+    fields = ["loss", "lr", "aug_repeats", "seed"]
+    pooled, table, stats = compare_variants(variants, reference, fields)
+    assert list(table["variant"]) == ["demo (reference)", "loss=ce", "lr=0.004, aug_repeats=3", "torchvision_demo"]
+    assert list(table["n"]) == [5, 3, 3, 3] and len(pooled) == 14  # the failed run is left out
+    assert list(table["diff"]) == pytest.approx([0.0, -2.0, 0.0, -5.0])
+    band = 1.959964 * math.sqrt(0.5) * math.sqrt(1 / 3 + 1 / 5)
+    assert list(table["noise_band"][1:]) == pytest.approx([band] * 3)
+    assert list(table["beyond_noise"]) == [False, True, False, True]
+    with pytest.raises(RunError, match="not one recipe over seeds: \\['lr'\\] vary"):
+        compare_variants(variants, pd.concat([reference, runs("demo", [7], [80], lr=0.1)]), fields)
+    with pytest.raises(RunError, match="at least 2 completed seeds"):
+        compare_variants(variants, reference.iloc[:1], fields)
