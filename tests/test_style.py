@@ -9,5 +9,5 @@ from pathlib import Path
 
 def test_ruff_clean(root):
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    out = subprocess.run([ruff, "check", "rsbkit", "tests", "scripts"], cwd=root, capture_output=True, text=True)
+    out = subprocess.run([ruff, "check", "rsbkit", "tests", "scripts", "benchmarks"], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
