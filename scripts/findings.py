@@ -45,6 +45,20 @@ def markdown(table: pd.DataFrame, digits: int = 2) -> str:
     return "\n".join(lines)
 
 
+COMPARISON_HEADER = "| variant | final top-1 (%), mean ± std | seeds | range | difference | seed-noise band (95%) | more than noise |"
+
+
+def comparison_row(row) -> str:
+    """One variant as findings/README.md shows it (tests/test_findings.py reads these rows back)."""
+    first = row.variant.endswith("(reference)")
+    return (f"| {row.variant} | {row.mean:.2f} ± {row.std:.2f} | {row.n} | {row.min:.2f} .. {row.max:.2f} | "
+            + ("| | |" if first else f"{row.diff:+.2f} | ±{row.noise_band:.2f} | {'yes' if row.beyond_noise else 'no'} |"))
+
+
+def comparison_markdown(table: pd.DataFrame) -> str:
+    return "\n".join([COMPARISON_HEADER, "|---|---|---|---|---|---|---|"] + [comparison_row(r) for r in table.itertuples()])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/sweeps", help="the folder the sweep files write into")
@@ -70,8 +84,10 @@ def main() -> None:
     comparison = pd.read_csv(runs / "comparison" / "comparison.csv")
     comparison.to_csv(out / "comparison.csv", index=False)
     shutil.copy(runs / "comparison" / "comparison.png", out / "comparison.png")
-    print("\n## comparison (final top-1)\n")
-    print(markdown(comparison[["variant", "mean", "std", "n", "min", "max", "diff", "noise_band", "beyond_noise"]]))
+    pooled = pd.read_csv(runs / "comparison" / "comparison_runs.csv")
+    pooled[["variant", "run", "recipe", "seed", "final_top1", "best_top1"]].to_csv(out / "comparison_runs.csv", index=False)
+    print("\n## comparison (final top-1; the rows findings/README.md quotes)\n")
+    print(comparison_markdown(comparison))
 
     # 4. test resolution: evaluate_resolution on each seed run, pooled over the seeds
     per_run = []
