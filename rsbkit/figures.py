@@ -116,7 +116,7 @@ def variants_figure(runs: pandas.DataFrame, table: pandas.DataFrame, *, metric: 
         band = float(others[others["n"] == n]["noise_band"].iloc[0])
         fig.add_hrect(y0=ref["mean"] - band, y1=ref["mean"] + band, fillcolor="grey", opacity=0.15, line_width=0)
         fig.add_trace(go.Scatter(x=[order[0], order[-1]], y=[ref["mean"]] * 2, mode="lines", line=dict(dash="dash", color="grey"),
-                                 name=f"reference mean; shaded: +- {band:.2f}, seed noise for {n} against {int(ref['n'])} seeds (95%)"))
+                                 name=f"reference mean; shaded: +- {band:.2f}, the seed study's noise for {n} against {int(ref['n'])} seeds (95%)"))
     fig.update_xaxes(categoryorder="array", categoryarray=order)
     fig.update_layout(title=title, yaxis_title=f"{metric} (%)", autosize=True, height=HEIGHT + 80, margin=dict(t=70, b=110),
                       legend=dict(orientation="h", x=0, xanchor="left", y=-0.25, yanchor="top"))

@@ -479,7 +479,7 @@ def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, j
 @dataclass
 class ComparisonStudy:
     runs: Any  # DataFrame: the reference's seeds and every variant's runs, labelled in 'variant'
-    table: Any  # DataFrame: one row per variant (mean, std, n, min, max, diff, noise_band, beyond_noise)
+    table: Any  # DataFrame: one row per variant (mean, std, n, min, max, diff, noise_band, own_band, band, beyond_noise)
     stats: Any  # studies.SeedStats of the reference's seeds
     metric: str
     out_dir: Path
@@ -489,7 +489,7 @@ class ComparisonStudy:
         for row in self.table.iloc[1:].itertuples(index=False):
             verdict = "more than seed noise" if row.beyond_noise else "within seed noise"
             lines.append(f"{row.variant}: {row.mean:.2f} +- {row.std:.2f} over {row.n} seeds, {row.diff:+.2f} points "
-                         f"against the reference ({verdict}: +-{row.noise_band:.2f})")
+                         f"against the reference ({verdict}: +-{row.band:.2f})")
         ref = self.table.iloc[0]
         return "\n".join([f"{ref.variant}: {ref['mean']:.2f} +- {ref['std']:.2f} over {ref.n} seeds"] + lines)
 

@@ -77,17 +77,29 @@ def group_stats(table: pandas.DataFrame, by: Sequence[str], value: str) -> panda
 
 
 def compare_to(groups: pandas.DataFrame, by: str, reference: Any, stats: SeedStats) -> pandas.DataFrame:  # noqa: F821
-    """:func:`group_stats` rows with their difference from the `reference` group's mean and the
-    seed-noise band for those numbers of seeds (from the seed study's `stats`): ``beyond_noise``
-    says whether the difference is more than seed noise (two-sided 95%)."""
+    """:func:`group_stats` rows with their difference from the `reference` group's mean and how large a
+    difference seed noise makes (two-sided 95%) for those numbers of seeds:
+
+    - ``noise_band``: from the seed study's spread (`stats`), as if both groups had it;
+    - ``own_band``: from both groups' own spreads, ``z * sqrt(s_ref^2 / n_ref + s^2 / n)`` (Welch's form,
+      normal quantile; empty when a group has a single run): a variant whose seeds scatter more than the
+      reference's needs a larger difference;
+    - ``band``: the larger of the two, and ``beyond_noise``: ``|diff| > band``.
+
+    With 3 to 5 seeds the standard deviations are themselves uncertain: read ``beyond_noise`` as a
+    screening verdict, not a test at exactly 5%.
+    """
     ref = groups[groups[by] == reference]
     if len(ref) != 1:
         raise RunError(f"reference {by}={reference!r} is not one of the groups: {list(groups[by])}")
-    ref_mean, ref_n = float(ref["mean"].iloc[0]), int(ref["n"].iloc[0])
+    ref_mean, ref_n, ref_std = float(ref["mean"].iloc[0]), int(ref["n"].iloc[0]), float(ref["std"].iloc[0])
     out = groups.copy()
     out["diff"] = out["mean"] - ref_mean
     out["noise_band"] = [stats.noise_band(int(n), n_other=ref_n) for n in out["n"]]
-    out["beyond_noise"] = out["diff"].abs() > out["noise_band"]
+    out["own_band"] = [Z95 * math.sqrt(ref_std ** 2 / ref_n + float(sd) ** 2 / int(n)) if int(n) > 1 and ref_n > 1 else math.nan
+                       for sd, n in zip(out["std"], out["n"])]
+    out["band"] = out[["noise_band", "own_band"]].max(axis=1)  # NaN own_band: the seed study's band alone
+    out["beyond_noise"] = out["diff"].abs() > out["band"]
     return out
 
 

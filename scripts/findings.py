@@ -45,14 +45,14 @@ def markdown(table: pd.DataFrame, digits: int = 2) -> str:
     return "\n".join(lines)
 
 
-COMPARISON_HEADER = "| variant | final top-1 (%), mean ± std | seeds | range | difference | seed-noise band (95%) | more than noise |"
+COMPARISON_HEADER = "| variant | final top-1 (%), mean ± std | seeds | range | difference | noise band (95%) | more than noise |"
 
 
 def comparison_row(row) -> str:
     """One variant as findings/README.md shows it (tests/test_findings.py reads these rows back)."""
     first = row.variant.endswith("(reference)")
     return (f"| {row.variant} | {row.mean:.2f} ± {row.std:.2f} | {row.n} | {row.min:.2f} .. {row.max:.2f} | "
-            + ("| | |" if first else f"{row.diff:+.2f} | ±{row.noise_band:.2f} | {'yes' if row.beyond_noise else 'no'} |"))
+            + ("| | |" if first else f"{row.diff:+.2f} | ±{row.band:.2f} | {'yes' if row.beyond_noise else 'no'} |"))
 
 
 def comparison_markdown(table: pd.DataFrame) -> str:

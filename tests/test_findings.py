@@ -57,7 +57,9 @@ def test_the_comparison_is_computed_from_its_runs_and_the_readme_quotes_it():
         again = recomputed.loc[row.variant]
         assert (row.mean, row.std, row.n) == (pytest.approx(again["mean"]), pytest.approx(again["std"]), again["n"])
         assert row.noise_band == pytest.approx(Z95 * stats["std"] * math.sqrt(1 / row.n + 1 / stats["n"]))
-        assert row.diff == pytest.approx(row.mean - stats["mean"]) and row.beyond_noise == (abs(row.diff) > row.noise_band)
+        own = Z95 * math.sqrt(stats["std"] ** 2 / stats["n"] + row.std ** 2 / row.n)
+        assert row.band == pytest.approx(max(row.noise_band, own))
+        assert row.diff == pytest.approx(row.mean - stats["mean"]) and row.beyond_noise == (abs(row.diff) > row.band)
         quoted = [line for line in readme().splitlines() if line.startswith(f"| {row.variant} |")]
         assert quoted and set(quoted) == {comparison_row(row)}, row.variant
     # every run is one of the committed sweeps' runs, with the same top-1

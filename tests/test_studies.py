@@ -71,21 +71,31 @@ def test_ablation_table_errors_name_the_problem():
 def test_group_stats_and_comparison_with_the_seed_noise():
     from rsbkit.studies import compare_to, group_stats
 
-    runs = pd.DataFrame(dict(loss=["bce"] * 5 + ["ce"] * 3, top1=[80, 81, 82, 81, 81, 78, 79, 80]))
+    runs = pd.DataFrame(dict(loss=["bce"] * 5 + ["ce"] * 3 + ["mse"] * 3 + ["hinge"],
+                             top1=[80, 81, 82, 81, 81, 78, 79, 80, 76, 79, 82, 79]))
     groups = group_stats(runs, ["loss"], "top1")
-    assert groups.to_dict("records") == [
+    assert groups.to_dict("records")[:2] == [
         dict(loss="bce", mean=81.0, std=pytest.approx(math.sqrt(0.5)), n=5, min=80, max=82),
         dict(loss="ce", mean=79.0, std=1.0, n=3, min=78, max=80),
     ]
     stats = seed_stats([80, 81, 82, 81, 81])  # std sqrt(0.5)
-    table = compare_to(groups, "loss", "bce", stats)
-    ce = table[table["loss"] == "ce"].iloc[0]
-    assert ce["diff"] == -2.0
-    assert ce["noise_band"] == pytest.approx(1.959964 * math.sqrt(0.5) * math.sqrt(1 / 3 + 1 / 5))
-    assert bool(ce["beyond_noise"]) and not bool(table[table["loss"] == "bce"].iloc[0]["beyond_noise"])
+    table = compare_to(groups, "loss", "bce", stats).set_index("loss")
+    seed_band = 1.959964 * math.sqrt(0.5) * math.sqrt(1 / 3 + 1 / 5)
+    assert table.loc["ce", "diff"] == -2.0 and table.loc["ce", "noise_band"] == pytest.approx(seed_band)
+    # the variant's own spread, Welch's form: wider than the seed study's band here, still under 2 points
+    assert table.loc["ce", "own_band"] == pytest.approx(1.959964 * math.sqrt(0.5 / 5 + 1 / 3))
+    assert table.loc["ce", "band"] == table.loc["ce", "own_band"] and bool(table.loc["ce", "beyond_noise"])
+    # the same mean from seeds 3 points apart: beyond the seed study's band, not beyond its own spread
+    assert table.loc["mse", "diff"] == -2.0 and table.loc["mse", "noise_band"] == pytest.approx(seed_band)
+    assert table.loc["mse", "band"] == pytest.approx(1.959964 * math.sqrt(0.5 / 5 + 9 / 3))
+    assert not bool(table.loc["mse", "beyond_noise"])
+    # one run has no spread of its own: the seed study's band alone
+    assert math.isnan(table.loc["hinge", "own_band"])
+    assert table.loc["hinge", "band"] == pytest.approx(1.959964 * math.sqrt(0.5) * math.sqrt(1 + 1 / 5))
+    assert not bool(table.loc["bce", "beyond_noise"])
     assert stats.noise_band(3, n_other=3) == pytest.approx(stats.noise_band(3))
-    with pytest.raises(RunError, match="reference loss='mse' is not one of the groups"):
-        compare_to(groups, "loss", "mse", stats)
+    with pytest.raises(RunError, match="reference loss='l1' is not one of the groups"):
+        compare_to(groups, "loss", "l1", stats)
 
 
 def test_variants_are_labelled_by_what_they_change_and_set_against_the_seed_noise():
