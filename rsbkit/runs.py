@@ -269,10 +269,17 @@ SWEEP_POINT = "sweep_point.json"  # written by the sweep runner beside a point's
 
 
 def _find_runs(path: Path) -> list[Path]:
-    marks = ("result.json", "recipe.yaml", SWEEP_POINT)  # a point that failed early has only the last
-    if any((path / name).is_file() for name in marks):
+    """Run folders at or below `path`: those with result.json or recipe.yaml, and sweep points with only
+    sweep_point.json (a point that failed early) unless run folders lie below them. A study notebook run
+    into its sweep's folder (``rsbkit run seed_variance.ipynb --out runs/sweeps/seeds``) leaves a
+    sweep_point.json above the seeds' runs: that folder is not a run of its own."""
+    def trained(folder: Path) -> bool:
+        return (folder / "result.json").is_file() or (folder / "recipe.yaml").is_file()
+
+    if trained(path):
         return [path]
-    return sorted({p.parent for name in marks for p in path.rglob(name)})
+    found = {p.parent for name in ("result.json", "recipe.yaml", SWEEP_POINT) for p in path.rglob(name)}
+    return sorted(f for f in found if trained(f) or not any(g != f and f in g.parents for g in found))
 
 
 def _cell(value: Any) -> Any:

@@ -34,6 +34,24 @@ def test_load_runs_one_row_per_run_with_recipe_results_and_cost(smoke_run, tmp_p
         load_runs("/no/such")
 
 
+def test_a_study_notebook_run_into_its_sweep_folder_does_not_hide_the_points(smoke_run, tmp_path):
+    """seed_variance.ipynb run with --out runs/sweeps/seeds leaves sweep_point.json above the seed runs:
+    load_runs of that folder lists the seeds (it listed the notebook's folder alone before), and a point
+    that failed before training (only sweep_point.json) is still a row."""
+    study = tmp_path / "sweeps" / "seeds"
+    for name in ("seed=0", "seed=1"):
+        shutil.copytree(smoke_run, study / name, ignore=shutil.ignore_patterns("*.pt"))
+    failed = study / "seed=2"
+    failed.mkdir()
+    (failed / SWEEP_POINT).write_text(json.dumps({"status": "failed", "error": "kernel died", "parameters": {"seed": 2}}))
+    (study / SWEEP_POINT).write_text(json.dumps({"status": "completed", "parameters": {"sweep": "seeds.yaml"}}))
+    for where in (study, tmp_path):
+        table = load_runs(where)
+        assert list(table["name"]) == ["seed=0", "seed=1", "seed=2"], where
+        assert list(table["status"]) == ["completed", "completed", "failed"]
+    assert list(load_runs(failed)["error"]) == ["kernel died"]
+
+
 def test_tensorboard_logger_writes_event_file(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
