@@ -3,9 +3,11 @@ smoke parameters on CPU; each test checks what the notebook produced, not only t
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -124,14 +126,55 @@ def test_evaluate_resolution_notebook_fills_the_grid(smoke_run, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def seed_study(tmp_path_factory):
+def installed(tmp_path_factory) -> Path:
+    """rsbkit built as a wheel and installed into a folder of its own (its dependencies are the venv's)."""
+    base = tmp_path_factory.mktemp("installed")
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(base / "wheel"), str(ROOT)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    [wheel] = (base / "wheel").glob("rsbkit-*.whl")
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(base / "site"),
+                              str(wheel)], capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+    return base / "site"
+
+
+def run_installed(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """A command with the installed copy first on the path, from a folder that is not the checkout."""
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_the_wheel_ships_every_notebook_and_the_library_finds_them(installed, tmp_path):
+    root = installed / "rsbkit" / "_notebooks"
+    shipped = sorted(str(p.relative_to(root)) for p in root.rglob("*.ipynb"))
+    assert shipped == sorted(str(p.relative_to("notebooks")) for p in NOTEBOOKS)
+    code = ("import rsbkit, rsbkit.model_studies as m, rsbkit.sweep as s; print(rsbkit.__file__); "
+            "print(s.find_notebook(m.TRAIN_NOTEBOOK)); print(s.find_notebook('studies/seed_variance.ipynb'))")
+    out = run_installed(installed, tmp_path, "-c", code)
+    assert out.returncode == 0, out.stderr
+    module, train, seeds = out.stdout.split()
+    assert Path(module).parent == installed / "rsbkit"  # the installed copy, not the checkout
+    assert (train, seeds) == (str(root / "procedures" / "train.ipynb"), str(root / "studies" / "seed_variance.ipynb"))
+    bad = run_installed(installed, tmp_path, "-m", "rsbkit", "run", "notebooks/procedures/trian.ipynb")
+    assert bad.returncode == 2 and "notebook notebooks/procedures/trian.ipynb does not exist" in bad.stderr
+    assert "notebooks/procedures/train.ipynb" in bad.stderr  # the ones it has, named
+
+
+@pytest.fixture(scope="module")
+def seed_study(tmp_path_factory, installed):
+    """The seed study as its notebook documents it, run by an installed rsbkit (a wheel, not the checkout)
+    from a folder holding only the sweep file: the study notebook and the train notebook its sweep names
+    both come from the package."""
     base = tmp_path_factory.mktemp("seeds")
     sweep = base / "seeds.yaml"
     sweep.write_text(yaml.safe_dump(dict(notebook="notebooks/procedures/train.ipynb", out=str(base / "points"),
-                                         parameters=SMOKE, seeds=[0, 1, 2])))
-    res = run_cli("run", "notebooks/studies/seed_variance.ipynb", "-p", "sweep", str(sweep), "-p", "jobs", "2",
-                  "--out", str(base / "study"))
+                                         parameters={**SMOKE, "recipe": str(ROOT / "params" / "smoke.yaml")},
+                                         seeds=[0, 1, 2])))
+    res = run_installed(installed, base, "-m", "rsbkit", "run", "notebooks/studies/seed_variance.ipynb", "-p", "sweep",
+                        "seeds.yaml", "-p", "jobs", "2", "--out", "study")
     assert res.returncode == 0, res.stdout + res.stderr
+    assert str(installed / "rsbkit" / "_notebooks" / "studies" / "seed_variance.ipynb") in res.stdout
     return base
 
 
@@ -141,6 +184,9 @@ def test_seed_variance_notebook_runs_the_seeds_and_reports_their_spread(seed_stu
               json.loads((seed_study / "points" / f"seed={s}" / "result.json").read_text())["final_top1"] for s in (0, 1, 2)}
     assert sorted(stats["seeds"]) == [0, 1, 2] and stats["n"] == 3
     assert (stats["recipe"], stats["data"]) == ("smoke", "default")  # what the ablation matches it by
+    for s in (0, 1, 2):  # trained by the installed copy (outside git), each point keeping its executed notebook
+        assert json.loads((seed_study / "points" / f"seed={s}" / "result.json").read_text())["code_version"] == "rsbkit 0.1.0"
+        assert (seed_study / "points" / f"seed={s}" / "train.ipynb").is_file()
     assert stats["mean"] == pytest.approx(statistics.mean(finals.values()))
     assert stats["std"] == pytest.approx(statistics.stdev(finals.values()))
     assert stats["noise_band_1"] == pytest.approx(1.959964 * stats["std"] * 2 ** 0.5)
