@@ -140,7 +140,8 @@ def transfer_study(*, sources: Sequence[str], targets: Sequence[str], recipe: st
         starts += [(None, m, w, f"scratch-{m}" + (f"-w{w:g}" if w != 1 else "")) for m, w in models]
     rows, points = [], []
     base = _common(recipe, "default", limit_train, limit_val, device, workers)
-    declared = notebook_parameters(find_notebook(TRAIN_NOTEBOOK))
+    notebook = find_notebook(TRAIN_NOTEBOOK)
+    declared = notebook_parameters(notebook)
     for target in targets:
         data = load_data(target)
         t_label = point_label(Path(target).name or target)
@@ -148,10 +149,10 @@ def transfer_study(*, sources: Sequence[str], targets: Sequence[str], recipe: st
         for init, model, width, label in starts:
             name = f"{label}_to_{t_label}"
             params = {**base, "data": target, "model": model, "width": width, "init": init}
-            routed = route_parameters(TRAIN_NOTEBOOK, params, declared, f"transfer study, point {name}")
+            routed = route_parameters(notebook, params, declared, f"transfer study, point {name}")
             routed["out_dir"] = str(out / "runs" / name)
             points.append((Point(name, routed, out / "runs" / name), label, target))
-    sweep = Sweep(find_notebook(TRAIN_NOTEBOOK), out / "runs", tuple(p for p, _, _ in points))
+    sweep = Sweep(notebook, out / "runs", tuple(p for p, _, _ in points))
     runs = _train_points(sweep, jobs, log).set_index("point")
     table = pd.DataFrame(rows).set_index("target")
     for point, label, target in points:

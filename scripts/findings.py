@@ -31,7 +31,6 @@ VARIANT_SWEEPS = ("loss_ce", "procedure_torchvision", "repeats", "lr")  # the co
 def run_table(folder: Path) -> pd.DataFrame:
     """The sweep's runs, one row each, the columns a reader needs (run = the point's folder name)."""
     table = load_runs(folder)
-    table = table[table["name"].str.contains("=")]  # point folders only (seed=0, lr=0.004_seed=1 ...)
     return table[[c for c in RUN_COLUMNS if c in table.columns]].sort_values("name").reset_index(drop=True)
 
 
