@@ -5,7 +5,7 @@ This is the device half of the input path (``augment_on: device``; see
 the loader delivers it (whole same-size images, crops already at ``train_res``,
 or JPEG bytes decoded here with torchvision's ``decode_jpeg``: nvJPEG on CUDA)
 and applies RandomResizedCrop (timm's box draws, one batched ``roi_align``),
-flip, RandAugment, random erasing (timm's batch ``RandomErasing``) and
+flip, RandAugment, random erasing (timm's ``RandomErasing``, batched: :class:`BatchErasing`) and
 normalisation. Mixup/CutMix run after it with timm's ``Mixup``.
 
 timm's RandAugment works on one PIL image at a time. This module applies the
@@ -228,8 +228,19 @@ def _pil_affine(img: torch.Tensor, coeffs: torch.Tensor, fill: Sequence[int], mo
     ones = torch.ones(b, 1, h, w, device=img.device, dtype=img.dtype)
     sampled = F.grid_sample(torch.cat([img, ones], 1), grid, mode=mode, padding_mode="zeros", align_corners=False)
     inside = sampled[:, 3:].clamp(0, 1)  # bicubic overshoots at the edge
-    fill_t = torch.tensor(fill, device=img.device, dtype=img.dtype).view(1, 3, 1, 1)
-    return (sampled[:, :3] + (1 - inside) * fill_t).round().clamp(0, 255)
+    return (sampled[:, :3] + (1 - inside) * _fill_tensor(fill, img.device, img.dtype)).round().clamp(0, 255)
+
+
+_FILLS: dict[tuple, torch.Tensor] = {}
+
+
+def _fill_tensor(fill: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The fill colour as a (1, 3, 1, 1) tensor on `device`, made once per device and dtype: building it
+    per op call (``torch.tensor(fill, device=...)``) is a blocking host-to-device copy, 10-20 per batch."""
+    key = (tuple(fill), str(device), dtype)
+    if key not in _FILLS:
+        _FILLS[key] = _to_device(torch.tensor(fill, dtype=dtype).view(1, 3, 1, 1), torch.device(device))
+    return _FILLS[key]
 
 
 def _affine_coeffs(name: str, arg: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -257,23 +268,19 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return (t.pin_memory() if device.type == "cuda" else t).to(device, non_blocking=True)
 
 
-def apply_op(img: torch.Tensor, name: str, arg: torch.Tensor, fill: Sequence[int] = FILL,
-             bicubic: Optional[torch.Tensor] = None) -> torch.Tensor:
+def apply_op(img: torch.Tensor, name: str, arg: torch.Tensor, fill: Sequence[int] = FILL, bicubic: int = 0) -> torch.Tensor:
     """One op on a float batch holding uint8 values, with one argument per image (see :func:`op_argument`).
-    `bicubic`: per image, resample the geometric ops bicubically (else bilinearly)."""
+    `bicubic`: the geometric ops resample the first `bicubic` images bicubically, the rest bilinearly
+    (:meth:`BatchRandAugment.apply` orders each op's images so)."""
     base = name[:-10] if name.endswith("Increasing") else name
     if name in GEOMETRIC:
         coeffs = _affine_coeffs(name, arg, img.shape[2], img.shape[3])
-        if bicubic is None or not bicubic.any():
+        if bicubic <= 0:
             return _pil_affine(img, coeffs, fill)
-        if bicubic.all():
+        if bicubic >= len(img):
             return _pil_affine(img, coeffs, fill, "bicubic")
-        out = torch.empty_like(img)
-        cubic = _to_device(bicubic.nonzero().squeeze(1), img.device)
-        linear = _to_device((~bicubic).nonzero().squeeze(1), img.device)
-        out[cubic] = _pil_affine(img[cubic], coeffs[cubic], fill, "bicubic")
-        out[linear] = _pil_affine(img[linear], coeffs[linear], fill)
-        return out
+        return torch.cat([_pil_affine(img[:bicubic], coeffs[:bicubic], fill, "bicubic"),
+                          _pil_affine(img[bicubic:], coeffs[bicubic:], fill)])
     if base == "AutoContrast":
         return autocontrast(img)
     if base == "Equalize":
@@ -347,20 +354,37 @@ class BatchRandAugment:
     def apply(self, images: torch.Tensor, d: Draws) -> torch.Tensor:
         """The drawn ops on a float batch of uint8 values; float values out (whole numbers in 0..255).
 
-        With the draws on the CPU and the images on a GPU nothing here waits for the GPU: which
-        images take which op is worked out on the CPU, and only index and argument tensors go over."""
+        With the draws on the CPU and the images on a GPU nothing here waits for the GPU: which images
+        take which op is worked out on the CPU (:meth:`schedule`), and one index and one argument
+        tensor go over per batch, sliced per op on the device."""
         out = images.clone()
-        dev = images.device
+        steps, index, args = self.schedule(d)
+        index, args = _to_device(index, images.device), _to_device(args, images.device)
+        for name, start, stop, bicubic in steps:
+            at = index[start:stop]
+            out[at] = apply_op(out[at], name, args[start:stop], self.fill, bicubic)
+        return out.round().clamp(0, 255)
+
+    def schedule(self, d: Draws) -> tuple[list[tuple[str, int, int, int]], torch.Tensor, torch.Tensor]:
+        """The batch's ops in order, from draws on the CPU: (op, start, stop, bicubic) per (layer, op) that
+        some image takes, with the images' positions and arguments at ``start:stop`` of the index and
+        argument tensors; within an op the bicubic images come first (`bicubic` of them)."""
+        steps, indices, args = [], [], []
+        start = 0
         for layer in range(self.policy.num_ops):
             for k, name in enumerate(self.policy.ops):
-                idx = torch.nonzero((d.op[layer] == k) & d.applied[layer]).squeeze(1)
+                chosen = (d.op[layer] == k) & d.applied[layer]
+                cubic = chosen & d.bicubic[layer] if d.bicubic is not None and name in GEOMETRIC else torch.zeros_like(chosen)
+                idx = torch.cat([torch.nonzero(cubic).squeeze(1), torch.nonzero(chosen & ~cubic).squeeze(1)])
                 if idx.numel() == 0:
                     continue
-                arg = _to_device(op_argument(name, d.magnitude[layer, idx], d.negate[layer, idx]), dev)
-                bicubic = d.bicubic[layer, idx] if d.bicubic is not None else None
-                at = _to_device(idx, dev)
-                out[at] = apply_op(out[at], name, arg, self.fill, bicubic)
-        return out.round().clamp(0, 255)
+                indices.append(idx)
+                args.append(op_argument(name, d.magnitude[layer, idx], d.negate[layer, idx]))
+                steps.append((name, start, start + len(idx), int(cubic.sum())))
+                start += len(idx)
+        if not steps:
+            return [], torch.zeros(0, dtype=torch.long), torch.zeros(0)
+        return steps, torch.cat(indices), torch.cat(args).float()
 
 
 # ---------------------------------------------------------------- RandomResizedCrop, flip, normalisation
@@ -401,14 +425,10 @@ def crop_boxes(heights: torch.Tensor, widths: torch.Tensor, scale: Sequence[floa
 def resized_crop_flip(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor) -> torch.Tensor:
     """Crop each image of a same-size batch to its box, resize to `size` (bilinear, one batched
     ``roi_align``) and mirror the flagged ones. Float values in, float values out."""
-    from torchvision.ops import roi_align
-
     top, left, h, w = boxes.unbind(1)
     index = torch.arange(len(images), device=images.device, dtype=images.dtype)
     rois = torch.stack([index, left, top, left + w, top + h], dim=1).to(images.dtype)
-    # adaptive sampling: ceil(box / size) bilinear samples per output pixel and side, averaged (an antialiased
-    # downscale, and the identity when box and output sizes agree)
-    out = roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    out = _roi_resize(images, rois, size)
     return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
 
 
@@ -430,17 +450,65 @@ def supports_device(recipe) -> bool:
     return True
 
 
+class BatchErasing:
+    """timm's ``RandomErasing`` (mode ``pixel``, one box per image) on a whole batch at once.
+
+    The parameters are read from the ``RandomErasing`` timm builds for the recipe; the draws follow its
+    ``_erase`` per image (apply with probability p; up to 10 tries of area ~ U(min_area, max_area) x
+    image area and log aspect ~ U(log 0.3, log 1/0.3), kept when smaller than the image, at a uniform
+    position; per-pixel normal noise), but come from explicit generators, all images at once: timm's
+    loops over the batch in Python and draws from Python's and torch's global RNGs, which a decode
+    thread cannot share with the training thread reproducibly."""
+
+    def __init__(self, probability: float):
+        from timm.data.random_erasing import RandomErasing
+
+        timm_erasing = RandomErasing(probability, mode="pixel", max_count=1, device="cpu")
+        self.probability, self.min_area, self.max_area = timm_erasing.probability, timm_erasing.min_area, timm_erasing.max_area
+        self.log_aspect_ratio = timm_erasing.log_aspect_ratio
+        assert timm_erasing.per_pixel and timm_erasing.max_count == 1
+
+    def boxes(self, batch: int, h: int, w: int, generator: Optional[torch.Generator] = None, attempts: int = 10) -> torch.Tensor:
+        """(B, 4) long on the CPU: top, left, height, width of each image's box; height 0 where none is erased."""
+        apply = torch.rand(batch, generator=generator) <= self.probability
+        target = (self.min_area + (self.max_area - self.min_area) * torch.rand(batch, attempts, generator=generator)) * (h * w)
+        lo, hi = self.log_aspect_ratio
+        aspect = torch.exp(lo + (hi - lo) * torch.rand(batch, attempts, generator=generator))
+        eh, ew = torch.round(torch.sqrt(target * aspect)), torch.round(torch.sqrt(target / aspect))
+        fits = (ew < w) & (eh < h)
+        first = torch.argmax(fits.int(), dim=1, keepdim=True)
+        eh, ew = eh.gather(1, first).squeeze(1), ew.gather(1, first).squeeze(1)
+        u = torch.rand(batch, 2, generator=generator)
+        top, left = torch.floor(u[:, 0] * (h - eh + 1)), torch.floor(u[:, 1] * (w - ew + 1))
+        erase = apply & fits.any(dim=1)
+        return torch.stack([top, left, torch.where(erase, eh, 0), torch.where(erase, ew, 0)], dim=1).long()
+
+    def __call__(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 draws: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Erase boxes drawn from `draws` (CPU) with noise from `generator` (on the images' device)."""
+        b, _, h, w = images.shape
+        dev = images.device
+        top, left, eh, ew = _to_device(self.boxes(b, h, w, draws), dev).view(b, 4, 1, 1).unbind(1)
+        rows = torch.arange(h, device=dev).view(1, h, 1)
+        cols = torch.arange(w, device=dev).view(1, 1, w)
+        inside = (rows >= top) & (rows < top + eh) & (cols >= left) & (cols < left + ew)
+        noise = torch.randn(images.shape, generator=generator, device=dev, dtype=images.dtype)
+        return torch.where(inside.unsqueeze(1), noise, images)
+
+
 class DeviceAugment:
     """The train transform after the loader: RandomResizedCrop (unless the loader cropped), flip,
     RandAugment, random erasing and normalisation on a uint8 batch on the training device.
 
-    ``DeviceAugment(recipe, crop=True)(images, generator)``: `images` is a uint8 batch
+    ``DeviceAugment(recipe, crop=True)(images, generator, draws)``: `images` is a uint8 batch
     ``(B, 3, H, W)`` of same-size whole images, or a list of uint8 ``(3, h, w)``
     images of any sizes (decoded JPEGs); with ``crop=False`` a batch already cropped
     to ``train_res`` by the loader. Returns float images normalised with the
     ImageNet mean and std (as timm's), channels_last when asked. Every draw comes
-    from `generator` (on the images' device), except random erasing, which draws
-    from torch's and Python's global RNGs as timm's ``RandomErasing`` does.
+    from the two generators: `generator` on the images' device (crops of a same-size
+    batch, flips, the erasing noise), `draws` on the CPU (RandAugment's choices, the
+    crops of a list, the erasing boxes), so nothing waits for a GPU and a decode
+    thread draws nothing from the global RNGs the training thread uses.
     """
 
     def __init__(self, recipe, *, crop: bool = True, channels_last: bool = False,
@@ -449,89 +517,136 @@ class DeviceAugment:
         self.size, self.scale, self.ratio, self.hflip = recipe.train_res, tuple(recipe.scale), tuple(recipe.ratio), recipe.hflip
         self.crop, self.channels_last, self.reprob = crop, channels_last, recipe.reprob
         self.randaugment = BatchRandAugment(recipe.aa, interpolation=recipe.train_interpolation) if recipe.aa else None
+        self.erasing = BatchErasing(recipe.reprob) if recipe.reprob > 0 else None
         self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
-        self._erase = None
 
     def __call__(self, images, generator: Optional[torch.Generator] = None,
                  draws: Optional[torch.Generator] = None) -> torch.Tensor:
-        """`generator`: on the images' device, for the crops and flips; `draws`: a CPU generator for
-        RandAugment's choices (default `generator` when that is on the CPU), so nothing waits for a GPU."""
-        if draws is None and (generator is None or generator.device.type == "cpu"):
-            draws = generator
+        """`generator`: on the images' device; `draws`: a CPU generator (default `generator` when that
+        is on the CPU, else a fresh one: pass one for reproducible runs)."""
+        if draws is None:
+            draws = generator if generator is None or generator.device.type == "cpu" else torch.Generator()
         if isinstance(images, (list, tuple)):
             if not self.crop:
                 raise ValueError("a list of images of different sizes needs crop=True")
-            batch, heights, widths = pad_batch(images)
+            dev, b = images[0].device, len(images)
+            flip = torch.rand(b, device=dev, generator=generator) < self.hflip
+            out = crop_each(images, self.scale, self.ratio, self.size, flip, draws)
         else:
             if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
                 raise ValueError(f"DeviceAugment takes uint8 images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-            batch = images
-            heights = torch.full((len(images),), images.shape[2], device=images.device)
-            widths = torch.full((len(images),), images.shape[3], device=images.device)
-        dev, b = batch.device, len(batch)
-        if self.crop:
-            boxes = crop_boxes(heights, widths, self.scale, self.ratio, generator=generator)
-            flip = torch.rand(b, device=dev, generator=generator) < self.hflip
-            out = resized_crop_flip(batch.float(), boxes, self.size, flip).round().clamp(0, 255)
-        else:
-            if batch.shape[2:] != (self.size, self.size):
-                raise ValueError(f"crop=False expects crops of {self.size} px from the loader, got {tuple(batch.shape[2:])}")
-            flip = torch.rand(b, device=dev, generator=generator) < self.hflip
-            out = batch.float()
-            out = torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
+            dev, b = images.device, len(images)
+            if self.crop:
+                heights = torch.full((b,), images.shape[2], device=dev)
+                widths = torch.full((b,), images.shape[3], device=dev)
+                boxes = crop_boxes(heights, widths, self.scale, self.ratio, generator=generator)
+                flip = torch.rand(b, device=dev, generator=generator) < self.hflip
+                out = resized_crop_flip(images.float(), boxes, self.size, flip)
+            else:
+                if images.shape[2:] != (self.size, self.size):
+                    raise ValueError(f"crop=False expects crops of {self.size} px from the loader, got {tuple(images.shape[2:])}")
+                flip = torch.rand(b, device=dev, generator=generator) < self.hflip
+                out = images.float()
+                out = torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
+        out = out.round().clamp(0, 255)
         if self.randaugment is not None:
             out = self.randaugment.apply(out, self.randaugment.draw(b, "cpu", draws))
         mean, std = self._constants(dev)
         out = (out - mean) / std
-        if self.reprob > 0:
-            out = self._eraser(dev)(out)
+        if self.erasing is not None:
+            out = self.erasing(out, generator, draws)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mean.device != device:  # moved once, then kept on the device
-            self.mean, self.std = self.mean.to(device), self.std.to(device)
+            self.mean, self.std = _to_device(self.mean, device), _to_device(self.std, device)
         return self.mean, self.std
 
-    def _eraser(self, device):
-        if self._erase is None:
-            from timm.data.random_erasing import RandomErasing
 
-            self._erase = RandomErasing(self.reprob, mode="pixel", max_count=1, device=device)  # timm's batch mode
-        return self._erase
+def crop_each(images: Sequence[torch.Tensor], scale: Sequence[float], ratio: Sequence[float], size: int,
+              flip: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """RandomResizedCrop of images of different sizes (uint8 ``(3, h, w)`` on one device), each cropped
+    from its own pixels: boxes drawn on the CPU from `generator` (timm's draws, :func:`crop_boxes`),
+    then per image only the box and a one-pixel margin made float and resized by ``roi_align``, as
+    :func:`resized_crop_flip` does for a same-size batch. Memory: the output and one box at a time
+    (padding the batch to its largest image asks for B x the largest photo: 46 GB for one
+    4000x3000 photo among 256)."""
+    heights = torch.tensor([im.shape[1] for im in images])
+    widths = torch.tensor([im.shape[2] for im in images])
+    boxes = crop_boxes(heights, widths, scale, ratio, generator=generator).long()
+    regions, rois = [], []
+    for im, (top, left, h, w) in zip(images, boxes.tolist()):
+        t0, l0 = max(top - 1, 0), max(left - 1, 0)  # roi_align's bilinear samples reach one pixel past the box
+        regions.append(im[:, t0 : min(top + h + 1, im.shape[1]), l0 : min(left + w + 1, im.shape[2])])
+        rois.append((0, left - l0, top - t0, left - l0 + w, top - t0 + h))
+    rois_dev = _to_device(torch.tensor(rois, dtype=torch.float32), images[0].device)
+    out = torch.cat([_roi_resize(region[None].float(), rois_dev[k : k + 1], size) for k, region in enumerate(regions)])
+    return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
 
 
-def pad_batch(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images of different sizes as one zero-padded batch (top-left aligned), with their heights and widths."""
-    dev = images[0].device
-    heights, widths = [im.shape[1] for im in images], [im.shape[2] for im in images]
-    batch = torch.zeros(len(images), 3, max(heights), max(widths), dtype=torch.uint8, device=dev)
-    for i, im in enumerate(images):
-        batch[i, :, : im.shape[1], : im.shape[2]] = im
-    return batch, _to_device(torch.tensor(heights), dev), _to_device(torch.tensor(widths), dev)
+def _roi_resize(images: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Tensor:
+    from torchvision.ops import roi_align
+
+    # adaptive sampling: ceil(box / size) bilinear samples per output pixel and side, averaged (an antialiased
+    # downscale, and the identity when box and output sizes agree)
+    return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+def is_jpeg(head: bytes) -> bool:
+    """A JPEG's first bytes (SOI marker, then a marker byte)."""
+    return len(head) > 2 and head[0] == 0xFF and head[1] == 0xD8
 
 
 def decode_images(encoded: Sequence[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], list[tuple[int, str]]]:
-    """Decode file bytes (uint8 CPU tensors) to RGB uint8 images on `device`: JPEGs in one batched
-    torchvision ``decode_jpeg`` call (nvJPEG on CUDA), other formats with ``decode_image`` on the CPU.
-    Returns the images and (position, reason) for each one that could not be decoded."""
+    """Decode file bytes (1-D uint8 CPU tensors) to RGB uint8 images on `device`: JPEGs in one batched
+    torchvision ``decode_jpeg`` call (nvJPEG on CUDA), other formats, and JPEGs that nvJPEG refuses
+    (CMYK, some progressive files), with ``decode_image`` on the CPU.
+
+    Returns the images and (position, reason) for each one that could not be decoded. An
+    out-of-memory error is not a bad file: it is raised, for the out-of-memory fallback."""
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-    jpeg = [i for i, e in enumerate(encoded) if len(e) > 2 and int(e[0]) == 0xFF and int(e[1]) == 0xD8]
+    from .devices import is_out_of_memory
+
+    jpeg = [i for i, e in enumerate(encoded) if is_jpeg(bytes(e[:3].tolist()))]
     out: list[Optional[torch.Tensor]] = [None] * len(encoded)
     bad: list[tuple[int, str]] = []
-    try:
-        for i, im in zip(jpeg, decode_jpeg([encoded[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)):
-            out[i] = im
-    except RuntimeError:  # one bad file fails the batch: decode one by one to name it
-        for i in jpeg:
-            try:
-                out[i] = decode_jpeg(encoded[i], mode=ImageReadMode.RGB, device=device)
-            except RuntimeError as exc:
-                bad.append((i, f"RuntimeError: {exc}"))
-    for i in set(range(len(encoded))) - set(jpeg):
+
+    def on_cpu(i: int) -> None:
         try:
             out[i] = decode_image(encoded[i], mode=ImageReadMode.RGB).to(device, non_blocking=True)
         except RuntimeError as exc:
+            if is_out_of_memory(exc):
+                raise
             bad.append((i, f"RuntimeError: {exc}"))
+
+    batch = None
+    if jpeg and device.type == "cuda":
+        # nvJPEG writes its outputs, allocated on the current stream, without waiting for that stream
+        # (pytorch/vision#9606): let the stream's queued work finish first, so no block it still reads is
+        # handed out. TrainInput decodes in a thread on a stream of its own: only that thread waits.
+        torch.cuda.current_stream(device).synchronize()
+    if jpeg:  # decode_jpeg([]) raises: a batch of PNGs has none
+        try:
+            batch = decode_jpeg([encoded[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)
+        except RuntimeError as exc:  # one bad file fails the batch: decode one by one to name it
+            if is_out_of_memory(exc):
+                raise
+    if batch is not None:
+        for i, im in zip(jpeg, batch):
+            out[i] = im
+    else:
+        for i in jpeg:
+            if device.type == "cpu":
+                on_cpu(i)  # decode_image reads JPEGs with the same libjpeg
+                continue
+            try:
+                out[i] = decode_jpeg(encoded[i], mode=ImageReadMode.RGB, device=device)
+            except RuntimeError as exc:
+                if is_out_of_memory(exc):
+                    raise
+                on_cpu(i)  # what nvJPEG cannot read, libjpeg may
+    for i in sorted(set(range(len(encoded))) - set(jpeg)):
+        on_cpu(i)
     return [im for im in out if im is not None], sorted(bad)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -460,7 +461,8 @@ def _collate_arrays(batch):
 
 
 class EncodedFiles(Dataset):
-    """The bytes of image files as uint8 tensors, for decoding on the training device."""
+    """The bytes of image files, for decoding on the training device (numpy arrays: a worker sends
+    them inside its batch's one buffer, see :func:`_collate_encoded`)."""
 
     def __init__(self, base: ImageFiles):
         self.base = base
@@ -471,10 +473,25 @@ class EncodedFiles(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         path, label = self.base.samples[key[0]]
         try:
-            with open(path, "rb") as f:
-                return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8), label, path
+            return np.fromfile(path, dtype=np.uint8), label, path
         except OSError as exc:
             return SkippedImage(path, f"{type(exc).__name__}: {exc}")
+
+
+class EncodedBatch(NamedTuple):
+    """A micro-batch of files as one buffer: file k is ``data[offsets[k]:offsets[k + 1]]``.
+
+    One tensor, not one per file: each tensor a worker sends is a shared-memory segment and a passed
+    file descriptor, so a batch of 2,048 files took 2,048 descriptors (``Too many open files`` under
+    ``ulimit -n 1024``) and 130-170 ms to receive 256 of them, against about 6 ms for one buffer."""
+
+    data: torch.Tensor  # uint8, every file's bytes one after another
+    offsets: torch.Tensor  # int64 (n + 1,)
+    paths: list[str]
+
+    def files(self) -> list[torch.Tensor]:
+        o = self.offsets.tolist()
+        return [self.data[o[k] : o[k + 1]] for k in range(len(self.paths))]
 
 
 def _collate_encoded(batch):
@@ -482,11 +499,24 @@ def _collate_encoded(batch):
     good = [b for b in batch if not isinstance(b, SkippedImage)]
     if not good:
         return None, None, skipped
-    return ([b[0] for b in good], [b[2] for b in good]), torch.tensor([b[1] for b in good]), skipped
+    offsets = np.zeros(len(good) + 1, dtype=np.int64)
+    np.cumsum([len(b[0]) for b in good], out=offsets[1:])
+    data = torch.from_numpy(np.concatenate([b[0] for b in good]))
+    return EncodedBatch(data, torch.from_numpy(offsets), [b[2] for b in good]), torch.tensor([b[1] for b in good]), skipped
 
 
 def _files_of(dataset: Dataset) -> Optional[ImageFiles]:
+    """The image files of a folder dataset, or of a Subset of one (``--limit-train``), in its order."""
+    if isinstance(dataset, Subset) and isinstance(dataset.dataset, ImageFiles):
+        return ImageFiles([dataset.dataset.samples[i] for i in dataset.indices])
     return dataset if isinstance(dataset, ImageFiles) else None
+
+
+def _mostly_jpeg(files: ImageFiles, sample: int = 1000) -> bool:
+    """Whether most files (by extension, of up to `sample` spread over the list) are JPEGs."""
+    step = max(1, len(files.samples) // sample)
+    names = [p for p, _ in files.samples[::step]]
+    return sum(os.path.splitext(p)[1].lower() in (".jpg", ".jpeg") for p in names) * 2 > len(names)
 
 
 def _arrays_of(dataset: Dataset) -> bool:
@@ -499,7 +529,9 @@ def input_kind(data: Data, recipe: Recipe, augment_on: str, decode_on: str, devi
 
     - ``loader``: float images, timm's whole per-image transform done in the workers;
     - ``arrays``: whole same-size images as uint8 (in-memory arrays); the device crops them;
-    - ``encoded``: file bytes; the device decodes (``decode_jpeg``, nvJPEG on CUDA) and crops;
+    - ``encoded``: file bytes; the device decodes (``decode_jpeg``, nvJPEG on CUDA) and crops
+      (``auto`` on CUDA for a folder of mostly JPEGs: what a multi-GPU node needs, since its few
+      cores per GPU cannot decode and crop with PIL at the GPU's rate);
     - ``crops``: uint8 crops at ``train_res`` (decoded and cropped with timm's RandomResizedCrop
       in the workers); the device flips, RandAugments and normalises.
     """
@@ -507,7 +539,8 @@ def input_kind(data: Data, recipe: Recipe, augment_on: str, decode_on: str, devi
         return "loader"
     if _arrays_of(data.train):
         return "arrays"
-    if _files_of(data.train) is not None and (decode_on == "device" or (decode_on == "auto" and device.type == "cuda")):
+    files = _files_of(data.train)
+    if files is not None and (decode_on == "device" or (decode_on == "auto" and device.type == "cuda" and _mostly_jpeg(files))):
         return "encoded"
     if decode_on == "device":
         raise DataError(f"decode_on: device needs a folder dataset of image files; {data.name} is not one. "
@@ -555,7 +588,7 @@ class TrainInput:
             sampler=self.sampler,
             num_workers=workers,
             collate_fn=collate_fn,
-            pin_memory=pin_memory and self.kind != "encoded",
+            pin_memory=pin_memory,
             drop_last=True,
             persistent_workers=workers > 0,  # each sample is seeded by its key: no RNG state carries over
             prefetch_factor=prefetch if workers > 0 else None,
@@ -565,38 +598,107 @@ class TrainInput:
         )
 
     def epoch(self, epoch_seed: int, generator: Optional[torch.Generator] = None):
-        from .augment import decode_images
-
+        """The epoch's micro-batches. On CUDA they are made ready ahead, in a thread on a stream of its
+        own (:func:`ahead`): decoding and augmenting batch i + 1 overlaps the step of batch i."""
         self.sampler.set_epoch(epoch_seed)
-        draws = None  # RandAugment's choices: on the CPU, so a GPU is never waited for
+        draws = generator  # RandAugment's choices, the erasing boxes, a list's crops: on the CPU
         if generator is not None and generator.device.type != "cpu":
             draws = torch.Generator().manual_seed(sample_seed(epoch_seed, -1 - self.rank))  # per process, apart from samples
-        for images, labels, skipped in self.loader:
-            if images is None:
-                yield None, None, skipped
-                continue
-            if self.kind == "encoded":
-                encoded, paths = images
-                images, bad = decode_images(encoded, self.device)
-                if bad:
-                    keep = torch.ones(len(labels), dtype=torch.bool)
-                    keep[[i for i, _ in bad]] = False
-                    labels = labels[keep]
-                    skipped = skipped + [SkippedImage(paths[i], reason) for i, reason in bad]
-                    if not images:
-                        yield None, None, skipped
-                        continue
-            else:
-                images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
-            if self.augment is not None:
-                images = self.augment(images, generator, draws)
-            elif self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, labels, skipped
+        batches = (self.prepare(batch, generator, draws) for batch in self.loader)
+        return ahead(batches, self.device) if self.device.type == "cuda" else batches
+
+    def prepare(self, batch, generator: Optional[torch.Generator], draws: Optional[torch.Generator]):
+        """One loader batch as (images ready for the model, labels, skipped) on the device."""
+        from .augment import decode_images
+
+        images, labels, skipped = batch
+        if images is None:
+            return None, None, skipped
+        if self.kind == "encoded":
+            images, bad = decode_images(images.files(), self.device)
+            if bad:
+                keep = torch.ones(len(labels), dtype=torch.bool)
+                keep[[i for i, _ in bad]] = False
+                paths = batch[0].paths
+                labels = labels[keep]
+                skipped = skipped + [SkippedImage(paths[i], reason) for i, reason in bad]
+                if not images:
+                    return None, None, skipped
+        else:
+            images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.augment is not None:
+            images = self.augment(images, generator, draws)
+        elif self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels, skipped
 
     def __len__(self) -> int:
         return len(self.loader)
+
+
+def ahead(batches, device: torch.device, depth: int = 2):
+    """Run the iterator `batches` (loading, decoding, augmenting) in a thread on a CUDA stream of its
+    own, up to `depth` batches ahead of the caller, and yield them ordered after that stream's work.
+
+    - Ordering: the caller's stream waits for an event recorded after each batch, and each tensor is
+      ``record_stream``-ed on it, so the allocator does not hand its memory back to the thread's
+      stream while the step still reads it.
+    - nvJPEG: torchvision's ``decode_jpeg`` on CUDA allocates on the current stream and decodes on a
+      private one without waiting for it (pytorch/vision#9606), and the hardware decoder may ignore
+      streams altogether; :func:`rsbkit.augment.decode_images` therefore synchronises the current
+      stream first. Here that is the thread's own stream, so only the thread waits: the training
+      thread keeps launching.
+    - An exception in the thread (an unreadable batch, an out-of-memory error) is raised in the
+      caller at that batch; closing the generator early stops the thread.
+    """
+    import queue
+
+    stream = torch.cuda.Stream(device)
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            torch.cuda.set_device(device)
+            with torch.cuda.stream(stream):
+                for batch in batches:
+                    event = torch.cuda.Event()
+                    event.record(stream)
+                    if not put((batch, event)):
+                        return
+            put((end, None))
+        except BaseException as exc:  # noqa: B036 - handed to the caller, which raises it
+            put((exc, None))
+
+    thread = threading.Thread(target=produce, name="rsbkit-input", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch, event = items.get()
+            if batch is end:
+                return
+            if isinstance(batch, BaseException):
+                raise batch
+            current = torch.cuda.current_stream(device)
+            current.wait_event(event)
+            for t in batch[:2]:
+                if isinstance(t, torch.Tensor):
+                    t.record_stream(current)
+            yield batch
+    finally:
+        stop.set()
+        thread.join()
 
 
 def epoch_order(dataset: Dataset, recipe: Recipe, seed: int) -> list[int]:

@@ -76,10 +76,15 @@ def peak_mem_mb(device: torch.device) -> float:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """torch's OutOfMemoryError (CUDA's), or the CPU allocator's refusal."""
+    """torch's OutOfMemoryError (CUDA's), the CPU allocator's refusal, or nvJPEG's allocator failing
+    (torchvision raises that as a plain RuntimeError with nvJPEG's status in the message)."""
     if isinstance(exc, torch.OutOfMemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc)
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc)
+    return ("DefaultCPUAllocator: can't allocate memory" in text or "ALLOCATOR_FAILURE" in text
+            or "out of memory" in text.lower())
 
 
 def free_memory(device: torch.device) -> None:

@@ -127,7 +127,7 @@ def test_bicubic_rotation_follows_pil(photo_batch):
 
     imgs, tensor = photo_batch
     arg = torch.full((4,), 20.0)
-    mixed = apply_op(tensor.clone(), "Rotate", arg, bicubic=torch.tensor([True, True, False, False]))
+    mixed = apply_op(tensor.clone(), "Rotate", arg, bicubic=2)  # the first two bicubic
     bilinear = apply_op(tensor.clone(), "Rotate", arg)
     for i, im in enumerate(imgs):
         pil = {mode: torch.from_numpy(np.asarray(taa.rotate(im, 20.0, fillcolor=FILL, resample=mode))).permute(2, 0, 1).float()
