@@ -57,6 +57,8 @@ class BenchConfig:
     device: str = "auto"
     workers: Optional[int] = None
     quick: bool = False
+    end_to_end_steps: Optional[int] = None  # optimizer steps per end-to-end epoch (default `steps`): enough that the
+    # epoch's start (workers refilling their prefetch) weighs little; a folder with fewer files is listed again
 
 
 def default_config(device: torch.device, quick: bool = False, data: Optional[str] = None) -> BenchConfig:
@@ -65,7 +67,7 @@ def default_config(device: torch.device, quick: bool = False, data: Optional[str
                             scale=(0.25, 1.0), epochs=2, warmup_epochs=0)
         return BenchConfig(recipe, data or "jpegs", steps=3, warmup=1, jpegs=96, device=str(device), quick=True)
     if device.type == "cuda":
-        return BenchConfig(A3.replace(batch_size=256), data or "jpegs", device=str(device))
+        return BenchConfig(A3.replace(batch_size=256), data or "jpegs", device=str(device), end_to_end_steps=100)
     demo = Path(__file__).resolve().parent.parent / "params" / "demo.yaml"
     recipe = load_recipe(demo) if demo.is_file() else A3.replace(model="resnet18", train_res=32, test_res=32, batch_size=256)
     return BenchConfig(recipe, data or "default", steps=20, warmup=3, device=str(device))
@@ -74,11 +76,38 @@ def default_config(device: torch.device, quick: bool = False, data: Optional[str
 # ---------------------------------------------------------------- ImageNet-like JPEGs
 
 
+def source_photos():
+    """The pictures the generated JPEGs are cut from, and what they are: scikit-image's colour photos
+    (bundled with it: no download) when it is installed (the notebooks extra), else the embedded
+    Fashion-MNIST images, tiled 8 x 8 into colour-tinted mosaics (real pictures, but with less detail
+    than photos, so they decode somewhat faster)."""
+    from PIL import Image
+
+    try:
+        import skimage.data
+    except ImportError:
+        from .data import load_data
+
+        train = load_data("default").train
+        rng = np.random.default_rng(0)
+        photos = []
+        for k in range(len(PHOTOS)):
+            tiles = train.images[rng.integers(len(train.images), size=64)].reshape(8, 8, 28, 28)
+            grey = tiles.transpose(0, 2, 1, 3).reshape(224, 224).astype(np.float32)
+            tint = rng.uniform(0.4, 1.0, size=3).astype(np.float32)
+            photos.append(Image.fromarray((grey[..., None] * tint).astype(np.uint8)).resize((640, 480), Image.BICUBIC))
+        return photos, "the embedded Fashion-MNIST images as tinted 8x8 mosaics (scikit-image is not installed)"
+    photos = []
+    for name in PHOTOS:
+        image = getattr(skimage.data, name)()
+        photos.append(Image.fromarray(image[0] if isinstance(image, tuple) else image).convert("RGB"))
+    return photos, "scikit-image's colour photos"
+
+
 def write_jpegs(folder: Union[str, Path], n: int, *, classes: int = 10, seed: int = 0) -> Path:
     """A folder in ImageNet layout of `n` JPEGs (train, and a tenth as many in val): random crops of
-    scikit-image's colour photos resized to 500x375 (some portrait 375x500), quality 90. Reused when
-    it is already there."""
-    import skimage.data
+    :func:`source_photos` resized to 500x375 (some portrait 375x500), quality 90. Reused when it is
+    already there; ``SOURCE`` in it says what the pictures are."""
     from PIL import Image
 
     folder = Path(folder)
@@ -86,10 +115,9 @@ def write_jpegs(folder: Union[str, Path], n: int, *, classes: int = 10, seed: in
     if done.is_file() and done.read_text() == f"{n} {classes} {seed}":
         return folder
     rng = np.random.default_rng(seed)
-    photos = []
-    for name in PHOTOS:  # bundled with scikit-image: no download
-        image = getattr(skimage.data, name)()
-        photos.append(Image.fromarray(image[0] if isinstance(image, tuple) else image).convert("RGB"))
+    photos, source = source_photos()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "SOURCE").write_text(source + "\n")
     for split, count in (("train", n), ("val", max(classes, n // 10))):
         for c in range(classes):
             (folder / split / f"class{c:03d}").mkdir(parents=True, exist_ok=True)
@@ -137,6 +165,8 @@ def model_step(cfg: BenchConfig, device: torch.device, *, plain: bool) -> dict[s
     amp_dtype = None if plain or not (cuda and r.amp) else getattr(torch, r.amp_dtype)
     channels_last = not plain and r.channels_last
     compiled = not plain and r.torchcompile
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # as train() sets it: both entries time cuDNN's fastest kernels
     torch.manual_seed(0)
     model = create_model(r, 1000 if cuda and not cfg.quick else 10).to(device)
     if channels_last:
@@ -191,17 +221,20 @@ def input_path(cfg: BenchConfig, device: torch.device, data, augment_on: str) ->
     generator = torch.Generator(device).manual_seed(0)
     n, batches, epoch = 0, 0, 0
     t0 = None
-    while batches < cfg.warmup + cfg.steps:
+    # the clock starts once the workers' prefetched batches (workers x prefetch) are used up: before that
+    # the entry would time batches made while the models were built, not the input path's rate
+    warmup = cfg.warmup + workers * source.prefetch
+    while batches < warmup + cfg.steps:
         for images, _, _ in source.epoch(epoch, generator):
             if images is None:
                 continue
             batches += 1
-            if batches == cfg.warmup:
+            if batches == warmup:
                 _sync(device)
                 t0 = time.perf_counter()
-            elif batches > cfg.warmup:
+            elif batches > warmup:
                 n += len(images)
-            if batches == cfg.warmup + cfg.steps:
+            if batches == warmup + cfg.steps:
                 break
         epoch += 1
     _sync(device)
@@ -214,7 +247,8 @@ def end_to_end(cfg: BenchConfig, device: torch.device, data, augment_on: str, ou
     from .train import train
 
     r = cfg.recipe
-    images = cfg.steps * r.batch_size
+    images = (cfg.end_to_end_steps or cfg.steps) * r.batch_size
+    data = _at_least(data, images)
     recipe = r.replace(epochs=2, warmup_epochs=0, augment_on=augment_on, aug_repeats=0, eval_every=2)
     result = train(recipe, data, out / f"end_to_end_{augment_on}", device=device, workers=cfg.workers,
                    limit_train=min(len(data.train), images), limit_val=min(len(data.val), r.batch_size), progress="none",
@@ -226,6 +260,18 @@ def end_to_end(cfg: BenchConfig, device: torch.device, data, augment_on: str, ou
                 batch=r.batch_size, precision=res["precision"], channels_last=res["channels_last"], compile=r.torchcompile,
                 workers=res["workers"], input=res["input"], images=res["steps_per_epoch"] * res["effective_batch"],
                 seconds=None, device=str(device), peak_mem_mb=result["peak_mem_mb"])
+
+
+def _at_least(data, images: int):
+    """A folder dataset whose file list is repeated until it holds `images` samples (the generated
+    folder has 4,096 files; an end-to-end epoch of 100 steps of 256 needs 25,600)."""
+    from .data import Data, ImageFiles
+
+    if not isinstance(data.train, ImageFiles) or len(data.train) >= images:
+        return data
+    copies = -(-images // len(data.train))
+    return Data(data.name, ImageFiles(data.train.samples * copies), data.val, data.classes, data.source,
+                data.val_files, data.title)
 
 
 def _metrics(run: Path) -> list[dict[str, Any]]:

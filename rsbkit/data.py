@@ -566,7 +566,7 @@ class TrainInput:
 
         device = torch.device(device)
         self.kind = input_kind(data, recipe, augment_on, decode_on, device)
-        self.device, self.channels_last, self.rank = device, channels_last, rank
+        self.device, self.channels_last, self.rank, self.prefetch = device, channels_last, rank, prefetch
         collate_fn = collate
         self.augment = None
         if self.kind == "loader":

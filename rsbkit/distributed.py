@@ -143,6 +143,17 @@ def all_sum(job: Dist, values: Sequence[float], device: torch.device) -> list[fl
     return t.tolist()
 
 
+def any_rank(job: Dist, flag: torch.Tensor) -> bool:
+    """Whether `flag` (a bool tensor on the training device) is true on any rank: every rank gets the
+    same answer, so all of them stop together (one rank raising alone leaves the others to be killed
+    by torchrun and recorded as interrupted). Waits for the device, and for every rank."""
+    if not job.enabled:
+        return bool(flag)
+    t = flag.to(torch.int32).reshape(1)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def on_main(job: Dist, action: Callable[[], object]) -> None:
     """Run `action` on rank 0 only; if it fails with an rsbkit error, every rank raises one with the
     same message, so no rank is left waiting for a rank 0 that stopped (e.g. on a locked run folder)."""

@@ -110,6 +110,9 @@ class Recipe:
     torchcompile: bool = False
     sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA)
     dist_bn: str = "reduce"  # several processes: BN running stats averaged (reduce) or rank 0's (broadcast) before eval; none
+    ddp_broadcast_buffers: bool = False  # several processes: DDP sends rank 0's BN buffers at every forward pass (timm's
+    # default; its --no-ddp-bb turns it off). Off here: a collective per forward, no_sync micro-batches included, for
+    # running stats that only evaluation reads, and dist_bn averages them before each evaluation
     seed: int = 0
     # what the paper reports for this recipe; not a training setting
     reported: Optional[Reported] = field(default=None, compare=False, repr=False)
@@ -393,7 +396,11 @@ today's train.py does (2021's used --lr as given: `lr_scale: none`). With 3
 repeats the copies of an image never share a forward batch: one process
 accumulates 4 forward batches of 512, as the paper's 4 GPUs each took 512.
 `bce_target_thresh` stays off: no primary source gives the 0.2 seen in
-third-party commands, and a threshold would cancel the label smoothing.""")
+third-party commands, and a threshold would cancel the label smoothing.
+Under several processes `ddp_broadcast_buffers: false` (train.py's
+`--no-ddp-bb`): BatchNorm buffers are not sent at every forward pass; what is
+trained is the same (training normalises with batch statistics), and the
+running statistics are averaged before each evaluation as above.""")
 
 A2 = A1.replace(
     name="a2",

@@ -274,7 +274,10 @@ def _train(recipe, data, out_dir, job, held, s: Settings) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     ddp = None
     if job.enabled:  # DDP broadcasts rank 0's weights, then averages gradients over processes
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if cuda else None)
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if cuda else None, broadcast_buffers=recipe.ddp_broadcast_buffers,
+            gradient_as_bucket_view=True,  # gradients are views into the all-reduce buckets: no copy in or out
+        )
     step_model = ddp if ddp is not None else model
     step_model = torch.compile(step_model) if recipe.torchcompile else step_model
     mixup = create_mixup(recipe, data.num_classes)
@@ -366,8 +369,8 @@ def _train(recipe, data, out_dir, job, held, s: Settings) -> dict[str, Any]:
         return lr
 
     def check_loss(bad: torch.Tensor, first_step: int, epoch: int) -> None:
-        """Wait for the device once: stop if any loss since `first_step` was inf or NaN."""
-        if bool(bad):
+        """Wait for the device once: stop if any loss since `first_step` was inf or NaN on any process."""
+        if distributed.any_rank(job, bad):
             window = f"step {first_step}" if first_step == updates else f"steps {first_step} to {updates}"
             raise NonFiniteLossError(
                 f"the loss was not finite within {window} (epoch {epoch + 1}); "

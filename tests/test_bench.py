@@ -41,3 +41,17 @@ def test_generated_jpegs_are_reused(tmp_path):
     a = write_jpegs(tmp_path / "j", 20)
     stamp = (a / "train" / "class000").stat().st_mtime_ns
     assert write_jpegs(tmp_path / "j", 20) == a and (a / "train" / "class000").stat().st_mtime_ns == stamp
+
+
+def test_jpegs_are_written_without_scikit_image(tmp_path, monkeypatch):
+    """scikit-image comes only with the notebooks extra: without it the folder is cut from the embedded images."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage now raises ImportError
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    folder = write_jpegs(tmp_path / "j", 20)
+    assert "Fashion-MNIST" in (folder / "SOURCE").read_text()
+    files = sorted(folder.rglob("*.JPEG"))
+    assert len(files) == 30 and {Image.open(p).size for p in files} <= {IMAGENET_SIZE, IMAGENET_SIZE[::-1]}
+    pixels = [Image.open(p).convert("RGB").getextrema() for p in files[:5]]
+    assert all(hi - lo > 100 for image in pixels for lo, hi in image[:1])  # pictures, not flat colour

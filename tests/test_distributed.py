@@ -277,3 +277,33 @@ def test_stop_after_must_be_an_epoch(recipe_file, tmp_path):
     with pytest.raises(RunError, match="stop_after=0: give the epoch"):
         train(recipe_file, "default", tmp_path / "run", device="cpu", stop_after=0)
     assert not (tmp_path / "run").exists()
+
+
+def _flag_on_rank(rank: int, init: str, answers) -> None:
+    import torch.distributed as dist
+
+    from rsbkit.distributed import any_rank
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        job = Dist(rank, 2, rank, "gloo")
+        answers.put((rank, any_rank(job, torch.tensor(rank == 1)), any_rank(job, torch.tensor(False))))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
+    """The inf/NaN flag is agreed over ranks (rank 1's loss was not finite, rank 0's was): both stop with the same error,
+    instead of one raising while torchrun kills the others as 'interrupted'."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    answers = ctx.Queue()
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [ctx.Process(target=_flag_on_rank, args=(r, init, answers)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = sorted(answers.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert got == [(0, True, False), (1, True, False)]

@@ -208,3 +208,180 @@ def test_device_augmentation_never_waits_for_the_gpu():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert out.shape == (64, 3, 64, 64)
+
+
+# ---------------------------------------------------------------- what would crash or starve a GPU (issue 20)
+
+
+def _count_copies(monkeypatch):
+    """Every small tensor the augmentation sends to its device goes through augment._to_device: count them."""
+    import rsbkit.augment as augment
+
+    calls = []
+    real = augment._to_device
+
+    def counting(t, device):
+        calls.append(tuple(t.shape))
+        return real(t, device)
+
+    monkeypatch.setattr(augment, "_to_device", counting)
+    return calls
+
+
+def test_augmentation_sends_a_fixed_number_of_small_tensors_per_batch(monkeypatch, embedded):
+    """RandAugment's op indices and arguments go to the device once per batch, not once per (layer, op); the fill
+    colour of the affine ops is made once, not per op call (a blocking copy each on CUDA)."""
+    from torch.overrides import TorchFunctionMode
+
+    made = []
+
+    class TensorsFromPythonData(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in (torch.tensor, torch.as_tensor) and kwargs.get("device") is not None:
+                made.append(func.__name__)  # a tensor built from Python data on the images' device: a blocking copy
+            return func(*args, **kwargs)
+
+    recipe = A3.replace(train_res=32, aa="rand-m9-mstd0.5-inc1", reprob=0.25)
+    augment = DeviceAugment(recipe)
+    images = torch.from_numpy(np.repeat(embedded.train.images[:64, None], 3, axis=1))
+    generator = torch.Generator().manual_seed(0)
+    augment(images, generator)  # first call: the constants
+    calls = _count_copies(monkeypatch)
+    with TensorsFromPythonData():
+        augment(images, generator)
+    assert made == []
+    ops = augment.randaugment.schedule(augment.randaugment.draw(64, "cpu", torch.Generator().manual_seed(1)))[0]
+    assert len(ops) > 8  # many (layer, op) pairs run per batch ...
+    assert len(calls) <= 3, calls  # ... with the op indices, the arguments and the erasing boxes sent once each
+
+
+def test_one_large_photo_does_not_pad_the_batch():
+    """ImageNet holds photos of 4000x3000: cropping a list of decoded images asks for memory by each box, not
+    for the batch padded to its largest image (16 x 36 M floats here, 46 GB at batch 256)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor):
+                    Largest.numel = max(Largest.numel, t.numel())
+            return out
+
+    big = torch.randint(0, 256, (3, 3000, 4000), dtype=torch.uint8)
+    images = [big] + [torch.randint(0, 256, (3, 375, 500), dtype=torch.uint8) for _ in range(15)]
+    recipe = A3.replace(train_res=64, aa="rand-m9-mstd0.5-inc1", reprob=0.25)
+    with Largest():
+        out = DeviceAugment(recipe)(images, torch.Generator().manual_seed(0))
+    assert out.shape == (16, 3, 64, 64)
+    assert Largest.numel <= big.numel() * 1.01  # at most the large photo's box (with its margin) as floats
+
+
+def _encoded(images_and_formats):
+    out = []
+    for img, fmt, options in images_and_formats:
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, **options)
+        out.append(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8))
+    return out
+
+
+def test_encoded_batches_of_any_format_decode(photo_batch):
+    """A batch without a JPEG (decode_jpeg([]) raises) and a batch of JPEG, PNG, CMYK, progressive and grey files."""
+    imgs = photo_batch[0]
+    pngs = _encoded([(im, "PNG", {}) for im in imgs[:3]])
+    decoded, bad = decode_images(pngs, torch.device("cpu"))
+    assert bad == [] and [tuple(d.shape) for d in decoded] == [(3, 96, 96)] * 3
+    assert all(torch.equal(d, torch.from_numpy(np.asarray(im)).permute(2, 0, 1)) for d, im in zip(decoded, imgs))  # lossless
+    mixed = [(imgs[0], "JPEG", dict(quality=90)), (imgs[1], "PNG", {}), (imgs[2].convert("CMYK"), "JPEG", dict(quality=90)),
+             (imgs[3], "JPEG", dict(quality=90, progressive=True)), (imgs[0].convert("L"), "JPEG", dict(quality=90))]
+    encoded = _encoded(mixed)
+    decoded, bad = decode_images(encoded, torch.device("cpu"))
+    assert bad == [] and len(decoded) == 5 and all(d.shape == (3, 96, 96) and d.dtype == torch.uint8 for d in decoded)
+    for d, e in zip(decoded, encoded):
+        pil = torch.from_numpy(np.asarray(Image.open(io.BytesIO(e.numpy().tobytes())).convert("RGB"))).permute(2, 0, 1)
+        assert (d.float() - pil.float()).abs().mean() < 2.5  # libjpeg's and PIL's decoders, up to rounding
+
+
+def test_a_folder_of_pngs_trains_on_the_encoded_path(tmp_path, embedded):
+    """Every batch of a PNG folder decodes; on CUDA, auto decodes a folder of PNGs in the loader, a folder of JPEGs on the GPU."""
+    for split, n in (("train", 32), ("val", 8)):
+        for i in range(n):
+            (tmp_path / "pngs" / split / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+            embedded.train[i][0].save(tmp_path / "pngs" / split / f"c{i % 2}" / f"{i}.png")
+    data = load_data(tmp_path / "pngs")
+    recipe = smoke(A3, batch_size=8)
+    cuda = torch.device("cuda")
+    assert input_kind(data, recipe, "device", "auto", cuda) == "crops"
+    source = TrainInput(data, recipe, plan_batch(recipe), augment_on="device", decode_on="device")
+    assert source.kind == "encoded"
+    batches = _epoch(source, 0)
+    assert len(batches) == 4 and all(images.shape == (8, 3, recipe.train_res, recipe.train_res) for images, _ in batches)
+
+
+def test_a_subset_keeps_the_encoded_path(image_folder):
+    """--limit-train (a Subset of the folder) decodes on the device as the whole folder does, the same files in its order."""
+    recipe = smoke(A3, batch_size=8)
+    data = load_data(image_folder, limit_train=40)
+    assert input_kind(data, recipe, "device", "auto", torch.device("cuda")) == "encoded"
+    source = TrainInput(data, recipe, plan_batch(recipe), augment_on="device", decode_on="device")
+    assert source.kind == "encoded"
+    sub = data.train
+    assert [p for p, _ in source.loader.dataset.base.samples] == [sub.dataset.samples[i][0] for i in sub.indices]
+    assert len(_epoch(source, 0)) == 5
+
+
+def test_many_files_per_batch_fit_a_small_descriptor_limit(tmp_path, embedded):
+    """Each tensor a worker sends is a shared-memory file descriptor: one per file made 2 workers x 4 prefetched
+    batches of 128 files fail or hang under a limit of 256 open files; one buffer per batch does not. Run in a child
+    process (the limit is per process), bounded by a timeout."""
+    import subprocess
+    import sys
+    import textwrap
+
+    for i in range(1024):
+        folder = tmp_path / "many" / ("train" if i < 1000 else "val") / f"c{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        embedded.train[i % 500][0].resize((8, 8)).convert("RGB").save(folder / f"{i}.jpg", quality=80)
+    script = textwrap.dedent(f"""
+        import resource, torch
+        from rsbkit.data import TrainInput, load_data
+        from rsbkit.recipes import A3, plan_batch, smoke
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        recipe = smoke(A3, batch_size=128).replace(train_res=8, test_res=8)
+        source = TrainInput(load_data({str(tmp_path / "many")!r}), recipe, plan_batch(recipe), augment_on="device",
+                            decode_on="device", workers=2, prefetch=4)
+        n = sum(len(images) for images, _, _ in source.epoch(0, torch.Generator().manual_seed(0)))
+        print("images", n)
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "images 896" in res.stdout  # 7 whole batches of 128
+
+
+def test_out_of_memory_while_decoding_reaches_the_fallback(tmp_path, image_folder, smoke_recipe, monkeypatch):
+    """An out-of-memory error inside decoding is not an unreadable file: it halves the micro-batch like one in the step."""
+    import torchvision.io
+
+    from rsbkit.train import train
+
+    real = torchvision.io.decode_jpeg
+    calls = []
+
+    def tight(data, *args, **kwargs):
+        calls.append(len(data) if isinstance(data, list) else 1)
+        if isinstance(data, list) and len(data) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", tight)
+    with pytest.raises(torch.OutOfMemoryError):
+        decode_images(_encoded([(Image.new("RGB", (8, 8)), "JPEG", {})] * 5), torch.device("cpu"))
+    lines = []
+    recipe = smoke_recipe.replace(batch_size=8, augment_on="device", decode_on="device")
+    result = train(recipe, image_folder, tmp_path / "run", device="cpu", workers=0, progress="none", log=lines.append)
+    assert result["status"] == "completed" and result["skipped_files"] == []
+    assert result["resolved"]["micro_batch"] == 4 and any("out of memory at 8 images" in line for line in lines)

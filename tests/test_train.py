@@ -17,7 +17,7 @@ from rsbkit.runs import METRIC_COLUMNS, load_run
 from rsbkit.train import train
 
 TIMING = {"imgs_per_s", "epoch_s", "peak_mem_mb"}  # measured, so they differ between runs
-SMALL = dict(limit_train=256, limit_val=128, workers=0, progress="none")
+SMALL = dict(limit_train=256, limit_val=128, workers=0, progress="none", device="cpu")  # bit equality: CPU (cuDNN benchmark promises none)
 
 
 def quiet(*_):
