@@ -91,7 +91,7 @@ def source_photos():
         train = load_data("default").train
         rng = np.random.default_rng(0)
         photos = []
-        for k in range(len(PHOTOS)):
+        for _ in PHOTOS:
             tiles = train.images[rng.integers(len(train.images), size=64)].reshape(8, 8, 28, 28)
             grey = tiles.transpose(0, 2, 1, 3).reshape(224, 224).astype(np.float32)
             tint = rng.uniform(0.4, 1.0, size=3).astype(np.float32)

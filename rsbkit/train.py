@@ -257,6 +257,9 @@ def _train(recipe, data, out_dir, job, held, s: Settings) -> dict[str, Any]:
     log(f"run {run.path}: {recipe.name} ({recipe.model}) on {data.name}, {len(data.train)} train / {len(data.val)} val images, "
         f"{data.num_classes} classes, {where}, {resolved()['precision']}, augmented on the {augment_on} ({kind})")
     log(plan.rule)
+    if cuda and kind in ("loader", "crops") and workers < 4:
+        log(f"note: {workers} loader worker(s) decode with PIL for this GPU: a few hundred images/s, a few % of what an "
+            "H100 trains at; a folder of JPEGs decodes on the GPU (decode_on: auto or device)")
 
     torch.manual_seed(recipe.seed)
     model = create_model(recipe, data.num_classes)  # with its width and init weights

@@ -385,3 +385,96 @@ def test_out_of_memory_while_decoding_reaches_the_fallback(tmp_path, image_folde
     result = train(recipe, image_folder, tmp_path / "run", device="cpu", workers=0, progress="none", log=lines.append)
     assert result["status"] == "completed" and result["skipped_files"] == []
     assert result["resolved"]["micro_batch"] == 4 and any("out of memory at 8 images" in line for line in lines)
+
+
+def test_sample_seeds_for_a_whole_epoch_match_one_at_a_time():
+    """The vectorised seeds are the scalar ones (splitmix64 in wrapping uint64), for the RandAugment stream's negative positions too."""
+    from rsbkit.data import sample_seeds
+
+    positions = np.arange(-4, 3000)
+    for epoch_seed in (0, 7, 2**32 - 1):
+        assert sample_seeds(epoch_seed, positions).tolist() == [sample_seed(epoch_seed, int(p)) for p in positions]
+
+
+def test_batches_are_made_ahead_in_a_thread():
+    """rsbkit.data.ahead: batch i + 1 is made while the caller works on batch i (sleeps stand for nvJPEG blocking the
+    thread and for the step); the order is kept; an error in the thread is raised at its batch; closing early stops it."""
+    import threading
+    import time
+
+    from rsbkit.data import ahead
+
+    def make(n, fail_at=None):
+        for i in range(n):
+            time.sleep(0.05)
+            if i == fail_at:
+                raise torch.OutOfMemoryError("injected")
+            yield torch.full((2,), i), torch.tensor([i]), []
+
+    t0 = time.perf_counter()
+    seen = []
+    for _images, labels, _ in ahead(make(8), torch.device("cpu")):
+        time.sleep(0.05)
+        seen.append(int(labels))
+    assert seen == list(range(8)) and time.perf_counter() - t0 < 0.65  # overlapped: 8 x 50 ms + one, not 8 x 100 ms
+    got = []
+    with pytest.raises(torch.OutOfMemoryError, match="injected"):
+        for _, labels, _ in ahead(make(5, fail_at=3), torch.device("cpu")):
+            got.append(int(labels))
+    assert got == [0, 1, 2]
+    batches = ahead(make(100), torch.device("cpu"))
+    next(batches)
+    batches.close()
+    assert not any(t.name == "rsbkit-input" for t in threading.enumerate())
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_batches_made_ahead_are_ordered_after_the_threads_stream():
+    """The thread's stream is slow (a sleep kernel before each batch is filled); the caller's stream must still see the
+    filled values: it waits for the thread's event, not for the CPU."""
+    from rsbkit.data import ahead
+
+    cuda = torch.device("cuda")
+
+    def make():
+        for i in range(4):
+            x = torch.zeros(1 << 20, device=cuda)
+            torch.cuda._sleep(20_000_000)  # tens of ms of GPU time on the thread's stream
+            x.fill_(i + 1)
+            yield x, torch.full((1,), i, device=cuda), []
+
+    sums = [images.sum() for images, _, _ in ahead(make(), cuda)]  # queued on the caller's stream
+    assert [int(s.item()) for s in sums] == [(i + 1) << 20 for i in range(4)]
+
+
+@needs_cuda
+def test_decoding_on_cuda_does_not_overwrite_memory_that_queued_work_reads(image_folder):
+    """pytorch/vision#9606: decode_jpeg's outputs, allocated on the current stream, are written by nvJPEG without waiting
+    for it. A tensor read by a slow queued kernel, then freed: its block is the decoder's next output. decode_images
+    waits for the stream first, so the queued sum sees its own values."""
+    files = sorted((image_folder / "train").rglob("*.jpg"))[:8]
+    encoded = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files]
+    cuda = torch.device("cuda")
+    n = sum(3 * im.shape[1] * im.shape[2] for im in decode_images(encoded, cuda)[0])
+    for _ in range(20):
+        x = torch.full((n,), 7, dtype=torch.uint8, device=cuda)
+        torch.cuda._sleep(10_000_000)
+        total = x.sum(dtype=torch.int64)
+        del x
+        decode_images(encoded, cuda)
+        assert int(total.item()) == 7 * n
+
+
+@needs_cuda
+def test_a_training_epoch_on_cuda_encoded_path_never_waits_in_the_training_thread(image_folder):
+    """The encoded path on CUDA through TrainInput: decoding and augmentation happen in the input thread, so the
+    training thread's batches come without a host-device sync (sync debug mode 'error' is per thread... set here)."""
+    recipe = smoke(A3, batch_size=8)
+    source = TrainInput(load_data(image_folder), recipe, plan_batch(recipe), augment_on="device", decode_on="device",
+                        device="cuda", pin_memory=True)
+    generator = torch.Generator("cuda").manual_seed(0)
+    batches = list(source.epoch(0, generator))
+    assert len(batches) == 9 and all(b[0].device.type == "cuda" for b in batches)
