@@ -684,7 +684,7 @@ def ahead(batches, device: torch.device, depth: int = 2):
 
     def produce():
         try:
-            if cuda:
+            if cuda and device.index is not None:  # under torchrun: this process's GPU (a thread starts on GPU 0)
                 torch.cuda.set_device(device)
             with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
                 for batch in batches:
