@@ -515,7 +515,7 @@ class DeviceAugment:
                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
         _check_device_recipe(recipe)
         self.size, self.scale, self.ratio, self.hflip = recipe.train_res, tuple(recipe.scale), tuple(recipe.ratio), recipe.hflip
-        self.crop, self.channels_last, self.reprob = crop, channels_last, recipe.reprob
+        self.crop, self.channels_last = crop, channels_last
         self.randaugment = BatchRandAugment(recipe.aa, interpolation=recipe.train_interpolation) if recipe.aa else None
         self.erasing = BatchErasing(recipe.reprob) if recipe.reprob > 0 else None
         self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
