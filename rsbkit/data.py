@@ -482,8 +482,8 @@ class EncodedFiles(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, key: tuple[int, int]):
-        path, label = self.base.samples[key[0]]
+    def __getitem__(self, key: Union[int, tuple[int, int]]):
+        path, label = self.base.samples[key[0] if isinstance(key, tuple) else key]  # (index, seed) in training
         try:
             return np.fromfile(path, dtype=np.uint8), label, path
         except OSError as exc:
@@ -787,6 +787,63 @@ def epoch_images(data: Data, recipe: Recipe) -> int:
 def eval_shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
     """Every `world_size`-th image from `rank`: ranks together cover the split exactly once."""
     return dataset if world_size == 1 else Subset(dataset, list(range(rank, len(dataset), world_size)))
+
+
+class EvalInput:
+    """Validation batches decoded and resized on the device (``eval_on: device``): a folder's file bytes
+    from the workers (one buffer per batch), :func:`rsbkit.augment.decode_images`, then timm's eval
+    geometry with torchvision's tensor functions: the shorter side resized to floor(test_res /
+    crop_pct) (antialiased, `interpolation`), the centre test_res x test_res crop, ImageNet's
+    normalisation. Iterates (images, labels, skipped) like :func:`eval_loader`'s loader; on CUDA
+    through :func:`ahead`."""
+
+    def __init__(self, dataset: Dataset, test_res: int, crop_pct: float, interpolation: str, *, device,
+                 batch_size: int, workers: int, pin_memory: bool = False,
+                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
+        import math
+
+        files = _files_of(dataset)
+        if files is None:
+            raise DataError("eval_on: device needs a folder dataset of image files for validation; set eval_on: loader")
+        self.device = torch.device(device)
+        self.test_res, self.scale = test_res, math.floor(test_res / crop_pct)
+        self.interpolation = "bicubic" if interpolation == "random" else interpolation
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
+        self.loader = DataLoader(EncodedFiles(files), batch_size=batch_size, shuffle=False, num_workers=workers,
+                                 collate_fn=_collate_encoded,
+                                 pin_memory=pin_memory, persistent_workers=workers > 0)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        batches = (self.prepare(b) for b in self.loader)
+        return ahead(batches, self.device) if self.device.type == "cuda" else batches
+
+    def prepare(self, batch):
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        from .augment import _to_device, decode_images
+
+        encoded, labels, skipped = batch
+        if encoded is None:
+            return None, None, skipped
+        images, bad = decode_images(encoded.files(), self.device)
+        if bad:
+            keep = torch.ones(len(labels), dtype=torch.bool)
+            keep[[i for i, _ in bad]] = False
+            labels = labels[keep]
+            skipped = skipped + [SkippedImage(encoded.paths[i], reason) for i, reason in bad]
+            if not images:
+                return None, None, skipped
+        mode = InterpolationMode(self.interpolation)
+        crops = [TF.center_crop(TF.resize(im, self.scale, interpolation=mode, antialias=True), [self.test_res] * 2)
+                 for im in images]
+        self.mean, self.std = _to_device(self.mean, self.device), _to_device(self.std, self.device)
+        out = (torch.stack(crops).float() - self.mean) / self.std
+        return out, labels.to(self.device, non_blocking=True), skipped
 
 
 def eval_loader(dataset: Dataset, transform: Callable, *, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:

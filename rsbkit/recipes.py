@@ -102,6 +102,9 @@ class Recipe:
     # training device: rsbkit.augment) | auto (device on CUDA; on CPU too, measured faster for the demo)
     decode_on: str = "auto"  # folders of image files with augment_on device: loader (PIL decodes and crops) | device
     # (decode_jpeg: nvJPEG on CUDA) | auto (device on CUDA, loader on CPU)
+    eval_on: str = "loader"  # validation images: loader (timm's PIL eval transform in the workers, as its train.py) |
+    # device (a folder's JPEGs decoded by decode_jpeg, nvJPEG on CUDA, resized and centre-cropped by torchvision's
+    # antialiased tensor functions on the device: the same sizes, pixels within a few grey levels of PIL's)
     eval_every: int = 1  # evaluate every N epochs (the last always), as timm's train.py evaluates every epoch
     # numerics and speed (amp on CUDA only: CPU runs float32)
     amp: bool = True  # mixed precision autocast
@@ -228,6 +231,7 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "random")
 AMP_DTYPES = ("bfloat16", "float16")
 AUGMENT_ON = ("auto", "loader", "device")
 DECODE_ON = ("auto", "loader", "device")
+EVAL_ON = ("loader", "device")
 
 
 def _check(r: Recipe) -> None:
@@ -276,6 +280,7 @@ def _check(r: Recipe) -> None:
     _choice(r, "amp_dtype", AMP_DTYPES, "autocast dtype")
     _choice(r, "augment_on", AUGMENT_ON, "augmentation place")
     _choice(r, "decode_on", DECODE_ON, "decoding place")
+    _choice(r, "eval_on", EVAL_ON, "evaluation input place")
     _in_range(r, "eval_every", r.eval_every >= 1, ">= 1 (the last epoch is always evaluated)")
     if r.augment_on == "device":
         from .augment import _check_device_recipe

@@ -49,7 +49,18 @@ from timm.utils import ModelEmaV3
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Data, TrainInput, create_mixup, epoch_images, eval_loader, eval_shard, eval_transform, input_kind, load_data
+from .data import (
+    Data,
+    EvalInput,
+    TrainInput,
+    create_mixup,
+    epoch_images,
+    eval_loader,
+    eval_shard,
+    eval_transform,
+    input_kind,
+    load_data,
+)
 from .devices import autocast, default_workers, device_name, free_memory, is_out_of_memory, peak_mem_mb
 from .errors import CheckpointError, DistributedError, NonFiniteLossError, RunError, RunWriteError
 from .evaluate import evaluate_models
@@ -291,10 +302,13 @@ def _train(recipe, data, out_dir, job, held, s: Settings) -> dict[str, Any]:
                           workers=workers, pin_memory=cuda, rank=job.rank, channels_last=channels_last)
 
     source = make_input()  # loader workers live for the whole run
-    val_loader = eval_loader(
-        eval_shard(data.val, job.rank, job.world_size), eval_transform(recipe.test_res, recipe.crop_pct, recipe.interpolation),
-        batch_size=s.eval_batch_size or min(256, 2 * recipe.batch_size), workers=workers, pin_memory=cuda,
-    )
+    val_shard, eval_batch = eval_shard(data.val, job.rank, job.world_size), s.eval_batch_size or min(256, 2 * recipe.batch_size)
+    if recipe.eval_on == "device":
+        val_loader = EvalInput(val_shard, recipe.test_res, recipe.crop_pct, recipe.interpolation, device=device,
+                               batch_size=eval_batch, workers=workers, pin_memory=cuda)
+    else:
+        val_loader = eval_loader(val_shard, eval_transform(recipe.test_res, recipe.crop_pct, recipe.interpolation),
+                                 batch_size=eval_batch, workers=workers, pin_memory=cuda)
 
     # ------------------------------------------------------------ resume
     start_epoch, updates, history, best, skipped, wall_before = 0, 0, [], None, {}, 0.0

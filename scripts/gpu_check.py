@@ -248,9 +248,10 @@ def step_a3_jpeg(args) -> dict:
 
     if args.dry_run:
         recipe = A3.replace(model="resnet10t", train_res=32, test_res=32, batch_size=32, lr_base_size=32, epochs=1,
-                            warmup_epochs=0)
+                            warmup_epochs=0, eval_on="device")
         return _train(args, recipe, _jpegs(args), "a3-jpeg", limit_val=32)
-    recipe = A3.replace(epochs=1, warmup_epochs=0)  # batch 2048 at 160 px on the JPEG folder: 2 steps, nvJPEG
+    # batch 2048 at 160 px on the JPEG folder: 2 steps, nvJPEG; validation decoded and resized on the GPU too
+    recipe = A3.replace(epochs=1, warmup_epochs=0, eval_on="device")
     return _train(args, recipe, _jpegs(args), "a3-jpeg", limit_val=512)
 
 

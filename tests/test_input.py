@@ -166,9 +166,10 @@ def test_a_training_run_skips_a_corrupt_file_decoded_on_the_device(tmp_path, ima
     from rsbkit.train import train
 
     (image_folder / "train" / "class0" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    recipe = smoke_recipe.replace(batch_size=8, augment_on="device", decode_on="device")
+    recipe = smoke_recipe.replace(batch_size=8, augment_on="device", decode_on="device", eval_on="device")
     result = train(recipe, image_folder, tmp_path / "run", workers=0, progress="none", log=lambda s: None)
     assert result["status"] == "completed" and result["resolved"]["input"] == "encoded"
+    assert result["final_top1"] is not None  # evaluated through EvalInput
     assert [f["path"] for f in result["skipped_files"]] == [str(image_folder / "train" / "class0" / "broken.jpg")]
 
 
@@ -478,3 +479,32 @@ def test_an_epoch_on_the_encoded_path_runs_on_cuda(image_folder):
     generator = torch.Generator("cuda").manual_seed(0)
     batches = list(source.epoch(0, generator))
     assert len(batches) == 9 and all(b[0].device.type == "cuda" for b in batches)
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_evaluation_on_the_device_matches_timms_eval_transform(tmp_path, photo_batch, interpolation):
+    """eval_on: device (decode_images, torchvision's antialiased tensor resize, centre crop) gives timm's eval
+    transform's sizes and its pixels within a grey level or two (here both decode with libjpeg; nvJPEG's IDCT adds its
+    own rounding), and the same predictions."""
+    from rsbkit.data import EvalInput, eval_loader, eval_transform
+    from rsbkit.evaluate import evaluate_models
+    from rsbkit.models import create_model
+
+    for split in ("train", "val"):
+        for i, im in enumerate(photo_batch[0]):
+            (tmp_path / split / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+            im.resize((96 + 16 * i, 72 + 8 * i)).save(tmp_path / split / f"c{i % 2}" / f"{i}.jpg", quality=90)
+    data = load_data(tmp_path)
+    device_input = EvalInput(data.val, 64, 0.875, interpolation, device="cpu", batch_size=8, workers=0)
+    pil_input = eval_loader(data.val, eval_transform(64, 0.875, interpolation), batch_size=8, workers=0)
+    (ours, ours_labels, _), (theirs, their_labels, _) = list(device_input)[0], list(pil_input)[0]
+    assert ours.shape == theirs.shape == (len(data.val), 3, 64, 64) and torch.equal(ours_labels, their_labels)
+    grey_levels = (ours - theirs).abs() * torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1) * 255
+    assert grey_levels.mean() < 0.05 and grey_levels.max() <= 2.01
+    torch.manual_seed(0)
+    model = create_model(smoke(A3), 2)
+    a = evaluate_models({"m": model}, device_input, torch.device("cpu"))["m"]
+    b = evaluate_models({"m": model}, pil_input, torch.device("cpu"))["m"]
+    assert a["top1"] == b["top1"] and a["loss"] == pytest.approx(b["loss"], abs=1e-3)
+    with pytest.raises(DataError, match="eval_on: device needs a folder"):
+        EvalInput(load_data("default").val, 32, 1.0, "bicubic", device="cpu", batch_size=8, workers=0)
