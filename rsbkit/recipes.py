@@ -229,6 +229,11 @@ DIST_BN = ("reduce", "broadcast", "none")
 SCHEDULES = ("cosine", "multistep")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "random")
 AMP_DTYPES = ("bfloat16", "float16")
+# How a run executes, not what it trains: resuming may change these (the loop says which changed); any other
+# field changed refuses the resume. The augmentation's semantics are timm's on either path, precision and memory
+# layout change rounding, not the procedure.
+EXECUTION_FIELDS = frozenset({"augment_on", "decode_on", "eval_on", "eval_every", "amp", "amp_dtype", "channels_last",
+                              "torchcompile", "ddp_broadcast_buffers"})
 AUGMENT_ON = ("auto", "loader", "device")
 DECODE_ON = ("auto", "loader", "device")
 EVAL_ON = ("loader", "device")

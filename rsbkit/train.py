@@ -67,7 +67,7 @@ from .evaluate import evaluate_models
 from .losses import create_loss
 from .models import create_model
 from .optim import create_optimizer, create_scheduler
-from .recipes import Recipe, load_recipe, lr_scaling, plan_batch
+from .recipes import EXECUTION_FIELDS, Recipe, load_recipe, lr_scaling, plan_batch
 from .runs import (
     RunFolder,
     RunLock,
@@ -314,7 +314,11 @@ def _train(recipe, data, out_dir, job, held, s: Settings) -> dict[str, Any]:
     start_epoch, updates, history, best, skipped, wall_before = 0, 0, [], None, {}, 0.0
     if s.resume:
         state = load_checkpoint(run.last, map_location=device)  # every process reads it: a shared file system
-        changed = {k for k, v in recipe.to_dict().items() if state["recipe"].get(k, v) != v} - {"name"}  # missing: a newer field
+        differ = {k for k, v in recipe.to_dict().items() if state["recipe"].get(k, v) != v} - {"name"}  # missing: a newer field
+        changed, executed = differ - EXECUTION_FIELDS, sorted(differ & EXECUTION_FIELDS)
+        if executed:
+            was = state["recipe"]
+            log("resuming with a different way of running: " + ", ".join(f"{k} {was[k]!r} -> {getattr(recipe, k)!r}" for k in executed))
         if changed:
             raise CheckpointError(
                 f"{run.last} was written by a different recipe (fields {', '.join(sorted(changed))} differ); "

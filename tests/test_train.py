@@ -109,8 +109,14 @@ def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path, smoke_recipe):
         train(smoke_recipe, "default", tmp_path / "run", log=quiet, **SMALL)
     with pytest.raises(RunError, match=r"nothing to resume: .*other/last.pt does not exist"):
         train(smoke_recipe, "default", tmp_path / "other", resume=True, log=quiet, **SMALL)
-    with pytest.raises(CheckpointError, match=r"different recipe \(fields lr differ\)"):
-        train(smoke_recipe.replace(epochs=1, lr=1e-3), "default", tmp_path / "run", resume=True, log=quiet, **SMALL)
+    with pytest.raises(CheckpointError, match=r"different recipe \(fields lr differ\)"):  # what is trained: refused
+        train(smoke_recipe.replace(lr=1e-3, eval_every=2), "default", tmp_path / "run", resume=True, log=quiet, **SMALL)
+    # how it runs (rsbkit.recipes.EXECUTION_FIELDS) may change on resume, and the log says what changed
+    lines = []
+    how = smoke_recipe.replace(eval_every=2, augment_on="loader", channels_last=False)
+    assert train(how, "default", tmp_path / "run", resume=True, log=lines.append, **SMALL)["status"] == "completed"
+    assert "resuming with a different way of running: augment_on 'auto' -> 'loader', channels_last True -> False, " \
+           "eval_every 1 -> 2" in lines
 
 
 def test_truncated_checkpoint_gives_a_clear_error(tmp_path, smoke_recipe):
