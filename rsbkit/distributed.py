@@ -220,17 +220,35 @@ def torchrun_command(
 
 
 def stream(cmd: Sequence[str], *, log: Callable[[str], None] = print, env: Optional[dict[str, str]] = None,
-           cwd: Optional[str] = None) -> int:
-    """Run `cmd`, passing each line of its output (stdout and stderr together) to `log` as it comes."""
+           cwd: Optional[str] = None, every: Optional[Callable[[], None]] = None, interval: float = 1.0) -> int:
+    """Run `cmd`, passing each line of its output (stdout and stderr together) to `log` as it comes, and
+    calling `every` at least every `interval` seconds while it runs (and once after), whether or not
+    it prints: a quiet process (``--progress none``) is followed all the same."""
+    import select
+
     log("$ " + shlex.join(cmd))
-    with subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                          env=env, cwd=cwd) as proc:
+    with subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd) as proc:
         assert proc.stdout is not None
+        fd, pending = proc.stdout.fileno(), b""
         try:
-            for line in proc.stdout:
-                log(line.rstrip("\n"))
+            while True:
+                ready, _, _ = select.select([fd], [], [], interval)
+                if ready:
+                    chunk = os.read(fd, 1 << 16)  # unbuffered: a line never waits in Python's buffer for the next one
+                    if not chunk:
+                        break
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        log(line.decode(errors="replace").rstrip("\r"))
+                if every is not None:
+                    every()
+            if pending:
+                log(pending.decode(errors="replace"))
+            code = proc.wait()
         except BaseException:  # an interrupted notebook cell stops the whole job, not just the reader
             proc.terminate()
             proc.wait(timeout=60)
             raise
-        return proc.wait()
+    if every is not None:
+        every()
+    return code

@@ -89,19 +89,19 @@ class TrainSetup:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume:
             (self.run_dir / "recipe.yaml").write_text(self.recipe.to_yaml())
-        seen = 0
+        metrics, seen, stamp = self.run_dir / "metrics.csv", 0, None
 
-        def log(line: str) -> None:
-            nonlocal seen
-            print(line, flush=True)
-            metrics = self.run_dir / "metrics.csv"
-            if on_epoch is not None and line.startswith("epoch ") and metrics.is_file():
-                rows = read_metrics(metrics)
-                for row in rows[seen:]:
-                    on_epoch(row)
-                seen = len(rows)
+        def new_rows() -> None:  # metrics.csv is rewritten whole (atomically) after every epoch: read it when it changed
+            nonlocal seen, stamp
+            if on_epoch is None or not metrics.is_file() or metrics.stat().st_mtime_ns == stamp:
+                return
+            stamp = metrics.stat().st_mtime_ns
+            rows = read_metrics(metrics)
+            for row in rows[seen:]:
+                on_epoch(row)
+            seen = max(seen, len(rows))
 
-        code = stream(self.torchrun_command(), log=log)
+        code = stream(self.torchrun_command(), log=lambda line: print(line, flush=True), every=new_rows)
         result_file = self.run_dir / "result.json"
         result = json.loads(result_file.read_text()) if result_file.is_file() else None
         if code != 0 or result is None or result["status"] not in ("completed", "stopped"):

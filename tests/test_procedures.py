@@ -127,3 +127,31 @@ def test_the_ablation_finds_the_seed_study_of_its_own_recipe_and_data(smoke_run,
     assert procedures.ablation_study(runs=str(smoke_run), reference={}, seed_stats="auto",
                                      out_dir=str(tmp_path / "a"))[1] == pytest.approx(1.959964 * 0.5 * 2 ** 0.5)
     assert procedures.ablation_study(runs=str(smoke_run), reference={}, seed_stats="", out_dir=str(tmp_path / "a"))[1] is None
+
+
+def test_torchrun_rows_come_from_metrics_csv_even_when_the_run_prints_nothing(tmp_path, embedded, monkeypatch):
+    """Under torchrun the live figure's rows are read from metrics.csv as it changes, not from printed "epoch" lines,
+    which `progress="none"` does not print: a silent stand-in for torchrun writes two epochs' rows and its result."""
+    import sys
+    import textwrap
+
+    from rsbkit.procedures import TrainSetup
+    from rsbkit.recipes import A3, smoke
+
+    run = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import json, os, time
+        from pathlib import Path
+        run = Path({str(run)!r})
+        for n in (1, 2):
+            rows = "".join(f"{{e}},{{e * 10}},0.5\\n" for e in range(1, n + 1))
+            (run / "tmp.csv").write_text("epoch,step,train_loss\\n" + rows)
+            os.replace(run / "tmp.csv", run / "metrics.csv")
+            time.sleep(1.2)
+        (run / "result.json").write_text(json.dumps({{"status": "completed"}}))
+    """)
+    monkeypatch.setattr(TrainSetup, "torchrun_command", lambda self: [sys.executable, "-c", script])
+    setup = TrainSetup(smoke(A3), embedded, run, "cpu", progress="none", nproc=2)
+    rows = []
+    assert setup.train(on_epoch=rows.append)["status"] == "completed"
+    assert rows == [{"epoch": 1, "step": 10, "train_loss": 0.5}, {"epoch": 2, "step": 20, "train_loss": 0.5}]
