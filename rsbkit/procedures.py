@@ -7,7 +7,6 @@ before anything long starts.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from .data import Data, load_data
 from .devices import pick_device
 from .errors import RunError
 from .recipes import Recipe, load_recipe
+from .runs import stamped_folder
 
 NOTEBOOK_PROGRESS = ("line", "none")  # a tqdm bar in a saved notebook is noise
 
@@ -207,7 +207,7 @@ def train_setup(
     dataset = load_data(data, root=_none_if_empty(data_root), limit_train=limit_train or None,
                         limit_val=limit_val or None)
     device = str(pick_device(_none_if_empty(device)))
-    out = Path(out_dir) if _none_if_empty(out_dir) else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(out_dir) if _none_if_empty(out_dir) else stamped_folder(recipe.name)
     if (out / "last.pt").exists() and not resume:
         raise RunError(f"out_dir {out} already holds a run (last.pt): set resume=True to continue it, "
                        "or choose another out_dir")
@@ -332,7 +332,7 @@ def resolution_study(
     dataset = load_data(data, limit_val=limit_val or None)
     table = resolution_sweep(model, dataset, resolutions, crops,
                              interpolation=recipe.interpolation if recipe else "bicubic", device=_none_if_empty(device))
-    fallback = Path(source) if Path(source).is_dir() else Path("runs") / f"resolution-{time.strftime('%Y%m%d-%H%M%S')}"
+    fallback = Path(source) if Path(source).is_dir() else stamped_folder("resolution")
     folder = _out_folder(out_dir, fallback)
     from .runs import atomic_write_text
 
@@ -541,7 +541,7 @@ def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] =
     unknown = [g for g in group_by + [metric] if g not in table.columns]
     if unknown:
         raise RunError(f"{unknown} are not run columns; choose from {', '.join(map(str, table.columns))}")
-    folder = _out_folder(out_dir, Path("runs") / f"report-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder = _out_folder(out_dir, stamped_folder("report"))
     shown = table[[c for c in REPORT_COLUMNS if c in table.columns]]
     atomic_write_text(folder / "report.csv", table.to_csv(index=False))
     groups = None

@@ -62,8 +62,13 @@ class RunFolder:
         return self.path / "best.pt"
 
 
+def stamped_folder(name: str, root: Union[str, Path] = "runs") -> Path:
+    """A new run folder's default name: `name` and the local time, e.g. runs/a3-20261201-193900."""
+    return Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def default_run_dir(recipe: Recipe, root: Union[str, Path] = "runs") -> Path:
-    return Path(root) / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return stamped_folder(recipe.name, root)
 
 
 def _umask() -> int:

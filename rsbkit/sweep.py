@@ -46,7 +46,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from .errors import RsbkitError, RunLockedError, RunWriteError
-from .runs import POINT_LOCK_FILE, SWEEP_POINT, RunLock, atomic_file, atomic_write_text, write_failure
+from .runs import POINT_LOCK_FILE, SWEEP_POINT, RunLock, atomic_file, atomic_write_text, stamped_folder, write_failure
 
 SWEEP_KEYS = {
     "notebook": "the notebook every point runs, e.g. notebooks/procedures/train.ipynb",
@@ -529,8 +529,7 @@ def single_point(notebook: Union[str, Path], parameters: dict[str, Any], out: Un
     declared = notebook_parameters(notebook)
     params = route_parameters(notebook, parameters, declared, f"parameters of {notebook}")
     if out is None:
-        out = params.get("out_dir") or Path("runs") / (
-            f"{point_label(params.get('recipe', notebook.stem))}-{time.strftime('%Y%m%d-%H%M%S')}")
+        out = params.get("out_dir") or stamped_folder(point_label(params.get("recipe", notebook.stem)))
     if "out_dir" in declared:
         params["out_dir"] = str(out)
     _check_recipe(params, f"parameters of {notebook}")
