@@ -16,7 +16,7 @@ from .data import Data, load_data
 from .devices import pick_device
 from .errors import RunError
 from .recipes import Recipe, load_recipe
-from .runs import stamped_folder
+from .runs import check_resume, stamped_folder
 
 NOTEBOOK_PROGRESS = ("line", "none")  # a tqdm bar in a saved notebook is noise
 
@@ -208,11 +208,7 @@ def train_setup(
                         limit_val=limit_val or None)
     device = str(pick_device(_none_if_empty(device)))
     out = Path(out_dir) if _none_if_empty(out_dir) else stamped_folder(recipe.name)
-    if (out / "last.pt").exists() and not resume:
-        raise RunError(f"out_dir {out} already holds a run (last.pt): set resume=True to continue it, "
-                       "or choose another out_dir")
-    if resume and not (out / "last.pt").exists():
-        raise RunError(f"resume=True but {out / 'last.pt'} does not exist: set resume=False to start the run")
+    check_resume(out, resume)
     if nproc > 1 and device.startswith("cuda"):
         import torch
 

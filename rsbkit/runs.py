@@ -62,6 +62,16 @@ class RunFolder:
         return self.path / "best.pt"
 
 
+def check_resume(folder: Union[str, Path], resume: bool) -> None:
+    """Refuse to train over a run folder's last.pt unless resuming, and to resume where there is none."""
+    last = Path(folder) / "last.pt"
+    if last.exists() and not resume:
+        raise RunError(f"{folder} already holds a run (last.pt); pass resume=True to continue it (the CLI's --resume, "
+                       "a notebook's parameter: set resume=True), or choose another out_dir")
+    if resume and not last.exists():
+        raise RunError(f"nothing to resume: resume=True but {last} does not exist; set resume=False to start the run")
+
+
 def stamped_folder(name: str, root: Union[str, Path] = "runs") -> Path:
     """A new run folder's default name: `name` and the local time, e.g. runs/a3-20261201-193900."""
     return Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"

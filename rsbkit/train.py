@@ -71,6 +71,7 @@ from .recipes import EXECUTION_FIELDS, Recipe, load_recipe, lr_scaling, plan_bat
 from .runs import (
     RunFolder,
     RunLock,
+    check_resume,
     default_run_dir,
     environment,
     write_metrics,
@@ -228,10 +229,7 @@ def _train(recipe, data, out_dir, job, held, s: Settings) -> dict[str, Any]:
     job, device = distributed.setup(s.device, s.backend, job)
     # one writer per run folder: rank 0 takes the folder's lock before anything is written; every rank stops if it cannot
     distributed.on_main(job, lambda: held.enter_context(RunLock(run.path)))
-    if run.last.exists() and not s.resume:
-        raise RunError(f"{run.path} already holds a run (last.pt); pass resume=True (--resume) to continue it, or choose another out_dir")
-    if s.resume and not run.last.exists():
-        raise RunError(f"nothing to resume: {run.last} does not exist")
+    check_resume(run.path, s.resume)
     attempts = _earlier_attempts(run) if s.resume else []
     attempts.append({**writer_record(), "resume": s.resume, "world_size": job.world_size})
     cuda = device.type == "cuda"
