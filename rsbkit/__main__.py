@@ -129,22 +129,18 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "train":
         from .distributed import launcher_env
-        from .runs import TensorBoardLogger, default_run_dir
+        from .runs import default_run_dir, epoch_hooks
         from .train import train
 
         recipe = load_recipe(args.config, **parse_overrides(args.overrides))
         out = args.out or default_run_dir(recipe)
-        board = TensorBoardLogger(out) if args.tensorboard else None
-        try:
+        with epoch_hooks(out, tensorboard=args.tensorboard) as on_epoch:
             result = train(
                 recipe, args.data, out, device=args.device, workers=args.workers, resume=args.resume,
                 progress=args.progress, limit_train=args.limit_train, limit_val=args.limit_val,
-                data_root=args.data_root, on_epoch=board, micro_batch=args.micro_batch, backend=args.backend,
+                data_root=args.data_root, on_epoch=on_epoch, micro_batch=args.micro_batch, backend=args.backend,
                 stop_after=args.stop_after,
             )
-        finally:
-            if board is not None:
-                board.close()
         if launcher_env().main:
             print(f"run folder: {result['run_dir']}")
         return 0

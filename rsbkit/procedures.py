@@ -45,22 +45,14 @@ class TrainSetup:
 
     def train(self, on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
         """Run `rsbkit.train.train`, with TensorBoard logging when it was asked for."""
-        from .runs import TensorBoardLogger
+        from .runs import epoch_hooks
         from .train import train
 
-        hooks = [on_epoch] if on_epoch else []
-        board = TensorBoardLogger(self.run_dir) if self.tensorboard else None
-        if board is not None:
-            hooks.append(board)
-        each = (lambda row: [h(row) for h in hooks]) if hooks else None
-        try:
+        with epoch_hooks(self.run_dir, on_epoch, self.tensorboard) as each:
             if self.nproc > 1:
                 return self._torchrun(each)
             return train(self.recipe, self.data, self.run_dir, device=self.device, workers=self.workers,
                          resume=self.resume, progress=self.progress, micro_batch=self.micro_batch, on_epoch=each)
-        finally:
-            if board is not None:
-                board.close()
 
     def torchrun_command(self) -> list[str]:
         """The torchrun command line this setup runs when ``nproc > 1``."""

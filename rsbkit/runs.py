@@ -21,7 +21,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Optional, Union
@@ -366,6 +366,20 @@ class TensorBoardLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+@contextlib.contextmanager
+def epoch_hooks(run_dir: Union[str, Path], on_epoch: Optional[Callable[[dict[str, Any]], None]] = None,
+                tensorboard: bool = False):
+    """The ``on_epoch`` hook of a run: `on_epoch` and, when asked, a :class:`TensorBoardLogger`, closed at the
+    end; None when there is neither."""
+    board = TensorBoardLogger(run_dir) if tensorboard else None
+    hooks = [h for h in (on_epoch, board) if h is not None]
+    try:
+        yield (lambda row: [h(row) for h in hooks]) if hooks else None
+    finally:
+        if board is not None:
+            board.close()
 
 
 def code_version() -> str:

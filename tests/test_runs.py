@@ -55,10 +55,19 @@ def test_a_study_notebook_run_into_its_sweep_folder_does_not_hide_the_points(smo
 def test_tensorboard_logger_writes_event_file(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from rsbkit.runs import epoch_hooks
+
     board = TensorBoardLogger(tmp_path)
     board(dict(epoch=1, lr=0.1, train_loss=2.0, val_top1=10.0, ema_top1=None))
     board(dict(epoch=2, lr=0.05, train_loss=1.5, val_top1=20.0, ema_top1=None))
     board.close()
+    # the CLI's and the notebook's hook: the caller's on_epoch and the board both get every row
+    rows = []
+    with epoch_hooks(tmp_path / "both", rows.append, tensorboard=True) as hook:
+        hook(dict(epoch=1, lr=0.1, val_top1=30.0))
+    assert rows == [dict(epoch=1, lr=0.1, val_top1=30.0)] and list((tmp_path / "both" / "tensorboard").iterdir())
+    with epoch_hooks(tmp_path / "none") as hook:
+        assert hook is None and not (tmp_path / "none").exists()
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [e.value for e in events.Scalars("val_top1")] == [10.0, 20.0]
