@@ -21,8 +21,7 @@ from .errors import RunError
 from .models import profile, profile_models
 from .paper import PUBLISHED_POINTS, TABLE3, TABLE5
 from .recipes import load_recipe
-from .runs import load_runs
-from .sweep import Point, Sweep, expand, find_notebook, run_sweep
+from .sweep import Point, Sweep, expand, find_notebook, run_and_load
 
 TRAIN_NOTEBOOK = "notebooks/procedures/train.ipynb"  # found in the checkout or the installed package (sweep.find_notebook)
 RUN_COLUMNS = ["status", "final_top1", "best_top1", "wall_s", "imgs_per_s", "error"]
@@ -44,8 +43,7 @@ class Study:
 
 def _train_points(sweep: Sweep, jobs: int, log: Callable[[str], None]) -> pd.DataFrame:
     """Run the sweep (finished points are reused) and read its runs, one row per point."""
-    run_sweep(sweep, jobs=jobs, log=log)
-    runs = load_runs([p.run_dir for p in sweep.points if p.run_dir.exists()])
+    runs = run_and_load(sweep, jobs=jobs, log=log)
     runs["point"] = [Path(r).name for r in runs["run"]]
     return runs
 

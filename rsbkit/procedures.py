@@ -344,15 +344,14 @@ def paper_resolution_tables():
 def sweep_runs(sweep: Optional[str], runs: Optional[str], jobs: int = 1):
     """Run a sweep file (completed points are reused) and/or read a folder of runs: (DataFrame, folder)."""
     from .runs import load_runs
-    from .sweep import load_sweep, run_sweep
+    from .sweep import load_sweep, run_and_load
 
     if _none_if_empty(runs):
         return load_runs(runs), Path(runs)
     if not _none_if_empty(sweep):
         raise RunError("give a sweep file (sweep=...) to run, or a folder of finished runs (runs=...)")
     spec = load_sweep(sweep)
-    run_sweep(spec, jobs=jobs)
-    return load_runs([p.run_dir for p in spec.points if p.run_dir.exists()]), spec.out
+    return run_and_load(spec, jobs=jobs), spec.out
 
 
 @dataclass

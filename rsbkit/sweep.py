@@ -46,7 +46,16 @@ from typing import Any, Optional, Union
 import yaml
 
 from .errors import RsbkitError, RunLockedError, RunWriteError
-from .runs import POINT_LOCK_FILE, SWEEP_POINT, RunLock, atomic_file, atomic_write_text, stamped_folder, write_failure
+from .runs import (
+    POINT_LOCK_FILE,
+    SWEEP_POINT,
+    RunLock,
+    atomic_file,
+    atomic_write_text,
+    load_runs,
+    stamped_folder,
+    write_failure,
+)
 
 SWEEP_KEYS = {
     "notebook": "the notebook every point runs, e.g. notebooks/procedures/train.ipynb",
@@ -448,6 +457,12 @@ def _gpu_ids() -> list[str]:
         return [str(i) for i in range(torch.cuda.device_count())]
     except Exception:
         return []
+
+
+def run_and_load(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print):
+    """:func:`run_sweep`, then the run table (``runs.load_runs``) of the points that left a run folder."""
+    run_sweep(sweep, jobs=jobs, log=log)
+    return load_runs([p.run_dir for p in sweep.points if p.run_dir.exists()])
 
 
 def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print):
