@@ -518,8 +518,7 @@ class DeviceAugment:
         self.crop, self.channels_last = crop, channels_last
         self.randaugment = BatchRandAugment(recipe.aa, interpolation=recipe.train_interpolation) if recipe.aa else None
         self.erasing = BatchErasing(recipe.reprob) if recipe.reprob > 0 else None
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
+        self.normalise = Normalise(mean, std)
 
     def __call__(self, images, generator: Optional[torch.Generator] = None,
                  draws: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -552,16 +551,32 @@ class DeviceAugment:
         out = out.round().clamp(0, 255)
         if self.randaugment is not None:
             out = self.randaugment.apply(out, self.randaugment.draw(b, "cpu", draws))
-        mean, std = self._constants(dev)
-        out = (out - mean) / std
+        out = self.normalise(out)
         if self.erasing is not None:
             out = self.erasing(out, generator, draws)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
-    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mean.device != device:  # moved once, then kept on the device
-            self.mean, self.std = _to_device(self.mean, device), _to_device(self.std, device)
-        return self.mean, self.std
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.normalise.mean
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.normalise.std
+
+
+class Normalise:
+    """ImageNet's normalisation (timm's mean and std) of floats holding uint8 values, its constants
+    moved to the images' device once and kept there (no copy per batch)."""
+
+    def __init__(self, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.mean.device != images.device:
+            self.mean, self.std = _to_device(self.mean, images.device), _to_device(self.std, images.device)
+        return (images - self.mean) / self.std
 
 
 def crop_each(images: Sequence[torch.Tensor], scale: Sequence[float], ratio: Sequence[float], size: int,

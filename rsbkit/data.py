@@ -621,22 +621,10 @@ class TrainInput:
 
     def prepare(self, batch, generator: Optional[torch.Generator], draws: Optional[torch.Generator]):
         """One loader batch as (images ready for the model, labels, skipped) on the device."""
-        from .augment import decode_images
-
-        images, labels, skipped = batch
+        images, labels, skipped = decode_batch(batch, self.device) if self.kind == "encoded" else batch
         if images is None:
             return None, None, skipped
-        if self.kind == "encoded":
-            images, bad = decode_images(images.files(), self.device)
-            if bad:
-                keep = torch.ones(len(labels), dtype=torch.bool)
-                keep[[i for i, _ in bad]] = False
-                paths = batch[0].paths
-                labels = labels[keep]
-                skipped = skipped + [SkippedImage(paths[i], reason) for i, reason in bad]
-                if not images:
-                    return None, None, skipped
-        else:
+        if self.kind != "encoded":
             images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         if self.augment is not None:
@@ -647,6 +635,24 @@ class TrainInput:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+
+def decode_batch(batch, device: torch.device):
+    """An (EncodedBatch, labels, skipped) batch decoded on `device` (:func:`rsbkit.augment.decode_images`):
+    (list of uint8 images, their labels, skipped) with the unreadable files moved to skipped; images
+    None when none was readable."""
+    from .augment import decode_images
+
+    encoded, labels, skipped = batch
+    if encoded is None:
+        return None, None, skipped
+    images, bad = decode_images(encoded.files(), device)
+    if bad:
+        keep = torch.ones(len(labels), dtype=torch.bool)
+        keep[[i for i, _ in bad]] = False
+        labels = labels[keep]
+        skipped = skipped + [SkippedImage(encoded.paths[i], reason) for i, reason in bad]
+    return (images or None), labels, skipped
 
 
 def ahead(batches, device: torch.device, depth: int = 2):
@@ -798,9 +804,10 @@ class EvalInput:
     through :func:`ahead`."""
 
     def __init__(self, dataset: Dataset, test_res: int, crop_pct: float, interpolation: str, *, device,
-                 batch_size: int, workers: int, pin_memory: bool = False,
-                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
+                 batch_size: int, workers: int, pin_memory: bool = False):
         import math
+
+        from .augment import Normalise
 
         files = _files_of(dataset)
         if files is None:
@@ -808,8 +815,7 @@ class EvalInput:
         self.device = torch.device(device)
         self.test_res, self.scale = test_res, math.floor(test_res / crop_pct)
         self.interpolation = "bicubic" if interpolation == "random" else interpolation
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
+        self.normalise = Normalise()
         self.loader = DataLoader(EncodedFiles(files), batch_size=batch_size, shuffle=False, num_workers=workers,
                                  collate_fn=_collate_encoded,
                                  pin_memory=pin_memory, persistent_workers=workers > 0)
@@ -825,25 +831,13 @@ class EvalInput:
         from torchvision.transforms.v2 import InterpolationMode
         from torchvision.transforms.v2 import functional as TF
 
-        from .augment import _to_device, decode_images
-
-        encoded, labels, skipped = batch
-        if encoded is None:
+        images, labels, skipped = decode_batch(batch, self.device)
+        if images is None:
             return None, None, skipped
-        images, bad = decode_images(encoded.files(), self.device)
-        if bad:
-            keep = torch.ones(len(labels), dtype=torch.bool)
-            keep[[i for i, _ in bad]] = False
-            labels = labels[keep]
-            skipped = skipped + [SkippedImage(encoded.paths[i], reason) for i, reason in bad]
-            if not images:
-                return None, None, skipped
         mode = InterpolationMode(self.interpolation)
         crops = [TF.center_crop(TF.resize(im, self.scale, interpolation=mode, antialias=True), [self.test_res] * 2)
                  for im in images]
-        self.mean, self.std = _to_device(self.mean, self.device), _to_device(self.std, self.device)
-        out = (torch.stack(crops).float() - self.mean) / self.std
-        return out, labels.to(self.device, non_blocking=True), skipped
+        return self.normalise(torch.stack(crops).float()), labels.to(self.device, non_blocking=True), skipped
 
 
 def eval_loader(dataset: Dataset, transform: Callable, *, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
