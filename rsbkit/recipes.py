@@ -239,6 +239,13 @@ DECODE_ON = ("auto", "loader", "device")
 EVAL_ON = ("loader", "device")
 
 
+def split_fields(values: Union[Recipe, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A recipe's fields (a Recipe or its ``to_dict()``) as (what is trained, how it runs: EXECUTION_FIELDS)."""
+    values = values.to_dict() if isinstance(values, Recipe) else values
+    return ({k: v for k, v in values.items() if k not in EXECUTION_FIELDS},
+            {k: v for k, v in values.items() if k in EXECUTION_FIELDS})
+
+
 def _check(r: Recipe) -> None:
     prob, unit_open = "[0, 1]", "[0, 1)"
     _in_range(r, "epochs", r.epochs >= 1, ">= 1")
@@ -703,7 +710,8 @@ def load_recipe(source: Union[str, Path], **overrides: Any) -> Recipe:
 def recipe_from_yaml(path: Union[str, Path]) -> Recipe:
     """Read ``base: NAME`` plus field overrides; an unknown key fails with its line.
 
-    A run folder's ``recipe.yaml`` also loads: its ``resolved:`` block is
+    A run folder's ``recipe.yaml`` also loads: its ``execution:`` block holds
+    fields too (how the run executed, EXECUTION_FIELDS), its ``resolved:`` block is
     informational and ignored.
     """
     path = Path(path)
@@ -722,6 +730,17 @@ def recipe_from_yaml(path: Union[str, Path]) -> Recipe:
     values = yaml.safe_load(text)
     base = values.pop("base", None)
     values.pop("resolved", None)
+    execution = values.pop("execution", None) or {}
+    if not isinstance(execution, dict):
+        raise RecipeError(f"{path}, line {lines['execution']}: execution: holds 'field: value' lines "
+                          f"({', '.join(sorted(EXECUTION_FIELDS))})")
+    for key in execution:
+        if key not in EXECUTION_FIELDS:
+            raise RecipeError(f"{path}, line {lines['execution']}: {key!r} is not a way of running "
+                              f"({', '.join(sorted(EXECUTION_FIELDS))}); put training fields at the top level")
+        if key in values:
+            raise RecipeError(f"{path}: {key} is given twice, at the top level and under execution:; keep one")
+    values.update(execution)
     for key in values:
         if key not in _fields():
             raise RecipeError(f"{path}, line {lines[key]}: " + _unknown("recipe field", key, _fields()))

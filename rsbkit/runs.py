@@ -29,7 +29,7 @@ from typing import IO, Any, Optional, Union
 import yaml
 
 from .errors import RunError, RunLockedError, RunWriteError
-from .recipes import Recipe
+from .recipes import Recipe, split_fields
 
 METRIC_COLUMNS = (
     "epoch", "step", "lr", "train_loss", "val_top1", "val_top5", "val_loss", "ema_top1",
@@ -236,8 +236,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_recipe(run: RunFolder, recipe: Recipe, resolved: dict[str, Any]) -> None:
+    """recipe.yaml: the fields that say what is trained, then ``execution:`` (how it runs; resume may change
+    these) and ``resolved:`` (what the run settled on: LR, batch split, device, input path)."""
+    training, execution = split_fields(recipe)
     text = "# resolved recipe of this run; `python -m rsbkit train THIS_FILE` repeats it\n"
-    text += yaml.safe_dump({**recipe.to_dict(), "resolved": resolved}, sort_keys=False)
+    text += yaml.safe_dump({**training, "execution": execution, "resolved": resolved}, sort_keys=False)
     atomic_write_text(run.recipe, text)
 
 
@@ -327,6 +330,7 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
         run = load_run(folder)
         recipe = dict(run["recipe"] or {})
         resolved = recipe.pop("resolved", None) or {}
+        recipe.update(recipe.pop("execution", None) or {})  # one column per field, however it was filed
         result = run["result"] or {}
         row: dict[str, Any] = dict(run=str(folder), name=folder.name, recipe=recipe.pop("name", None),
                                    status=result.get("status"))

@@ -1,11 +1,15 @@
-"""The training loop: one function that reads top to bottom.
+"""The training loop: a state going through module-level step functions.
 
-setup (processes, data, model, optimizer, schedule, loss, the input path) ->
-derived quantities (LR for the batch, its split over processes, steps) -> resume
--> epochs. An epoch has two named parts besides its micro-batches:
-``optimizer_step`` (unscale, clip, step, schedule, EMA) after a step's last
-micro-batch, and ``end_epoch`` (evaluate every ``eval_every`` epochs, checkpoint,
-record). The settings of a call are one :class:`Settings`.
+:func:`train` reads top to bottom: :func:`resolve` fixes what this call trains and how
+(a frozen :class:`Spec`: recipe, data, batch plan, processes, device, precision, run
+folder) -> :func:`build_state` makes the :class:`TrainState`, which is exactly what
+``last.pt`` holds (model, EMA, optimizer, scheduler, scaler, counters, history) ->
+:func:`build_step` the step's parts (the wrapped model, Mixup, the loss) ->
+:func:`resume` -> epochs. An epoch (:func:`train_epoch`) is micro-steps
+(:func:`micro_step`) with an :func:`optimizer_step` (unscale, clip, step, schedule,
+EMA) after each step's last micro-batch; :func:`end_epoch` evaluates (every
+``eval_every`` epochs), checkpoints and records. Each function takes what it reads
+and changes only the state it is given; none keeps state of its own.
 
 The input (``rsbkit.data.TrainInput``) lives for the whole run: persistent loader
 workers, each sample's augmentation seeded from (seed, epoch, position), and on
@@ -20,7 +24,8 @@ Nothing waits for the device inside an epoch but the loss check every
 NaN stops the run naming the window of steps, before the epoch's checkpoint.
 An out-of-memory error in the first step of a one-process run whose micro-batch
 was not given halves the micro-batch and starts the epoch again (same global
-batch, same LR, same images), recording the choice in recipe.yaml.
+batch, same LR, same images), recording the choice in recipe.yaml
+(:func:`fit_first_epoch`).
 
 Under ``torchrun`` the same function runs in every process: the model is
 wrapped in DistributedDataParallel, each process takes its share of every
@@ -38,8 +43,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -48,6 +53,7 @@ import torch
 from timm.utils import ModelEmaV3
 
 from . import distributed
+from .augment import supports_device
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import (
     Data,
@@ -67,7 +73,7 @@ from .evaluate import evaluate_models
 from .losses import create_loss
 from .models import create_model
 from .optim import create_optimizer, create_scheduler
-from .recipes import EXECUTION_FIELDS, Recipe, load_recipe, lr_scaling, plan_batch
+from .recipes import BatchPlan, Recipe, load_recipe, lr_scaling, plan_batch, split_fields
 from .runs import (
     RunFolder,
     RunLock,
@@ -87,44 +93,43 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (Slurm preemption, ``kill``, torchrun stopping its workers): the run is recorded as interrupted."""
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """Turn SIGTERM into Terminated for the duration, so the run's result says 'interrupted'."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class Preemption:
+    """SIGTERM as :class:`Terminated` while installed (``with preemption:``), held back inside
+    :meth:`writes_whole`: an exception raised inside torch.save leaves its zip writer broken
+    (RuntimeError), which would record a preempted run as failed and lose the checkpoint being
+    written. A signal that arrives there stops the run right after the block."""
 
-    def handler(signum, frame):
+    def __init__(self) -> None:
+        self.depth, self.pending, self.previous = 0, None, None
+
+    def __enter__(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
+
+    def _handler(self, signum, frame) -> None:
         name = f"signal {signal.Signals(signum).name}"
-        if _held["depth"]:  # inside a checkpoint or record write: stop once it is whole
-            _held["pending"] = name
+        if self.depth:
+            self.pending = name
             return
         raise Terminated(name)
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-_held: dict[str, Any] = {"depth": 0, "pending": None}
-
-
-@contextlib.contextmanager
-def _writes_whole():
-    """Hold a SIGTERM until the block ends: an exception raised inside torch.save leaves its zip
-    writer broken (RuntimeError), which would record a preempted run as failed and lose the
-    checkpoint being written. The signal then stops the run right after the block."""
-    _held["depth"] += 1
-    try:
-        yield
-    finally:
-        _held["depth"] -= 1
-        pending = _held["pending"] if not _held["depth"] else None
-        if pending:
-            _held["pending"] = None
-            raise Terminated(pending)
+    @contextlib.contextmanager
+    def writes_whole(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            pending = self.pending if not self.depth else None
+            if pending:
+                self.pending = None
+                raise Terminated(pending)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -167,6 +172,90 @@ class Settings:
         if self.check_every < 1:
             raise RunError(f"check_every={self.check_every}: give 1 or more optimizer steps")
 
+    @classmethod
+    def of(cls, settings: dict[str, Any]) -> Settings:
+        unknown = set(settings) - {f.name for f in fields(cls)}
+        if unknown:
+            raise RunError(f"train() got unknown settings {', '.join(sorted(unknown))}; "
+                           f"known: {', '.join(f.name for f in fields(cls))}")
+        return cls(**settings)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one call of :func:`train` trains and how, resolved once. Only the out-of-memory fit makes
+    another (``replace(spec, plan=...)``)."""
+
+    recipe: Recipe
+    data: Data
+    run: RunFolder
+    job: distributed.Dist
+    device: torch.device
+    plan: BatchPlan
+    steps_per_epoch: int
+    augment_on: str  # "loader" or "device"
+    input: str  # the input path (rsbkit.data.input_kind)
+    workers: int
+    amp_dtype: Optional[torch.dtype]
+    progress: str  # "bar", "line" or "none"
+    settings: Settings
+    preemption: Preemption
+    started: float  # time.perf_counter() at the call's start
+    attempts: tuple[dict[str, Any], ...] = ()  # who wrote the run folder: each call's host, PID, command
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def log(self) -> Callable[[str], None]:
+        return self.settings.log
+
+    @property
+    def last_epoch(self) -> int:
+        """The epoch this call ends after (`stop_after`, else the recipe's last)."""
+        stop = self.settings.stop_after
+        return self.recipe.total_epochs if stop is None else min(self.recipe.total_epochs, stop)
+
+    def resolved(self) -> dict[str, Any]:
+        """The values the run settled on, written to recipe.yaml and result.json."""
+        plan, recipe = self.plan, self.recipe
+        return dict(
+            lr=plan.lr, accum_steps=plan.accum_steps, effective_batch=plan.effective_batch, batch_rule=plan.rule,
+            world_size=self.job.world_size, micro_batch=plan.micro_batch, backend=self.job.backend,
+            steps_per_epoch=self.steps_per_epoch, total_steps=self.steps_per_epoch * recipe.total_epochs,
+            lr_scale=lr_scaling(recipe), device=str(self.device),
+            precision=recipe.amp_dtype if self.amp_dtype else "float32", channels_last=recipe.channels_last,
+            augment_on=self.augment_on, input=self.input, workers=self.workers, data=self.data.describe(),
+        )
+
+
+@dataclass
+class TrainState:
+    """Exactly what ``last.pt`` holds: the trained objects and the run's counters and records."""
+
+    model: torch.nn.Module
+    ema: Optional[ModelEmaV3]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a timm scheduler (step(epoch), step_update(updates))
+    scaler: Optional[torch.amp.GradScaler]
+    epoch: int = 0  # epochs done
+    updates: int = 0  # optimizer steps done
+    history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per epoch
+    best: Optional[dict[str, Any]] = None  # the row with the best val_top1
+    skipped: dict[str, str] = field(default_factory=dict)  # unreadable file -> reason
+    wall_s: float = 0.0  # seconds spent by earlier calls (a resumed run's)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a micro-step calls: the model as stepped (DDP-wrapped, compiled), Mixup and the loss."""
+
+    model: torch.nn.Module
+    ddp: Optional[torch.nn.parallel.DistributedDataParallel]
+    mixup: Any
+    loss_fn: torch.nn.Module
+
 
 def train(
     recipe: Union[Recipe, str, Path],
@@ -190,353 +279,427 @@ def train(
     (``resume`` continues it), e.g. to fit a cluster's time limit;
     `check_every`: optimizer steps between checks of the loss for inf/NaN.
     """
-    unknown = set(settings) - {f.name for f in fields(Settings)}
-    if unknown:
-        raise RunError(f"train() got unknown settings {', '.join(sorted(unknown))}; "
-                       f"known: {', '.join(f.name for f in fields(Settings))}")
-    s = Settings(**settings)
+    s = Settings.of(settings)
     job = distributed.launcher_env()
     if not job.main:
         s = replace(s, log=lambda line: None)
-    with _sigterm_interrupts(), contextlib.ExitStack() as held:  # `held`: the run folder's lock, for the run's life
+    with Preemption() as preemption, contextlib.ExitStack() as held:  # `held`: the run folder's lock, for the run's life
         try:
-            return _train(recipe, data, out_dir, job, held, s)
+            spec = resolve(recipe, data, out_dir, job, s, preemption, held)
+            state = build_state(spec)
+            step = build_step(spec, state)
+            source, val_input = make_input(spec), make_eval_input(spec)  # loader workers live for the whole run
+            if s.resume:
+                resume(spec, state)
+            record(spec, state, "running")
+            first = state.epoch
+            try:
+                for epoch in range(first, spec.last_epoch):
+                    t0 = time.perf_counter()
+                    if epoch == first:  # an out-of-memory error in its first step may shrink the micro-batch
+                        run_epoch = functools.partial(train_epoch, state=state, step=step, epoch=epoch)
+                        trained, spec, source = fit_first_epoch(spec, state, source, run_epoch)
+                    else:
+                        trained = train_epoch(spec, state, step, source, epoch)
+                    end_epoch(spec, state, val_input, epoch, t0, trained)
+            except BaseException as exc:
+                record_failure(spec, state, exc)
+                raise
+            return finish(spec, state)
         finally:
             distributed.teardown(job)
+
+
+# ---------------------------------------------------------------- setup
 
 
 def resolve_augment_on(recipe: Recipe, device: torch.device) -> str:
     """The recipe's `augment_on`, with ``auto`` made concrete: ``device`` when every ingredient has
     its device implementation (on CUDA, and on CPU, where the device path measured faster for the
     demo: see benchmarks/README.md), else ``loader``."""
-    from .augment import supports_device
-
     if recipe.augment_on != "auto":
         return recipe.augment_on
     return "device" if supports_device(recipe) else "loader"
 
 
-def _train(recipe, data, out_dir, job, held, s: Settings) -> dict[str, Any]:
-    # ------------------------------------------------------------ setup
+def resolve(recipe: Union[Recipe, str, Path], data: Union[Data, str, Path, None], out_dir: Union[str, Path, None],
+            job: distributed.Dist, s: Settings, preemption: Preemption, held: contextlib.ExitStack) -> Spec:
+    """Check and settle everything the call needs before anything trains: the recipe, the data, the batch
+    plan (checked before any process waits for the others), the process group and device, the run folder
+    (rank 0 takes its writer lock into `held`), and the input path. Writes recipe.yaml."""
     started = time.perf_counter()
-    log = s.log
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
-    progress = ("bar" if sys.stderr.isatty() else "line") if s.progress == "auto" else s.progress
     run = RunFolder(Path(out_dir) if out_dir is not None else default_run_dir(recipe))
     data = load_data(data, root=s.data_root, limit_train=s.limit_train, limit_val=s.limit_val)
-    plan = plan_batch(recipe, job.world_size, s.micro_batch)  # checked before any process waits
+    plan = plan_batch(recipe, job.world_size, s.micro_batch)
     job, device = distributed.setup(s.device, s.backend, job)
     # one writer per run folder: rank 0 takes the folder's lock before anything is written; every rank stops if it cannot
     distributed.on_main(job, lambda: held.enter_context(RunLock(run.path)))
     check_resume(run.path, s.resume)
-    attempts = _earlier_attempts(run) if s.resume else []
-    attempts.append({**writer_record(), "resume": s.resume, "world_size": job.world_size})
-    cuda = device.type == "cuda"
+    attempts = [*(_earlier_attempts(run) if s.resume else []),
+                {**writer_record(), "resume": s.resume, "world_size": job.world_size}]
     augment_on = resolve_augment_on(recipe, device)
     kind = input_kind(data, recipe, augment_on, recipe.decode_on, device)
-    workers = default_workers(device, decoding=kind != "arrays") if s.workers is None else s.workers
-    amp_dtype = getattr(torch, recipe.amp_dtype) if (cuda and recipe.amp) else None
-    channels_last = recipe.channels_last
+    cuda = device.type == "cuda"
+    steps_per_epoch = epoch_images(data, recipe) // plan.effective_batch  # whole steps; every rank takes a share of each
+    if steps_per_epoch < 1:
+        raise RunError(f"a global batch of {plan.effective_batch} images needs more than the "
+                       f"{len(data.train)} training images of {data.name}; lower batch_size")
+    spec = Spec(
+        recipe=recipe, data=data, run=run, job=job, device=device, plan=plan, steps_per_epoch=steps_per_epoch,
+        augment_on=augment_on, input=kind,
+        workers=default_workers(device, decoding=kind != "arrays") if s.workers is None else s.workers,
+        amp_dtype=getattr(torch, recipe.amp_dtype) if (cuda and recipe.amp) else None,
+        progress=("bar" if sys.stderr.isatty() else "line") if s.progress == "auto" else s.progress,
+        settings=s, preemption=preemption, started=started, attempts=tuple(attempts),
+    )
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed-size training batches: cuDNN picks its fastest kernels once
     if job.main:
         run.path.mkdir(parents=True, exist_ok=True)
-
-    # ------------------------------------------------------------ derived quantities
-    steps_per_epoch = epoch_images(data, recipe) // plan.effective_batch  # whole steps; every rank takes a share of each
-    if steps_per_epoch < 1:
-        raise RunError(
-            f"a global batch of {plan.effective_batch} images needs more than the "
-            f"{len(data.train)} training images of {data.name}; lower batch_size"
-        )
-
-    def resolved() -> dict[str, Any]:
-        return dict(
-            lr=plan.lr, accum_steps=plan.accum_steps, effective_batch=plan.effective_batch, batch_rule=plan.rule,
-            world_size=job.world_size, micro_batch=plan.micro_batch, backend=job.backend,
-            steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * recipe.total_epochs, lr_scale=lr_scaling(recipe),
-            device=str(device), precision=recipe.amp_dtype if amp_dtype else "float32", channels_last=channels_last,
-            augment_on=augment_on, input=kind, workers=workers, data=data.describe(),
-        )
-
-    if job.main:
-        write_recipe(run, recipe, resolved())
+        write_recipe(run, recipe, spec.resolved())
     where = f"{job.world_size} processes ({job.backend}), rank 0 on {device}" if job.enabled else str(device)
-    log(f"run {run.path}: {recipe.name} ({recipe.model}) on {data.name}, {len(data.train)} train / {len(data.val)} val images, "
-        f"{data.num_classes} classes, {where}, {resolved()['precision']}, augmented on the {augment_on} ({kind})")
-    log(plan.rule)
-    if cuda and kind in ("loader", "crops") and workers < 4:
-        log(f"note: {workers} loader worker(s) decode with PIL for this GPU: a few hundred images/s, a few % of what an "
-            "H100 trains at; a folder of JPEGs decodes on the GPU (decode_on: auto or device)")
+    s.log(f"run {run.path}: {recipe.name} ({recipe.model}) on {data.name}, {len(data.train)} train / {len(data.val)} val "
+          f"images, {data.num_classes} classes, {where}, {spec.resolved()['precision']}, augmented on the {augment_on} ({kind})")
+    s.log(plan.rule)
+    if cuda and kind in ("loader", "crops") and spec.workers < 4:
+        s.log(f"note: {spec.workers} loader worker(s) decode with PIL for this GPU: a few hundred images/s, a few % of what "
+              "an H100 trains at; a folder of JPEGs decodes on the GPU (decode_on: auto or device)")
+    return spec
 
+
+def build_state(spec: Spec) -> TrainState:
+    """A new run's state: the model (its width and init weights from the recipe's seed), EMA, optimizer,
+    schedule and (float16 only) the gradient scaler."""
+    recipe, device = spec.recipe, spec.device
     torch.manual_seed(recipe.seed)
-    model = create_model(recipe, data.num_classes)  # with its width and init weights
-    if recipe.sync_bn and job.enabled:
-        if not cuda:
+    model = create_model(recipe, spec.data.num_classes)
+    if recipe.sync_bn and spec.job.enabled:
+        if not spec.cuda:
             raise DistributedError(f"sync_bn needs CUDA devices (PyTorch's SyncBatchNorm), but this run is on {device}; "
                                    "set sync_bn: false")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    if channels_last:
+    if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
-    ema = ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None
-    optimizer = create_optimizer(model, recipe, plan.lr)
-    scheduler = create_scheduler(optimizer, recipe, steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    optimizer = create_optimizer(model, recipe, spec.plan.lr)
+    return TrainState(
+        model=model, ema=ModelEmaV3(model, decay=recipe.model_ema_decay) if recipe.model_ema else None,
+        optimizer=optimizer, scheduler=create_scheduler(optimizer, recipe, spec.steps_per_epoch),
+        scaler=torch.amp.GradScaler("cuda") if spec.amp_dtype == torch.float16 else None,
+    )
+
+
+def build_step(spec: Spec, state: TrainState) -> Step:
+    """The model as stepped (DDP broadcasts rank 0's weights, then averages gradients over processes;
+    ``torchcompile``), Mixup/CutMix and the loss."""
     ddp = None
-    if job.enabled:  # DDP broadcasts rank 0's weights, then averages gradients over processes
+    if spec.job.enabled:
         ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if cuda else None, broadcast_buffers=recipe.ddp_broadcast_buffers,
+            state.model, device_ids=[spec.device] if spec.cuda else None,
+            broadcast_buffers=spec.recipe.ddp_broadcast_buffers,
             gradient_as_bucket_view=True,  # gradients are views into the all-reduce buckets: no copy in or out
         )
-    step_model = ddp if ddp is not None else model
-    step_model = torch.compile(step_model) if recipe.torchcompile else step_model
-    mixup = create_mixup(recipe, data.num_classes)
-    loss_fn = create_loss(recipe, mixing=mixup is not None).to(device)
+    stepped = ddp if ddp is not None else state.model
+    mixup = create_mixup(spec.recipe, spec.data.num_classes)
+    return Step(model=torch.compile(stepped) if spec.recipe.torchcompile else stepped, ddp=ddp, mixup=mixup,
+                loss_fn=create_loss(spec.recipe, mixing=mixup is not None).to(spec.device))
 
-    def make_input() -> TrainInput:
-        return TrainInput(data, recipe, plan, augment_on=augment_on, decode_on=recipe.decode_on, device=device,
-                          workers=workers, pin_memory=cuda, rank=job.rank, channels_last=channels_last)
 
-    source = make_input()  # loader workers live for the whole run
-    val_shard, eval_batch = eval_shard(data.val, job.rank, job.world_size), s.eval_batch_size or min(256, 2 * recipe.batch_size)
-    if recipe.eval_on == "device":
-        val_loader = EvalInput(val_shard, recipe.test_res, recipe.crop_pct, recipe.interpolation, device=device,
-                               batch_size=eval_batch, workers=workers, pin_memory=cuda)
+def make_input(spec: Spec) -> TrainInput:
+    return TrainInput(spec.data, spec.recipe, spec.plan, augment_on=spec.augment_on, decode_on=spec.recipe.decode_on,
+                      device=spec.device, workers=spec.workers, pin_memory=spec.cuda, rank=spec.job.rank,
+                      channels_last=spec.recipe.channels_last)
+
+
+def make_eval_input(spec: Spec):
+    """This process's share of the validation set, through the loader or (``eval_on: device``) the device."""
+    r, cuda = spec.recipe, spec.cuda
+    shard = eval_shard(spec.data.val, spec.job.rank, spec.job.world_size)
+    batch = spec.settings.eval_batch_size or min(256, 2 * r.batch_size)
+    if r.eval_on == "device":
+        return EvalInput(shard, r.test_res, r.crop_pct, r.interpolation, device=spec.device, batch_size=batch,
+                         workers=spec.workers, pin_memory=cuda)
+    return eval_loader(shard, eval_transform(r.test_res, r.crop_pct, r.interpolation), batch_size=batch,
+                       workers=spec.workers, pin_memory=cuda)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def resume(spec: Spec, state: TrainState) -> None:
+    """Load ``last.pt`` into `state`. Only the recipe's training fields must match; a changed way of running
+    (rsbkit.recipes.EXECUTION_FIELDS) is logged."""
+    saved = load_checkpoint(spec.run.last, map_location=spec.device)  # every process reads it: a shared file system
+    was_training, was_execution = split_fields(saved["recipe"])
+    training, execution = split_fields(spec.recipe.to_dict())
+    # a field missing from the checkpoint is newer than it: its default trained it
+    changed = sorted(k for k, v in training.items() if was_training.get(k, v) != v and k != "name")
+    executed = sorted(k for k, v in execution.items() if was_execution.get(k, v) != v)
+    if executed:
+        spec.log("resuming with a different way of running: "
+                 + ", ".join(f"{k} {was_execution[k]!r} -> {execution[k]!r}" for k in executed))
+    if changed:
+        raise CheckpointError(f"{spec.run.last} was written by a different recipe (fields {', '.join(changed)} differ); "
+                              "resume with the run's own recipe.yaml, or start a new out_dir")
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    if state.ema is not None:
+        state.ema.load_state_dict(saved["ema"])
+    if state.scaler is not None and saved.get("scaler"):
+        state.scaler.load_state_dict(saved["scaler"])
+    state.epoch, state.updates, state.history = saved["epoch"], saved["updates"], saved["history"]
+    state.best, state.skipped, state.wall_s = saved["best"], saved["skipped"], saved["wall_s"]
+    state.scheduler.step_update(state.updates)  # per-update schedules; per-epoch ones are set at the epoch's start
+    if spec.job.main:  # the records as of the checkpoint (a write the disk refused may have left them behind it)
+        write_metrics(spec.run, state.history)
+    spec.log(f"resumed from {spec.run.last} after epoch {state.epoch}/{spec.recipe.total_epochs}")
+
+
+def checkpoint(spec: Spec, state: TrainState, *, optimizer: bool) -> dict[str, Any]:
+    """What ``last.pt`` (``optimizer=True``) or ``best.pt`` holds."""
+    return dict(
+        epoch=state.epoch, updates=state.updates, recipe=spec.recipe.to_dict(), num_classes=spec.data.num_classes,
+        classes=list(spec.data.classes), model=state.model.state_dict(),
+        ema=state.ema.state_dict() if state.ema is not None else None,
+        history=state.history, best=state.best, skipped=state.skipped, wall_s=wall_s(spec, state),
+        optimizer=state.optimizer.state_dict() if optimizer else None,
+        **({"scaler": state.scaler.state_dict() if state.scaler else None} if optimizer else {}),
+    )
+
+
+def wall_s(spec: Spec, state: TrainState) -> float:
+    """The run's seconds so far, over every call."""
+    return state.wall_s + time.perf_counter() - spec.started
+
+
+# ---------------------------------------------------------------- steps and epochs
+
+
+def micro_step(spec: Spec, step: Step, images: torch.Tensor, labels: torch.Tensor, scaler, syncing: bool) -> torch.Tensor:
+    """Forward and backward of one micro-batch (its gradient divided by the accumulation steps); returns the
+    loss, detached and float, still on the device. DDP all-reduces gradients only when `syncing` (a step's
+    last micro-batch)."""
+    accum = spec.plan.accum_steps
+    with contextlib.nullcontext() if (syncing or step.ddp is None) else step.ddp.no_sync():
+        with autocast(spec.device, spec.amp_dtype):
+            loss = step.loss_fn(step.model(images), labels)
+        (scaler.scale(loss / accum) if scaler else loss / accum).backward()
+    return loss.detach().float()
+
+
+def optimizer_step(state: TrainState, clip_grad: Optional[float]) -> float:
+    """After a step's last micro-batch: unscale, clip, step, zero, count, schedule, EMA. Returns the LR used."""
+    if state.scaler is not None:
+        state.scaler.unscale_(state.optimizer)
+    if clip_grad is not None:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), clip_grad)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
     else:
-        val_loader = eval_loader(val_shard, eval_transform(recipe.test_res, recipe.crop_pct, recipe.interpolation),
-                                 batch_size=eval_batch, workers=workers, pin_memory=cuda)
+        state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    lr = state.optimizer.param_groups[0]["lr"]
+    state.updates += 1
+    state.scheduler.step_update(state.updates)
+    if state.ema is not None:
+        state.ema.update(state.model, step=state.updates)
+    return lr
 
-    # ------------------------------------------------------------ resume
-    start_epoch, updates, history, best, skipped, wall_before = 0, 0, [], None, {}, 0.0
-    if s.resume:
-        state = load_checkpoint(run.last, map_location=device)  # every process reads it: a shared file system
-        differ = {k for k, v in recipe.to_dict().items() if state["recipe"].get(k, v) != v} - {"name"}  # missing: a newer field
-        changed, executed = differ - EXECUTION_FIELDS, sorted(differ & EXECUTION_FIELDS)
-        if executed:
-            was = state["recipe"]
-            log("resuming with a different way of running: " + ", ".join(f"{k} {was[k]!r} -> {getattr(recipe, k)!r}" for k in executed))
-        if changed:
-            raise CheckpointError(
-                f"{run.last} was written by a different recipe (fields {', '.join(sorted(changed))} differ); "
-                "resume with the run's own recipe.yaml, or start a new out_dir"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, updates, history = state["epoch"], state["updates"], state["history"]
-        best, skipped, wall_before = state["best"], state["skipped"], state["wall_s"]
-        scheduler.step_update(updates)  # per-update schedules; per-epoch ones are set at the epoch's start
-        if job.main:  # the records as of the checkpoint (a write the disk refused may have left them behind it)
-            write_metrics(run, history)
-        log(f"resumed from {run.last} after epoch {start_epoch}/{recipe.total_epochs}")
 
-    def result(status: str, error: Optional[str] = None) -> dict[str, Any]:
-        last = history[-1] if history else {}
-        return dict(
-            status=status, error=error, run_dir=str(run.path), recipe=recipe.name, model=recipe.model,
-            epochs=recipe.total_epochs, epochs_done=len(history),
-            final_top1=last.get("val_top1"), final_top5=last.get("val_top5"), final_loss=last.get("val_loss"),
-            best_top1=best["val_top1"] if best else None, best_top5=best["val_top5"] if best else None,
-            best_epoch=best["epoch"] if best else None,
-            wall_s=round(wall_before + time.perf_counter() - started, 2),
-            imgs_per_s=round(float(np.mean([r["imgs_per_s"] for r in history])), 1) if history else None,
-            peak_mem_mb=max((r["peak_mem_mb"] for r in history), default=None),
-            seed=recipe.seed, device=str(device), world_size=job.world_size,
-            **environment(device_name(device, job.world_size)),
-            skipped_files=[dict(path=p, reason=r) for p, r in skipped.items()], num_skipped=len(skipped),
-            data=data.describe(), resolved=resolved(),
-            reported=asdict(recipe.reported) if recipe.reported else None,
-            attempts=attempts,  # who wrote this folder: host, PID, command of each attempt (resumes appended)
+def check_loss(spec: Spec, state: TrainState, bad: torch.Tensor, first_step: int, epoch: int) -> None:
+    """Wait for the device once: stop if any loss since `first_step` was inf or NaN on any process."""
+    if distributed.any_rank(spec.job, bad):
+        window = f"step {first_step}" if first_step == state.updates else f"steps {first_step} to {state.updates}"
+        raise NonFiniteLossError(
+            f"the loss was not finite within {window} (epoch {epoch + 1}); "
+            f"{spec.run.last if spec.run.last.exists() else 'no checkpoint yet'} is kept. Lower lr or set clip_grad"
         )
 
-    def record(status: str, error: Optional[str] = None) -> dict[str, Any]:
-        out = result(status, error)
-        if job.main:
-            write_result(run, out)
-        return out
 
-    def checkpoint(epoch: int) -> dict[str, Any]:
-        return dict(
-            epoch=epoch, updates=updates, recipe=recipe.to_dict(), num_classes=data.num_classes, classes=list(data.classes),
-            model=model.state_dict(), ema=ema.state_dict() if ema is not None else None,
-            history=history, best=best, skipped=skipped, wall_s=wall_before + time.perf_counter() - started,
-        )
-
-    def optimizer_step() -> float:
-        """After a step's last micro-batch: unscale, clip, step, zero, schedule, EMA. Returns the LR used."""
-        nonlocal updates
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if recipe.clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        lr = optimizer.param_groups[0]["lr"]
-        updates += 1
-        scheduler.step_update(updates)
-        if ema is not None:
-            ema.update(model, step=updates)
-        return lr
-
-    def check_loss(bad: torch.Tensor, first_step: int, epoch: int) -> None:
-        """Wait for the device once: stop if any loss since `first_step` was inf or NaN on any process."""
-        if distributed.any_rank(job, bad):
-            window = f"step {first_step}" if first_step == updates else f"steps {first_step} to {updates}"
-            raise NonFiniteLossError(
-                f"the loss was not finite within {window} (epoch {epoch + 1}); "
-                f"{run.last if run.last.exists() else 'no checkpoint yet'} is kept. Lower lr or set clip_grad"
-            )
-
-    def train_epoch(epoch: int) -> dict[str, Any]:
-        """One epoch's optimizer steps; the loss sum and the inf/NaN flag stay on the device between checks."""
-        seed = epoch_seed(recipe.seed, epoch)
-        seed_everything((seed + job.rank) % 2**32)  # mixup, drop path: processes draw independently
-        generator = torch.Generator(device).manual_seed((seed + job.rank) % 2**63)  # the device path's draws
-        scheduler.step(epoch)  # timm train.py's per-epoch LR (a no-op with sched_on_updates)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        bad = torch.zeros((), dtype=torch.bool, device=device)
-        images_seen, micro, lr_used, checked_from = 0, 0, optimizer.param_groups[0]["lr"], updates + 1
-        total = steps_per_epoch * plan.accum_steps
-        batches = _progress_bar(source.epoch(seed, generator), total, f"epoch {epoch + 1}/{recipe.total_epochs}", progress)
-        for images, labels, skipped_batch in batches:
-            for item in skipped_batch:
-                if item.path not in skipped:
-                    log(f"skipped unreadable image {item.path}: {item.reason}")
-                    skipped[item.path] = item.reason
-            if micro == total:
-                break
-            micro += 1
-            if images is None:
-                continue
-            if mixup is not None and len(images) % 2:  # timm's Mixup pairs images by flipping the batch
+def train_epoch(spec: Spec, state: TrainState, step: Step, source: TrainInput, epoch: int) -> dict[str, Any]:
+    """One epoch's optimizer steps. The loss sum and the inf/NaN flag stay on the device between checks.
+    Returns the last LR, the loss sum and the images seen (this process's)."""
+    recipe, device, rank = spec.recipe, spec.device, spec.job.rank
+    seed = epoch_seed(recipe.seed, epoch)
+    seed_everything((seed + rank) % 2**32)  # mixup, drop path: processes draw independently
+    generator = torch.Generator(device).manual_seed((seed + rank) % 2**63)  # the device path's draws
+    state.scheduler.step(epoch)  # timm train.py's per-epoch LR (a no-op with sched_on_updates)
+    if spec.cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    state.model.train()
+    loss_sum = torch.zeros((), device=device)
+    bad = torch.zeros((), dtype=torch.bool, device=device)
+    accum = spec.plan.accum_steps
+    images_seen, micro, lr_used, checked_from = 0, 0, state.optimizer.param_groups[0]["lr"], state.updates + 1
+    total = spec.steps_per_epoch * accum
+    batches = _progress_bar(source.epoch(seed, generator), total, f"epoch {epoch + 1}/{recipe.total_epochs}", spec.progress)
+    for images, labels, skipped_batch in batches:
+        for item in skipped_batch:
+            if item.path not in state.skipped:
+                spec.log(f"skipped unreadable image {item.path}: {item.reason}")
+                state.skipped[item.path] = item.reason
+        if micro == total:
+            break
+        micro += 1
+        if images is None:
+            continue
+        if step.mixup is not None:
+            if len(images) % 2:  # timm's Mixup pairs images by flipping the batch
                 images, labels = images[:-1], labels[:-1]
-            if mixup is not None:
-                images, labels = mixup(images, labels)
-            # DDP averages gradients over processes on the last micro-batch of a step only
-            syncing = ddp is None or micro % plan.accum_steps == 0
-            with contextlib.nullcontext() if syncing else ddp.no_sync():
-                with autocast(device, amp_dtype):
-                    loss = loss_fn(step_model(images), labels)
-                (scaler.scale(loss / plan.accum_steps) if scaler else loss / plan.accum_steps).backward()
-            loss = loss.detach().float()
-            bad |= ~torch.isfinite(loss)
-            loss_sum += loss * len(images)
-            images_seen += len(images)
-            if micro % plan.accum_steps == 0:
-                lr_used = optimizer_step()
-                if (updates - checked_from + 1) >= s.check_every:
-                    check_loss(bad, checked_from, epoch)
-                    checked_from = updates + 1
-                    if hasattr(batches, "set_postfix"):
-                        batches.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_used:.3g}", refresh=False)
-        check_loss(bad, checked_from, epoch)
-        return dict(lr=lr_used, loss_sum=float(loss_sum), images=images_seen)
+            images, labels = step.mixup(images, labels)
+        loss = micro_step(spec, step, images, labels, state.scaler, syncing=micro % accum == 0)
+        bad |= ~torch.isfinite(loss)
+        loss_sum += loss * len(images)
+        images_seen += len(images)
+        if micro % accum == 0:
+            lr_used = optimizer_step(state, recipe.clip_grad)
+            if (state.updates - checked_from + 1) >= spec.settings.check_every:
+                check_loss(spec, state, bad, checked_from, epoch)
+                checked_from = state.updates + 1
+                if hasattr(batches, "set_postfix"):
+                    batches.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_used:.3g}", refresh=False)
+    check_loss(spec, state, bad, checked_from, epoch)
+    return dict(lr=lr_used, loss_sum=float(loss_sum), images=images_seen)
 
-    def fit_first_step(epoch: int) -> dict[str, Any]:
-        """The first epoch of this call; on an out-of-memory error in its first step (one process, no
-        --micro-batch given) halve the micro-batch, accumulate twice as many, and start the epoch again
-        from the same state: the same global batch and LR, the same images."""
-        nonlocal plan, source
-        fallback = s.micro_batch is None and not job.enabled
-        saved = {k: v.detach().clone() for k, v in model.state_dict().items()} if fallback else None
-        while True:
-            first = updates
-            try:
-                return train_epoch(epoch)
-            except BaseException as exc:
-                if not (fallback and updates == first and is_out_of_memory(exc) and plan.micro_batch > 1):
-                    raise
-            optimizer.zero_grad(set_to_none=True)
-            model.load_state_dict(saved)  # forward passes before the error moved BatchNorm's running stats
-            free_memory(device)
-            smaller = plan.micro_batch // 2
-            plan = plan_batch(recipe, job.world_size, smaller)
-            log(f"out of memory at {plan.micro_batch * 2} images per forward pass: micro-batch {smaller}, "
-                f"{plan.accum_steps} accumulation steps (global batch {plan.effective_batch}, lr {plan.lr:.3g} unchanged)")
-            source = make_input()
-            if job.main:
-                write_recipe(run, recipe, resolved())
 
-    def end_epoch(epoch: int, t0: float, trained: dict[str, Any], last_epoch: int) -> None:
-        """Evaluate (every eval_every epochs, and the last of this call), checkpoint, record."""
-        nonlocal best
-        loss_sum, images_seen = distributed.all_sum(job, [trained["loss_sum"], trained["images"]], device)
-        train_s = time.perf_counter() - t0
-        evaluate_now = (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == last_epoch
-        metrics = {"model": {}}
-        if evaluate_now:
-            distributed.sync_bn_buffers(job, model, recipe)  # before evaluating and saving, as timm's --dist-bn
-            models = {"model": model}
-            if ema is not None:
-                distributed.sync_bn_buffers(job, ema.module, recipe)
-                models["ema"] = ema.module
-            reduce = functools.partial(distributed.all_sum, job, device=device)
-            metrics = evaluate_models(models, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
-                                      reduce=reduce)
-            for path in metrics["model"]["skipped"]:
-                skipped.setdefault(path, "unreadable (validation)")
-        m = metrics["model"]
-
-        def rounded(value, digits):
-            return None if value is None else round(value, digits)
-
-        row = dict(
-            epoch=epoch + 1, step=updates, lr=trained["lr"], train_loss=round(loss_sum / max(images_seen, 1), 6),
-            val_top1=rounded(m.get("top1"), 4), val_top5=rounded(m.get("top5"), 4), val_loss=rounded(m.get("loss"), 6),
-            ema_top1=rounded(metrics.get("ema", {}).get("top1"), 4),
-            imgs_per_s=round(images_seen / train_s, 1), epoch_s=round(time.perf_counter() - t0, 2),
-            peak_mem_mb=peak_mem_mb(device), skipped=len(skipped),
-        )
-        history.append(row)
-        new_best = evaluate_now and (best is None or row["val_top1"] > best["val_top1"])
-        best = row if new_best else best
-        with _writes_whole():
-            if job.main:  # the weights are the same in every process
-                if new_best:
-                    save_checkpoint(run.best, {**checkpoint(epoch + 1), "optimizer": None})
-                save_checkpoint(run.last, {**checkpoint(epoch + 1), "optimizer": optimizer.state_dict(),
-                                           "scaler": scaler.state_dict() if scaler else None})
-                write_metrics(run, history)
-            record("running")
-        if progress != "none":
-            log(_epoch_line(row, recipe.total_epochs))
-        if s.on_epoch is not None:
-            s.on_epoch(row)
-
-    # ------------------------------------------------------------ epochs
-    record("running")
-    try:
-        last_epoch = recipe.total_epochs if s.stop_after is None else min(recipe.total_epochs, s.stop_after)
-        for epoch in range(start_epoch, last_epoch):
-            t0 = time.perf_counter()
-            trained = fit_first_step(epoch) if epoch == start_epoch else train_epoch(epoch)
-            end_epoch(epoch, t0, trained, last_epoch)
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+def fit_first_epoch(spec: Spec, state: TrainState, source: Any, run_epoch: Callable[[Spec, Any], dict[str, Any]],
+                    make: Callable[[Spec], Any] = make_input) -> tuple[dict[str, Any], Spec, Any]:
+    """The first epoch of a call, as ``run_epoch(spec=, source=)``. On an out-of-memory error in its first
+    step (one process, no micro_batch given) halve the micro-batch, accumulate twice as many, and start
+    the epoch again from the same state: the same global batch and LR, the same images. Returns the
+    epoch's result with the spec and input it fitted (``make(spec)`` builds a new plan's input)."""
+    fallback = spec.settings.micro_batch is None and not spec.job.enabled
+    saved = {k: v.detach().clone() for k, v in state.model.state_dict().items()} if fallback else None
+    while True:
+        first = state.updates
         try:
-            record(status, f"{type(exc).__name__}: {exc}")
-        except RunWriteError:  # the disk that refused a checkpoint may refuse the record too; the first error is the one to see
-            pass
-        raise
-    if last_epoch < recipe.total_epochs:
-        stopped = record("stopped")
-        log(f"stopped after epoch {last_epoch}/{recipe.total_epochs} as asked (stop_after); resume continues from {run.last}")
+            return run_epoch(spec=spec, source=source), spec, source
+        except BaseException as exc:
+            if not (fallback and state.updates == first and is_out_of_memory(exc) and spec.plan.micro_batch > 1):
+                raise
+        state.optimizer.zero_grad(set_to_none=True)
+        state.model.load_state_dict(saved)  # forward passes before the error moved BatchNorm's running stats
+        free_memory(spec.device)
+        was, smaller = spec.plan.micro_batch, spec.plan.micro_batch // 2
+        spec = replace(spec, plan=plan_batch(spec.recipe, spec.job.world_size, smaller))
+        spec.log(f"out of memory at {was} images per forward pass: micro-batch {smaller}, {spec.plan.accum_steps} "
+                 f"accumulation steps (global batch {spec.plan.effective_batch}, lr {spec.plan.lr:.3g} unchanged)")
+        source = make(spec)
+        if spec.job.main:
+            write_recipe(spec.run, spec.recipe, spec.resolved())
+
+
+def evaluate_epoch(spec: Spec, state: TrainState, val_input) -> dict[str, dict[str, Any]]:
+    """Top-1/top-5/loss of the model and its EMA on the validation set, summed over processes; BatchNorm
+    statistics made equal over processes first (timm's --dist-bn)."""
+    distributed.sync_bn_buffers(spec.job, state.model, spec.recipe)
+    models = {"model": state.model}
+    if state.ema is not None:
+        distributed.sync_bn_buffers(spec.job, state.ema.module, spec.recipe)
+        models["ema"] = state.ema.module
+    reduce = functools.partial(distributed.all_sum, spec.job, device=spec.device)
+    metrics = evaluate_models(models, val_input, spec.device, amp_dtype=spec.amp_dtype,
+                              channels_last=spec.recipe.channels_last, reduce=reduce)
+    for path in metrics["model"]["skipped"]:
+        state.skipped.setdefault(path, "unreadable (validation)")
+    return metrics
+
+
+def epoch_row(epoch: int, updates: int, trained: dict[str, Any], metrics: dict[str, dict[str, Any]],
+              train_s: float, epoch_s: float, peak_mb: Optional[float], skipped: int) -> dict[str, Any]:
+    """One metrics.csv row; `trained` holds the (all-process) loss sum and images."""
+    def rounded(value, digits):
+        return None if value is None else round(value, digits)
+
+    m = metrics.get("model", {})
+    return dict(
+        epoch=epoch + 1, step=updates, lr=trained["lr"], train_loss=round(trained["loss_sum"] / max(trained["images"], 1), 6),
+        val_top1=rounded(m.get("top1"), 4), val_top5=rounded(m.get("top5"), 4), val_loss=rounded(m.get("loss"), 6),
+        ema_top1=rounded(metrics.get("ema", {}).get("top1"), 4),
+        imgs_per_s=round(trained["images"] / train_s, 1), epoch_s=round(epoch_s, 2), peak_mem_mb=peak_mb, skipped=skipped,
+    )
+
+
+def end_epoch(spec: Spec, state: TrainState, val_input, epoch: int, t0: float, trained: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate (every eval_every epochs, and the last of this call), then checkpoint and record; returns the row."""
+    loss_sum, images = distributed.all_sum(spec.job, [trained["loss_sum"], trained["images"]], spec.device)
+    train_s = time.perf_counter() - t0
+    evaluate_now = (epoch + 1) % spec.recipe.eval_every == 0 or epoch + 1 == spec.last_epoch
+    metrics = evaluate_epoch(spec, state, val_input) if evaluate_now else {"model": {}}
+    row = epoch_row(epoch, state.updates, {**trained, "loss_sum": loss_sum, "images": images}, metrics, train_s,
+                    time.perf_counter() - t0, peak_mem_mb(spec.device), len(state.skipped))
+    state.history.append(row)
+    state.epoch = epoch + 1
+    new_best = evaluate_now and (state.best is None or row["val_top1"] > state.best["val_top1"])
+    state.best = row if new_best else state.best
+    with spec.preemption.writes_whole():
+        if spec.job.main:  # the weights are the same in every process
+            if new_best:
+                save_checkpoint(spec.run.best, checkpoint(spec, state, optimizer=False))
+            save_checkpoint(spec.run.last, checkpoint(spec, state, optimizer=True))
+            write_metrics(spec.run, state.history)
+        record(spec, state, "running")
+    if spec.progress != "none":
+        spec.log(_epoch_line(row, spec.recipe.total_epochs))
+    if spec.settings.on_epoch is not None:
+        spec.settings.on_epoch(row)
+    return row
+
+
+# ---------------------------------------------------------------- the record
+
+
+def result(spec: Spec, state: TrainState, status: str, error: Optional[str] = None) -> dict[str, Any]:
+    """The run's result.json: status, final and best figures, speed, environment, skipped files, provenance."""
+    recipe, history, best = spec.recipe, state.history, state.best
+    last = history[-1] if history else {}
+    return dict(
+        status=status, error=error, run_dir=str(spec.run.path), recipe=recipe.name, model=recipe.model,
+        epochs=recipe.total_epochs, epochs_done=len(history),
+        final_top1=last.get("val_top1"), final_top5=last.get("val_top5"), final_loss=last.get("val_loss"),
+        best_top1=best["val_top1"] if best else None, best_top5=best["val_top5"] if best else None,
+        best_epoch=best["epoch"] if best else None,
+        wall_s=round(wall_s(spec, state), 2),
+        imgs_per_s=round(float(np.mean([r["imgs_per_s"] for r in history])), 1) if history else None,
+        peak_mem_mb=max((r["peak_mem_mb"] for r in history), default=None),
+        seed=recipe.seed, device=str(spec.device), world_size=spec.job.world_size,
+        **environment(device_name(spec.device, spec.job.world_size)),
+        skipped_files=[dict(path=p, reason=r) for p, r in state.skipped.items()], num_skipped=len(state.skipped),
+        data=spec.data.describe(), resolved=spec.resolved(),
+        reported=asdict(recipe.reported) if recipe.reported else None,
+        attempts=list(spec.attempts),  # who wrote this folder: host, PID, command of each attempt (resumes appended)
+    )
+
+
+def record(spec: Spec, state: TrainState, status: str, error: Optional[str] = None) -> dict[str, Any]:
+    """The result, written to result.json by rank 0."""
+    out = result(spec, state, status, error)
+    if spec.job.main:
+        write_result(spec.run, out)
+    return out
+
+
+def record_failure(spec: Spec, state: TrainState, exc: BaseException) -> None:
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    try:
+        record(spec, state, status, f"{type(exc).__name__}: {exc}")
+    except RunWriteError:  # the disk that refused a checkpoint may refuse the record too; the first error is the one to see
+        pass
+
+
+def finish(spec: Spec, state: TrainState) -> dict[str, Any]:
+    """The record of a call that trained to its last epoch: ``completed``, or ``stopped`` (stop_after)."""
+    total = spec.recipe.total_epochs
+    if spec.last_epoch < total:
+        stopped = record(spec, state, "stopped")
+        spec.log(f"stopped after epoch {spec.last_epoch}/{total} as asked (stop_after); resume continues from {spec.run.last}")
         return stopped
-    final = record("completed")
-    log(f"done: top-1 {final['final_top1']:.2f} (best {final['best_top1']:.2f} at epoch {final['best_epoch']}) "
-        f"in {final['wall_s']:.0f} s; run folder {run.path}")
+    final = record(spec, state, "completed")
+    spec.log(f"done: top-1 {final['final_top1']:.2f} (best {final['best_top1']:.2f} at epoch {final['best_epoch']}) "
+             f"in {final['wall_s']:.0f} s; run folder {spec.run.path}")
     return final
 
 
@@ -550,7 +713,7 @@ def _earlier_attempts(run: RunFolder) -> list[dict[str, Any]]:
 def _progress_bar(loader, total: int, desc: str, progress: str):
     if progress != "bar":
         return loader
-    from tqdm import tqdm  # plain tqdm: tqdm.auto prints a dead widget into papermill logs
+    from tqdm import tqdm  # deferred: only for progress="bar"; plain tqdm, as tqdm.auto prints a dead widget into papermill logs
 
     return tqdm(loader, total=total, desc=desc, leave=False, dynamic_ncols=True)
 

@@ -11,6 +11,7 @@ from rsbkit.errors import RecipeError
 from rsbkit.recipes import (
     A1,
     A3,
+    EXECUTION_FIELDS,
     RECIPES,
     RESNET_RS_TABLE,
     TORCHVISION,
@@ -174,3 +175,21 @@ def test_recipe_is_frozen_and_hashable():
 
 def test_default_recipe_valid():
     assert Recipe().to_dict()["model"] == "resnet50"
+
+
+def test_run_recipe_yaml_files_execution_apart_and_loads_back(tmp_path):
+    from rsbkit.runs import RunFolder, write_recipe
+
+    recipe = A3.replace(augment_on="device", eval_every=2, channels_last=True)
+    run = RunFolder(tmp_path)
+    write_recipe(run, recipe, {"lr": 0.001})
+    saved = yaml.safe_load(run.recipe.read_text())
+    assert saved["execution"] == {k: getattr(recipe, k) for k in EXECUTION_FIELDS}
+    assert EXECUTION_FIELDS.isdisjoint(saved) and saved["mixup"] == recipe.mixup and saved["resolved"] == {"lr": 0.001}
+    assert load_recipe(run.recipe) == recipe  # `rsbkit train runs/X/recipe.yaml` repeats the run
+    (tmp_path / "bad.yaml").write_text("base: a3\nexecution:\n  mixup: 0.3\n")
+    with pytest.raises(RecipeError, match=r"line 2: 'mixup' is not a way of running .*top level"):
+        load_recipe(tmp_path / "bad.yaml")
+    (tmp_path / "twice.yaml").write_text("base: a3\neval_every: 3\nexecution:\n  eval_every: 2\n")
+    with pytest.raises(RecipeError, match="eval_every is given twice"):
+        load_recipe(tmp_path / "twice.yaml")
