@@ -33,7 +33,7 @@ import torch.nn as nn
 
 def write_folder(root: Path) -> Path:
     """The embedded data as train/<class>/*.png and validation/<class>/*.png (written once)."""
-    from rsbkit.data import load_data
+    from rsbkit.core.data import load_data
 
     done = root / ".complete"
     if done.is_file():
@@ -85,7 +85,7 @@ def main() -> None:
     from timm.optim import create_optimizer_v2, optimizer_kwargs
     from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 
-    from rsbkit.recipes import load_recipe
+    from rsbkit.core.recipes import load_recipe
 
     recipe = load_recipe(cli.recipe)
     args = train_args(recipe, cli.workers, cli.epochs or recipe.epochs)

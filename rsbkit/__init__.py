@@ -1,14 +1,23 @@
 """rsbkit: the training procedures of "ResNet strikes back" and ResNet-RS on timm, as a workbook.
 
-The loop, data and evaluation live in their modules (``from rsbkit.train import train``);
-they are not re-exported here because their names are also the module names.
-"""
-__version__ = "0.1.0"
+Three layers, each a folder; imports point down:
 
-from .errors import CheckpointError, DataError, NonFiniteLossError, RecipeError, RsbkitError, RunError  # noqa: E402
-from .recipes import A1, A2, A3, TORCHVISION, Recipe, get_recipe, load_recipe, resnet_rs, smoke  # noqa: E402
+- ``rsbkit.core``: the training library (recipes, data and input paths, augmentation, the loop,
+  evaluation, models, processes, run folders). It imports neither of the others.
+- ``rsbkit.workbook``: what notebooks, sweeps, studies and the command line call.
+- ``rsbkit.explore``: the teaching explorers behind the widget notebooks (core only).
+
+The names most used from notebooks and scripts are here too: ``from rsbkit import A3, train``.
+"""
+from .core import __version__
+from .core.data import load_data
+from .core.errors import CheckpointError, DataError, NonFiniteLossError, RecipeError, RsbkitError, RunError
+from .core.recipes import A1, A2, A3, TORCHVISION, Recipe, get_recipe, load_recipe, resnet_rs, smoke
+from .core.runs import load_run
+from .core.train import train
 
 __all__ = [
-    "A1", "A2", "A3", "TORCHVISION", "Recipe", "get_recipe", "load_recipe", "resnet_rs", "smoke",
+    "__version__", "A1", "A2", "A3", "TORCHVISION", "Recipe", "get_recipe", "load_recipe", "resnet_rs", "smoke",
+    "train", "load_data", "load_run",
     "RsbkitError", "RecipeError", "DataError", "CheckpointError", "RunError", "NonFiniteLossError",
 ]

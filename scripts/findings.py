@@ -4,7 +4,7 @@ Run after the studies (findings/README.md has the commands; they write under run
 
     .venv/bin/python scripts/findings.py [--runs runs/sweeps] [--out findings]
 
-Writes, per study, the run table from rsbkit.runs.load_runs (every number in
+Writes, per study, the run table from rsbkit.workbook.table.load_runs (every number in
 findings/README.md traces back to a run folder named in it), the study's own table
 (seed_stats.json, comparison.csv, resolution.csv) and its figure as PNG, and prints
 the Markdown tables that findings/README.md quotes. Checkpoints stay in runs/.
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsbkit.figures import resolution_figure, save_figure
-from rsbkit.runs import load_runs
-from rsbkit.studies import group_stats
+from rsbkit.workbook.table import load_runs
+from rsbkit.workbook.figures import resolution_figure, save_figure
+from rsbkit.workbook.studies import group_stats
 
 RUN_COLUMNS = ["name", "recipe", "status", "seed", "model", "epochs", "batch_size", "opt", "lr", "lr_used", "weight_decay",
                "sched", "loss", "aa", "mixup", "cutmix", "aug_repeats", "train_res", "test_res", "crop_pct", "data",

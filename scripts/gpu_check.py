@@ -46,14 +46,14 @@ def _device(args):
 
 
 def _jpegs(args) -> Path:
-    from rsbkit.bench import write_jpegs
+    from rsbkit.workbook.bench import write_jpegs
 
     n = 96 if args.dry_run else JPEGS
     return write_jpegs(Path(args.out) / "data" / f"jpegs-{n}", n)  # the folder rsbkit bench --cache out/data uses
 
 
 def _train(args, recipe, data, name: str, **settings) -> dict:
-    from rsbkit.train import train
+    from rsbkit.core.train import train
 
     device = _device(args)
     lines: list[str] = []
@@ -125,7 +125,7 @@ def step_race(args) -> dict:
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from rsbkit.augment import decode_images
+    from rsbkit.core.augment import decode_images
 
     if not torch.cuda.is_available():
         return dict(status="skipped", why="no CUDA device")
@@ -155,7 +155,7 @@ def step_census(args) -> dict:
     """Every host-device sync of one training epoch, counted by thread and call site (CUDA's sync debug mode 'warn')."""
     import torch
 
-    from rsbkit.recipes import A3, smoke
+    from rsbkit.core.recipes import A3, smoke
 
     device = _device(args)
     seen: Counter = Counter()
@@ -212,7 +212,7 @@ def step_bench(args) -> dict:
 
 
 def step_demo(args) -> dict:
-    from rsbkit.recipes import load_recipe
+    from rsbkit.core.recipes import load_recipe
 
     recipe = load_recipe(ROOT / "params" / "demo.yaml").replace(epochs=1 if args.quick or args.dry_run else 2)
     limits = dict(limit_train=512, limit_val=256) if args.dry_run else {}
@@ -222,7 +222,7 @@ def step_demo(args) -> dict:
 def _a1(args, name: str, fraction: float | None) -> dict:
     import torch
 
-    from rsbkit.recipes import A1
+    from rsbkit.core.recipes import A1
 
     if args.dry_run:
         recipe = A1.replace(model="resnet10t", train_res=32, test_res=32, batch_size=64, lr_base_size=64, epochs=1,
@@ -245,7 +245,7 @@ def step_a1_capped(args) -> dict:
 
 
 def step_a3_jpeg(args) -> dict:
-    from rsbkit.recipes import A3
+    from rsbkit.core.recipes import A3
 
     if args.dry_run:
         recipe = A3.replace(model="resnet10t", train_res=32, test_res=32, batch_size=32, lr_base_size=32, epochs=1,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsbkit.data import read_idx
+from rsbkit.core.data import read_idx
 
 TRAIN_PER_CLASS = 1200  # 12,000 training images
 TEST_PER_CLASS = 200  # 2,000 test images

@@ -28,7 +28,7 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def embedded():
-    from rsbkit.data import load_data
+    from rsbkit.core.data import load_data
 
     return load_data("default")
 
@@ -53,7 +53,7 @@ def image_folder(tmp_path: Path, embedded) -> Path:
 
 @pytest.fixture
 def smoke_recipe():
-    from rsbkit.recipes import A3, smoke
+    from rsbkit.core.recipes import A3, smoke
 
     return smoke(A3, batch_size=16)
 
@@ -71,8 +71,8 @@ SMOKE_NOTEBOOK_PARAMS = ("-p", "recipe", "params/smoke.yaml", "-p", "limit_train
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """One finished smoke run folder (1 epoch of resnet10t on 128 images), shared read-only."""
-    from rsbkit.recipes import A3, smoke
-    from rsbkit.train import train
+    from rsbkit.core.recipes import A3, smoke
+    from rsbkit.core.train import train
 
     out = tmp_path_factory.mktemp("smoke") / "run"
     train(smoke(A3, batch_size=16), "default", out, device="cpu", workers=0, limit_train=128, limit_val=64,

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from timm.data import auto_augment as taa
 
-from rsbkit.augment import FILL, GEOMETRIC, BatchRandAugment, Policy, apply_op, draw, op_argument
+from rsbkit.core.augment import FILL, GEOMETRIC, BatchRandAugment, Policy, apply_op, draw, op_argument
 from rsbkit.explore.images import photos
 
 OPS = taa._RAND_INCREASING_TRANSFORMS + ["Posterize", "Solarize", "Color", "Contrast", "Brightness", "Sharpness"]
@@ -124,7 +124,7 @@ def test_crop_boxes_follow_timms_random_resized_crop():
     """Area fraction and aspect ratio of the boxes over many draws, against timm's get_params."""
     from timm.data.transforms import RandomResizedCropAndInterpolation
 
-    from rsbkit.augment import crop_boxes
+    from rsbkit.core.augment import crop_boxes
 
     n, scale, ratio = 20000, (0.08, 1.0), (3 / 4, 4 / 3)
     boxes = crop_boxes(torch.full((n,), 120), torch.full((n,), 160), scale, ratio, generator=torch.Generator().manual_seed(0))
@@ -143,8 +143,8 @@ def test_crop_boxes_follow_timms_random_resized_crop():
 
 
 def test_device_augment_gives_normalised_crops_of_the_recipe_size(batch):
-    from rsbkit.augment import DeviceAugment
-    from rsbkit.recipes import A3
+    from rsbkit.core.augment import DeviceAugment
+    from rsbkit.core.recipes import A3
 
     _, tensor = batch
     images = tensor.to(torch.uint8)

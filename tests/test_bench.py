@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
-from rsbkit.bench import IMAGENET_SIZE, write_jpegs
+from rsbkit.workbook.bench import IMAGENET_SIZE, write_jpegs
 
 
 @pytest.fixture(scope="module")

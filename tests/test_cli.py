@@ -4,7 +4,7 @@ from __future__ import annotations
 import yaml
 from conftest import run_cli
 
-from rsbkit.recipes import A1
+from rsbkit.core.recipes import A1
 
 
 def test_recipe_prints_resolved_yaml():

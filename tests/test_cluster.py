@@ -11,8 +11,8 @@ import psutil
 import pytest
 from conftest import run_cli
 
-from rsbkit.cluster import ClusterOptions, PointJob, submit_points, wait
-from rsbkit.sweep import expand, point_status
+from rsbkit.workbook.cluster import ClusterOptions, PointJob, submit_points, wait
+from rsbkit.workbook.sweep import expand, point_status
 
 TRAIN = "notebooks/procedures/train.ipynb"
 SMOKE = dict(recipe="params/smoke.yaml", limit_train=128, limit_val=64, device="cpu", workers=0)
@@ -31,7 +31,7 @@ def test_slurm_options_become_submitit_parameters():
 
 def test_gpus_become_the_notebooks_nproc(tmp_path):
     sweep = expand(TRAIN, tmp_path, SMOKE, {"lr": [0.001]})
-    from rsbkit.cluster import _with_nproc
+    from rsbkit.workbook.cluster import _with_nproc
 
     assert _with_nproc(sweep.notebook, sweep.points[0], 4).parameters["nproc"] == 4
     assert "nproc" not in _with_nproc(sweep.notebook, sweep.points[0], 1).parameters
@@ -98,7 +98,7 @@ def test_slurm_without_a_cluster_fails_clearly(tmp_path):
 
 
 def test_bad_cluster_options_are_named(tmp_path):
-    from rsbkit.sweep import SweepError
+    from rsbkit.workbook.sweep import SweepError
 
     for kwargs, message in ((dict(gpus=-1), "gpus (--gpus)=-1: give a value >= 0"),
                             (dict(time_min=0), "time_min (--time)=0: give a value >= 1 minute"),

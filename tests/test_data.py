@@ -11,12 +11,20 @@ import torch
 from timm.data.auto_augment import RandAugment
 from torchvision import transforms as T
 
-from rsbkit import data as rdata
-from rsbkit.data import SkippedImage, collate, eval_transform, load_data, train_loader, train_transform
-from rsbkit.errors import DataError
-from rsbkit.recipes import A1, A3, TORCHVISION, plan_batch, smoke
+from rsbkit.core.data import SkippedImage, TrainInput, collate, eval_transform, load_data, train_transform
+from rsbkit.core.data import datasets as rdata
+from rsbkit.core.errors import DataError
+from rsbkit.core.recipes import A1, A3, TORCHVISION, plan_batch, smoke
 
-EMBEDDED = Path(rdata.__file__).parent / "embedded" / "fashion_mnist_subset"
+EMBEDDED = Path(rdata.__file__).parents[2] / "embedded" / "fashion_mnist_subset"
+
+
+def train_loader(data, recipe, plan, *, workers: int, seed: int, rank: int = 0):
+    """One epoch's loader on the loader path (timm's per-image transform in the workers) for process `rank`,
+    set to the epoch drawn from `seed`: what TrainInput iterates, one epoch at a time."""
+    source = TrainInput(data, recipe, plan, augment_on="loader", workers=workers, rank=rank)
+    source.sampler.set_epoch(seed)
+    return source.loader
 
 
 def torchvision_raw_files(raw: Path) -> None:
@@ -174,7 +182,7 @@ def test_repeated_augmentation_in_one_process(embedded):
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_same_seed_same_batches(embedded, workers):
-    from rsbkit.train import seed_everything
+    from rsbkit.core.train import seed_everything
 
     data = load_data(embedded, limit_train=64)
     recipe = smoke(A3)

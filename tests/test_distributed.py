@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import ROOT, run_cli
 
-from rsbkit.distributed import Dist, launcher_env, pick_backend, torchrun_command
-from rsbkit.errors import DistributedError
-from rsbkit.recipes import A3, plan_batch
-from rsbkit.train import train
+from rsbkit.core.distributed import Dist, launcher_env, pick_backend, torchrun_command
+from rsbkit.core.errors import DistributedError
+from rsbkit.core.recipes import A3, plan_batch
+from rsbkit.core.train import train
 
 # augmentation randomness off (no RandAugment, flip, crop jitter, mixup), and a model without
 # BatchNorm (ConvNeXt's LayerNorm is per image): 1 and 2 processes then compute the same step
@@ -202,7 +202,10 @@ def test_ranks_deal_out_the_one_process_order(embedded, repeats):
     """Step k holds the same images on 1, 2 or 4 processes, and with the same number of forward passes
     per step each pass holds the same images (1 process x 4 accumulation steps = 4 processes x 1):
     torch's DistributedSampler order, or timm's RepeatAugSampler with A1/A2's 3 repeats."""
-    from rsbkit.data import epoch_order, train_sampler
+    from rsbkit.core.data import StepSampler, epoch_order
+
+    def train_sampler(dataset, recipe, plan, *, seed, rank=0):  # rank's indices of the epoch drawn from seed
+        return StepSampler(epoch_order(dataset, recipe, seed), plan, rank)
 
     recipe = A3.replace(aug_repeats=repeats, batch_size=64)
     order = epoch_order(embedded.train, recipe, seed=7)
@@ -232,7 +235,7 @@ def test_ranks_deal_out_the_one_process_order(embedded, repeats):
 
 BN_PROBE = """
 import os, sys, torch
-import rsbkit.train as t
+import rsbkit.core.train as t
 out, recipe = sys.argv[1], sys.argv[2]
 real = t.evaluate_models
 def probe(models, *args, **kwargs):  # the buffers each rank evaluates with (and rank 0 saves)
@@ -272,7 +275,7 @@ def test_batchnorm_statistics_are_averaged_over_processes(tmp_path):
 
 
 def test_stop_after_must_be_an_epoch(recipe_file, tmp_path):
-    from rsbkit.errors import RunError
+    from rsbkit.core.errors import RunError
 
     with pytest.raises(RunError, match="stop_after=0: give the epoch"):
         train(recipe_file, "default", tmp_path / "run", device="cpu", stop_after=0)
@@ -282,7 +285,7 @@ def test_stop_after_must_be_an_epoch(recipe_file, tmp_path):
 def _flag_on_rank(rank: int, init: str, answers) -> None:
     import torch.distributed as dist
 
-    from rsbkit.distributed import any_rank
+    from rsbkit.core.distributed import any_rank
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     try:

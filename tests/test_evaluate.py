@@ -7,16 +7,16 @@ import pytest
 import timm
 import torch
 
-from rsbkit.data import load_data
-from rsbkit.errors import CheckpointError
-from rsbkit.evaluate import evaluate, load_model, resolution_sweep
-from rsbkit.runs import load_run
-from rsbkit.train import train
+from rsbkit.core.data import load_data
+from rsbkit.core.errors import CheckpointError
+from rsbkit.core.evaluate import evaluate, load_model, resolution_sweep
+from rsbkit.core.runs import load_run
+from rsbkit.core.train import train
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from rsbkit.recipes import A3, smoke
+    from rsbkit.core.recipes import A3, smoke
 
     out = tmp_path_factory.mktemp("eval") / "run"
     train(smoke(A3, batch_size=16), "default", out, limit_train=256, limit_val=128, workers=0, progress="none", log=lambda *_: None)
@@ -70,7 +70,7 @@ def test_real_labels(tmp_path, image_folder, trained_run):
 def test_runs_of_other_architectures_load_and_evaluate_at_two_resolutions(tmp_path, overrides):
     """load_model builds the run's own architecture (width, a ViT's dynamic image size), so a scaling study's
     runs evaluate at any test resolution."""
-    from rsbkit.recipes import A3, smoke
+    from rsbkit.core.recipes import A3, smoke
 
     run = tmp_path / "run"
     train(smoke(A3, batch_size=16, **overrides), "default", run, limit_train=32, limit_val=32, workers=0, progress="none",

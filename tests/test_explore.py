@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from timm.data.auto_augment import _RAND_INCREASING_TRANSFORMS, _RAND_TRANSFORMS
 
-from rsbkit.errors import DataError, RecipeError
+from rsbkit.core.errors import DataError, RecipeError
+from rsbkit.core.recipes import A1, A3
 from rsbkit.explore import augment, images, losses, plots, resolution, schedule, widgets
-from rsbkit.recipes import A1, A3
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ from timm.data.auto_augment import RandAugment
 from timm.data.transforms import RandomResizedCropAndInterpolation
 from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 
-from rsbkit.data import create_mixup, epoch_order, eval_transform, train_transform
-from rsbkit.errors import RecipeError
-from rsbkit.losses import create_loss
-from rsbkit.models import create_model
-from rsbkit.optim import create_optimizer, lr_schedule
-from rsbkit.recipes import A1, A2, A3, TORCHVISION, get_recipe, plan_batch, resnet_rs
+from rsbkit.core.data import create_mixup, epoch_order, eval_transform, train_transform
+from rsbkit.core.errors import RecipeError
+from rsbkit.core.losses import create_loss
+from rsbkit.core.models import create_model
+from rsbkit.core.optim import create_optimizer, lr_schedule
+from rsbkit.core.recipes import A1, A2, A3, TORCHVISION, get_recipe, plan_batch, resnet_rs
 
 # RSB Table 1 (REFERENCE.md section 1): what each procedure does
 PAPER = {

@@ -6,7 +6,7 @@ import base64
 import plotly.graph_objects as go
 import pytest
 
-from rsbkit.figures import PLOTLY_MIME, bundle, curves_figure, save_figure
+from rsbkit.workbook.figures import PLOTLY_MIME, bundle, curves_figure, save_figure
 
 ROWS = [dict(epoch=1, lr=0.1, train_loss=2.0, val_top1=30.0, ema_top1=None),
         dict(epoch=2, lr=0.05, train_loss=1.0, val_top1=50.0, ema_top1=None)]
@@ -45,7 +45,7 @@ def test_without_kaleido_the_figure_becomes_html_and_says_why(tmp_path, monkeypa
 
 @pytest.mark.parametrize("rows", [ROWS[:1], ROWS])
 def test_live_figure_updates_in_place(rows, tmp_path):
-    from rsbkit.figures import LiveFigure
+    from rsbkit.workbook.figures import LiveFigure
 
     live = LiveFigure(curves_figure)
     for row in rows:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from rsbkit.studies import Z95, group_stats
+from rsbkit.workbook.studies import Z95, group_stats
 
 FINDINGS = ROOT / "findings"
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -1,4 +1,4 @@
-"""The training input path (rsbkit.data.TrainInput): what the loader hands over for each kind of data,
+"""The training input path (rsbkit.core.data.TrainInput): what the loader hands over for each kind of data,
 the device half's statistics against timm's per-image transform, per-sample seeds that make an epoch
 independent of what ran before it (persistent workers, resume), and decoding with a corrupt file."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rsbkit.augment import DeviceAugment, Policy, decode_images, draw
-from rsbkit.data import Data, TrainInput, input_kind, load_data, sample_seed
-from rsbkit.errors import DataError, RecipeError
-from rsbkit.recipes import A3, plan_batch, smoke
+from rsbkit.core.augment import DeviceAugment, Policy, decode_images, draw
+from rsbkit.core.data import Data, TrainInput, input_kind, load_data, sample_seed
+from rsbkit.core.errors import DataError, RecipeError
+from rsbkit.core.recipes import A3, plan_batch, smoke
 
 
 def _epoch(source, seed, device_seed=0, n=None):
@@ -123,7 +123,7 @@ def test_bicubic_rotation_follows_pil(photo_batch):
     bilinear rotation is (torch's cubic kernel is a = -0.75, PIL's a = -0.5), and the others bilinearly."""
     from timm.data import auto_augment as taa
 
-    from rsbkit.augment import FILL, apply_op
+    from rsbkit.core.augment import FILL, apply_op
 
     imgs, tensor = photo_batch
     arg = torch.full((4,), 20.0)
@@ -163,7 +163,7 @@ def test_decoding_on_the_device_names_a_corrupt_file(image_folder):
 
 
 def test_a_training_run_skips_a_corrupt_file_decoded_on_the_device(tmp_path, image_folder, smoke_recipe):
-    from rsbkit.train import train
+    from rsbkit.core.train import train
 
     (image_folder / "train" / "class0" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     recipe = smoke_recipe.replace(batch_size=8, augment_on="device", decode_on="device", eval_on="device")
@@ -187,7 +187,7 @@ def test_the_device_path_refuses_what_it_cannot_do():
         A3.replace(augment_on="device", color_jitter=0.4)
     with pytest.raises(RecipeError, match="aa='augmix-m5-w4-d2' runs only in the loader"):
         A3.replace(augment_on="device", aa="augmix-m5-w4-d2")
-    from rsbkit.train import resolve_augment_on
+    from rsbkit.core.train import resolve_augment_on
 
     assert resolve_augment_on(A3.replace(color_jitter=0.4), torch.device("cpu")) == "loader"  # auto falls back
     assert resolve_augment_on(A3, torch.device("cpu")) == "device"
@@ -216,7 +216,7 @@ def test_device_augmentation_never_waits_for_the_gpu():
 
 def _count_copies(monkeypatch):
     """Every small tensor the augmentation sends to its device goes through augment._to_device: count them."""
-    import rsbkit.augment as augment
+    import rsbkit.core.augment as augment
 
     calls = []
     real = augment._to_device
@@ -349,8 +349,8 @@ def test_many_files_per_batch_fit_a_small_descriptor_limit(tmp_path, embedded):
         embedded.train[i % 500][0].resize((8, 8)).convert("RGB").save(folder / f"{i}.jpg", quality=80)
     script = textwrap.dedent(f"""
         import resource, torch
-        from rsbkit.data import TrainInput, load_data
-        from rsbkit.recipes import A3, plan_batch, smoke
+        from rsbkit.core.data import TrainInput, load_data
+        from rsbkit.core.recipes import A3, plan_batch, smoke
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         recipe = smoke(A3, batch_size=128).replace(train_res=8, test_res=8)
         source = TrainInput(load_data({str(tmp_path / "many")!r}), recipe, plan_batch(recipe), augment_on="device",
@@ -367,7 +367,7 @@ def test_out_of_memory_while_decoding_reaches_the_fallback(tmp_path, image_folde
     """An out-of-memory error inside decoding is not an unreadable file: it halves the micro-batch like one in the step."""
     import torchvision.io
 
-    from rsbkit.train import train
+    from rsbkit.core.train import train
 
     real = torchvision.io.decode_jpeg
     calls = []
@@ -390,7 +390,7 @@ def test_out_of_memory_while_decoding_reaches_the_fallback(tmp_path, image_folde
 
 def test_sample_seeds_for_a_whole_epoch_match_one_at_a_time():
     """The vectorised seeds are the scalar ones (splitmix64 in wrapping uint64), for the RandAugment stream's negative positions too."""
-    from rsbkit.data import sample_seeds
+    from rsbkit.core.data import sample_seeds
 
     positions = np.arange(-4, 3000)
     for epoch_seed in (0, 7, 2**32 - 1):
@@ -398,12 +398,12 @@ def test_sample_seeds_for_a_whole_epoch_match_one_at_a_time():
 
 
 def test_batches_are_made_ahead_in_a_thread():
-    """rsbkit.data.ahead: batch i + 1 is made while the caller works on batch i (sleeps stand for nvJPEG blocking the
+    """rsbkit.core.data.ahead: batch i + 1 is made while the caller works on batch i (sleeps stand for nvJPEG blocking the
     thread and for the step); the order is kept; an error in the thread is raised at its batch; closing early stops it."""
     import threading
     import time
 
-    from rsbkit.data import ahead
+    from rsbkit.core.data import ahead
 
     def make(n, fail_at=None):
         for i in range(n):
@@ -436,7 +436,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_batches_made_ahead_are_ordered_after_the_threads_stream():
     """The thread's stream is slow (a sleep kernel before each batch is filled); the caller's stream must still see the
     filled values: it waits for the thread's event, not for the CPU."""
-    from rsbkit.data import ahead
+    from rsbkit.core.data import ahead
 
     cuda = torch.device("cuda")
 
@@ -486,9 +486,9 @@ def test_evaluation_on_the_device_matches_timms_eval_transform(tmp_path, photo_b
     """eval_on: device (decode_images, torchvision's antialiased tensor resize, centre crop) gives timm's eval
     transform's sizes and its pixels within a grey level or two (here both decode with libjpeg; nvJPEG's IDCT adds its
     own rounding), and the same predictions."""
-    from rsbkit.data import EvalInput, eval_loader, eval_transform
-    from rsbkit.evaluate import evaluate_models
-    from rsbkit.models import create_model
+    from rsbkit.core.data import EvalInput, eval_loader, eval_transform
+    from rsbkit.core.evaluate import evaluate_models
+    from rsbkit.core.models import create_model
 
     for split in ("train", "val"):
         for i, im in enumerate(photo_batch[0]):

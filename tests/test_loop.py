@@ -8,11 +8,11 @@ import pytest
 import torch
 from timm.utils import ModelEmaV3
 
-import rsbkit.train as loop
-from rsbkit import distributed
-from rsbkit.errors import NonFiniteLossError
-from rsbkit.optim import create_optimizer, create_scheduler, lr_schedule
-from rsbkit.recipes import A3, plan_batch, smoke
+import rsbkit.core.train as loop
+from rsbkit.core import distributed
+from rsbkit.core.errors import NonFiniteLossError
+from rsbkit.core.optim import create_optimizer, create_scheduler, lr_schedule
+from rsbkit.core.recipes import A3, plan_batch, smoke
 
 
 def resolve(tmp_path, recipe, **settings):

@@ -7,9 +7,9 @@ import pytest
 import torch
 from timm.data.mixup import mixup_target
 
-from rsbkit.data import create_mixup
-from rsbkit.losses import create_loss
-from rsbkit.recipes import A1, A2, A3
+from rsbkit.core.data import create_mixup
+from rsbkit.core.losses import create_loss
+from rsbkit.core.recipes import A1, A2, A3
 
 LOGITS = [[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]]
 LABELS = [0, 2]

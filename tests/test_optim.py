@@ -9,8 +9,8 @@ import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler
 
-from rsbkit.optim import create_optimizer, lr_schedule
-from rsbkit.recipes import A1, A3, TORCHVISION, lr_scaling, plan_batch, resnet_rs
+from rsbkit.core.optim import create_optimizer, lr_schedule
+from rsbkit.core.recipes import A1, A3, TORCHVISION, lr_scaling, plan_batch, resnet_rs
 
 STEPS = 7  # optimizer steps per epoch
 

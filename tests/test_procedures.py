@@ -5,9 +5,10 @@ import re
 
 import pytest
 
-from rsbkit.errors import DataError, RecipeError, RunError
-from rsbkit.procedures import beside_paper, default_resolutions, resolution_study, train_setup
-from rsbkit.runs import load_run
+from rsbkit.core.errors import DataError, RecipeError, RunError
+from rsbkit.core.evaluate import default_resolutions
+from rsbkit.core.runs import load_run
+from rsbkit.workbook.procedures import beside_paper, resolution_study, train_setup
 
 
 def test_train_setup_turns_parameters_into_objects(tmp_path):
@@ -68,7 +69,7 @@ def test_train_setup_resume_rules(smoke_run, tmp_path):
 
 
 def test_beside_paper_puts_the_run_next_to_the_recipe_it_scales(smoke_run):
-    from rsbkit.recipes import A3, smoke
+    from rsbkit.core.recipes import A3, smoke
 
     result = load_run(smoke_run)["result"]
     table = beside_paper(result, smoke(A3, batch_size=16))
@@ -105,7 +106,7 @@ def test_the_ablation_finds_the_seed_study_of_its_own_recipe_and_data(smoke_run,
     looked up in the seed sweep's folder, then in the committed findings; none for another recipe."""
     import json
 
-    from rsbkit import procedures
+    from rsbkit.workbook import study_procedures as procedures
 
     def stats(path, **fields):
         record = dict(metric="final_top1", recipe="a3-smoke", data="default", n=5, mean=50.0, std=0.5, min=49.0, max=51.0)
@@ -135,8 +136,8 @@ def test_torchrun_rows_come_from_metrics_csv_even_when_the_run_prints_nothing(tm
     import sys
     import textwrap
 
-    from rsbkit.procedures import TrainSetup
-    from rsbkit.recipes import A3, smoke
+    from rsbkit.core.recipes import A3, smoke
+    from rsbkit.workbook.procedures import TrainSetup
 
     run = tmp_path / "run"
     script = textwrap.dedent(f"""

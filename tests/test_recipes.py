@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rsbkit.errors import RecipeError
-from rsbkit.recipes import (
+from rsbkit.core.errors import RecipeError
+from rsbkit.core.recipes import (
     A1,
     A3,
     EXECUTION_FIELDS,
@@ -146,7 +146,7 @@ def test_lr_scaling_is_stated():
 
 
 def test_repeated_augmentation_splits_the_step_into_forward_passes():
-    from rsbkit.errors import DistributedError
+    from rsbkit.core.errors import DistributedError
 
     assert (plan_batch(A1).micro_batch, plan_batch(A1).accum_steps) == (512, 4)  # the paper's 4 GPUs x 512
     assert plan_batch(A1, world_size=4).accum_steps == 1 and plan_batch(A1, world_size=8).micro_batch == 256
@@ -178,7 +178,7 @@ def test_default_recipe_valid():
 
 
 def test_run_recipe_yaml_files_execution_apart_and_loads_back(tmp_path):
-    from rsbkit.runs import RunFolder, write_recipe
+    from rsbkit.core.runs import RunFolder, write_recipe
 
     recipe = A3.replace(augment_on="device", eval_every=2, channels_last=True)
     run = RunFolder(tmp_path)

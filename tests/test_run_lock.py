@@ -16,12 +16,12 @@ import pytest
 import torch
 from conftest import ROOT, run_cli
 
-from rsbkit.checkpoint import load_checkpoint
-from rsbkit.distributed import torchrun_command
-from rsbkit.errors import RunLockedError, RunWriteError
-from rsbkit.runs import LOCK_FILE, POINT_LOCK_FILE, RunLock, read_metrics
-from rsbkit.sweep import expand, point_status, run_point
-from rsbkit.train import train
+from rsbkit.core.checkpoint import load_checkpoint
+from rsbkit.core.distributed import torchrun_command
+from rsbkit.core.errors import RunLockedError, RunWriteError
+from rsbkit.core.runs import LOCK_FILE, POINT_LOCK_FILE, RunLock, read_metrics
+from rsbkit.core.train import train
+from rsbkit.workbook.sweep import expand, point_status, run_point
 
 DATA = ["--limit-train", "128", "--limit-val", "32", "--device", "cpu", "--workers", "0", "--progress", "line"]
 TRAIN = "notebooks/procedures/train.ipynb"

@@ -7,8 +7,9 @@ import shutil
 import pandas as pd
 import pytest
 
-from rsbkit.errors import RunError
-from rsbkit.runs import SWEEP_POINT, TensorBoardLogger, load_run, load_runs
+from rsbkit.core.errors import RunError
+from rsbkit.core.runs import load_run
+from rsbkit.workbook.table import SWEEP_POINT, TensorBoardLogger, load_runs
 
 
 def test_load_runs_one_row_per_run_with_recipe_results_and_cost(smoke_run, tmp_path):
@@ -55,7 +56,7 @@ def test_a_study_notebook_run_into_its_sweep_folder_does_not_hide_the_points(smo
 def test_tensorboard_logger_writes_event_file(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from rsbkit.runs import epoch_hooks
+    from rsbkit.workbook.table import epoch_hooks
 
     board = TensorBoardLogger(tmp_path)
     board(dict(epoch=1, lr=0.1, train_loss=2.0, val_top1=10.0, ema_top1=None))

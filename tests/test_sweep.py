@@ -10,8 +10,8 @@ import pytest
 import yaml
 from conftest import ROOT, run_cli
 
-from rsbkit.runs import load_runs
-from rsbkit.sweep import SweepError, expand, load_sweep, point_status, run_sweep, single_point
+from rsbkit.workbook.sweep import SweepError, expand, load_sweep, point_status, run_sweep, single_point
+from rsbkit.workbook.table import load_runs
 
 TRAIN = "notebooks/procedures/train.ipynb"
 SMOKE = dict(recipe="params/smoke.yaml", limit_train=128, limit_val=64, device="cpu", workers=0)
@@ -115,7 +115,7 @@ def test_failing_point_does_not_stop_the_others_and_rerun_skips_completed(tmp_pa
 def test_a_kernel_port_clash_is_recognised_and_nothing_else():
     """Two kernels starting at once can collide on a port (seen in a local-executor sweep here); run_point
     starts the notebook again only for that failure, where no cell has run."""
-    from rsbkit.sweep import kernel_port_clash
+    from rsbkit.workbook.sweep import kernel_port_clash
 
     clash = ("zmq.error.ZMQError: Address already in use (addr='tcp://127.0.0.1:44423')\n"
              "Error occurred while starting new kernel client for kernel aee53d79: Kernel died before replying to kernel_info\n")

@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
-import rsbkit.train as rtrain
-from rsbkit.checkpoint import load_checkpoint, save_checkpoint
-from rsbkit.errors import CheckpointError, NonFiniteLossError, RunError
-from rsbkit.recipes import plan_batch
-from rsbkit.runs import METRIC_COLUMNS, load_run
-from rsbkit.train import train
+import rsbkit.core.train as rtrain
+from rsbkit.core.checkpoint import load_checkpoint, save_checkpoint
+from rsbkit.core.errors import CheckpointError, NonFiniteLossError, RunError
+from rsbkit.core.recipes import plan_batch
+from rsbkit.core.runs import METRIC_COLUMNS, load_run
+from rsbkit.core.train import train
 
 TIMING = {"imgs_per_s", "epoch_s", "peak_mem_mb"}  # measured, so they differ between runs
 SMALL = dict(limit_train=256, limit_val=128, workers=0, progress="none", device="cpu")  # bit equality: CPU (cuDNN benchmark promises none)
@@ -101,7 +101,7 @@ def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path, smoke_recipe):
         train(smoke_recipe, "default", tmp_path / "other", resume=True, log=quiet, **SMALL)
     with pytest.raises(CheckpointError, match=r"different recipe \(fields lr differ\)"):  # what is trained: refused
         train(smoke_recipe.replace(lr=1e-3, eval_every=2), "default", tmp_path / "run", resume=True, log=quiet, **SMALL)
-    # how it runs (rsbkit.recipes.EXECUTION_FIELDS) may change on resume, and the log says what changed
+    # how it runs (rsbkit.core.recipes.EXECUTION_FIELDS) may change on resume, and the log says what changed
     lines = []
     how = smoke_recipe.replace(eval_every=2, augment_on="loader", channels_last=False)
     assert train(how, "default", tmp_path / "run", resume=True, log=lines.append, **SMALL)["status"] == "completed"

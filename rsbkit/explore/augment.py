@@ -18,9 +18,9 @@ from timm.data.auto_augment import AugmentOp
 from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from timm.data.transforms import RandomResizedCropAndInterpolation
 
-from ..augment import FILL, RandAugmentConfig, parse_randaugment, randaugment, timm_hparams  # noqa: F401 (the explorers read them here)
-from ..errors import RecipeError
-from ..recipes import A1, A2, A3, Recipe
+from ..core.augment import FILL, RandAugmentConfig, parse_randaugment, randaugment, timm_hparams  # noqa: F401 (the explorers read them here)
+from ..core.errors import RecipeError
+from ..core.recipes import A1, A2, A3, Recipe
 
 
 def apply_op(img: Image.Image, name: str, magnitude: float, *, seed: int = 0) -> Image.Image:

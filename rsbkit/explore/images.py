@@ -5,7 +5,8 @@ from typing import Optional, Union
 
 from PIL import Image
 
-from ..errors import DataError
+from ..core.data import load_data
+from ..core.errors import DataError
 
 # scikit-image ships these colour photos inside the package (no download)
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field")
@@ -28,7 +29,6 @@ def photos(names: tuple[str, ...] = PHOTOS[:4], size: Optional[int] = 256) -> di
 def dataset_images(data: Union[str, object] = "default", n: int = 4, *, size: Optional[int] = None,
                    split: str = "val") -> dict[str, tuple[Image.Image, int]]:
     """The first image of each of `n` classes of a dataset: {class name: (RGB image, label)}."""
-    from ..data import load_data
 
     data = load_data(data)
     dataset = data.val if split == "val" else data.train
@@ -72,7 +72,6 @@ class ImageSet:
     def load(cls, photos_: tuple[str, ...] = PHOTOS[:4], data: Optional[str] = None, *, n: int = 4,
              size: int = 256) -> ImageSet:
         if data:
-            from ..data import load_data
 
             dataset = load_data(data)
             picked = dataset_images(dataset, n=n, size=size)

@@ -20,7 +20,7 @@ import torch
 from timm.data.mixup import mixup_target
 from timm.loss import BinaryCrossEntropy, SoftTargetCrossEntropy
 
-from ..errors import RecipeError
+from ..core.errors import RecipeError
 
 LOSSES = ("bce", "ce")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import textwrap
 from collections.abc import Sequence
 from typing import Optional
 
@@ -33,7 +34,6 @@ LEGEND_BELOW = dict(orientation="h", x=0, xanchor="left", y=-0.22, yanchor="top"
 
 def wrap(text: str, width: int = 90) -> str:
     """Break a long title into lines of about `width` characters (plotly does not wrap titles)."""
-    import textwrap
 
     return "<br>".join(textwrap.wrap(text, width)) or text
 

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from timm.data.transforms import RandomResizedCropAndInterpolation
 
-from ..errors import RecipeError
+from ..core.data import load_data
+from ..core.errors import RecipeError
+from ..core.evaluate import default_resolutions, load_model, resolution_sweep
 
 
 def mean_inverse_sqrt_scale(scale=(0.08, 1.0)) -> float:
@@ -61,7 +65,6 @@ def train_and_test_views(img: Image.Image, train_res: int, test_res: int, crop_p
                          scale=(0.08, 1.0), *, seed: int = 0) -> tuple[Image.Image, Image.Image]:
     """What the network sees: one RandomResizedCrop at `train_res` (timm's sampler) and the test view
     (short side resized to test_res / crop_pct, centre crop test_res), both bicubic."""
-    from timm.data.transforms import RandomResizedCropAndInterpolation
 
     random.seed(seed)
     top, left, h, w = RandomResizedCropAndInterpolation.get_params(img, tuple(scale), (3 / 4, 4 / 3))
@@ -78,13 +81,9 @@ def measured_table(run: str, *, data: str = "default", limit_val: int = 500, res
     """A run's top-1 over test resolutions: its ``resolution.csv`` when evaluate_resolution.ipynb wrote
     one, else measured now at the recipe's crop on `limit_val` images. ``attrs['train_res']`` holds the
     run's train resolution."""
-    from pathlib import Path
 
     import pandas as pd
 
-    from ..data import load_data
-    from ..evaluate import load_model, resolution_sweep
-    from ..procedures import default_resolutions
 
     model, recipe = load_model(run)
     csv = Path(run) / "resolution.csv"

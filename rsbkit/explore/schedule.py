@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from ..recipes import A1, A2, A3, Recipe, plan_batch
+from ..core.optim import lr_schedule
+from ..core.recipes import A1, A2, A3, Recipe, plan_batch
 
 IMAGENET_TRAIN = 1_281_167
 
@@ -18,7 +19,6 @@ def lr_curve(recipe: Recipe, batch_size: Optional[int] = None, *, grad_accum: Op
     """
     import pandas as pd
 
-    from ..optim import lr_schedule
 
     changes = {}
     if batch_size is not None:

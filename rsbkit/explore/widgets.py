@@ -6,19 +6,19 @@ lives here; ``plots`` and the modules it calls hold it and are tested.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..recipes import RECIPES
+from ..core.recipes import RECIPES
 from . import augment, images, plots
 
 
 def plotly_bundle(fig: go.Figure) -> dict[str, Any]:
     """The figure as JupyterLab's plotly renderer takes it: it fills the output area and follows its width."""
-    import json
 
     return {"application/vnd.plotly.v1+json": json.loads(fig.to_json()), "text/plain": "<plotly figure>"}
 

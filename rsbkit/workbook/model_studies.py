@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
+import timm
 
-from .data import load_data
-from .errors import RunError
-from .models import profile, profile_models
+from ..core.checkpoint import load_checkpoint
+from ..core.data import load_data
+from ..core.errors import RunError
+from ..core.models import profile, profile_models
+from ..core.recipes import load_recipe
 from .paper import PUBLISHED_POINTS, TABLE3, TABLE5
-from .recipes import load_recipe
-from .sweep import Point, Sweep, expand, find_notebook, run_and_load
+from .sweep import Point, Sweep, expand, find_notebook, notebook_parameters, point_label, route_parameters, run_and_load
 
 TRAIN_NOTEBOOK = "notebooks/procedures/train.ipynb"  # found in the checkout or the installed package (sweep.find_notebook)
 RUN_COLUMNS = ["status", "final_top1", "best_top1", "wall_s", "imgs_per_s", "error"]
@@ -100,9 +102,7 @@ def architecture_study(*, recipe: str, models: Sequence[str], data: str = "defau
 
 def source_model(source: str) -> tuple[str, float, str]:
     """(model, width, label) of a fine-tuning source: a run folder, a checkpoint, or a timm pretrained name."""
-    import timm
 
-    from .checkpoint import load_checkpoint
 
     path = Path(source)
     if path.is_dir() and (path / "recipe.yaml").is_file():
@@ -126,7 +126,6 @@ def transfer_study(*, sources: Sequence[str], targets: Sequence[str], recipe: st
                    workers: Optional[int] = None, jobs: int = 1, log: Callable[[str], None] = print) -> Study:
     """Fine-tune every source on every target with `recipe` (and, with `scratch`, train from random
     weights for reference); the table is laid out like Table 5: targets as rows, sources as columns."""
-    from .sweep import notebook_parameters, point_label, route_parameters
 
     if not targets or not (sources or scratch):
         raise RunError(f"transfer study: give targets (got {list(targets)}) and sources (got {list(sources)}) or scratch=True")

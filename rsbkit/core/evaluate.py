@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import timm
 import torch
 import torch.nn.functional as F
+from timm.data import RealLabelsImagenet
 
 from .checkpoint import load_checkpoint
 from .data import Data, eval_loader, eval_transform, load_data
@@ -112,7 +114,6 @@ def evaluate(
     device = pick_device(device)
     real = None
     if real_json is not None:
-        from timm.data import RealLabelsImagenet
 
         if data.val_files is None:
             raise DataError(f"ReaL labels need the ImageNet val images as a folder dataset; {data.name} has no file names")
@@ -156,7 +157,6 @@ def load_model(
     """A model from a run folder (its best.pt), an rsbkit checkpoint, a plain state_dict
     (with `model` and `num_classes`), or a timm pretrained name such as
     ``resnet50.a1_in1k`` (downloads; needs a network). Returns (model, recipe or None)."""
-    import timm
 
     path = Path(source)
     if path.is_dir():
@@ -186,3 +186,8 @@ def load_model(
         raise CheckpointError(f"{path} holds no {key!r} weights" + ("; the run had model_ema off" if ema else ""))
     net.load_state_dict(state[key])
     return net.to(device).eval(), recipe
+
+
+def default_resolutions(train_res: int) -> list[int]:
+    """Test resolutions around the train one, 0.75x to 1.5x, in steps of 4 px (the FixRes range)."""
+    return sorted({max(8, int(round(train_res * f / 4)) * 4) for f in (0.75, 0.875, 1.0, 1.125, 1.25, 1.5)})

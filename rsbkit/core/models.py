@@ -20,9 +20,14 @@ from typing import Any, Optional, Union
 
 import timm
 import torch
+from timm.models.resnet import ResNet
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import RecipeError
+from .checkpoint import load_checkpoint
+from .devices import autocast, device_name, pick_device
+from .errors import CheckpointError, RecipeError
+from .recipes import Recipe
 
 ROUND = 8  # channel counts stay multiples of 8
 
@@ -31,7 +36,6 @@ def width_kwargs(name: str, width: float) -> dict[str, Any]:
     """timm ResNet arguments that multiply every stage's channels (and a deep stem's) by `width`."""
     if width == 1:
         return {}
-    from timm.models.resnet import ResNet
 
     with torch.device("meta"):
         model = timm.create_model(name)
@@ -72,8 +76,6 @@ def load_init(model: nn.Module, source: Union[str, Path]) -> dict[str, Any]:
     pretrained name (``resnet50.a1_in1k``: downloaded, needs a network). The classifier is
     kept fresh when its shape differs (new classes); any other mismatch is an error.
     Returns what was done: loaded and skipped keys."""
-    from .checkpoint import load_checkpoint
-    from .errors import CheckpointError
 
     path = Path(source)
     if path.is_dir():
@@ -122,7 +124,6 @@ def _classifier_prefix(model: nn.Module) -> str:
 
 def count_macs(model: nn.Module, res: int, device: Union[str, torch.device] = "cpu") -> float:
     """Multiply-accumulates of one forward pass on one image at `res` px (what papers call FLOPs), in G."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     was = model.training
     model.eval()
@@ -141,7 +142,6 @@ def measure_speed(model: nn.Module, res: int, *, batch: int, device: torch.devic
                   warmup: int = 3, amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False) -> dict[str, Any]:
     """Images per second of training steps (forward, backward, SGD step) or inference, timed between
     device synchronisations after `warmup` untimed steps; peak CUDA memory in MiB (None on CPU)."""
-    from .devices import autocast
 
     x = torch.randn(batch, 3, res, res, device=device)
     if channels_last:
@@ -180,7 +180,6 @@ def profile(name: str, res: int, *, width: float = 1.0, num_classes: int = 1000,
             amp: bool = True) -> dict[str, Any]:
     """One row of an architecture table: parameters (M), GMACs at `res`, training and inference
     images/s and peak training memory, measured here. Errors become the row's ``error``."""
-    from .devices import device_name, pick_device
 
     device = pick_device(device)
     cuda = device.type == "cuda"
@@ -189,7 +188,6 @@ def profile(name: str, res: int, *, width: float = 1.0, num_classes: int = 1000,
                                infer_imgs_per_s=None, train_peak_mem_mb=None, batch=batch, device=device_name(device),
                                precision="bfloat16" if amp_dtype else "float32", error=None)
     try:
-        from .recipes import Recipe
 
         model = create_model(Recipe(model=name, width=width, drop_path=0.0), num_classes).to(device)
     except (RecipeError, RuntimeError, TypeError, ValueError) as exc:

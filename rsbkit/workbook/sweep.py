@@ -30,10 +30,12 @@ a point that left a ``last.pt`` resumes from it.
 from __future__ import annotations
 
 import contextlib
+import html
 import itertools
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import time
@@ -43,19 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import torch
 import yaml
 
-from .errors import RsbkitError, RunLockedError, RunWriteError
-from .runs import (
-    POINT_LOCK_FILE,
-    SWEEP_POINT,
-    RunLock,
-    atomic_file,
-    atomic_write_text,
-    load_runs,
-    stamped_folder,
-    write_failure,
-)
+from ..core.errors import RsbkitError, RunLockedError, RunWriteError
+from ..core.recipes import load_recipe, recipe_fields
+from ..core.runs import POINT_LOCK_FILE, RunLock, atomic_file, atomic_write_text, stamped_folder, write_failure
+from .table import SWEEP_POINT, load_runs
 
 SWEEP_KEYS = {
     "notebook": "the notebook every point runs, e.g. notebooks/procedures/train.ipynb",
@@ -100,8 +96,8 @@ class PointResult:
 # ------------------------------------------------------------------ notebook parameters
 
 
-SOURCE_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"  # a source checkout's notebooks/
-PACKAGED_NOTEBOOKS = Path(__file__).resolve().parent / "_notebooks"  # the same files in an installed rsbkit
+SOURCE_NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"  # a source checkout's notebooks/
+PACKAGED_NOTEBOOKS = Path(__file__).resolve().parents[1] / "_notebooks"  # the same files in an installed rsbkit
 
 
 def find_notebook(notebook: Union[str, Path]) -> Path:
@@ -140,7 +136,6 @@ def notebook_parameters(notebook: Union[str, Path]) -> dict[str, dict[str, Any]]
 
 def route_parameters(notebook: Path, values: dict[str, Any], declared: dict[str, Any], where: str) -> dict[str, Any]:
     """Split `values` into notebook parameters and recipe fields (into ``overrides``); reject the rest."""
-    from .recipes import _fields
 
     out: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
@@ -153,7 +148,7 @@ def route_parameters(notebook: Path, values: dict[str, Any], declared: dict[str,
                 overrides.update(value)
             else:
                 out[key] = value
-        elif "overrides" in declared and key in _fields():
+        elif "overrides" in declared and key in recipe_fields():
             overrides[key] = value
         else:
             also = " or a recipe field" if "overrides" in declared else ""
@@ -167,7 +162,6 @@ def route_parameters(notebook: Path, values: dict[str, Any], declared: dict[str,
 def _check_recipe(params: dict[str, Any], where: str) -> None:
     if "recipe" not in params:
         return
-    from .recipes import load_recipe
 
     try:
         load_recipe(params["recipe"], **params.get("overrides", {}))
@@ -275,7 +269,6 @@ def _notebook_error(path: Path) -> Optional[str]:
 
 def _error_on_top(path: Path, error: str) -> None:
     """Put the error message itself (not only papermill's "An Exception was encountered") in the first cell."""
-    import html
 
     import nbformat
 
@@ -422,7 +415,6 @@ def stop_point(proc: subprocess.Popen, timeout: float = 120) -> None:
     Safe inside a signal handler that interrupted ``proc.wait()`` (submitit's
     preemption handler does): it watches the process instead of waiting on it.
     """
-    import signal
 
     import psutil
 
@@ -452,7 +444,6 @@ def _gpu_ids() -> list[str]:
     if visible is not None:
         return [d for d in visible.split(",") if d.strip()]
     try:
-        import torch
 
         return [str(i) for i in range(torch.cuda.device_count())]
     except Exception:

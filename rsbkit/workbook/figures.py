@@ -10,15 +10,21 @@ file, and the notebook prints why.
 """
 from __future__ import annotations
 
+import atexit
 import base64
 import json
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from ..core.runs import RunFolder, atomic_file, read_metrics
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 # figures fill the width they are shown in; their PNG copies (HTML export, and what JupyterLab's plotly renderer
@@ -67,9 +73,7 @@ def resolution_figure(table: pandas.DataFrame, *, train_res: Optional[int] = Non
 
 def seed_figure(values: Sequence[float], stats, *, title: str = "", bins: Optional[int] = None) -> go.Figure:
     """Histogram of a metric over seeds with its Gaussian fit, as the paper's Figure 2."""
-    import math
 
-    import numpy as np
 
     values = list(values)
     bins = bins or min(20, max(5, math.ceil(2 * math.sqrt(len(values)))))  # 100 seeds: 20 bins, 3 seeds: 5
@@ -142,7 +146,6 @@ def _start_kaleido() -> None:
     if _kaleido_server is not None:
         return
     try:
-        import atexit
 
         import kaleido
 
@@ -155,7 +158,6 @@ def _start_kaleido() -> None:
 
 def png_bytes(fig: go.Figure) -> tuple[Optional[bytes], str]:
     """The figure as PNG through kaleido, or (None, why not)."""
-    import warnings
 
     _start_kaleido()
     try:
@@ -174,7 +176,6 @@ def save_figure(fig: go.Figure, stem: Union[str, Path]) -> FigureFiles:
     stem.parent.mkdir(parents=True, exist_ok=True)
     data, why = png_bytes(fig)
     if data is not None:
-        from .runs import atomic_file
 
         with atomic_file(stem.with_suffix(".png"), "wb") as f:
             f.write(data)
@@ -243,7 +244,6 @@ class LiveFigure:
 
 def overlay_figure(run_dirs: Sequence[Union[str, Path]], column: str = "val_top1", *, title: str = "") -> go.Figure:
     """One metric per epoch for several runs on one axis (from each run's metrics.csv)."""
-    from .runs import RunFolder, read_metrics
 
     fig = go.Figure()
     for folder in map(Path, run_dirs):

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .errors import RunError
+from ..core.errors import RunError
 from .paper import TABLE6_A2
 
 Z95 = 1.959964  # two-sided 95% quantile of the standard normal
@@ -109,7 +109,7 @@ TRAINING_COLUMNS_IGNORED = ("seed", "name")  # what a seed study varies, or only
 def variant_label(run: Any, reference: Any, fields: Sequence[str]) -> str:
     """How one run's recipe differs from the reference run's, as a label: the recipe's name when it is another
     recipe (``torchvision_demo``), else the fields that differ (``loss=ce``, ``lr=0.004, aug_repeats=3``),
-    else ``same as the reference``. `run` and `reference` are rows of :func:`rsbkit.runs.load_runs`."""
+    else ``same as the reference``. `run` and `reference` are rows of :func:`rsbkit.workbook.table.load_runs`."""
     if run["recipe"] != reference["recipe"]:
         return str(run["recipe"])
     differ = [f"{k}={run[k]}" for k in fields if k not in TRAINING_COLUMNS_IGNORED and not _same(run[k], reference[k])]
@@ -177,7 +177,7 @@ def ablation_table(
     """
     missing = [f for f in ABLATION_FACTORS if f not in runs.columns]
     if missing:
-        raise RunError(f"the runs lack the columns {missing}; load them with rsbkit.runs.load_runs")
+        raise RunError(f"the runs lack the columns {missing}; load them with rsbkit.workbook.table.load_runs")
     unknown = set(reference) - set(ABLATION_FACTORS)
     if unknown:
         raise RunError(f"reference has unknown factors {sorted(unknown)}; use {', '.join(ABLATION_FACTORS)}")

@@ -21,6 +21,7 @@ The table is printed and written to ``benchmarks/results/<device>-<date>.json``.
 """
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import platform
@@ -34,11 +35,19 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
+import timm
 import torch
+from PIL import Image
 
-from .devices import autocast, cpu_cores, default_workers, device_name, peak_mem_mb, pick_device
-from .errors import RunError
-from .recipes import A3, Recipe, load_recipe
+from ..core import __version__
+from ..core.data import Data, ImageFiles, TrainInput, input_kind, load_data
+from ..core.devices import autocast, cpu_cores, default_workers, device_name, peak_mem_mb, pick_device
+from ..core.errors import RunError
+from ..core.losses import create_loss
+from ..core.models import create_model
+from ..core.optim import create_optimizer
+from ..core.recipes import A3, Recipe, load_recipe, plan_batch
+from ..core.train import train
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina", "immunohistochemistry")
 IMAGENET_SIZE = (500, 375)  # the most common ImageNet image size (width, height)
@@ -68,7 +77,7 @@ def default_config(device: torch.device, quick: bool = False, data: Optional[str
         return BenchConfig(recipe, data or "jpegs", steps=3, warmup=1, jpegs=96, device=str(device), quick=True)
     if device.type == "cuda":
         return BenchConfig(A3.replace(batch_size=256), data or "jpegs", device=str(device), end_to_end_steps=100)
-    demo = Path(__file__).resolve().parent.parent / "params" / "demo.yaml"
+    demo = Path(__file__).resolve().parents[2] / "params" / "demo.yaml"
     recipe = load_recipe(demo) if demo.is_file() else A3.replace(model="resnet18", train_res=32, test_res=32, batch_size=256)
     return BenchConfig(recipe, data or "default", steps=20, warmup=3, device=str(device))
 
@@ -81,12 +90,10 @@ def source_photos():
     (bundled with it: no download) when it is installed (the notebooks extra), else the embedded
     Fashion-MNIST images, tiled 8 x 8 into colour-tinted mosaics (real pictures, but with less detail
     than photos, so they decode somewhat faster)."""
-    from PIL import Image
 
     try:
         import skimage.data
     except ImportError:
-        from .data import load_data
 
         train = load_data("default").train
         rng = np.random.default_rng(0)
@@ -108,7 +115,6 @@ def write_jpegs(folder: Union[str, Path], n: int, *, classes: int = 10, seed: in
     """A folder in ImageNet layout of `n` JPEGs (train, and a tenth as many in val): random crops of
     :func:`source_photos` resized to 500x375 (some portrait 375x500), quality 90. Reused when it is
     already there; ``SOURCE`` in it says what the pictures are."""
-    from PIL import Image
 
     folder = Path(folder)
     done = folder / ".complete"
@@ -156,9 +162,6 @@ def _reset_memory(device: torch.device) -> None:
 
 def model_step(cfg: BenchConfig, device: torch.device, *, plain: bool) -> dict[str, Any]:
     """The recipe's model, optimizer and loss on synthetic batches (soft targets, as after mixup)."""
-    from .losses import create_loss
-    from .models import create_model
-    from .optim import create_optimizer
 
     r = cfg.recipe
     cuda = device.type == "cuda"
@@ -200,7 +203,6 @@ def model_step(cfg: BenchConfig, device: torch.device, *, plain: bool) -> dict[s
 
 
 def _data(cfg: BenchConfig, cache: Path):
-    from .data import load_data
 
     if cfg.data == "jpegs":
         return load_data(write_jpegs(cache / f"jpegs-{cfg.jpegs}", cfg.jpegs))
@@ -209,8 +211,6 @@ def _data(cfg: BenchConfig, cache: Path):
 
 def input_path(cfg: BenchConfig, device: torch.device, data, augment_on: str) -> dict[str, Any]:
     """The training input alone (TrainInput): loader workers, transfer, and on the device path the augmentation."""
-    from .data import TrainInput, input_kind
-    from .recipes import plan_batch
 
     r = cfg.recipe
     kind = input_kind(data, r, augment_on, r.decode_on, device)
@@ -244,7 +244,6 @@ def input_path(cfg: BenchConfig, device: torch.device, data, augment_on: str) ->
 
 def end_to_end(cfg: BenchConfig, device: torch.device, data, augment_on: str, out: Path) -> dict[str, Any]:
     """rsbkit.train on the data for two epochs of `steps` optimizer steps each; the second epoch's speed."""
-    from .train import train
 
     r = cfg.recipe
     images = (cfg.end_to_end_steps or cfg.steps) * r.batch_size
@@ -265,7 +264,6 @@ def end_to_end(cfg: BenchConfig, device: torch.device, data, augment_on: str, ou
 def _at_least(data, images: int):
     """A folder dataset whose file list is repeated until it holds `images` samples (the generated
     folder has 4,096 files; an end-to-end epoch of 100 steps of 256 needs 25,600)."""
-    from .data import Data, ImageFiles
 
     if not isinstance(data.train, ImageFiles) or len(data.train) >= images:
         return data
@@ -275,7 +273,6 @@ def _at_least(data, images: int):
 
 
 def _metrics(run: Path) -> list[dict[str, Any]]:
-    import csv
 
     with open(run / "metrics.csv") as f:
         return [{k: float(v) if v not in ("", None) else None for k, v in row.items()} for row in csv.DictReader(f)]
@@ -287,9 +284,7 @@ def _metrics(run: Path) -> list[dict[str, Any]]:
 def run_bench(cfg: BenchConfig, out_dir: Union[str, Path] = "benchmarks/results", *, cache: Union[str, Path, None] = None,
               command: Optional[str] = None, log=print) -> tuple[dict[str, Any], Path]:
     """Measure every entry, print the table, write the JSON; return (the record, its path)."""
-    import timm
 
-    from . import __version__
 
     device = pick_device(cfg.device)
     cache = Path(cache) if cache else Path.home() / ".cache" / "rsbkit" / "bench"

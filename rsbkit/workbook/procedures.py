@@ -1,4 +1,4 @@
-"""What the procedure notebooks call: parameters in, validated objects out.
+"""What the procedure notebooks (train, evaluate_resolution) call: parameters in, validated objects out.
 
 A notebook's parameters cell holds plain literals (papermill injects new ones);
 the next cell hands them to a function here, which turns names into objects and
@@ -7,21 +7,32 @@ before anything long starts.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .data import Data, load_data
-from .devices import pick_device
-from .errors import RunError
-from .recipes import Recipe, load_recipe
-from .runs import check_resume, stamped_folder
+import torch
+import yaml
+
+from ..core.data import Data, load_data
+from ..core.devices import pick_device
+from ..core.distributed import stream, torchrun_command
+from ..core.errors import RunError
+from ..core.evaluate import default_resolutions, load_model, resolution_sweep
+from ..core.optim import lr_schedule
+from ..core.recipes import RECIPES, Recipe, base_recipe, changes, load_recipe, plan_batch
+from ..core.runs import atomic_write_text, check_resume, read_metrics, stamped_folder
+from ..core.train import train
+from .figures import curves_figure
+from .paper import FIXRES_TIMM, TABLE9_CROP
+from .table import epoch_hooks
 
 NOTEBOOK_PROGRESS = ("line", "none")  # a tqdm bar in a saved notebook is noise
 
 
-def _none_if_empty(value: Any) -> Any:
+def none_if_empty(value: Any) -> Any:
     return None if value in ("", "auto") else value
 
 
@@ -45,8 +56,6 @@ class TrainSetup:
 
     def train(self, on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
         """Run `rsbkit.train.train`, with TensorBoard logging when it was asked for."""
-        from .runs import epoch_hooks
-        from .train import train
 
         with epoch_hooks(self.run_dir, on_epoch, self.tensorboard) as each:
             if self.nproc > 1:
@@ -56,7 +65,6 @@ class TrainSetup:
 
     def torchrun_command(self) -> list[str]:
         """The torchrun command line this setup runs when ``nproc > 1``."""
-        from .distributed import torchrun_command
 
         args = [str(self.run_dir / "recipe.yaml"), "--out", str(self.run_dir), "--device", self.device,
                 "--progress", self.progress, "--data", str(self.launch.get("data", "default"))]
@@ -73,10 +81,7 @@ class TrainSetup:
 
     def _torchrun(self, on_epoch: Optional[Callable[[dict[str, Any]], None]]) -> dict[str, Any]:
         """Launch torchrun, stream its log here, and feed `on_epoch` from metrics.csv as epochs end."""
-        import json
 
-        from .distributed import stream
-        from .runs import read_metrics
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume:
@@ -104,7 +109,6 @@ class TrainSetup:
 
     def changes(self):
         """What this run's recipe changes from its base recipe: field, base value, this run's value."""
-        from .recipes import changes
 
         return changes(self.recipe, self.base or Recipe())
 
@@ -119,9 +123,7 @@ class TrainSetup:
     def schedule(self) -> Optional[tuple[list[float], list[float]]]:
         """(epoch, lr) over the whole run as planned, read once the run has written recipe.yaml."""
         if self._schedule is None and (self.run_dir / "recipe.yaml").is_file():
-            import yaml
 
-            from .optim import lr_schedule
 
             resolved = yaml.safe_load((self.run_dir / "recipe.yaml").read_text())["resolved"]
             steps = resolved["steps_per_epoch"]
@@ -132,7 +134,6 @@ class TrainSetup:
 
     def curves(self, rows: list[dict[str, Any]]):
         """The live figure of this run: loss, LR (with the planned schedule) and top-1 per epoch."""
-        from .figures import curves_figure
 
         return curves_figure(rows, schedule=self.schedule(),
                              title=f"{self.recipe.name}: {self.recipe.model} on {self.data.label}")
@@ -179,7 +180,6 @@ def train_setup(
     overrides = dict(overrides or {})
     if seed is not None:
         overrides["seed"] = seed
-    from .recipes import base_recipe
 
     base = base_recipe(recipe)
     if isinstance(recipe, Recipe):
@@ -190,25 +190,23 @@ def train_setup(
         raise RunError(f"progress={progress!r}: use one of {', '.join(NOTEBOOK_PROGRESS)} in a notebook")
     if not isinstance(nproc, int) or nproc < 1:
         raise RunError(f"nproc={nproc!r}: give the number of training processes (1, or one per GPU under torchrun)")
-    from .recipes import plan_batch
 
     plan_batch(recipe, nproc, micro_batch or None)  # a batch that cannot be split fails here, naming the numbers
     for name, value in (("limit_train", limit_train), ("limit_val", limit_val), ("workers", workers)):
         if value is not None and (not isinstance(value, int) or value < 0):
             raise RunError(f"{name}={value!r}: give a non-negative integer, or None")
-    dataset = load_data(data, root=_none_if_empty(data_root), limit_train=limit_train or None,
+    dataset = load_data(data, root=none_if_empty(data_root), limit_train=limit_train or None,
                         limit_val=limit_val or None)
-    device = str(pick_device(_none_if_empty(device)))
-    out = Path(out_dir) if _none_if_empty(out_dir) else stamped_folder(recipe.name)
+    device = str(pick_device(none_if_empty(device)))
+    out = Path(out_dir) if none_if_empty(out_dir) else stamped_folder(recipe.name)
     check_resume(out, resume)
     if nproc > 1 and device.startswith("cuda"):
-        import torch
 
         if torch.cuda.device_count() < nproc:
             raise RunError(f"nproc={nproc} but this machine has {torch.cuda.device_count()} CUDA device(s): "
                            "use at most one process per GPU")
         device = "cuda"  # each process takes the GPU of its local rank
-    launch = dict(data=data, data_root=_none_if_empty(data_root), limit_train=limit_train, limit_val=limit_val)
+    launch = dict(data=data, data_root=none_if_empty(data_root), limit_train=limit_train, limit_val=limit_val)
     return TrainSetup(recipe=recipe, data=dataset, run_dir=out, device=device, workers=workers, resume=resume,
                       progress=progress, tensorboard=bool(tensorboard), nproc=nproc, micro_batch=micro_batch or None,
                       launch=launch, base=base)
@@ -226,7 +224,6 @@ def beside_paper(result: dict[str, Any], recipe: Recipe):
     """
     import pandas as pd
 
-    from .recipes import RECIPES
 
     rep = recipe.reported
     base = next((r for r in RECIPES.values() if rep is not None and r.reported == rep), recipe)
@@ -256,18 +253,13 @@ def beside_paper(result: dict[str, Any], recipe: Recipe):
     return table
 
 
-def _out_folder(out_dir: Optional[str], fallback: Path) -> Path:
-    folder = Path(out_dir) if _none_if_empty(out_dir) else fallback
+def out_folder(out_dir: Optional[str], fallback: Path) -> Path:
+    folder = Path(out_dir) if none_if_empty(out_dir) else fallback
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
 # ------------------------------------------------------------------ evaluate_resolution.ipynb
-
-
-def default_resolutions(train_res: int) -> list[int]:
-    """Test resolutions around the train one, 0.75x to 1.5x, in steps of 4 px (the FixRes range)."""
-    return sorted({max(8, int(round(train_res * f / 4)) * 4) for f in (0.75, 0.875, 1.0, 1.125, 1.25, 1.5)})
 
 
 @dataclass
@@ -303,7 +295,6 @@ def resolution_study(
     ema: bool = False, device: Optional[str] = None, limit_val: Optional[int] = None, out_dir: Optional[str] = None,
 ) -> ResolutionStudy:
     """Top-1 of a run, checkpoint or timm pretrained model over test resolutions x crop ratios."""
-    from .evaluate import load_model, resolution_sweep
 
     if not source:
         raise RunError("source is empty: give a run folder, a checkpoint file or a timm pretrained name")
@@ -319,10 +310,9 @@ def resolution_study(
         raise RunError(f"resolutions {bad}: give integers of at least 8 px")
     dataset = load_data(data, limit_val=limit_val or None)
     table = resolution_sweep(model, dataset, resolutions, crops,
-                             interpolation=recipe.interpolation if recipe else "bicubic", device=_none_if_empty(device))
+                             interpolation=recipe.interpolation if recipe else "bicubic", device=none_if_empty(device))
     fallback = Path(source) if Path(source).is_dir() else stamped_folder("resolution")
-    folder = _out_folder(out_dir, fallback)
-    from .runs import atomic_write_text
+    folder = out_folder(out_dir, fallback)
 
     atomic_write_text(folder / "resolution.csv", table.to_csv(index=False))
     return ResolutionStudy(table, train_res, recipe.test_res if recipe else None, folder)
@@ -332,207 +322,6 @@ def paper_resolution_tables():
     """The paper's crop-ratio table (Table 9) and timm's FixRes points, as DataFrames."""
     import pandas as pd
 
-    from .paper import FIXRES_TIMM, TABLE9_CROP
 
     crop = pd.DataFrame(TABLE9_CROP).pivot(index="crop_pct", columns="recipe", values="mean")
     return crop, pd.DataFrame(FIXRES_TIMM)
-
-
-# ------------------------------------------------------------------ studies: seeds, ablation, report
-
-
-def sweep_runs(sweep: Optional[str], runs: Optional[str], jobs: int = 1):
-    """Run a sweep file (completed points are reused) and/or read a folder of runs: (DataFrame, folder)."""
-    from .runs import load_runs
-    from .sweep import load_sweep, run_and_load
-
-    if _none_if_empty(runs):
-        return load_runs(runs), Path(runs)
-    if not _none_if_empty(sweep):
-        raise RunError("give a sweep file (sweep=...) to run, or a folder of finished runs (runs=...)")
-    spec = load_sweep(sweep)
-    return run_and_load(spec, jobs=jobs), spec.out
-
-
-@dataclass
-class SeedStudy:
-    runs: Any  # DataFrame of the runs
-    stats: Any  # studies.SeedStats
-    metric: str
-    out_dir: Path
-
-    @property
-    def values(self) -> list[float]:
-        done = self.runs[self.runs["status"] == "completed"]
-        return [float(v) for v in done[self.metric]]
-
-    def summary(self) -> str:
-        s = self.stats
-        return (f"{s.n} seeds: {self.metric} {s.mean:.2f} +- {s.std:.2f} (std), range {s.min:.2f} - {s.max:.2f} "
-                f"({s.range:.2f} points). Two single runs must differ by more than {s.noise_band(1):.2f} points, "
-                f"two means of 5 seeds by more than {s.noise_band(5):.2f}, before the difference is more than seed "
-                "noise (two-sided 95%).")
-
-
-def seed_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs: int = 1,
-               metric: str = "final_top1", out_dir: Optional[str] = None) -> SeedStudy:
-    """N seeds of one recipe: statistics written to ``seed_stats.json`` for the ablation to use."""
-    import json
-
-    from .runs import atomic_write_text
-    from .studies import noise_table, seed_stats
-
-    table, folder = sweep_runs(sweep, runs, jobs)
-    if metric not in table.columns:
-        raise RunError(f"metric {metric!r} is not a run column; use final_top1, best_top1 or final_top5")
-    failed = table[table["status"] != "completed"]
-    if len(failed):
-        print(f"{len(failed)} run(s) not completed are left out: {', '.join(failed['name'])}")
-    done = table[table["status"] == "completed"]
-    stats = seed_stats(done[metric])
-    folder = _out_folder(out_dir, folder)
-    record = dict(metric=metric, recipe=_sole(done, "recipe"), data=_sole(done, "data"), n=stats.n,
-                  mean=stats.mean, std=stats.std, min=stats.min, max=stats.max,
-                  seeds=[int(s) for s in done["seed"]], values=[float(v) for v in done[metric]],
-                  noise_band_1=stats.noise_band(1), noise_table=noise_table(stats).to_dict("records"))
-    atomic_write_text(folder / "seed_stats.json", json.dumps(record, indent=2) + "\n")
-    return SeedStudy(table, stats, metric, folder)
-
-
-def _sole(table, column: str) -> Optional[str]:
-    """The one value a column holds over every row (a seed study's recipe, its dataset), else None."""
-    values = set(table[column].dropna().astype(str)) if column in table.columns else set()
-    return values.pop() if len(values) == 1 else None
-
-
-# where the ablation looks for a seed study of its own recipe: the seed sweep's folder
-# (params/sweeps/seeds.yaml), then the statistics committed with the findings (a source checkout)
-SEED_STATS_PLACES = (Path("runs") / "sweeps" / "seeds" / "seed_stats.json",
-                     Path(__file__).resolve().parents[1] / "findings" / "seed_stats.json")
-
-
-def find_seed_stats(recipe: Optional[str], data: Optional[str], metric: str = "final_top1") -> Optional[Path]:
-    """A seed study's ``seed_stats.json`` measured with this recipe, dataset and metric (None if none is found):
-    a noise band is only meaningful for the recipe and data whose seeds it was measured on."""
-    import json
-
-    for path in SEED_STATS_PLACES:
-        if path.is_file():
-            rec = json.loads(path.read_text())
-            if (rec.get("recipe"), rec.get("data"), rec.get("metric")) == (recipe, data, metric) and recipe is not None:
-                return path
-    return None
-
-
-def read_noise_band(seed_stats_json: Optional[str], n_per_cell: int = 1) -> Optional[float]:
-    """The noise band for single runs from a seed study's ``seed_stats.json`` (None when not given)."""
-    import json
-
-    from .studies import SeedStats
-
-    if not _none_if_empty(seed_stats_json):
-        return None
-    path = Path(seed_stats_json)
-    if not path.is_file():
-        raise RunError(f"seed_stats {path} does not exist; run notebooks/studies/seed_variance.ipynb first, or leave it empty")
-    rec = json.loads(path.read_text())
-    return SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"]).noise_band(n_per_cell)
-
-
-def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs: int = 1,
-                   reference: Optional[dict[str, Any]] = None, seed_stats: Optional[str] = None,
-                   metric: str = "final_top1", out_dir: Optional[str] = None):
-    """The Table 6 grid from a sweep or finished runs: (table, noise band or None, folder).
-
-    ``seed_stats="auto"`` uses a seed study of the same recipe, dataset and metric when one is found
-    (:func:`find_seed_stats`: the seed sweep's folder, else the committed findings); a path uses that
-    file; empty uses none. ``table.attrs['noise_source']`` says which file the band came from.
-    """
-    from .runs import atomic_write_text
-    from .studies import ablation_table
-
-    table, folder = sweep_runs(sweep, runs, jobs)
-    if seed_stats == "auto":
-        found = find_seed_stats(_sole(table, "recipe"), _sole(table, "data"), metric)
-        seed_stats = str(found) if found else None
-    noise = read_noise_band(seed_stats)
-    result = ablation_table(table, reference or {}, metric=metric, noise=noise)
-    result.attrs["noise_source"] = seed_stats or None
-    folder = _out_folder(out_dir, folder)
-    atomic_write_text(folder / "ablation.csv", result.to_csv(index=False))
-    return result, noise, folder
-
-
-@dataclass
-class ComparisonStudy:
-    runs: Any  # DataFrame: the reference's seeds and every variant's runs, labelled in 'variant'
-    table: Any  # DataFrame: one row per variant (mean, std, n, min, max, diff, noise_band, own_band, band, beyond_noise)
-    stats: Any  # studies.SeedStats of the reference's seeds
-    metric: str
-    out_dir: Path
-
-    def summary(self) -> str:
-        lines = []
-        for row in self.table.iloc[1:].itertuples(index=False):
-            verdict = "more than seed noise" if row.beyond_noise else "within seed noise"
-            lines.append(f"{row.variant}: {row.mean:.2f} +- {row.std:.2f} over {row.n} seeds, {row.diff:+.2f} points "
-                         f"against the reference ({verdict}: +-{row.band:.2f})")
-        ref = self.table.iloc[0]
-        return "\n".join([f"{ref.variant}: {ref['mean']:.2f} +- {ref['std']:.2f} over {ref.n} seeds"] + lines)
-
-
-def comparison_study(*, reference: str, sweeps: list, jobs: int = 1, metric: str = "final_top1",
-                     out_dir: Optional[str] = None) -> ComparisonStudy:
-    """Variants of a recipe (each a sweep file, seeds included) against that recipe's seed sweep.
-
-    Every sweep runs through the sweep runner (completed points are reused). Writes ``comparison.csv``
-    (one row per variant) and ``comparison_runs.csv`` (one row per run) to `out_dir` (empty: the
-    reference sweep's folder's parent / comparison).
-    """
-    from .recipes import _fields
-    from .runs import atomic_write_text
-    from .studies import compare_variants
-
-    if isinstance(sweeps, str):
-        sweeps = [sweeps]
-    if not sweeps:
-        raise RunError("give the variants' sweep files: sweeps=[params/sweeps/loss_ce.yaml, ...]")
-    ref_runs, ref_folder = sweep_runs(reference, None, jobs)
-    import pandas as pd
-
-    variants = pd.concat([sweep_runs(s, None, jobs)[0] for s in sweeps], ignore_index=True)
-    if metric not in variants.columns:
-        raise RunError(f"metric {metric!r} is not a run column; use final_top1, best_top1 or final_top5")
-    fields = [f for f in _fields() if f in variants.columns and f in ref_runs.columns]
-    runs, table, stats = compare_variants(variants, ref_runs, fields, metric)
-    folder = _out_folder(out_dir, ref_folder.parent / "comparison")
-    atomic_write_text(folder / "comparison.csv", table.to_csv(index=False))
-    atomic_write_text(folder / "comparison_runs.csv", runs.to_csv(index=False))
-    return ComparisonStudy(runs, table, stats, metric, folder)
-
-
-REPORT_COLUMNS = ("name", "run", "recipe", "status", "model", "epochs", "train_res", "test_res", "loss", "lr", "seed",
-                  "final_top1", "best_top1", "best_epoch", "wall_s", "imgs_per_s", "peak_mem_mb", "device_name")
-
-
-def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] = None, out_dir: Optional[str] = None):
-    """Gather runs into (runs table, per-group summary or None, folder); writes report.csv."""
-    from .runs import atomic_write_text, load_runs
-
-    if isinstance(runs, str):
-        runs = [runs]
-    table = load_runs(runs)
-    if table.empty:
-        raise RunError(f"no runs found under {runs}")
-    group_by = list(group_by or [])
-    unknown = [g for g in group_by + [metric] if g not in table.columns]
-    if unknown:
-        raise RunError(f"{unknown} are not run columns; choose from {', '.join(map(str, table.columns))}")
-    folder = _out_folder(out_dir, stamped_folder("report"))
-    shown = table[[c for c in REPORT_COLUMNS if c in table.columns]]
-    atomic_write_text(folder / "report.csv", table.to_csv(index=False))
-    groups = None
-    if group_by:
-        done = table[table["status"] == "completed"]
-        groups = done.groupby(group_by)[metric].agg(["count", "mean", "std", "min", "max"]).reset_index()
-    return shown, groups, folder

@@ -15,6 +15,7 @@ launch torchrun and show its log as it comes.
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import subprocess
 import sys
@@ -24,9 +25,10 @@ from typing import Optional, Union
 
 import torch
 import torch.distributed as dist
+from timm.utils import distribute_bn
 
 from .devices import pick_device
-from .errors import DistributedError
+from .errors import DistributedError, RsbkitError, RunError
 
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 BACKENDS = ("nccl", "gloo")
@@ -157,7 +159,6 @@ def any_rank(job: Dist, flag: torch.Tensor) -> bool:
 def on_main(job: Dist, action: Callable[[], object]) -> None:
     """Run `action` on rank 0 only; if it fails with an rsbkit error, every rank raises one with the
     same message, so no rank is left waiting for a rank 0 that stopped (e.g. on a locked run folder)."""
-    from .errors import RsbkitError, RunError
 
     if not job.enabled:
         action()
@@ -184,7 +185,6 @@ def sync_bn_buffers(job: Dist, model: torch.nn.Module, recipe) -> None:
     process, with ``dist_bn: none``, or with SyncBatchNorm (already global)."""
     if not job.enabled or recipe.dist_bn == "none" or recipe.sync_bn:
         return
-    from timm.utils import distribute_bn
 
     distribute_bn(model, job.world_size, reduce=recipe.dist_bn == "reduce")
 
@@ -224,7 +224,6 @@ def stream(cmd: Sequence[str], *, log: Callable[[str], None] = print, env: Optio
     """Run `cmd`, passing each line of its output (stdout and stderr together) to `log` as it comes, and
     calling `every` at least every `interval` seconds while it runs (and once after), whether or not
     it prints: a quiet process (``--progress none``) is followed all the same."""
-    import select
 
     log("$ " + shlex.join(cmd))
     with subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd) as proc:

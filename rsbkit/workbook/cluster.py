@@ -15,13 +15,14 @@ running the sweep again: completed points are skipped, the others resume.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .runs import atomic_write_text
+from ..core.runs import atomic_write_text
 from .sweep import Point, PointResult, Sweep, SweepError, notebook_parameters, pending, run_point, stop_point, summarize
 
 EXECUTORS = ("pool", "local", "slurm")
@@ -84,7 +85,6 @@ class PointJob:
         self._proc = None
 
     def __call__(self) -> PointResult:
-        import os
 
         os.chdir(self.cwd)
         # a requeued attempt may start while the preempted one is still saving: wait for its lock, a bounded time

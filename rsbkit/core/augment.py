@@ -43,7 +43,12 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.ops import roi_align
 
+from .devices import is_out_of_memory
 from .errors import RecipeError
 
 FILL = (124, 116, 104)  # timm's img_mean for ImageNet: round(255 * IMAGENET_DEFAULT_MEAN)
@@ -70,7 +75,6 @@ def timm_hparams() -> dict:
 
 def randaugment(aa: str):
     """timm's RandAugment transform for a string such as ``rand-m7-mstd0.5-inc1`` (hparams as timm's train uses)."""
-    from timm.data.auto_augment import rand_augment_transform
 
     if not isinstance(aa, str) or not aa.startswith("rand"):
         raise RecipeError(f"aa={aa!r}: not a RandAugment string, e.g. rand-m7-mstd0.5-inc1")
@@ -432,7 +436,7 @@ def resized_crop_flip(images: torch.Tensor, boxes: torch.Tensor, size: int, flip
     return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
 
 
-def _check_device_recipe(recipe) -> None:
+def check_device_recipe(recipe) -> None:
     if recipe.color_jitter:
         raise RecipeError(f"{recipe.name}: color_jitter {recipe.color_jitter} has no device implementation here; "
                           "set augment_on: loader (timm's per-image transform) or color_jitter: 0")
@@ -444,7 +448,7 @@ def _check_device_recipe(recipe) -> None:
 def supports_device(recipe) -> bool:
     """Whether every ingredient of the recipe's train transform has its device implementation here."""
     try:
-        _check_device_recipe(recipe)
+        check_device_recipe(recipe)
     except RecipeError:
         return False
     return True
@@ -461,7 +465,6 @@ class BatchErasing:
     thread cannot share with the training thread reproducibly."""
 
     def __init__(self, probability: float):
-        from timm.data.random_erasing import RandomErasing
 
         timm_erasing = RandomErasing(probability, mode="pixel", max_count=1, device="cpu")
         self.probability, self.min_area, self.max_area = timm_erasing.probability, timm_erasing.min_area, timm_erasing.max_area
@@ -513,7 +516,7 @@ class DeviceAugment:
 
     def __init__(self, recipe, *, crop: bool = True, channels_last: bool = False,
                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
-        _check_device_recipe(recipe)
+        check_device_recipe(recipe)
         self.size, self.scale, self.ratio, self.hflip = recipe.train_res, tuple(recipe.scale), tuple(recipe.ratio), recipe.hflip
         self.crop, self.channels_last = crop, channels_last
         self.randaugment = BatchRandAugment(recipe.aa, interpolation=recipe.train_interpolation) if recipe.aa else None
@@ -601,7 +604,6 @@ def crop_each(images: Sequence[torch.Tensor], scale: Sequence[float], ratio: Seq
 
 
 def _roi_resize(images: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Tensor:
-    from torchvision.ops import roi_align
 
     # adaptive sampling: ceil(box / size) bilinear samples per output pixel and side, averaged (an antialiased
     # downscale, and the identity when box and output sizes agree)
@@ -620,9 +622,7 @@ def decode_images(encoded: Sequence[torch.Tensor], device: torch.device) -> tupl
 
     Returns the images and (position, reason) for each one that could not be decoded. An
     out-of-memory error is not a bad file: it is raised, for the out-of-memory fallback."""
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-    from .devices import is_out_of_memory
 
     jpeg = [i for i, e in enumerate(encoded) if is_jpeg(bytes(e[:3].tolist()))]
     out: list[Optional[torch.Tensor]] = [None] * len(encoded)

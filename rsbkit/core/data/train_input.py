@@ -1,0 +1,397 @@
+"""The training input of one process: timm's train transform in loader workers (``augment_on:
+loader``), or uint8 arrays, encoded file bytes or crops sent to the device and augmented there
+(rsbkit.core.augment); :class:`TrainInput` holds it for a whole run, :func:`ahead` makes batches in a
+thread on its own CUDA stream."""
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import random
+import threading
+from collections.abc import Callable
+from typing import NamedTuple, Optional, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import Mixup, create_transform
+from timm.data.transforms import RandomResizedCropAndInterpolation
+from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
+
+from ..augment import DeviceAugment, decode_images
+from ..errors import DataError
+from ..recipes import BatchPlan, Recipe
+from .datasets import ArrayImages, Data, ImageFiles, SkippedImage, Transformed, collate
+from .sampling import EpochSampler, sample_seed
+
+
+def train_transform(recipe: Recipe) -> Callable:
+    """RandomResizedCrop, flip, RandAugment string, random erasing: timm's ImageNet train transform,
+    resampling with `train_interpolation` (timm's ``random``: bilinear or bicubic drawn per image)."""
+    return create_transform(
+        input_size=recipe.train_res,
+        is_training=True,
+        scale=recipe.scale,
+        ratio=recipe.ratio,
+        hflip=recipe.hflip,
+        vflip=0.0,
+        color_jitter=recipe.color_jitter or None,
+        auto_augment=recipe.aa,
+        interpolation=recipe.train_interpolation,  # random: per image, in the crop and RandAugment's geometric ops
+        re_prob=recipe.reprob,
+        re_mode="pixel",
+        re_count=1,
+    )
+
+
+def create_mixup(recipe: Recipe, num_classes: int) -> Optional[Mixup]:
+    """timm's Mixup/CutMix per batch, with label smoothing folded into the soft targets; None when off."""
+    if (recipe.mixup <= 0 and recipe.cutmix <= 0) or recipe.mixup_prob <= 0:
+        return None
+    return Mixup(
+        mixup_alpha=recipe.mixup,
+        cutmix_alpha=recipe.cutmix,
+        prob=recipe.mixup_prob,
+        switch_prob=recipe.mixup_switch_prob,
+        mode="batch",
+        label_smoothing=recipe.smoothing,
+        num_classes=num_classes,
+    )
+
+
+class _Seeded:
+    """Seeds the global RNGs that timm's transforms draw from (``random``, numpy, torch's CPU
+    generator) from a sample's seed. In a loader worker the state is simply replaced; in the
+    training process (``workers=0``) it is put back after, so mixup and drop path keep their own."""
+
+    def __init__(self, seed: int, numpy_and_torch: bool = True):
+        self.seed, self.all = seed, numpy_and_torch
+
+    def __enter__(self):
+
+
+        self.saved = None
+        if get_worker_info() is None:
+            self.saved = (random.getstate(), np.random.get_state() if self.all else None,
+                          torch.random.default_generator.get_state() if self.all else None)
+        random.seed(self.seed)
+        if self.all:
+            np.random.seed(self.seed)
+            torch.random.default_generator.manual_seed(self.seed)  # the CPU generator only: CUDA's stay as they are
+
+    def __exit__(self, *exc):
+
+        if self.saved is not None:
+            random.setstate(self.saved[0])
+            if self.all:
+                np.random.set_state(self.saved[1])
+                torch.random.default_generator.set_state(self.saved[2])
+
+
+class SeededTransform(Dataset):
+    """Items ``(index, seed)``: the image at `index`, through `transform` with every RNG seeded from `seed`."""
+
+    def __init__(self, base: Dataset, transform: Callable, numpy_and_torch: bool = True):
+        self.inner, self.numpy_and_torch = Transformed(base, transform), numpy_and_torch
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with _Seeded(seed, self.numpy_and_torch):
+            return self.inner[index]
+
+
+class _CropToUint8:
+    """timm's RandomResizedCrop, then the crop as a uint8 (3, H, W) tensor."""
+
+    def __init__(self, crop: Callable):
+        self.crop = crop
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.crop(img), dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+class ArrayBatches(Dataset):
+    """Whole images of an :class:`ArrayImages` (or a Subset of one) as uint8 ``(3, H, W)`` tensors,
+    fetched a micro-batch at a time with one array index (``__getitems__``): no PIL, no per-image
+    work; the device crops them."""
+
+    def __init__(self, base: Dataset):
+        indices = None
+        if isinstance(base, Subset):
+            base, indices = base.dataset, np.asarray(base.indices)
+        self.images, self.labels, self.indices = base.images, base.labels, indices
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.images)
+
+    def __getitems__(self, keys: list[tuple[int, int]]):
+        rows = np.fromiter((k[0] for k in keys), dtype=np.int64, count=len(keys))
+        if self.indices is not None:
+            rows = self.indices[rows]
+        images = torch.from_numpy(self.images[rows])
+        images = images.unsqueeze(1).expand(-1, 3, -1, -1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+        return [(images.contiguous(), torch.from_numpy(self.labels[rows]))]
+
+    def __getitem__(self, key: tuple[int, int]):
+        return self.__getitems__([key])[0]
+
+
+def _collate_arrays(batch):
+    images, labels = batch[0]
+    return images, labels, []
+
+
+class EncodedFiles(Dataset):
+    """The bytes of image files, for decoding on the training device (numpy arrays: a worker sends
+    them inside its batch's one buffer, see :func:`collate_encoded`)."""
+
+    def __init__(self, base: ImageFiles):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: Union[int, tuple[int, int]]):
+        path, label = self.base.samples[key[0] if isinstance(key, tuple) else key]  # (index, seed) in training
+        try:
+            return np.fromfile(path, dtype=np.uint8), label, path
+        except OSError as exc:
+            return SkippedImage(path, f"{type(exc).__name__}: {exc}")
+
+
+class EncodedBatch(NamedTuple):
+    """A micro-batch of files as one buffer: file k is ``data[offsets[k]:offsets[k + 1]]``.
+
+    One tensor, not one per file: each tensor a worker sends is a shared-memory segment and a passed
+    file descriptor, so a batch of 2,048 files took 2,048 descriptors (``Too many open files`` under
+    ``ulimit -n 1024``) and 130-170 ms to receive 256 of them, against about 6 ms for one buffer."""
+
+    data: torch.Tensor  # uint8, every file's bytes one after another
+    offsets: torch.Tensor  # int64 (n + 1,)
+    paths: list[str]
+
+    def files(self) -> list[torch.Tensor]:
+        o = self.offsets.tolist()
+        return [self.data[o[k] : o[k + 1]] for k in range(len(self.paths))]
+
+
+def collate_encoded(batch):
+    skipped = [b for b in batch if isinstance(b, SkippedImage)]
+    good = [b for b in batch if not isinstance(b, SkippedImage)]
+    if not good:
+        return None, None, skipped
+    offsets = np.zeros(len(good) + 1, dtype=np.int64)
+    np.cumsum([len(b[0]) for b in good], out=offsets[1:])
+    data = torch.from_numpy(np.concatenate([b[0] for b in good]))
+    return EncodedBatch(data, torch.from_numpy(offsets), [b[2] for b in good]), torch.tensor([b[1] for b in good]), skipped
+
+
+def files_of(dataset: Dataset) -> Optional[ImageFiles]:
+    """The image files of a folder dataset, or of a Subset of one (``--limit-train``), in its order."""
+    if isinstance(dataset, Subset) and isinstance(dataset.dataset, ImageFiles):
+        return ImageFiles([dataset.dataset.samples[i] for i in dataset.indices])
+    return dataset if isinstance(dataset, ImageFiles) else None
+
+
+def _mostly_jpeg(files: ImageFiles, sample: int = 1000) -> bool:
+    """Whether most files (by extension, of up to `sample` spread over the list) are JPEGs."""
+    step = max(1, len(files.samples) // sample)
+    names = [p for p, _ in files.samples[::step]]
+    return sum(os.path.splitext(p)[1].lower() in (".jpg", ".jpeg") for p in names) * 2 > len(names)
+
+
+def _arrays_of(dataset: Dataset) -> bool:
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return isinstance(base, ArrayImages) and base.images.ndim in (3, 4) and (base.images.ndim == 3 or base.images.shape[3] == 3)
+
+
+def input_kind(data: Data, recipe: Recipe, augment_on: str, decode_on: str, device: torch.device) -> str:
+    """What the loader hands the training process:
+
+    - ``loader``: float images, timm's whole per-image transform done in the workers;
+    - ``arrays``: whole same-size images as uint8 (in-memory arrays); the device crops them;
+    - ``encoded``: file bytes; the device decodes (``decode_jpeg``, nvJPEG on CUDA) and crops
+      (``auto`` on CUDA for a folder of mostly JPEGs: what a multi-GPU node needs, since its few
+      cores per GPU cannot decode and crop with PIL at the GPU's rate);
+    - ``crops``: uint8 crops at ``train_res`` (decoded and cropped with timm's RandomResizedCrop
+      in the workers); the device flips, RandAugments and normalises.
+    """
+    if augment_on == "loader":
+        return "loader"
+    if _arrays_of(data.train):
+        return "arrays"
+    files = files_of(data.train)
+    if files is not None and (decode_on == "device" or (decode_on == "auto" and device.type == "cuda" and _mostly_jpeg(files))):
+        return "encoded"
+    if decode_on == "device":
+        raise DataError(f"decode_on: device needs a folder dataset of image files; {data.name} is not one. "
+                        "Set decode_on: auto or loader")
+    return "crops"
+
+
+class TrainInput:
+    """The training input of one process for a whole run: a persistent loader (workers live across
+    epochs, prefetching) and, on the device path, the augmentation after it.
+
+    ``for images, labels, skipped in source.epoch(seed, device, generator)`` yields micro-batches
+    ready for the model (normalised floats on `device`, timm's Mixup not yet applied). Each
+    sample's augmentation in the loader is seeded from (epoch seed, position in the epoch), and the
+    device's from `generator`, which the caller seeds per epoch: an epoch is the same whether or
+    not the run was resumed before it, with any number of workers.
+    """
+
+    def __init__(self, data: Data, recipe: Recipe, plan: BatchPlan, *, augment_on: str = "loader",
+                 decode_on: str = "auto", device: Union[str, torch.device] = "cpu", workers: int = 0,
+                 pin_memory: bool = False, rank: int = 0, channels_last: bool = False, prefetch: int = 4):
+
+
+        device = torch.device(device)
+        self.kind = input_kind(data, recipe, augment_on, decode_on, device)
+        self.device, self.channels_last, self.rank, self.prefetch = device, channels_last, rank, prefetch
+        collate_fn = collate
+        self.augment = None
+        if self.kind == "loader":
+            dataset = SeededTransform(data.train, train_transform(recipe))
+        elif self.kind == "arrays":
+            dataset, collate_fn = ArrayBatches(data.train), _collate_arrays
+        elif self.kind == "encoded":
+            dataset, collate_fn = EncodedFiles(files_of(data.train)), collate_encoded
+        else:
+            crop = RandomResizedCropAndInterpolation(recipe.train_res, scale=tuple(recipe.scale), ratio=tuple(recipe.ratio),
+                                                     interpolation=recipe.train_interpolation)
+            dataset = SeededTransform(data.train, _CropToUint8(crop), numpy_and_torch=False)  # timm's crop draws from `random`
+        if self.kind != "loader":
+            self.augment = DeviceAugment(recipe, crop=self.kind != "crops", channels_last=channels_last)
+        self.sampler = EpochSampler(data.train, recipe, plan, rank)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=plan.micro_batch,
+            sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=collate_fn,
+            pin_memory=pin_memory,
+            drop_last=True,
+            persistent_workers=workers > 0,  # each sample is seeded by its key: no RNG state carries over
+            prefetch_factor=prefetch if workers > 0 else None,
+            # the workers' base seed (unused: samples are seeded by their keys) is drawn from this generator when the
+            # loader starts, not from torch's global one, which drop path draws from after a resume as without it
+            generator=torch.Generator().manual_seed(rank),
+        )
+
+    def epoch(self, epoch_seed: int, generator: Optional[torch.Generator] = None):
+        """The epoch's micro-batches. On CUDA they are made ready ahead, in a thread on a stream of its
+        own (:func:`ahead`): decoding and augmenting batch i + 1 overlaps the step of batch i."""
+        self.sampler.set_epoch(epoch_seed)
+        draws = generator  # RandAugment's choices, the erasing boxes, a list's crops: on the CPU
+        if generator is not None and generator.device.type != "cpu":
+            draws = torch.Generator().manual_seed(sample_seed(epoch_seed, -1 - self.rank))  # per process, apart from samples
+        batches = (self.prepare(batch, generator, draws) for batch in self.loader)
+        return ahead(batches, self.device) if self.device.type == "cuda" else batches
+
+    def prepare(self, batch, generator: Optional[torch.Generator], draws: Optional[torch.Generator]):
+        """One loader batch as (images ready for the model, labels, skipped) on the device."""
+        images, labels, skipped = decode_batch(batch, self.device) if self.kind == "encoded" else batch
+        if images is None:
+            return None, None, skipped
+        if self.kind != "encoded":
+            images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.augment is not None:
+            images = self.augment(images, generator, draws)
+        elif self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels, skipped
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def decode_batch(batch, device: torch.device):
+    """An (EncodedBatch, labels, skipped) batch decoded on `device` (:func:`rsbkit.augment.decode_images`):
+    (list of uint8 images, their labels, skipped) with the unreadable files moved to skipped; images
+    None when none was readable."""
+
+
+    encoded, labels, skipped = batch
+    if encoded is None:
+        return None, None, skipped
+    images, bad = decode_images(encoded.files(), device)
+    if bad:
+        keep = torch.ones(len(labels), dtype=torch.bool)
+        keep[[i for i, _ in bad]] = False
+        labels = labels[keep]
+        skipped = skipped + [SkippedImage(encoded.paths[i], reason) for i, reason in bad]
+    return (images or None), labels, skipped
+
+
+def ahead(batches, device: torch.device, depth: int = 2):
+    """Run the iterator `batches` (loading, decoding, augmenting) in a thread, up to `depth` batches
+    ahead of the caller; on CUDA on a stream of its own, each batch ordered after that stream's work.
+
+    - Ordering: the caller's stream waits for an event recorded after each batch, and each tensor is
+      ``record_stream``-ed on it, so the allocator does not hand its memory back to the thread's
+      stream while the step still reads it.
+    - nvJPEG: torchvision's ``decode_jpeg`` on CUDA allocates on the current stream and decodes on a
+      private one without waiting for it (pytorch/vision#9606), and the hardware decoder may ignore
+      streams altogether; :func:`rsbkit.augment.decode_images` therefore synchronises the current
+      stream first. Here that is the thread's own stream, so only the thread waits: the training
+      thread keeps launching.
+    - An exception in the thread (an unreadable batch, an out-of-memory error) is raised in the
+      caller at that batch; closing the generator early stops the thread.
+
+    Training uses it on CUDA only (on a CPU the thread would take cores from the step)."""
+
+    cuda = device.type == "cuda"
+    stream = torch.cuda.Stream(device) if cuda else None
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            if cuda and device.index is not None:  # under torchrun: this process's GPU (a thread starts on GPU 0)
+                torch.cuda.set_device(device)
+            with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+                for batch in batches:
+                    event = None
+                    if cuda:
+                        event = torch.cuda.Event()
+                        event.record(stream)
+                    if not put((batch, event)):
+                        return
+            put((end, None))
+        except BaseException as exc:  # handed to the caller, which raises it
+            put((exc, None))
+
+    thread = threading.Thread(target=produce, name="rsbkit-input", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch, event = items.get()
+            if batch is end:
+                return
+            if isinstance(batch, BaseException):
+                raise batch
+            if cuda:
+                current = torch.cuda.current_stream(device)
+                current.wait_event(event)
+                for t in batch[:2]:
+                    if isinstance(t, torch.Tensor):
+                        t.record_stream(current)
+            yield batch
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,214 @@
+"""Command line: ``python -m rsbkit {recipe,train,evaluate,data,run,sweep,bench} ...``.
+
+Bad input prints one line (``rsbkit: error: ...``) and exits with status 2; no traceback.
+``train`` runs under torchrun as it is: ``torchrun --nproc_per_node=N -m rsbkit train CONFIG.yaml ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Optional
+
+import yaml
+
+from ..core.data import load_data
+from ..core.distributed import launcher_env
+from ..core.errors import RsbkitError
+from ..core.evaluate import evaluate, load_model, resolution_sweep
+from ..core.recipes import load_recipe, parse_overrides
+from ..core.runs import default_run_dir
+from ..core.train import train
+from .bench import config_from_args, run_bench
+from .cluster import ClusterOptions, run_cluster_sweep
+from .sweep import find_notebook, load_sweep, run_point, run_sweep, single_point
+from .table import epoch_hooks
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        self.exit(2, f"rsbkit {self.prog.split()[-1]}: error: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rsbkit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("recipe", help="print a resolved recipe as YAML")
+    p.add_argument("source", help="recipe name (a1, a2, a3, torchvision, resnet_rs50 ...) or YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+
+    p = sub.add_parser("train", help="train a recipe and write a run folder")
+    p.add_argument("config", help="YAML file (params/a3.yaml ...) or recipe name")
+    p.add_argument("--data", default="default", help="'default', 'fashion-mnist', a timm name (torch/cifar10) or a folder")
+    p.add_argument("--data-root", default=None, help="where timm / torchvision datasets are downloaded")
+    p.add_argument("--out", default=None, help="run folder (default runs/<recipe>-<time>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--device", default=None, help="cuda, cpu or auto (default)")
+    p.add_argument("--workers", type=int, default=None, help="data loader processes")
+    p.add_argument("--progress", default="auto", choices=("auto", "bar", "line", "none"))
+    p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on a fixed random N images")
+    p.add_argument("--limit-val", type=int, default=None, metavar="N", help="evaluate on a fixed random N images")
+    p.add_argument("--tensorboard", action="store_true", help="also log the curves to OUT/tensorboard")
+    p.add_argument("--micro-batch", type=int, default=None, metavar="N",
+                   help="images per forward pass in each process; the rest of the global batch is accumulated "
+                        "(default: batch_size / processes)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
+                   help="end after this epoch (status 'stopped'); --resume continues: training in pieces")
+    p.add_argument("--backend", default=None, choices=("nccl", "gloo"),
+                   help="process group backend under torchrun (default: nccl on CUDA, gloo on CPU)")
+
+    p = sub.add_parser("evaluate", help="top-1 of a run or checkpoint over test resolutions and crop ratios")
+    p.add_argument("source", help="run folder, checkpoint file, or timm pretrained name (needs a network)")
+    p.add_argument("--data", default="default")
+    p.add_argument("--res", type=int, nargs="+", default=None, help="test resolutions (default: the recipe's)")
+    p.add_argument("--crop", type=float, nargs="+", default=None, help="crop ratios (default: the recipe's)")
+    p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    p.add_argument("--real", default=None, metavar="real.json", help="ImageNet ReaL labels file")
+    p.add_argument("--device", default=None)
+    p.add_argument("--limit-val", type=int, default=None, metavar="N")
+
+    p = sub.add_parser("data", help="check a dataset and print its size and classes")
+    p.add_argument("spec", nargs="?", default="default")
+    p.add_argument("--data-root", default=None)
+
+    p = sub.add_parser("run", help="execute a notebook with papermill into a run folder (plus its HTML export)")
+    p.add_argument("notebook", help="e.g. notebooks/procedures/train.ipynb")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a notebook parameter; VALUE is read as YAML (2, 1e-3, [160, 224], {epochs: 2})")
+    p.add_argument("--out", default=None, help="run folder (default runs/<recipe or notebook>-<time>)")
+    p.add_argument("--kernel", default="python3")
+
+    p = sub.add_parser("sweep", help="run every point of a sweep file through papermill (skips completed points)")
+    p.add_argument("file", help="params/sweeps/NAME.yaml")
+    p.add_argument("--jobs", type=int, default=1, help="points at once (one GPU each where there are several)")
+    p.add_argument("--out", default=None, help="folder of the point folders (default: the file's 'out')")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the points; run nothing")
+    p.add_argument("--executor", default="pool", choices=("pool", "local", "slurm"),
+                   help="pool: papermill processes here (default); slurm: one Slurm job per point through submitit; "
+                        "local: the same submitit jobs as processes here")
+    c = p.add_argument_group("cluster jobs (--executor slurm / local)")
+    c.add_argument("--partition", default=None, help="Slurm partition")
+    c.add_argument("--gpus", type=int, default=0, help="GPUs per point (also the train notebook's nproc: torchrun)")
+    c.add_argument("--cpus", type=int, default=None, help="CPUs per point")
+    c.add_argument("--time", type=int, default=24 * 60, metavar="MIN",
+                   help="time limit per attempt, minutes; a timed-out point is requeued and resumes from last.pt")
+    c.add_argument("--mem", type=float, default=None, metavar="GB", help="memory per point")
+    c.add_argument("--account", default=None)
+    c.add_argument("--qos", default=None)
+    c.add_argument("--constraint", default=None, help="Slurm --constraint, e.g. h100")
+    c.add_argument("--max-requeues", type=int, default=3, help="time-outs a point may resume from")
+    c.add_argument("--no-wait", action="store_true", help="slurm: submit and return (rerun the sweep later to collect)")
+
+    p = sub.add_parser("bench", help="images/s of the model step, the input path and training end to end; writes a JSON")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: seconds on a CPU")
+    p.add_argument("--device", default=None, help="cuda, cpu or auto (default)")
+    p.add_argument("--data", default=None,
+                   help="dataset for the input and end-to-end entries: your ImageNet folder, 'default', or 'jpegs' "
+                        "(a folder of ImageNet-like JPEGs this command writes; the default on CUDA)")
+    p.add_argument("--recipe", default=None, help="recipe name or YAML (default: a3 on CUDA, params/demo.yaml on CPU)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--res", type=int, default=None, help="train resolution, px")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model step")
+    p.add_argument("--steps", type=int, default=None, help="measured steps per entry")
+    p.add_argument("--workers", type=int, default=None, help="loader workers (default: from the cores)")
+    p.add_argument("--jpegs", type=int, default=None, help="files in the generated JPEG folder (default 4096)")
+    p.add_argument("--out", default="benchmarks/results", help="folder of the JSON files")
+    p.add_argument("--cache", default=None, help="where the generated JPEGs are kept (default ~/.cache/rsbkit/bench)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for records
+    try:
+        return _run(args)
+    except RsbkitError as exc:
+        print(f"rsbkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rsbkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+
+    if args.command == "recipe":
+        print(load_recipe(args.source, **parse_overrides(args.overrides)).to_yaml(), end="")
+        return 0
+    if args.command == "train":
+
+        recipe = load_recipe(args.config, **parse_overrides(args.overrides))
+        out = args.out or default_run_dir(recipe)
+        with epoch_hooks(out, tensorboard=args.tensorboard) as on_epoch:
+            result = train(
+                recipe, args.data, out, device=args.device, workers=args.workers, resume=args.resume,
+                progress=args.progress, limit_train=args.limit_train, limit_val=args.limit_val,
+                data_root=args.data_root, on_epoch=on_epoch, micro_batch=args.micro_batch, backend=args.backend,
+                stop_after=args.stop_after,
+            )
+        if launcher_env().main:
+            print(f"run folder: {result['run_dir']}")
+        return 0
+    if args.command == "evaluate":
+
+        model, recipe = load_model(args.source, ema=args.ema, device="cpu")
+        data = load_data(args.data, limit_val=args.limit_val)
+        res = args.res or [recipe.test_res if recipe else 224]
+        crops = args.crop or [recipe.crop_pct if recipe else 0.95]
+        interp = recipe.interpolation if recipe else "bicubic"
+        if args.real:
+            print(evaluate(model, data, test_res=res[0], crop_pct=crops[0], interpolation=interp,
+                           device=args.device, real_json=args.real))
+        else:
+            print(resolution_sweep(model, data, res, crops, interpolation=interp, device=args.device).to_string(index=False))
+        return 0
+    if args.command == "data":
+
+        data = load_data(args.spec, root=args.data_root)
+        for key, value in data.describe().items():
+            print(f"{key}: {value}")
+        print(f"classes: {', '.join(map(str, data.classes[:20]))}{' ...' if data.num_classes > 20 else ''}")
+        return 0
+    if args.command == "run":
+
+
+        params = {name: yaml.safe_load(value) for name, value in args.parameter}
+        notebook = find_notebook(args.notebook)
+        point = single_point(notebook, params, args.out)
+        print(f"running {notebook} into {point.run_dir}")
+        res = run_point(notebook, point, kernel=args.kernel)
+        if res.status != "completed":
+            print(f"rsbkit run: failed: {res.error}\nthe failed notebook: {res.notebook} "
+                  f"(log: {point.run_dir / 'papermill.log'})", file=sys.stderr)
+            return 1
+        print(f"executed notebook: {res.notebook} (HTML beside it); run folder: {point.run_dir}")
+        return 0
+    if args.command == "sweep":
+
+        sweep = load_sweep(args.file, out=args.out)
+        if args.dry_run:
+            for point in sweep.points:
+                print(f"{point.run_dir}: {point.parameters}")
+            return 0
+        if args.executor == "pool":
+            table = run_sweep(sweep, jobs=args.jobs)
+        else:
+
+            options = ClusterOptions(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time,
+                                     mem_gb=args.mem, account=args.account, qos=args.qos, constraint=args.constraint,
+                                     max_requeues=args.max_requeues)
+            table = run_cluster_sweep(sweep, executor=args.executor, options=options, jobs=args.jobs,
+                                      block=not args.no_wait)
+            if table is None:
+                return 0
+        return 1 if (table["status"] == "failed").any() else 0
+    if args.command == "bench":
+
+
+        run_bench(config_from_args(args), args.out, cache=args.cache, command=shlex.join(["python", "-m", "rsbkit", *args.argv]))
+        return 0
+    raise AssertionError(args.command)

@@ -1,0 +1,202 @@
+"""What the study notebooks call (seed_variance, ablation, compare, report): run or read a sweep,
+then the statistics of rsbkit.workbook.studies over its runs, saved beside them as JSON and CSV.
+Like the procedures, each takes a notebook's plain parameters and fails early with a clear message."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..core.errors import RunError
+from ..core.recipes import recipe_fields
+from ..core.runs import atomic_write_text, stamped_folder
+from .procedures import none_if_empty, out_folder
+from .studies import SeedStats, ablation_table, compare_variants, noise_table, seed_stats
+from .sweep import load_sweep, run_and_load
+from .table import load_runs
+
+NOTEBOOK_PROGRESS = ("line", "none")  # a tqdm bar in a saved notebook is noise
+
+
+def sweep_runs(sweep: Optional[str], runs: Optional[str], jobs: int = 1):
+    """Run a sweep file (completed points are reused) and/or read a folder of runs: (DataFrame, folder)."""
+
+    if none_if_empty(runs):
+        return load_runs(runs), Path(runs)
+    if not none_if_empty(sweep):
+        raise RunError("give a sweep file (sweep=...) to run, or a folder of finished runs (runs=...)")
+    spec = load_sweep(sweep)
+    return run_and_load(spec, jobs=jobs), spec.out
+
+
+@dataclass
+class SeedStudy:
+    runs: Any  # DataFrame of the runs
+    stats: Any  # studies.SeedStats
+    metric: str
+    out_dir: Path
+
+    @property
+    def values(self) -> list[float]:
+        done = self.runs[self.runs["status"] == "completed"]
+        return [float(v) for v in done[self.metric]]
+
+    def summary(self) -> str:
+        s = self.stats
+        return (f"{s.n} seeds: {self.metric} {s.mean:.2f} +- {s.std:.2f} (std), range {s.min:.2f} - {s.max:.2f} "
+                f"({s.range:.2f} points). Two single runs must differ by more than {s.noise_band(1):.2f} points, "
+                f"two means of 5 seeds by more than {s.noise_band(5):.2f}, before the difference is more than seed "
+                "noise (two-sided 95%).")
+
+
+def seed_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs: int = 1,
+               metric: str = "final_top1", out_dir: Optional[str] = None) -> SeedStudy:
+    """N seeds of one recipe: statistics written to ``seed_stats.json`` for the ablation to use."""
+
+
+    table, folder = sweep_runs(sweep, runs, jobs)
+    if metric not in table.columns:
+        raise RunError(f"metric {metric!r} is not a run column; use final_top1, best_top1 or final_top5")
+    failed = table[table["status"] != "completed"]
+    if len(failed):
+        print(f"{len(failed)} run(s) not completed are left out: {', '.join(failed['name'])}")
+    done = table[table["status"] == "completed"]
+    stats = seed_stats(done[metric])
+    folder = out_folder(out_dir, folder)
+    record = dict(metric=metric, recipe=_sole(done, "recipe"), data=_sole(done, "data"), n=stats.n,
+                  mean=stats.mean, std=stats.std, min=stats.min, max=stats.max,
+                  seeds=[int(s) for s in done["seed"]], values=[float(v) for v in done[metric]],
+                  noise_band_1=stats.noise_band(1), noise_table=noise_table(stats).to_dict("records"))
+    atomic_write_text(folder / "seed_stats.json", json.dumps(record, indent=2) + "\n")
+    return SeedStudy(table, stats, metric, folder)
+
+
+def _sole(table, column: str) -> Optional[str]:
+    """The one value a column holds over every row (a seed study's recipe, its dataset), else None."""
+    values = set(table[column].dropna().astype(str)) if column in table.columns else set()
+    return values.pop() if len(values) == 1 else None
+
+
+# where the ablation looks for a seed study of its own recipe: the seed sweep's folder
+# (params/sweeps/seeds.yaml), then the statistics committed with the findings (a source checkout)
+SEED_STATS_PLACES = (Path("runs") / "sweeps" / "seeds" / "seed_stats.json",
+                     Path(__file__).resolve().parents[2] / "findings" / "seed_stats.json")
+
+
+def find_seed_stats(recipe: Optional[str], data: Optional[str], metric: str = "final_top1") -> Optional[Path]:
+    """A seed study's ``seed_stats.json`` measured with this recipe, dataset and metric (None if none is found):
+    a noise band is only meaningful for the recipe and data whose seeds it was measured on."""
+
+    for path in SEED_STATS_PLACES:
+        if path.is_file():
+            rec = json.loads(path.read_text())
+            if (rec.get("recipe"), rec.get("data"), rec.get("metric")) == (recipe, data, metric) and recipe is not None:
+                return path
+    return None
+
+
+def read_noise_band(seed_stats_json: Optional[str], n_per_cell: int = 1) -> Optional[float]:
+    """The noise band for single runs from a seed study's ``seed_stats.json`` (None when not given)."""
+
+
+    if not none_if_empty(seed_stats_json):
+        return None
+    path = Path(seed_stats_json)
+    if not path.is_file():
+        raise RunError(f"seed_stats {path} does not exist; run notebooks/studies/seed_variance.ipynb first, or leave it empty")
+    rec = json.loads(path.read_text())
+    return SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"]).noise_band(n_per_cell)
+
+
+def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs: int = 1,
+                   reference: Optional[dict[str, Any]] = None, seed_stats: Optional[str] = None,
+                   metric: str = "final_top1", out_dir: Optional[str] = None):
+    """The Table 6 grid from a sweep or finished runs: (table, noise band or None, folder).
+
+    ``seed_stats="auto"`` uses a seed study of the same recipe, dataset and metric when one is found
+    (:func:`find_seed_stats`: the seed sweep's folder, else the committed findings); a path uses that
+    file; empty uses none. ``table.attrs['noise_source']`` says which file the band came from.
+    """
+
+    table, folder = sweep_runs(sweep, runs, jobs)
+    if seed_stats == "auto":
+        found = find_seed_stats(_sole(table, "recipe"), _sole(table, "data"), metric)
+        seed_stats = str(found) if found else None
+    noise = read_noise_band(seed_stats)
+    result = ablation_table(table, reference or {}, metric=metric, noise=noise)
+    result.attrs["noise_source"] = seed_stats or None
+    folder = out_folder(out_dir, folder)
+    atomic_write_text(folder / "ablation.csv", result.to_csv(index=False))
+    return result, noise, folder
+
+
+@dataclass
+class ComparisonStudy:
+    runs: Any  # DataFrame: the reference's seeds and every variant's runs, labelled in 'variant'
+    table: Any  # DataFrame: one row per variant (mean, std, n, min, max, diff, noise_band, own_band, band, beyond_noise)
+    stats: Any  # studies.SeedStats of the reference's seeds
+    metric: str
+    out_dir: Path
+
+    def summary(self) -> str:
+        lines = []
+        for row in self.table.iloc[1:].itertuples(index=False):
+            verdict = "more than seed noise" if row.beyond_noise else "within seed noise"
+            lines.append(f"{row.variant}: {row.mean:.2f} +- {row.std:.2f} over {row.n} seeds, {row.diff:+.2f} points "
+                         f"against the reference ({verdict}: +-{row.band:.2f})")
+        ref = self.table.iloc[0]
+        return "\n".join([f"{ref.variant}: {ref['mean']:.2f} +- {ref['std']:.2f} over {ref.n} seeds"] + lines)
+
+
+def comparison_study(*, reference: str, sweeps: list, jobs: int = 1, metric: str = "final_top1",
+                     out_dir: Optional[str] = None) -> ComparisonStudy:
+    """Variants of a recipe (each a sweep file, seeds included) against that recipe's seed sweep.
+
+    Every sweep runs through the sweep runner (completed points are reused). Writes ``comparison.csv``
+    (one row per variant) and ``comparison_runs.csv`` (one row per run) to `out_dir` (empty: the
+    reference sweep's folder's parent / comparison).
+    """
+
+    if isinstance(sweeps, str):
+        sweeps = [sweeps]
+    if not sweeps:
+        raise RunError("give the variants' sweep files: sweeps=[params/sweeps/loss_ce.yaml, ...]")
+    ref_runs, ref_folder = sweep_runs(reference, None, jobs)
+    import pandas as pd
+
+    variants = pd.concat([sweep_runs(s, None, jobs)[0] for s in sweeps], ignore_index=True)
+    if metric not in variants.columns:
+        raise RunError(f"metric {metric!r} is not a run column; use final_top1, best_top1 or final_top5")
+    fields = [f for f in recipe_fields() if f in variants.columns and f in ref_runs.columns]
+    runs, table, stats = compare_variants(variants, ref_runs, fields, metric)
+    folder = out_folder(out_dir, ref_folder.parent / "comparison")
+    atomic_write_text(folder / "comparison.csv", table.to_csv(index=False))
+    atomic_write_text(folder / "comparison_runs.csv", runs.to_csv(index=False))
+    return ComparisonStudy(runs, table, stats, metric, folder)
+
+
+REPORT_COLUMNS = ("name", "run", "recipe", "status", "model", "epochs", "train_res", "test_res", "loss", "lr", "seed",
+                  "final_top1", "best_top1", "best_epoch", "wall_s", "imgs_per_s", "peak_mem_mb", "device_name")
+
+
+def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] = None, out_dir: Optional[str] = None):
+    """Gather runs into (runs table, per-group summary or None, folder); writes report.csv."""
+
+    if isinstance(runs, str):
+        runs = [runs]
+    table = load_runs(runs)
+    if table.empty:
+        raise RunError(f"no runs found under {runs}")
+    group_by = list(group_by or [])
+    unknown = [g for g in group_by + [metric] if g not in table.columns]
+    if unknown:
+        raise RunError(f"{unknown} are not run columns; choose from {', '.join(map(str, table.columns))}")
+    folder = out_folder(out_dir, stamped_folder("report"))
+    shown = table[[c for c in REPORT_COLUMNS if c in table.columns]]
+    atomic_write_text(folder / "report.csv", table.to_csv(index=False))
+    groups = None
+    if group_by:
+        done = table[table["status"] == "completed"]
+        groups = done.groupby(group_by)[metric].agg(["count", "mean", "std", "min", "max"]).reset_index()
+    return shown, groups, folder
