@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsbkit.workbook.table import load_runs
 from rsbkit.workbook.figures import resolution_figure, save_figure
 from rsbkit.workbook.studies import group_stats
+from rsbkit.workbook.table import load_runs
 
 RUN_COLUMNS = ["name", "recipe", "status", "seed", "model", "epochs", "batch_size", "opt", "lr", "lr_used", "weight_decay",
                "sched", "loss", "aa", "mixup", "cutmix", "aug_repeats", "train_res", "test_res", "crop_pct", "data",

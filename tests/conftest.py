@@ -64,6 +64,29 @@ def run_cli(*args: str, timeout: int = 600):
     return subprocess.run([sys.executable, "-m", "rsbkit", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``python -m rsbkit ARGS`` in this process (no interpreter and torch import per call): a callable
+    giving (returncode, stdout, stderr) like subprocess.run. The subprocess form (run_cli) stays for the
+    commands that train or must run as their own process."""
+    import types
+
+    from rsbkit.workbook.cli import main
+
+    monkeypatch.chdir(ROOT)
+
+    def call(*args: str):
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's errors
+            code = exc.code
+        out = capsys.readouterr()
+        return types.SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return call
+
+
 SMOKE_NOTEBOOK_PARAMS = ("-p", "recipe", "params/smoke.yaml", "-p", "limit_train", "128", "-p", "limit_val", "64",
                          "-p", "device", "cpu", "-p", "workers", "0")
 

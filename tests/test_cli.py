@@ -7,10 +7,10 @@ from conftest import run_cli
 from rsbkit.core.recipes import A1
 
 
-def test_recipe_prints_resolved_yaml():
-    out = run_cli("recipe", "a1")
+def test_recipe_prints_resolved_yaml(cli):
+    out = cli("recipe", "a1")
     assert out.returncode == 0 and yaml.safe_load(out.stdout) == A1.to_dict()
-    out = run_cli("recipe", "params/a3.yaml", "--set", "lr=1e-3", "--set", "epochs=10")
+    out = cli("recipe", "params/a3.yaml", "--set", "lr=1e-3", "--set", "epochs=10")
     resolved = yaml.safe_load(out.stdout)
     assert (resolved["lr"], resolved["epochs"], resolved["train_res"]) == (1e-3, 10, 160)
 
@@ -22,14 +22,14 @@ def one_line_error(out, *needles):
         assert needle in out.stderr, (needle, out.stderr)
 
 
-def test_bad_input_gives_one_line():
-    one_line_error(run_cli("recipe", "a4"), "unknown recipe 'a4'", "did you mean")
-    one_line_error(run_cli("recipe", "a1", "--set", "lrr=1"), "unknown recipe field 'lrr'", "'lr'")
-    one_line_error(run_cli("recipe", "a1", "--set", "crop_pct=2"), "crop_pct=2.0 is out of range")
-    one_line_error(run_cli("train", "params/smoke.yaml", "--data", "/no/such/dir"), "dataset folder /no/such/dir does not exist")
-    one_line_error(run_cli("train"), "the following arguments are required: config")
-    one_line_error(run_cli("train", "params/smoke.yaml", "--progress", "loud"), "invalid choice: 'loud'")
-    one_line_error(run_cli("evaluate", "/no/such/run"), "no checkpoint, run folder or timm model named /no/such/run")
+def test_bad_input_gives_one_line(cli):
+    one_line_error(cli("recipe", "a4"), "unknown recipe 'a4'", "did you mean")
+    one_line_error(cli("recipe", "a1", "--set", "lrr=1"), "unknown recipe field 'lrr'", "'lr'")
+    one_line_error(cli("recipe", "a1", "--set", "crop_pct=2"), "crop_pct=2.0 is out of range")
+    one_line_error(cli("train", "params/smoke.yaml", "--data", "/no/such/dir"), "dataset folder /no/such/dir does not exist")
+    one_line_error(cli("train"), "the following arguments are required: config")
+    one_line_error(cli("train", "params/smoke.yaml", "--progress", "loud"), "invalid choice: 'loud'")
+    one_line_error(cli("evaluate", "/no/such/run"), "no checkpoint, run folder or timm model named /no/such/run")
 
 
 def test_train_then_evaluate_from_the_command_line(tmp_path):
@@ -43,6 +43,6 @@ def test_train_then_evaluate_from_the_command_line(tmp_path):
     assert lines[0].split()[:3] == ["test_res", "crop_pct", "resize_to"] and len(lines) == 3
 
 
-def test_data_command():
-    out = run_cli("data", "default")
+def test_data_command(cli):
+    out = cli("data", "default")
     assert out.returncode == 0 and "train_images: 12000" in out.stdout and "Ankle boot" in out.stdout

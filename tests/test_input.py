@@ -367,6 +367,7 @@ def test_out_of_memory_while_decoding_reaches_the_fallback(tmp_path, image_folde
     """An out-of-memory error inside decoding is not an unreadable file: it halves the micro-batch like one in the step."""
     import torchvision.io
 
+    import rsbkit.core.augment as augment
     from rsbkit.core.train import train
 
     real = torchvision.io.decode_jpeg
@@ -378,7 +379,7 @@ def test_out_of_memory_while_decoding_reaches_the_fallback(tmp_path, image_folde
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         return real(data, *args, **kwargs)
 
-    monkeypatch.setattr(torchvision.io, "decode_jpeg", tight)
+    monkeypatch.setattr(augment, "decode_jpeg", tight)  # the name rsbkit decodes with
     with pytest.raises(torch.OutOfMemoryError):
         decode_images(_encoded([(Image.new("RGB", (8, 8)), "JPEG", {})] * 5), torch.device("cpu"))
     lines = []

@@ -62,10 +62,10 @@ def test_bad_sweep_files_are_rejected_before_anything_runs(tmp_path, text, messa
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_rejects_bad_sweep_and_bad_notebook_parameter_with_one_line(tmp_path):
-    out = run_cli("sweep", str(write(tmp_path, f"notebook: {TRAIN}\ngrid: {{}}\n")))
+def test_cli_rejects_bad_sweep_and_bad_notebook_parameter_with_one_line(tmp_path, cli):
+    out = cli("sweep", str(write(tmp_path, f"notebook: {TRAIN}\ngrid: {{}}\n")))
     assert out.returncode == 2 and "the grid is empty" in out.stderr and "Traceback" not in out.stderr
-    out = run_cli("run", TRAIN, "-p", "recipee", "a3")
+    out = cli("run", TRAIN, "-p", "recipee", "a3")
     assert out.returncode == 2 and "'recipee' is not a parameter" in out.stderr and "recipe, overrides, data" in out.stderr
 
 
