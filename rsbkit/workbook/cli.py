@@ -15,9 +15,9 @@ import yaml
 
 from ..core.data import load_data
 from ..core.distributed import launcher_env
-from ..core.errors import RsbkitError
+from ..core.errors import RecipeError, RsbkitError
 from ..core.evaluate import evaluate, load_model, resolution_sweep
-from ..core.recipes import load_recipe, parse_overrides
+from ..core.recipes import from_timm_args, load_recipe, params_yaml, parse_overrides
 from ..core.runs import default_run_dir
 from ..core.train import train
 from .bench import config_from_args, run_bench
@@ -36,8 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("recipe", help="print a resolved recipe as YAML")
-    p.add_argument("source", help="recipe name (a1, a2, a3, torchvision, resnet_rs50 ...) or YAML file")
+    p.add_argument("source", nargs="?", help="recipe name (a1, a2, a3, torchvision, resnet_rs50 ...) or YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    p.add_argument("--from-timm", default=None, metavar="ARGS_YAML",
+                   help="the recipe that trains what a timm train.py run trained, from its args.yaml, as a params file")
+    p.add_argument("--nproc", type=int, default=1, help="--from-timm: the processes the train.py run used (args.yaml lacks it)")
 
     p = sub.add_parser("train", help="train a recipe and write a run folder")
     p.add_argument("config", help="YAML file (params/a3.yaml ...) or recipe name")
@@ -137,6 +140,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _run(args: argparse.Namespace) -> int:
 
     if args.command == "recipe":
+        if args.from_timm:
+            recipe, notes = from_timm_args(args.from_timm, world_size=args.nproc)
+            print(params_yaml(recipe.replace(**parse_overrides(args.overrides)), notes), end="")
+            return 0
+        if args.source is None:
+            raise RecipeError("give a recipe name or YAML file, or --from-timm ARGS_YAML")
         print(load_recipe(args.source, **parse_overrides(args.overrides)).to_yaml(), end="")
         return 0
     if args.command == "train":

@@ -21,3 +21,4 @@ from .schema import (  # noqa: F401
     recipe_fields,
     split_fields,
 )
+from .timm_args import closest_base, from_timm_args, params_yaml  # noqa: F401

@@ -1,0 +1,174 @@
+"""A timm ``train.py`` run's ``args.yaml`` as the recipe that trains the same thing.
+
+``args.yaml`` holds every argparse flag of train.py, defaults included, so the
+importer reads each one: a flag with a recipe field maps to it with train.py's
+semantics (:data:`FIELDS`, the LR rule and the traps below); a flag that only
+says how or where the run executed (paths, workers, logging, devices) is
+ignored (:data:`NOT_TRAINING`); a flag that changes training and has no field
+(:data:`NO_FIELD`) is refused, naming it, unless it is at train.py's default.
+A flag this module does not know (a newer timm) is listed as not read.
+
+train.py's semantics kept here:
+
+- the global batch is ``batch_size`` (per process) x processes x
+  ``grad_accum_steps``; args.yaml does not record the processes: pass
+  `world_size` (the CLI's ``--nproc``);
+- ``--lr`` given is used as given; otherwise ``lr_base`` at ``lr_base_size``
+  is scaled to the global batch by ``lr_base_scale`` (empty: square root for
+  LAMB and the Adam family, else linear: rsbkit's ``lr_scale: auto``);
+- ``--bce-loss`` chooses BCE, else soft-target cross-entropy; ``smoothing``
+  goes into Mixup's targets (or label smoothing without Mixup);
+- ``--color-jitter`` (default 0.4) is not applied under RandAugment unless
+  ``force_color_jitter`` or a '3a' policy: args.yaml then shows 0.4 for a run
+  that never jittered, and the recipe gets 0;
+- ``crop_pct`` and ``interpolation`` left empty take the model's pretrained
+  config, as train.py's ``resolve_data_config`` does; the test size is the
+  train size (``--img-size``) as in train.py's validation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+from timm.models import get_pretrained_cfg
+
+from ..errors import RecipeError
+from .catalogue import RECIPES
+from .schema import Recipe
+
+# train.py flag -> recipe field, value as it is
+FIELDS = {
+    "model": "model", "drop": "drop", "epochs": "epochs", "cooldown_epochs": "cooldown_epochs", "opt": "opt",
+    "weight_decay": "weight_decay", "momentum": "momentum", "clip_grad": "clip_grad", "sched": "sched",
+    "sched_on_updates": "sched_on_updates", "warmup_epochs": "warmup_epochs", "warmup_lr": "warmup_lr",
+    "min_lr": "min_lr", "decay_rate": "decay_rate", "smoothing": "smoothing", "bce_target_thresh": "bce_target_thresh",
+    "hflip": "hflip", "reprob": "reprob", "mixup": "mixup", "cutmix": "cutmix", "mixup_prob": "mixup_prob",
+    "mixup_switch_prob": "mixup_switch_prob", "aug_repeats": "aug_repeats", "train_interpolation": "train_interpolation",
+    "model_ema": "model_ema", "model_ema_decay": "model_ema_decay", "amp": "amp", "amp_dtype": "amp_dtype",
+    "channels_last": "channels_last", "sync_bn": "sync_bn", "seed": "seed",
+}
+# read into fields below with their own rule
+RULES = ("batch_size", "grad_accum_steps", "lr", "lr_base", "lr_base_size", "lr_base_scale", "bce_loss", "img_size",
+         "input_size", "crop_pct", "interpolation", "scale", "ratio", "color_jitter", "aa", "decay_milestones",
+         "drop_path", "torchcompile", "dist_bn", "force_color_jitter")
+# change what is trained and have no recipe field: refused unless at train.py's default
+NO_FIELD = {
+    "gp": None, "bn_eps": None, "bn_momentum": None, "drop_block": None, "drop_connect": None, "layer_decay": None,
+    "opt_eps": None, "opt_betas": None, "opt_kwargs": {}, "model_kwargs": {}, "clip_mode": "norm", "lr_noise": None,
+    "lr_cycle_mul": 1.0, "lr_cycle_limit": 1, "lr_k_decay": 1.0, "warmup_prefix": False, "vflip": 0.0,
+    "remode": "pixel", "recount": 1, "resplit": False, "aug_splits": 0, "jsd_loss": False, "bce_sum": False,
+    "bce_pos_weight": None, "mixup_mode": "batch", "cutmix_minmax": None, "mixup_off_epoch": 0,
+    "model_ema_warmup": False, "epoch_repeats": 0.0, "train_img_sizes": None, "train_size_schedule": "constant",
+    "train_batch_sizes": None, "head_init_scale": None, "head_init_bias": None, "kd_model_name": None,
+    "split_bn": False, "color_jitter_prob": None, "grayscale_prob": None, "gaussian_blur_prob": None, "no_aug": False,
+    "train_crop_mode": None, "mean": None, "std": None, "in_chans": None, "pretrained": False,
+    "initial_checkpoint": "", "pretrained_path": None, "model_dtype": None, "train_num_samples": None,
+    "train_batches_per_epoch": None, "naflex_loader": False, "distill_loss_weight": None, "task_loss_weight": None,
+}
+# say how or where the run executed, or only matter for a schedule rsbkit does not offer
+NOT_TRAINING = {
+    "data", "data_dir", "dataset", "train_split", "val_split", "dataset_download", "dataset_trust_remote_code",
+    "class_map", "input_img_mode", "input_key", "target_key", "num_classes", "output", "experiment", "resume",
+    "no_resume_opt", "start_epoch", "checkpoint_hist", "eval_metric", "log_interval", "recovery_interval",
+    "save_images", "log_wandb", "wandb_project", "wandb_tags", "wandb_resume_id", "workers", "pin_mem",
+    "no_prefetcher", "use_multi_epochs_loader", "worker_seeding", "device", "device_modules", "local_rank",
+    "no_ddp_bb", "synchronize_step", "fuser", "fast_norm", "grad_checkpointing", "torchscript", "torchcompile_mode",
+    "model_ema_force_cpu", "validation_batch_size", "val_num_samples", "val_interval", "tta", "decay_epochs",
+    "patience_epochs", "lr_cycle_decay", "lr_noise_pct", "lr_noise_std", "layer_decay_min_scale",
+    "layer_decay_no_opt_scale", "train_size_probs", "train_size_random_mix", "train_size_schedule_spread",
+    "variable_batch_loss_scale", "kd_distill_type", "kd_loss_type", "kd_temperature", "kd_token_distill_type",
+    "kd_student_feature_dim", "kd_teacher_feature_dim", "opt_foreach", "naflex_loss_scale", "naflex_max_seq_len",
+    "naflex_patch_size_probs", "naflex_patch_sizes", "naflex_patchify_channels_first", "naflex_train_seq_lens",
+}
+
+
+def _at_default(value: Any, default: Any) -> bool:
+    """train.py's default, reading an empty value (None, '', [], {}) as the empty default."""
+    return value == default or (not value and not default and value is not True)
+
+
+def read_args(source: Union[str, Path, dict[str, Any]]) -> dict[str, Any]:
+    if isinstance(source, dict):
+        return dict(source)
+    path = Path(source)
+    if not path.is_file():
+        raise RecipeError(f"timm args file {path} does not exist; give the args.yaml of a train.py output folder")
+    args = yaml.safe_load(path.read_text())
+    if not isinstance(args, dict) or "model" not in args:
+        raise RecipeError(f"{path} is not a timm train.py args.yaml (no 'model' key)")
+    return args
+
+
+def from_timm_args(source: Union[str, Path, dict[str, Any]], world_size: int = 1) -> tuple[Recipe, list[str]]:
+    """The recipe that trains what the train.py run of `source` (an args.yaml path or its dict) trained
+    on `world_size` processes, and one line per flag saying what became of it."""
+    args = read_args(source)
+    refused = sorted(k for k, default in NO_FIELD.items() if k in args and not _at_default(args[k], default))
+    if refused:
+        raise RecipeError("train.py flags without a recipe field, not at their defaults: "
+                          + ", ".join(f"{k}={args[k]!r} (default {NO_FIELD[k]!r})" for k in refused)
+                          + "; rsbkit cannot train that run as it was")
+    if world_size < 1:
+        raise RecipeError(f"world_size={world_size}: give the number of processes the run used (1 or more)")
+    notes: list[str] = []
+    values = {field: args[flag] for flag, field in FIELDS.items() if flag in args and args[flag] is not None}
+    values["drop_path"] = args.get("drop_path") or 0.0
+    per_step = int(args.get("grad_accum_steps") or 1)
+    values["batch_size"] = int(args["batch_size"]) * world_size * per_step
+    notes.append(f"batch_size: {args['batch_size']} per process x {world_size} process(es) x {per_step} accumulation "
+                 f"step(s) = {values['batch_size']} per optimizer step")
+    if args.get("lr") is not None:
+        values.update(lr=float(args["lr"]), lr_base_size=values["batch_size"])
+        notes.append(f"lr: {args['lr']} given, used as given (lr_base_size = the batch, so no scaling)")
+    else:
+        scale = args.get("lr_base_scale") or "auto"
+        values.update(lr=float(args.get("lr_base", 0.1)), lr_base_size=int(args.get("lr_base_size", 256)), lr_scale=scale)
+        notes.append(f"lr: lr_base {values['lr']} at {values['lr_base_size']} scaled to the batch ({scale}, timm's rule)")
+    values["loss"] = "bce" if args.get("bce_loss") else "ce"
+    size = args.get("img_size") or (args.get("input_size") or [None, None, None])[-1]
+    cfg = get_pretrained_cfg(args["model"])
+    if size is None:
+        size = (cfg.input_size[-1] if cfg else 224)
+        notes.append(f"train_res/test_res: {size}, the model's pretrained config (no img_size given)")
+    values.update(train_res=int(size), test_res=int(size))
+    values["crop_pct"] = args.get("crop_pct") or (cfg.crop_pct if cfg else 0.875)
+    values["interpolation"] = args.get("interpolation") or (cfg.interpolation if cfg else "bilinear")
+    values.update(scale=tuple(args.get("scale", (0.08, 1.0))), ratio=tuple(args.get("ratio", (3 / 4, 4 / 3))))
+    values["aa"] = args.get("aa") or None
+    jitter = float(args.get("color_jitter") or 0.0)
+    jitter_off = values["aa"] is not None and not args.get("force_color_jitter") and "3a" not in values["aa"]
+    if jitter and jitter_off:
+        notes.append(f"color_jitter: {jitter} in args.yaml, but timm turns jitter off under RandAugment: 0")
+        jitter = 0.0
+    values["color_jitter"] = jitter
+    if values.get("sched") == "multistep":
+        values["decay_milestones"] = tuple(args.get("decay_milestones") or ())
+    values["torchcompile"] = bool(args.get("torchcompile"))
+    values["dist_bn"] = args.get("dist_bn") or "none"
+    values["name"] = args.get("experiment") or f"timm-{args['model']}"
+    known = set(FIELDS) | set(RULES) | set(NO_FIELD) | NOT_TRAINING
+    unread = sorted(set(args) - known)
+    notes.append("mapped: " + ", ".join(sorted(k for k in args if k in FIELDS or k in RULES)))
+    notes.append("not training (how or where it ran): " + ", ".join(sorted(k for k in args if k in NOT_TRAINING)))
+    if unread:
+        notes.append("not read (unknown to rsbkit): " + ", ".join(unread))
+    try:
+        return Recipe().replace(**values), notes
+    except RecipeError as exc:
+        raise RecipeError(f"the run's flags give a recipe rsbkit refuses: {exc}") from None
+
+
+def closest_base(recipe: Recipe) -> str:
+    """The named recipe from which `recipe` differs in the fewest fields."""
+    mine = recipe.to_dict()
+    return min(RECIPES, key=lambda n: sum(v != mine[k] for k, v in RECIPES[n].to_dict().items() if k != "name"))
+
+
+def params_yaml(recipe: Recipe, notes: list[str] = ()) -> str:
+    """`recipe` as a params file: ``base:`` (the closest named recipe) plus the fields that differ."""
+    base = closest_base(recipe)
+    theirs = RECIPES[base].to_dict()
+    fields = {k: v for k, v in recipe.to_dict().items() if k == "name" or v != theirs[k]}
+    head = "".join(f"# {line}\n" for line in notes)
+    return head + yaml.safe_dump({"base": base, **fields}, sort_keys=False)

@@ -1,0 +1,73 @@
+"""A timm train.py run's args.yaml as a recipe (issue 21, item 1), on a real run's file: timm's own train.py
+(commit aa4b5850, test_resnet, 6 epochs of A3's ingredients with EMA; tests/fixtures/timm_run/command.txt)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rsbkit.core.errors import RecipeError
+from rsbkit.core.recipes import from_timm_args, load_recipe, params_yaml, plan_batch
+
+ARGS = Path(__file__).parent / "fixtures" / "timm_run" / "args.yaml"
+
+
+def args(**changes):
+    return {**yaml.safe_load(ARGS.read_text()), **changes}
+
+
+def test_the_fixture_run_becomes_the_recipe_it_trained():
+    recipe, notes = from_timm_args(ARGS)
+    # what its command line (command.txt) asked for, read back through args.yaml
+    assert (recipe.model, recipe.epochs, recipe.batch_size, recipe.opt, recipe.weight_decay) == ("test_resnet", 6, 64, "lamb", 0.02)
+    assert (recipe.sched, recipe.warmup_epochs, recipe.warmup_lr, recipe.min_lr) == ("cosine", 1, 1e-4, 1e-6)
+    assert (recipe.loss, recipe.smoothing, recipe.mixup, recipe.cutmix) == ("bce", 0.0, 0.1, 1.0)
+    assert (recipe.train_res, recipe.test_res, recipe.crop_pct, recipe.interpolation) == (32, 32, 0.95, "bicubic")
+    assert recipe.scale == (0.25, 1.0) and recipe.aa == "rand-m6-mstd0.5-inc1" and recipe.train_interpolation == "random"
+    assert (recipe.model_ema, recipe.model_ema_decay, recipe.amp, recipe.seed) == (True, 0.99, False, 0)
+    # --lr 0.008 given: train.py used it as given, and so does the recipe's plan
+    assert plan_batch(recipe).lr == 0.008
+    # args.yaml says color_jitter 0.4, but timm never jittered under RandAugment
+    assert recipe.color_jitter == 0.0 and any("turns jitter off under RandAugment" in n for n in notes)
+    assert any(n.startswith("not training") and "data_dir" in n for n in notes)
+
+
+def test_the_params_file_names_its_base_and_loads_back(tmp_path):
+    recipe, notes = from_timm_args(ARGS)
+    text = params_yaml(recipe, notes)
+    saved = yaml.safe_load(text)
+    assert saved["base"] == "a3" and "mixup" not in saved  # A3's mixup 0.1 / cutmix 1.0: not repeated
+    (tmp_path / "timm.yaml").write_text(text)
+    assert load_recipe(tmp_path / "timm.yaml") == recipe
+
+
+def test_lr_base_is_scaled_by_timms_rule_and_the_batch_counts_processes():
+    # no --lr: lr_base at lr_base_size, scaled to the global batch (8 processes x 64 x 2 accumulation steps)
+    recipe, _ = from_timm_args(args(lr=None, lr_base=0.1, lr_base_size=256, grad_accum_steps=2), world_size=8)
+    assert recipe.batch_size == 1024 and plan_batch(recipe).lr == pytest.approx(0.1 * (1024 / 256) ** 0.5)  # LAMB: sqrt
+    sgd, _ = from_timm_args(args(lr=None, lr_base=0.1, lr_base_size=256, opt="sgd"), world_size=8)
+    assert plan_batch(sgd).lr == pytest.approx(0.1 * 512 / 256)  # SGD: linear
+    forced, _ = from_timm_args(args(lr=None, lr_base=0.1, lr_base_size=256, opt="sgd", lr_base_scale="sqrt"), world_size=8)
+    assert plan_batch(forced).lr == pytest.approx(0.1 * (512 / 256) ** 0.5)
+
+
+def test_the_losses_and_a_flag_without_a_field():
+    assert from_timm_args(args(bce_loss=False, smoothing=0.1))[0].loss == "ce"
+    assert from_timm_args(args(bce_target_thresh=0.2))[0].bce_target_thresh == 0.2
+    with pytest.raises(RecipeError, match=r"layer_decay=0.7 \(default None\).*cannot train that run"):
+        from_timm_args(args(layer_decay=0.7))
+    with pytest.raises(RecipeError, match="jsd_loss=True"):
+        from_timm_args(args(jsd_loss=True))
+    jitter, _ = from_timm_args(args(aa=None, color_jitter=0.4))
+    assert jitter.color_jitter == 0.4  # without RandAugment timm jitters
+
+
+def test_the_cli_prints_the_params_file(cli, tmp_path):
+    out = cli("recipe", "--from-timm", str(ARGS), "--nproc", "4")
+    assert out.returncode == 0, out.stderr
+    assert "# batch_size: 64 per process x 4 process(es)" in out.stdout and yaml.safe_load(out.stdout)["batch_size"] == 256
+    bad = tmp_path / "args.yaml"
+    bad.write_text(yaml.safe_dump(args(layer_decay=0.7)))
+    out = cli("recipe", "--from-timm", str(bad))
+    assert out.returncode == 2 and "layer_decay" in out.stderr and len(out.stderr.strip().splitlines()) == 1
