@@ -48,7 +48,7 @@ COMPARISON_HEADER = "| variant | final top-1 (%), mean ± std | seeds | range | 
 
 
 def comparison_row(row) -> str:
-    """One variant as findings/README.md shows it (tests/test_findings.py reads these rows back)."""
+    """One variant as findings/README.md shows it (tests/workbook/test_findings.py reads these rows back)."""
     first = row.variant.endswith("(reference)")
     return (f"| {row.variant} | {row.mean:.2f} ± {row.std:.2f} | {row.n} | {row.min:.2f} .. {row.max:.2f} | "
             + ("| | |" if first else f"{row.diff:+.2f} | ±{row.band:.2f} | {'yes' if row.beyond_noise else 'no'} |"))

@@ -111,8 +111,8 @@ def step_cuda_tests(args) -> dict:
         import pytest  # noqa: F401
     except ImportError:
         return dict(status="skipped", why="pytest is not installed here; the race, census and ordering steps check the same on CUDA")
-    # tests/test_input.py holds the CUDA-only tests (test_augment.py needs scikit-image's photos to import)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "tests/test_input.py",
+    # tests/core/test_input.py holds the CUDA-only tests (test_augment.py needs scikit-image's photos to import)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "tests/core/test_input.py",
            "-k", "cuda or wait or ahead"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     (Path(args.out) / "cuda_tests.log").write_text(res.stdout + res.stderr)

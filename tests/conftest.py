@@ -101,3 +101,19 @@ def smoke_run(tmp_path_factory):
     train(smoke(A3, batch_size=16), "default", out, device="cpu", workers=0, limit_train=128, limit_val=64,
           progress="none", log=lambda s: None)
     return out
+
+
+# an executed notebook's outputs, texts and static figures
+def outputs(path):
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
+def texts(path) -> str:
+    return "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs(path))
+
+
+def figures(path):
+    return [o["data"] for o in outputs(path) if "image/png" in o.get("data", {})]

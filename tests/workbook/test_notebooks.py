@@ -13,24 +13,11 @@ import nbformat
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, SMOKE_NOTEBOOK_PARAMS, run_cli
+from conftest import ROOT, SMOKE_NOTEBOOK_PARAMS, figures, run_cli, texts
 
 NOTEBOOKS = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in str(p))
 EXECUTED = sorted(str(p) for p in NOTEBOOKS if p.parts[1] in ("procedures", "studies")) + ["notebooks/report.ipynb"]
 SMOKE = dict(recipe="params/smoke.yaml", limit_train=128, limit_val=64, device="cpu", workers=0)
-
-
-def outputs(path):
-    nb = nbformat.read(path, as_version=4)
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-
-
-def texts(path) -> str:
-    return "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs(path))
-
-
-def figures(path):
-    return [o["data"] for o in outputs(path) if "image/png" in o.get("data", {})]
 
 
 def test_the_notebooks_exist():

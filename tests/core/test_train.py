@@ -159,7 +159,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, smoke_recipe,
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "failed" and "steps 20 to 22" in result["error"]
-    # the default window (every 50 steps and at the epoch's end): tests/test_loop.py
+    # the default window (every 50 steps and at the epoch's end): tests/core/test_loop.py
 
 
 def test_out_of_memory_in_the_first_step_halves_the_micro_batch(tmp_path, smoke_recipe, monkeypatch):

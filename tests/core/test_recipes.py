@@ -53,7 +53,7 @@ def test_yaml_round_trip(tmp_path, name):
     assert yaml.safe_load(recipe.to_yaml()) == recipe.to_dict()
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("params/*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[2].glob("params/*.yaml")), ids=lambda p: p.name)
 def test_every_params_file_loads(path):
     recipe = load_recipe(path)
     assert recipe.name == path.stem

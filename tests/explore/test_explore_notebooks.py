@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_cli
-from test_notebooks import figures, outputs, texts
+from conftest import figures, outputs, run_cli, texts
 
 # explorer -> (static figures it must leave, a text its outputs must hold)
 EXPLORERS = {
