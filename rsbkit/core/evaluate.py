@@ -5,21 +5,22 @@ tables from ``resolution_sweep``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import argparse
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import timm
 import torch
 import torch.nn.functional as F
-from timm.data import RealLabelsImagenet
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, RealLabelsImagenet, resolve_data_config
 
-from .checkpoint import load_checkpoint
+from .checkpoint import check_format, is_timm_checkpoint, read_checkpoint, timm_weights
 from .data import Data, eval_loader, eval_transform, load_data
 from .devices import autocast, default_workers, pick_device
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, DataError, RecipeError
 from .models import create_model
-from .recipes import Recipe
+from .recipes import Recipe, from_timm_args
 
 
 def evaluate_loader(
@@ -104,8 +105,11 @@ def evaluate(
     device: Union[str, torch.device, None] = None,
     amp_dtype: Optional[torch.dtype] = None,
     real_json: Union[str, Path, None] = None,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
 ) -> dict[str, Any]:
-    """Evaluate on the validation split at `test_res` after resizing to test_res / crop_pct.
+    """Evaluate on the validation split at `test_res` after resizing to test_res / crop_pct, normalised
+    with `mean` and `std` (default: the model's pretrained_cfg, which load_model sets to how it was trained).
 
     With `real_json` (the ImageNet ReaL labels file), also ReaL top-1/top-5 through
     timm's RealLabelsImagenet; that needs a folder dataset of the ImageNet val images.
@@ -118,8 +122,10 @@ def evaluate(
         if data.val_files is None:
             raise DataError(f"ReaL labels need the ImageNet val images as a folder dataset; {data.name} has no file names")
         real = RealLabelsImagenet(data.val_files, real_json=str(real_json), topk=(1, 5))
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = mean or cfg.get("mean") or IMAGENET_DEFAULT_MEAN, std or cfg.get("std") or IMAGENET_DEFAULT_STD
     loader = eval_loader(
-        data.val, eval_transform(test_res, crop_pct, interpolation), batch_size=batch_size,
+        data.val, eval_transform(test_res, crop_pct, interpolation, mean, std), batch_size=batch_size,
         workers=default_workers(device) if workers is None else workers, pin_memory=device.type == "cuda",
     )
     model = model.to(device)
@@ -177,7 +183,10 @@ def load_model(
         except (RuntimeError, AttributeError, TypeError) as exc:
             raise CheckpointError(f"{path} does not hold weights for {model} with {num_classes} classes: {str(exc)[:300]}") from None
         return net.to(device).eval(), None
-    state = load_checkpoint(path)
+    state = read_checkpoint(path)
+    if is_timm_checkpoint(state):
+        return timm_run_model(state, path, ema=ema, device=device)
+    state = check_format(state, path)
     recipe = Recipe().replace(**state["recipe"])
     # the run's own architecture: width, dynamic image size for ViTs; not its init weights (the checkpoint has them)
     net = create_model(recipe.replace(init=None), state["num_classes"])
@@ -185,7 +194,38 @@ def load_model(
     if state.get(key) is None:
         raise CheckpointError(f"{path} holds no {key!r} weights" + ("; the run had model_ema off" if ema else ""))
     net.load_state_dict(state[key])
+    # how the run fed it (rsbkit trains with ImageNet's mean/std, whatever timm's config for the model says)
+    net.pretrained_cfg = {**(getattr(net, "pretrained_cfg", None) or {}), "label_names": list(state.get("classes") or []),
+                          "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "crop_pct": recipe.crop_pct,
+                          "interpolation": recipe.interpolation, "input_size": (3, recipe.test_res, recipe.test_res)}
     return net.to(device).eval(), recipe
+
+
+def timm_run_model(state: dict[str, Any], path: Union[str, Path], *, ema: bool = False,
+                   device: Union[str, torch.device] = "cpu") -> tuple[torch.nn.Module, Optional[Recipe]]:
+    """The model of a timm train.py checkpoint (its ``arch``, the class count of its classifier) with its
+    weights or (`ema`) its EMA weights, and the recipe its ``args`` give (None where rsbkit cannot express
+    them: the evaluation then takes timm's defaults)."""
+    weights = timm_weights(state, path, ema)
+    args = vars(state["args"]) if isinstance(state.get("args"), argparse.Namespace) else {}
+    net = timm.create_model(state["arch"], num_classes=args.get("num_classes") or _head_classes(weights))
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its weights do not fit timm's {state['arch']}: {str(exc)[:300]}") from None
+    try:
+        recipe = from_timm_args({**args, "model": state["arch"]})[0] if args else None
+    except RecipeError:
+        recipe = None
+    fed = resolve_data_config(args, model=net)  # as train.py fed it: its flags, else the model's config
+    net.pretrained_cfg = {**(getattr(net, "pretrained_cfg", None) or {}), **fed}
+    return net.to(device).eval(), recipe
+
+
+def _head_classes(weights: dict[str, torch.Tensor]) -> int:
+    """The class count of a state dict's classifier (its last 2-d weight)."""
+    last = [v for k, v in weights.items() if k.endswith("weight") and v.ndim == 2]
+    return int(last[-1].shape[0]) if last else 1000
 
 
 def default_resolutions(train_res: int) -> list[int]:

@@ -24,7 +24,7 @@ from timm.models.resnet import ResNet
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .checkpoint import load_checkpoint
+from .checkpoint import check_format, is_timm_checkpoint, read_checkpoint, timm_weights
 from .devices import autocast, device_name, pick_device
 from .errors import CheckpointError, RecipeError
 from .recipes import Recipe
@@ -80,9 +80,12 @@ def load_init(model: nn.Module, source: Union[str, Path]) -> dict[str, Any]:
     path = Path(source)
     if path.is_dir():
         path = path / ("best.pt" if (path / "best.pt").is_file() else "last.pt")
-    if path.suffix in (".pt", ".pth") or path.exists():
-        state = load_checkpoint(path)
-        weights, origin = state.get("model") or {}, str(path)
+    if path.suffix in (".pt", ".pth", ".tar") or path.exists():
+        state = read_checkpoint(path)
+        if is_timm_checkpoint(state):  # timm train.py's: its state_dict, as timm's --initial-checkpoint reads it
+            weights, origin = timm_weights(state, path, ema=False), f"timm train.py checkpoint {path}"
+        else:
+            weights, origin = check_format(state, path).get("model") or {}, str(path)
     else:
         name = str(source)
         if not timm.is_model(name.split(".")[0]):

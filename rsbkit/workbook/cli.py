@@ -64,8 +64,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="process group backend under torchrun (default: nccl on CUDA, gloo on CPU)")
 
     p = sub.add_parser("evaluate", help="top-1 of a run or checkpoint over test resolutions and crop ratios")
-    p.add_argument("source", help="run folder, checkpoint file, or timm pretrained name (needs a network)")
-    p.add_argument("--data", default="default")
+    p.add_argument("source", help="run folder, checkpoint file (rsbkit's, or timm train.py's model_best.pth.tar), "
+                                  "or timm pretrained name (needs a network)")
+    p.add_argument("--data", default="default", help="a dataset, or a folder of class folders without train/ (ImageNet-V2: "
+                                                      "folders named 0..999 are class indices)")
     p.add_argument("--res", type=int, nargs="+", default=None, help="test resolutions (default: the recipe's)")
     p.add_argument("--crop", type=float, nargs="+", default=None, help="crop ratios (default: the recipe's)")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
@@ -165,7 +167,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
 
         model, recipe = load_model(args.source, ema=args.ema, device="cpu")
-        data = load_data(args.data, limit_val=args.limit_val)
+        # a folder of class folders without train/ (ImageNet-V2, a validation split) is labelled for this model
+        labels = (getattr(model, "pretrained_cfg", None) or {}).get("label_names") or None
+        data = load_data(args.data, limit_val=args.limit_val, classes=labels, num_classes=getattr(model, "num_classes", None))
         res = args.res or [recipe.test_res if recipe else 224]
         crops = args.crop or [recipe.crop_pct if recipe else 0.95]
         interp = recipe.interpolation if recipe else "bicubic"

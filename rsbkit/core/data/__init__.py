@@ -16,6 +16,7 @@ from .datasets import (  # noqa: F401
     ImageFiles,
     SkippedImage,
     Transformed,
+    class_folders,
     collate,
     load_data,
     read_idx,

@@ -197,9 +197,54 @@ def _folder(path: Path) -> Data:
         samples = make_dataset(str(split_dir), class_to_idx, IMAGE_EXTENSIONS, allow_empty=True)
         if not samples:
             raise DataError(f"{split_dir} holds no images (looked for {' '.join(IMAGE_EXTENSIONS)} in its class folders); {expected}")
+        if name == "train":
+            _no_empty_class(split_dir, samples, classes)
         splits[name] = samples
     return Data(path.name, ImageFiles(splits["train"]), ImageFiles(splits["val"]), classes, source=str(path.resolve()),
                 val_files=[os.path.basename(p) for p, _ in splits["val"]])
+
+
+def _no_empty_class(folder: Path, samples: list[tuple[str, int]], classes: Sequence[str]) -> None:
+    seen = {label for _, label in samples}
+    empty = [c for i, c in enumerate(classes) if i not in seen]
+    if empty:
+        raise DataError(f"{folder}: the class folder(s) {', '.join(empty[:5])} hold no images "
+                        f"({' '.join(IMAGE_EXTENSIONS)}); add images or remove the folder(s)")
+
+
+def class_folders(path: Union[str, Path], classes: Optional[Sequence[str]] = None,
+                  num_classes: Optional[int] = None) -> Data:
+    """A folder of class folders without ``train/`` (ImageNet-V2, a held-out validation split) as the
+    validation split of a model with `classes` (its run's names) or `num_classes`. Folders named by the
+    model's classes take those labels; otherwise folders named by integers are class indices
+    (ImageNet-V2's ``0`` .. ``999``: by number, not by string order, which would put 10 before 2).
+    Anything else is refused, naming the folders."""
+    from torchvision.datasets.folder import make_dataset
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise DataError(f"dataset folder {path} does not exist; {HELP}")
+    names = sorted(d.name for d in path.iterdir() if d.is_dir())
+    if not names:
+        raise DataError(f"{path} holds no class folders; expected {path}/<class>/*.jpg")
+    n = len(classes) if classes else num_classes
+    if classes and set(names) <= set(classes):
+        to_idx, how = {c: list(classes).index(c) for c in names}, "the run's class names"
+    elif n and all(c.isdigit() and int(c) < n for c in names):
+        to_idx, how = {c: int(c) for c in names}, f"class indices 0..{n - 1}"
+    else:
+        bad = [c for c in names if not (classes and c in classes) and not (c.isdigit() and n and int(c) < n)]
+        theirs = f"the run's classes ({', '.join(list(classes)[:3])}, ...)" if classes else "its classes"
+        raise DataError(f"{path}: class folders {', '.join(bad[:5])} are neither {theirs} nor class indices "
+                        f"0..{(n or 1) - 1}; name each folder by its class")
+    samples = make_dataset(str(path), to_idx, IMAGE_EXTENSIONS, allow_empty=True)
+    seen = {label for _, label in samples}
+    empty = [c for c in names if to_idx[c] not in seen]
+    if empty:
+        raise DataError(f"{path}: the class folder(s) {', '.join(empty[:5])} hold no images ({' '.join(IMAGE_EXTENSIONS)})")
+    labels = list(classes) if classes else [str(i) for i in range(n)]
+    return Data(path.name, ImageFiles([]), ImageFiles(samples), labels, source=f"{path.resolve()} (labelled by {how})",
+                val_files=[os.path.basename(p) for p, _ in samples])
 
 
 def _timm_dataset(name: str, root: Path, download: bool) -> Data:
@@ -237,13 +282,20 @@ def load_data(
     download: bool = True,
     limit_train: Optional[int] = None,
     limit_val: Optional[int] = None,
+    classes: Optional[Sequence[str]] = None,
+    num_classes: Optional[int] = None,
 ) -> Data:
     """Resolve a dataset name or folder (see the module docstring); fail early with what was expected.
 
-    `limit_train` / `limit_val` keep a fixed random subset (for smoke runs).
+    `limit_train` / `limit_val` keep a fixed random subset (for smoke runs). Given a model's `classes` or
+    `num_classes` (evaluation), a folder of class folders without ``train/`` is read as a validation
+    split (:func:`class_folders`).
     """
+    validation_only = False
     if isinstance(spec, Data):
         data = spec
+    elif (classes or num_classes) and Path(str(spec)).is_dir() and not (Path(str(spec)) / "train").is_dir():
+        data, validation_only = class_folders(spec, classes, num_classes), True
     else:
         text = "default" if spec is None else str(spec)
         root = Path(root or os.environ.get("RSBKIT_DATA_ROOT", Path.home() / ".cache" / "rsbkit" / "datasets"))
@@ -255,7 +307,7 @@ def load_data(
             data = _timm_dataset(text, root / text.split("/", 1)[1], download)
         else:
             data = _folder(Path(text).expanduser())
-    if len(data.train) == 0 or len(data.val) == 0:
+    if len(data.val) == 0 or (len(data.train) == 0 and not (validation_only or isinstance(spec, Data))):
         raise DataError(f"{data.name}: empty split (train {len(data.train)}, val {len(data.val)} images); {HELP}")
     if limit_train is not None or limit_val is not None:
         val = _limit(data.val, limit_val)

@@ -4,10 +4,10 @@ the set over processes."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
-from timm.data import create_transform
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
@@ -18,10 +18,13 @@ from .datasets import Transformed, collate
 from .train_input import EncodedFiles, ahead, collate_encoded, decode_batch, files_of
 
 
-def eval_transform(test_res: int, crop_pct: float, interpolation: str = "bicubic") -> Callable:
-    """Resize to test_res / crop_pct, centre-crop test_res, normalise: timm's eval transform."""
+def eval_transform(test_res: int, crop_pct: float, interpolation: str = "bicubic",
+                   mean: Sequence[float] = IMAGENET_DEFAULT_MEAN, std: Sequence[float] = IMAGENET_DEFAULT_STD) -> Callable:
+    """Resize to test_res / crop_pct, centre-crop test_res, normalise: timm's eval transform. rsbkit trains
+    with ImageNet's mean and std; a timm model trained elsewhere gives its own (its pretrained_cfg)."""
     interpolation = "bicubic" if interpolation == "random" else interpolation
-    return create_transform(input_size=test_res, is_training=False, crop_pct=crop_pct, interpolation=interpolation)
+    return create_transform(input_size=test_res, is_training=False, crop_pct=crop_pct, interpolation=interpolation,
+                            mean=tuple(mean), std=tuple(std))
 
 
 def eval_shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
