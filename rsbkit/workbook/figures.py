@@ -24,7 +24,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..core.runs import RunFolder, atomic_file, read_metrics
+from ..core.runs import atomic_file
+from .table import run_metrics
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 # figures fill the width they are shown in; their PNG copies (HTML export, and what JupyterLab's plotly renderer
@@ -243,14 +244,13 @@ class LiveFigure:
 
 
 def overlay_figure(run_dirs: Sequence[Union[str, Path]], column: str = "val_top1", *, title: str = "") -> go.Figure:
-    """One metric per epoch for several runs on one axis (from each run's metrics.csv)."""
+    """One metric per epoch for several runs on one axis (each run's metrics.csv, or a timm run's summary.csv)."""
 
     fig = go.Figure()
     for folder in map(Path, run_dirs):
-        metrics = RunFolder(folder).metrics
-        if not metrics.is_file():
+        rows = run_metrics(folder)
+        if not rows:
             continue
-        rows = read_metrics(metrics)
         fig.add_trace(go.Scatter(x=[r["epoch"] for r in rows], y=[r[column] for r in rows], mode="lines+markers",
                                  name=folder.name))
     fig.update_layout(title=title or f"{column} per epoch", xaxis_title="epoch", yaxis_title=column, autosize=True,

@@ -176,7 +176,7 @@ def comparison_study(*, reference: str, sweeps: list, jobs: int = 1, metric: str
     return ComparisonStudy(runs, table, stats, metric, folder)
 
 
-REPORT_COLUMNS = ("name", "run", "recipe", "status", "model", "epochs", "train_res", "test_res", "loss", "lr", "seed",
+REPORT_COLUMNS = ("name", "run", "source", "recipe", "status", "model", "epochs", "train_res", "test_res", "loss", "lr", "seed",
                   "final_top1", "best_top1", "best_epoch", "wall_s", "imgs_per_s", "peak_mem_mb", "device_name")
 
 

@@ -4,13 +4,16 @@ and a sweep point's parameters), and the per-epoch hooks that mirror a run's row
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..core.errors import RunError
-from ..core.runs import load_run
+from ..core.errors import RecipeError, RunError
+from ..core.recipes import Recipe, from_timm_args, plan_batch
+from ..core.recipes.timm_args import read_args
+from ..core.runs import RunFolder, load_run, read_metrics
 
 SWEEP_POINT = "sweep_point.json"  # written by the sweep runner beside a point's records
 
@@ -21,12 +24,57 @@ def _find_runs(path: Path) -> list[Path]:
     into its sweep's folder (``rsbkit run seed_variance.ipynb --out runs/sweeps/seeds``) leaves a
     sweep_point.json above the seeds' runs: that folder is not a run of its own."""
     def trained(folder: Path) -> bool:
-        return (folder / "result.json").is_file() or (folder / "recipe.yaml").is_file()
+        return (folder / "result.json").is_file() or (folder / "recipe.yaml").is_file() or is_timm_run(folder)
 
     if trained(path):
         return [path]
-    found = {p.parent for name in ("result.json", "recipe.yaml", SWEEP_POINT) for p in path.rglob(name)}
+    found = {p.parent for name in ("result.json", "recipe.yaml", SWEEP_POINT, TIMM_SUMMARY) for p in path.rglob(name)}
+    found = {f for f in found if (f / TIMM_SUMMARY).is_file() <= trained(f)}
     return sorted(f for f in found if trained(f) or not any(g != f and f in g.parents for g in found))
+
+
+TIMM_ARGS, TIMM_SUMMARY = "args.yaml", "summary.csv"  # what timm's train.py writes into its output folder
+
+
+def is_timm_run(folder: Path) -> bool:
+    """A timm train.py output folder: its args.yaml and summary.csv."""
+    return (folder / TIMM_ARGS).is_file() and (folder / TIMM_SUMMARY).is_file()
+
+
+def run_metrics(folder: Union[str, Path]) -> list[dict[str, Any]]:
+    """A run's rows per epoch in rsbkit's columns: its metrics.csv, or a timm run's summary.csv (epoch counted
+    from 1; eval_* as val_*, which are the EMA model's when that run had --model-ema)."""
+    folder = Path(folder)
+    if is_timm_run(folder) and not (folder / "metrics.csv").is_file():
+        return [dict(epoch=int(r["epoch"]) + 1, lr=float(r["lr"]), train_loss=float(r["train_loss"]),
+                     val_top1=float(r["eval_top1"]), val_top5=float(r["eval_top5"]), val_loss=float(r["eval_loss"]))
+                for r in csv.DictReader(open(folder / TIMM_SUMMARY))]
+    metrics = RunFolder(folder).metrics
+    return read_metrics(metrics) if metrics.is_file() else []
+
+
+def _timm_row(folder: Path) -> dict[str, Any]:
+    """A timm run's row: its recipe through the importer (one process assumed: args.yaml does not say), the
+    results from summary.csv."""
+    args = read_args(folder / TIMM_ARGS)
+    rows = run_metrics(folder)
+    try:
+        fields = from_timm_args(args)[0].to_dict()
+        lr_used, batch = plan_batch(Recipe().replace(**fields)).lr, fields["batch_size"]
+        error = None
+    except RecipeError as exc:  # a run rsbkit cannot express: still listed, with what args.yaml says
+        fields, lr_used, batch, error = {"model": args.get("model")}, args.get("lr"), args.get("batch_size"), str(exc)
+    best = max(rows, key=lambda r: r["val_top1"]) if rows else {}
+    epochs = int(args.get("epochs") or 0) + int(args.get("cooldown_epochs") or 0)
+    row = dict(run=str(folder), name=folder.name, recipe=fields.pop("name", folder.name), source="timm",
+               status="completed" if rows and len(rows) >= epochs else "incomplete")
+    row.update({k: _cell(v) for k, v in fields.items()})
+    last = rows[-1] if rows else {}
+    row.update(final_top1=last.get("val_top1"), final_top5=last.get("val_top5"), final_loss=last.get("val_loss"),
+               best_top1=best.get("val_top1"), best_epoch=best.get("epoch"), epochs_done=len(rows),
+               data=Path(str(args.get("data_dir") or args.get("data") or "")).name or None, lr_used=lr_used,
+               effective_batch=batch, error=error)
+    return row
 
 
 def _cell(value: Any) -> Any:
@@ -42,8 +90,9 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
     ``final_top5``, ``epochs_done``), the cost (``wall_s``, ``imgs_per_s``,
     ``peak_mem_mb``, ``device_name``), ``data`` (the dataset's name), ``lr_used`` and ``effective_batch`` as the
     run resolved them, ``error``, and ``param.<name>`` for a sweep point's notebook
-    parameters. A run that never finished has status ``running`` (or none) and
-    empty metrics; it is listed, not dropped.
+    parameters, and ``source`` (``rsbkit``, or ``timm`` for a train.py output folder: args.yaml read through
+    rsbkit.core.recipes.from_timm_args, the results from summary.csv). A run that never finished has status
+    ``running`` (or none) and empty metrics; it is listed, not dropped.
     """
     import pandas as pd
 
@@ -56,12 +105,15 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
         folders += [f for f in _find_runs(p) if f not in folders]
     rows = []
     for folder in folders:
+        if is_timm_run(folder) and not (folder / "result.json").is_file():
+            rows.append(_timm_row(folder))
+            continue
         run = load_run(folder)
         recipe = dict(run["recipe"] or {})
         resolved = recipe.pop("resolved", None) or {}
         recipe.update(recipe.pop("execution", None) or {})  # one column per field, however it was filed
         result = run["result"] or {}
-        row: dict[str, Any] = dict(run=str(folder), name=folder.name, recipe=recipe.pop("name", None),
+        row: dict[str, Any] = dict(run=str(folder), name=folder.name, recipe=recipe.pop("name", None), source="rsbkit",
                                    status=result.get("status"))
         row.update({k: _cell(v) for k, v in recipe.items()})
         for key in ("final_top1", "best_top1", "best_epoch", "final_top5", "final_loss", "epochs_done",

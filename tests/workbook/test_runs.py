@@ -73,3 +73,25 @@ def test_tensorboard_logger_writes_event_file(tmp_path):
     events.Reload()
     assert [e.value for e in events.Scalars("val_top1")] == [10.0, 20.0]
     assert "ema_top1" not in events.Tags()["scalars"]
+
+
+def test_a_timm_output_folder_joins_the_table_and_the_figure(smoke_run, tmp_path, root):
+    """timm's train.py writes args.yaml and summary.csv into its output folder (the fixture: a real run);
+    load_runs lists it beside rsbkit's runs with its recipe read by the importer, and the overlay figure draws both."""
+    from rsbkit.workbook.figures import overlay_figure
+
+    timm_run = tmp_path / "runs" / "timm-out" / "fashion-mnist-test_resnet"
+    timm_run.mkdir(parents=True)
+    for name in ("args.yaml", "summary.csv"):
+        shutil.copy(root / "tests" / "core" / "fixtures" / "timm_run" / name, timm_run / name)
+    shutil.copytree(smoke_run, tmp_path / "runs" / "ours", ignore=shutil.ignore_patterns("*.pt"))
+    table = load_runs(tmp_path / "runs").set_index("source")
+    assert sorted(table.index) == ["rsbkit", "timm"]
+    theirs = table.loc["timm"]
+    assert (theirs["status"], theirs["model"], theirs["epochs_done"], theirs["final_top1"], theirs["best_top1"]) == (
+        "completed", "test_resnet", 6, 72.0, 72.0)
+    assert (theirs["best_epoch"], theirs["mixup"], theirs["loss"], theirs["lr_used"]) == (6, 0.1, "bce", 0.008)
+    assert theirs["data"] == "data" and theirs["recipe"] == "fashion-mnist-test_resnet"
+    fig = overlay_figure([table.loc["rsbkit", "run"], theirs["run"]])
+    assert [t.name for t in fig.data] == ["ours", "fashion-mnist-test_resnet"]
+    assert list(fig.data[1].y) == [13.5, 13.5, 24.0, 43.5, 66.5, 72.0] and list(fig.data[1].x) == [1, 2, 3, 4, 5, 6]
