@@ -50,23 +50,22 @@ def write_folder(root: Path) -> Path:
 
 
 def train_args(recipe, workers: int, epochs: int) -> SimpleNamespace:
-    """train.py's argparse namespace for this recipe (train.py's defaults where the recipe is silent)."""
-    return SimpleNamespace(
-        model=recipe.model, num_classes=10, drop=recipe.drop, drop_path=recipe.drop_path or None,
-        opt=recipe.opt, opt_eps=None, opt_betas=None, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-        layer_decay=None, opt_kwargs={}, lr=recipe.lr, clip_grad=recipe.clip_grad, clip_mode="norm",
-        sched=recipe.sched, sched_on_updates=recipe.sched_on_updates, epochs=epochs, warmup_epochs=recipe.warmup_epochs,
-        warmup_lr=recipe.warmup_lr, min_lr=recipe.min_lr, cooldown_epochs=recipe.cooldown_epochs,
-        decay_milestones=list(recipe.decay_milestones) or [90, 180, 270], decay_epochs=90, decay_rate=recipe.decay_rate,
-        patience_epochs=10, lr_noise=None, lr_noise_pct=0.67, lr_noise_std=1.0, lr_cycle_mul=1.0, lr_cycle_decay=0.5,
-        lr_cycle_limit=1, lr_k_decay=1.0, warmup_prefix=False, seed=recipe.seed, eval_metric="top1",
-        batch_size=recipe.batch_size, workers=workers, scale=list(recipe.scale), ratio=list(recipe.ratio),
-        hflip=recipe.hflip, color_jitter=recipe.color_jitter, aa=recipe.aa, reprob=recipe.reprob,
-        mixup=recipe.mixup, cutmix=recipe.cutmix, mixup_prob=recipe.mixup_prob, mixup_switch_prob=recipe.mixup_switch_prob,
-        smoothing=recipe.smoothing, bce_target_thresh=recipe.bce_target_thresh,
-        train_interpolation=recipe.train_interpolation, interpolation=recipe.interpolation,
-        input_size=(3, recipe.train_res, recipe.train_res), crop_pct=recipe.crop_pct, channels_last=recipe.channels_last,
+    """train.py's argparse namespace for this recipe: rsbkit's export (rsbkit.core.recipes.to_timm_args, what
+    `rsbkit recipe --timm-command` prints) over train.py's defaults for the flags no recipe field sets."""
+    from rsbkit.core.recipes import plan_batch, to_timm_args
+
+    exported, _ = to_timm_args(recipe.replace(epochs=epochs))
+    defaults = dict(
+        num_classes=10, opt_eps=None, opt_betas=None, layer_decay=None, opt_kwargs={}, clip_mode="norm",
+        decay_milestones=[90, 180, 270], decay_epochs=90, patience_epochs=10, lr_noise=None, lr_noise_pct=0.67,
+        lr_noise_std=1.0, lr_cycle_mul=1.0, lr_cycle_decay=0.5, lr_cycle_limit=1, lr_k_decay=1.0, warmup_prefix=False,
+        eval_metric="top1",
     )
+    args = {**defaults, **exported, "decay_milestones": exported["decay_milestones"] or defaults["decay_milestones"],
+            "workers": workers,
+            "lr": plan_batch(recipe).lr,  # what train.py computes from --lr-base when --lr is not given
+            "input_size": (3, recipe.train_res, recipe.train_res)}
+    return SimpleNamespace(**args)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from ..core.data import load_data
 from ..core.distributed import launcher_env
 from ..core.errors import RecipeError, RsbkitError
 from ..core.evaluate import evaluate, load_model, resolution_sweep
-from ..core.recipes import from_timm_args, load_recipe, params_yaml, parse_overrides
+from ..core.recipes import from_timm_args, load_recipe, params_yaml, parse_overrides, timm_command
 from ..core.runs import default_run_dir
 from ..core.train import train
 from .bench import config_from_args, run_bench
@@ -40,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     p.add_argument("--from-timm", default=None, metavar="ARGS_YAML",
                    help="the recipe that trains what a timm train.py run trained, from its args.yaml, as a params file")
-    p.add_argument("--nproc", type=int, default=1, help="--from-timm: the processes the train.py run used (args.yaml lacks it)")
+    p.add_argument("--timm-command", action="store_true",
+                   help="print the train.py (torchrun with --nproc > 1) command that trains this recipe, and where it differs")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes: those the train.py run used (--from-timm; args.yaml lacks it), or the command's (--timm-command)")
+    p.add_argument("--data-dir", default="DATA", help="--timm-command: the dataset folder to write into the command")
 
     p = sub.add_parser("train", help="train a recipe and write a run folder")
     p.add_argument("config", help="YAML file (params/a3.yaml ...) or recipe name")
@@ -148,7 +152,8 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         if args.source is None:
             raise RecipeError("give a recipe name or YAML file, or --from-timm ARGS_YAML")
-        print(load_recipe(args.source, **parse_overrides(args.overrides)).to_yaml(), end="")
+        recipe = load_recipe(args.source, **parse_overrides(args.overrides))
+        print(timm_command(recipe, args.nproc, args.data_dir) if args.timm_command else recipe.to_yaml(), end="")
         return 0
     if args.command == "train":
 

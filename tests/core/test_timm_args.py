@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from rsbkit.core.errors import RecipeError
-from rsbkit.core.recipes import from_timm_args, load_recipe, params_yaml, plan_batch
+from rsbkit.core.recipes import from_timm_args, load_recipe, params_yaml, plan_batch, timm_command, to_timm_args
 
 ARGS = Path(__file__).parent / "fixtures" / "timm_run" / "args.yaml"
 
@@ -71,3 +71,51 @@ def test_the_cli_prints_the_params_file(cli, tmp_path):
     bad.write_text(yaml.safe_dump(args(layer_decay=0.7)))
     out = cli("recipe", "--from-timm", str(bad))
     assert out.returncode == 2 and "layer_decay" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["a1", "a2", "a3", "torchvision", "resnet_rs50", "params/demo.yaml"])
+@pytest.mark.parametrize("nproc", [1, 4])
+def test_export_then_import_gives_the_recipe_back_but_what_the_comments_name(name, nproc):
+    recipe = load_recipe(name)
+    args, notes = to_timm_args(recipe, nproc)
+    assert args["batch_size"] * nproc * args["grad_accum_steps"] == recipe.batch_size  # -b is per process
+    back, _ = from_timm_args(args, world_size=nproc)
+    differ = [k for k, v in recipe.to_dict().items() if back.to_dict()[k] != v]
+    assert all(any(n.startswith(k) for n in notes) for k in differ), (differ, notes)
+    assert plan_batch(back).lr == pytest.approx(plan_batch(recipe).lr)  # the LR train.py will use, stated
+    assert any(f"train.py will use lr {plan_batch(recipe).lr:.6g}" in n for n in notes)
+
+
+def test_the_fixture_run_exported_again_repeats_its_command():
+    """Import args.yaml, export: every training flag of the command that made the fixture comes back, same value."""
+    def flags(words):
+        out, key = {}, None
+        for w in words:
+            if w.startswith("-") and not w[1:2].isdigit():
+                key = w
+                out[key] = []
+            elif key:
+                out[key].append(w)
+        return out
+
+    def same(a, b):
+        try:
+            return [float(x) for x in a] == [float(x) for x in b]
+        except ValueError:
+            return a == b
+
+    theirs = flags((ARGS.parent / "command.txt").read_text().split())
+    ours = flags(timm_command(from_timm_args(ARGS)[0]).splitlines()[0].split())
+    io = {"--data-dir", "--train-split", "--val-split", "--num-classes", "-j", "--device", "--output", "--experiment",
+          "--checkpoint-hist"}
+    missing = {k: v for k, v in theirs.items() if k not in io and not same(v, ours.get(k, ["<absent>"]))}
+    assert not missing, {k: (v, ours.get(k)) for k, v in missing.items()}
+
+
+def test_the_cli_prints_a_torchrun_command(cli):
+    out = cli("recipe", "a3", "--timm-command", "--nproc", "8", "--data-dir", "/data/imagenet")
+    assert out.returncode == 0, out.stderr
+    command, *comments = out.stdout.splitlines()
+    assert command.startswith("torchrun --nproc_per_node=8 train.py --data-dir /data/imagenet --model resnet50")
+    assert " -b 256 " in command and " --lr 0.008 " in command and "--bce-loss" in command
+    assert any("test_res 224: train.py validates at --img-size 160" in c for c in comments)

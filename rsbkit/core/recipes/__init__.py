@@ -21,4 +21,4 @@ from .schema import (  # noqa: F401
     recipe_fields,
     split_fields,
 )
-from .timm_args import closest_base, from_timm_args, params_yaml  # noqa: F401
+from .timm_args import closest_base, from_timm_args, params_yaml, timm_command, to_timm_args  # noqa: F401

@@ -27,6 +27,7 @@ train.py's semantics kept here:
 """
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any, Union
 
@@ -34,6 +35,7 @@ import yaml
 from timm.models import get_pretrained_cfg
 
 from ..errors import RecipeError
+from .batch import lr_scaling, plan_batch
 from .catalogue import RECIPES
 from .schema import Recipe
 
@@ -172,3 +174,91 @@ def params_yaml(recipe: Recipe, notes: list[str] = ()) -> str:
     fields = {k: v for k, v in recipe.to_dict().items() if k == "name" or v != theirs[k]}
     head = "".join(f"# {line}\n" for line in notes)
     return head + yaml.safe_dump({"base": base, **fields}, sort_keys=False)
+
+
+# ---------------------------------------------------------------- the other way: a recipe as train.py flags
+
+FLAG_ORDER = ("model", "drop", "drop_path", "img_size", "crop_pct", "interpolation", "train_interpolation", "scale", "ratio",
+              "hflip", "color_jitter", "aa", "reprob", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "aug_repeats",
+              "bce_loss", "bce_target_thresh", "smoothing", "opt", "lr", "lr_base", "lr_base_size", "lr_base_scale",
+              "weight_decay", "momentum", "clip_grad", "sched", "sched_on_updates", "epochs", "cooldown_epochs",
+              "warmup_epochs", "warmup_lr", "min_lr", "decay_milestones", "decay_rate", "batch_size", "grad_accum_steps",
+              "model_ema", "model_ema_decay", "amp", "amp_dtype", "channels_last", "torchcompile", "sync_bn", "dist_bn",
+              "seed", "experiment")
+
+
+def to_timm_args(recipe: Recipe, world_size: int = 1) -> tuple[dict[str, Any], list[str]]:
+    """The train.py arguments (args.yaml's names) that train `recipe` on `world_size` processes, and one line
+    per place where train.py will not do what rsbkit does. ``from_timm_args`` of the result gives the
+    recipe back, but for the fields those lines name."""
+    if recipe.batch_size % world_size:
+        raise RecipeError(f"batch_size {recipe.batch_size} does not split over {world_size} processes; "
+                          "train.py's -b is per process")
+    plan = plan_batch(recipe)
+    args: dict[str, Any] = {flag: recipe.to_dict()[field] for flag, field in FIELDS.items()}
+    notes: list[str] = []
+    per_step = 1
+    if recipe.grad_accum and recipe.batch_size != recipe.lr_base_size:
+        per_step = recipe.lr_base_size // recipe.batch_size
+        notes.append(f"grad_accum: train.py accumulates {per_step} steps of -b {recipe.batch_size // world_size}; the "
+                     f"recipe read back has batch_size {recipe.lr_base_size} (the same optimizer steps)")
+    args.update(batch_size=recipe.batch_size // world_size, grad_accum_steps=per_step, drop_path=recipe.drop_path or None)
+    if recipe.batch_size == recipe.lr_base_size or recipe.grad_accum or lr_scaling(recipe) == "none":
+        args["lr"] = plan.lr
+    else:
+        scale = "" if recipe.lr_scale == "auto" else recipe.lr_scale
+        args.update(lr=None, lr_base=recipe.lr, lr_base_size=recipe.lr_base_size, lr_base_scale=scale)
+    notes.append(f"train.py will use lr {plan.lr:.6g} for the global batch of {recipe.batch_size}"
+                 + (f" ({lr_scaling(recipe)} scaling of {recipe.lr:g} at {recipe.lr_base_size})"
+                    if args["lr"] is None else ""))
+    if lr_scaling(recipe) == "none" and recipe.batch_size != recipe.lr_base_size:
+        notes.append("lr_scale: none is written as --lr; the recipe read back has lr_base_size = batch_size (same LR)")
+    args.update(bce_loss=recipe.loss == "bce", img_size=recipe.train_res, crop_pct=recipe.crop_pct,
+                interpolation=recipe.interpolation, scale=list(recipe.scale), ratio=list(recipe.ratio),
+                color_jitter=recipe.color_jitter, aa=recipe.aa, torchcompile="inductor" if recipe.torchcompile else None,
+                dist_bn="" if recipe.dist_bn == "none" else recipe.dist_bn, experiment=recipe.name,
+                decay_milestones=list(recipe.decay_milestones) or None)
+    if recipe.test_res != recipe.train_res:
+        notes.append(f"test_res {recipe.test_res}: train.py validates at --img-size {recipe.train_res}; evaluate at "
+                     f"{recipe.test_res} afterwards (rsbkit evaluate --res {recipe.test_res}, or timm's validate.py)")
+    if recipe.color_jitter and recipe.aa:
+        notes.append(f"color_jitter {recipe.color_jitter}: timm applies no jitter under RandAugment (rsbkit neither); "
+                     "the recipe read back has 0")
+    defaults = Recipe()
+    for field, why in (("width", "train.py has no width: pass the model's own kwargs with --model-kwargs"),
+                       ("init", "train.py starts from --initial-checkpoint PATH or --pretrained"),
+                       ("decay_norm_bias", "train.py never decays norm and bias weights"),
+                       ("lamb_clip", "train.py's LAMB clips the global gradient norm at 1.0 (--opt-kwargs max_grad_norm=...)")):
+        if getattr(recipe, field) != getattr(defaults, field):
+            notes.append(f"{field} {getattr(recipe, field)!r}: {why}")
+    if recipe.aug_repeats > world_size:
+        notes.append(f"aug_repeats {recipe.aug_repeats}: on {world_size} process(es) train.py puts copies of an image in "
+                     "one batch (BatchNorm sees them together); rsbkit deals them over forward passes")
+    if recipe.augment_on != "loader":
+        notes.append("augment_on: rsbkit may augment on the device; train.py augments in its loader workers (the same "
+                     "timm ops and draws, in distribution)")
+    notes.append("how it runs: channels_last and amp are train.py flags above; rsbkit's eval_on, decode_on, eval_every "
+                 "and ddp_broadcast_buffers have none")
+    return {k: args[k] for k in FLAG_ORDER if k in args}, notes
+
+
+def timm_command(recipe: Recipe, world_size: int = 1, data_dir: str = "DATA") -> str:
+    """The ``train.py`` (or ``torchrun ... train.py``) command that trains `recipe`, then one comment line per
+    place where train.py will not do the same thing."""
+    args, notes = to_timm_args(recipe, world_size)
+    words = (["torchrun", f"--nproc_per_node={world_size}"] if world_size > 1 else ["python"]) + ["train.py", "--data-dir", data_dir]
+    for key, value in args.items():
+        flag = "-b" if key == "batch_size" else "--" + key.replace("_", "-")
+        if value is None or value is False or (key == "grad_accum_steps" and value == 1):
+            continue
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *map(_show, value)]
+        else:
+            words += [flag, _show(value)]
+    return " ".join(shlex.quote(w) for w in words) + "\n" + "".join(f"# {n}\n" for n in notes)
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)  # every digit: 4/3 stays 1.3333333333333333
