@@ -17,6 +17,7 @@ from ..core.data import load_data
 from ..core.distributed import launcher_env
 from ..core.errors import RecipeError, RsbkitError
 from ..core.evaluate import evaluate, load_model, resolution_sweep
+from ..core.export import export_for_timm
 from ..core.recipes import from_timm_args, load_recipe, params_yaml, parse_overrides, timm_command
 from ..core.runs import default_run_dir
 from ..core.train import train
@@ -78,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--real", default=None, metavar="real.json", help="ImageNet ReaL labels file")
     p.add_argument("--device", default=None)
     p.add_argument("--limit-val", type=int, default=None, metavar="N")
+
+    p = sub.add_parser("export", help="write a run's weights and pretrained config for timm.create_model('local-dir:OUT')")
+    p.add_argument("source", help="run folder or checkpoint")
+    p.add_argument("out", help="folder to write (model.safetensors, pytorch_model.bin, config.json)")
+    p.add_argument("--ema", action="store_true", help="the EMA weights")
 
     p = sub.add_parser("data", help="check a dataset and print its size and classes")
     p.add_argument("spec", nargs="?", default="default")
@@ -183,6 +189,10 @@ def _run(args: argparse.Namespace) -> int:
                            device=args.device, real_json=args.real))
         else:
             print(resolution_sweep(model, data, res, crops, interpolation=interp, device=args.device).to_string(index=False))
+        return 0
+    if args.command == "export":
+        out = export_for_timm(args.source, args.out, ema=args.ema)
+        print(f"wrote {out}: timm.create_model('local-dir:{out.resolve()}', pretrained=True)")
         return 0
     if args.command == "data":
 
