@@ -23,6 +23,7 @@ from ..core.runs import default_run_dir
 from ..core.train import train
 from .bench import config_from_args, run_bench
 from .cluster import ClusterOptions, run_cluster_sweep
+from .procedures import paper_table, reported_of
 from .sweep import find_notebook, load_sweep, run_point, run_sweep, single_point
 from .table import epoch_hooks
 
@@ -77,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=float, nargs="+", default=None, help="crop ratios (default: the recipe's)")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
     p.add_argument("--real", default=None, metavar="real.json", help="ImageNet ReaL labels file")
+    p.add_argument("--v2", default=None, metavar="PATH", help="--paper-table: ImageNet-V2's folder (class folders 0..999)")
+    p.add_argument("--paper-table", action="store_true",
+                   help="val / ReaL (--real) / V2 (--v2) top-1 at the first --res and --crop, beside the paper's row")
     p.add_argument("--device", default=None)
     p.add_argument("--limit-val", type=int, default=None, metavar="N")
 
@@ -184,7 +188,12 @@ def _run(args: argparse.Namespace) -> int:
         res = args.res or [recipe.test_res if recipe else 224]
         crops = args.crop or [recipe.crop_pct if recipe else 0.95]
         interp = recipe.interpolation if recipe else "bicubic"
-        if args.real:
+        if args.paper_table:
+            table = paper_table(model, reported_of(args.source, recipe), data, test_res=res[0], crop_pct=crops[0], interpolation=interp,
+                                real_json=args.real, v2=args.v2, device=args.device)
+            print(table.to_string(float_format=lambda v: f"{v:.2f}", na_rep="-"))
+            print(f"paper: {table.attrs['source']}")
+        elif args.real:
             print(evaluate(model, data, test_res=res[0], crop_pct=crops[0], interpolation=interp,
                            device=args.device, real_json=args.real))
         else:

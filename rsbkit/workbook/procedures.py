@@ -20,9 +20,9 @@ from ..core.data import Data, load_data
 from ..core.devices import pick_device
 from ..core.distributed import stream, torchrun_command
 from ..core.errors import RunError
-from ..core.evaluate import default_resolutions, load_model, resolution_sweep
+from ..core.evaluate import default_resolutions, evaluate, load_model, resolution_sweep
 from ..core.optim import lr_schedule
-from ..core.recipes import RECIPES, Recipe, base_recipe, changes, load_recipe, plan_batch
+from ..core.recipes import RECIPES, Recipe, Reported, base_recipe, changes, load_recipe, plan_batch
 from ..core.runs import atomic_write_text, check_resume, read_metrics, stamped_folder
 from ..core.train import train
 from .figures import curves_figure
@@ -249,6 +249,42 @@ def beside_paper(result: dict[str, Any], recipe: Recipe):
         ("train images/s", str(result.get("imgs_per_s")), ""),
     ]
     table = pd.DataFrame(rows, columns=["", "this run", f"paper ({base.name})"]).set_index("")
+    table.attrs["source"] = rep.source if rep else "no published numbers for this recipe"
+    return table
+
+
+def reported_of(source: Union[str, Path], recipe: Optional[Recipe]) -> Optional[Reported]:
+    """What the paper reports for the recipe that trained `source`: a run folder's result.json carries it
+    (a smoke or demo run of A3 carries A3's), else the recipe's own."""
+    result = Path(source) / "result.json"
+    if result.is_file():
+        saved = json.loads(result.read_text()).get("reported")
+        return Reported(**saved) if saved else None
+    return recipe.reported if recipe is not None else None
+
+
+def paper_table(model, reported: Optional[Reported], data: Union[Data, str, Path], *, test_res: int, crop_pct: float,
+                interpolation: str = "bicubic", real_json: Union[str, Path, None] = None,
+                v2: Union[str, Path, None] = None, device: Optional[str] = None):
+    """The paper's Table 1 columns for this model: val top-1, ReaL top-1 (with `real_json`, ImageNet's val
+    images as `data`) and ImageNet-V2 top-1 (`v2`: its folder of class folders 0..999), in one row, with
+    the row the paper reports (`reported`) under it."""
+    import pandas as pd
+
+    kwargs = dict(test_res=test_res, crop_pct=crop_pct, interpolation=interpolation, device=device)
+    val = evaluate(model, data, real_json=real_json, **kwargs)
+    labels = (getattr(model, "pretrained_cfg", None) or {}).get("label_names") or None
+    v2_top1 = None
+    if v2:
+        v2_data = load_data(v2, classes=labels, num_classes=getattr(model, "num_classes", None))
+        v2_top1 = evaluate(model, v2_data, **kwargs)["top1"]
+    rep = reported
+    name = next((r.name for r in RECIPES.values() if rep is not None and r.reported == rep), "its recipe")
+    rows = {f"this model ({test_res} px, crop {crop_pct:g})": (val["top1"], val.get("real_top1"), v2_top1)}
+    if rep is not None:
+        rows[f"paper ({name}, ImageNet-1k)"] = (rep.top1, rep.real, rep.v2)
+    rows = {k: tuple(float("nan") if v is None else v for v in row) for k, row in rows.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["val top-1", "ReaL top-1", "V2 top-1"])
     table.attrs["source"] = rep.source if rep else "no published numbers for this recipe"
     return table
 

@@ -107,3 +107,30 @@ def test_an_empty_training_class_folder_is_named(tmp_path):
     (tmp_path / "d" / "train" / "2").mkdir()
     with pytest.raises(DataError, match=r"train: the class folder\(s\) 2 hold no images"):
         load_data(tmp_path / "d")
+
+
+def test_the_paper_table_puts_val_and_v2_beside_the_papers_row(cli, smoke_run, embedded, tmp_path):
+    """An ImageNet-V2-like folder (class folders by index) of the embedded test images: its column is the
+    top-1 evaluate gives on that folder; the paper's row is A3's (the smoke run's recipe)."""
+    v2 = tmp_path / "v2"
+    for i in range(40):
+        img, label = embedded.val[i]
+        (v2 / str(label)).mkdir(parents=True, exist_ok=True)
+        img.save(v2 / str(label) / f"{i}.png")
+    for label in range(10):  # every class folder holds an image
+        if not (v2 / str(label)).is_dir():
+            idx = next(i for i in range(len(embedded.val)) if embedded.val[i][1] == label)
+            (v2 / str(label)).mkdir()
+            embedded.val[idx][0].save(v2 / str(label) / f"{idx}.png")
+    out = cli("evaluate", str(smoke_run), "--paper-table", "--v2", str(v2), "--limit-val", "64", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    ours = next(li for li in lines if li.startswith("this model (32 px, crop 0.95)"))
+    paper = next(li for li in lines if li.startswith("paper (a3, ImageNet-1k)"))
+    assert paper.split()[-3:] == ["78.10", "84.50", "66.10"]  # RSB Table 1, A3
+    model, _ = load_model(smoke_run)
+    from rsbkit.core.evaluate import evaluate
+
+    expected = evaluate(model, load_data(v2, classes=model.pretrained_cfg["label_names"]), test_res=32, crop_pct=0.95,
+                        device="cpu")["top1"]
+    assert ours.split()[-1] == f"{expected:.2f}" and ours.split()[-2] == "-"  # no ReaL labels given
