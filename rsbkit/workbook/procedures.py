@@ -344,7 +344,8 @@ def resolution_study(
     bad = [r for r in resolutions if not isinstance(r, int) or r < 8]
     if bad:
         raise RunError(f"resolutions {bad}: give integers of at least 8 px")
-    dataset = load_data(data, limit_val=limit_val or None)
+    labels = (getattr(model, "pretrained_cfg", None) or {}).get("label_names") or None  # a folder without train/ (V2)
+    dataset = load_data(data, limit_val=limit_val or None, classes=labels, num_classes=getattr(model, "num_classes", None))
     table = resolution_sweep(model, dataset, resolutions, crops,
                              interpolation=recipe.interpolation if recipe else "bicubic", device=none_if_empty(device))
     fallback = Path(source) if Path(source).is_dir() else stamped_folder("resolution")

@@ -156,3 +156,14 @@ def test_torchrun_rows_come_from_metrics_csv_even_when_the_run_prints_nothing(tm
     rows = []
     assert setup.train(on_epoch=rows.append)["status"] == "completed"
     assert rows == [{"epoch": 1, "step": 10, "train_loss": 0.5}, {"epoch": 2, "step": 20, "train_loss": 0.5}]
+
+
+def test_resolution_study_takes_a_validation_only_folder(smoke_run, embedded, tmp_path):
+    """The evaluate notebook's study on a folder of class folders named by index, without train/ (ImageNet-V2's layout)."""
+    for i in range(30):
+        img, label = embedded.val[i]
+        (tmp_path / "v2" / str(label)).mkdir(parents=True, exist_ok=True)
+        img.save(tmp_path / "v2" / str(label) / f"{i}.png")
+    study = resolution_study(source=str(smoke_run), data=str(tmp_path / "v2"), resolutions=[32], crops=[0.95],
+                             device="cpu", out_dir=str(tmp_path / "out"))
+    assert list(study.table["test_res"]) == [32] and 0 <= study.table["top1"].item() <= 100
