@@ -22,8 +22,7 @@ DEFERRED = {
     "IPython": "display inside a notebook only",
     "tqdm": "progress='bar' only",
     "torch.utils.tensorboard": "tensorboard=True only (the tensorboard package)",
-    "torchvision.datasets": "fashion-mnist's download path only",
-    "timm.data.create_dataset": "timm dataset names only",
+    "torchvision.datasets": "torchvision's Fashion-MNIST download path only",
 }
 
 

@@ -465,7 +465,6 @@ class BatchErasing:
     thread cannot share with the training thread reproducibly."""
 
     def __init__(self, probability: float):
-
         timm_erasing = RandomErasing(probability, mode="pixel", max_count=1, device="cpu")
         self.probability, self.min_area, self.max_area = timm_erasing.probability, timm_erasing.min_area, timm_erasing.max_area
         self.log_aspect_ratio = timm_erasing.log_aspect_ratio
@@ -604,7 +603,6 @@ def crop_each(images: Sequence[torch.Tensor], scale: Sequence[float], ratio: Seq
 
 
 def _roi_resize(images: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Tensor:
-
     # adaptive sampling: ceil(box / size) bilinear samples per output pixel and side, averaged (an antialiased
     # downscale, and the identity when box and output sizes agree)
     return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
@@ -622,7 +620,6 @@ def decode_images(encoded: Sequence[torch.Tensor], device: torch.device) -> tupl
 
     Returns the images and (position, reason) for each one that could not be decoded. An
     out-of-memory error is not a bad file: it is raised, for the out-of-memory fallback."""
-
 
     jpeg = [i for i, e in enumerate(encoded) if is_jpeg(bytes(e[:3].tolist()))]
     out: list[Optional[torch.Tensor]] = [None] * len(encoded)

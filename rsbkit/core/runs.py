@@ -160,7 +160,6 @@ class RunLock:
     """
 
     def __init__(self, folder: Union[str, Path], name: str = LOCK_FILE, *, timeout: float = 0.0, what: str = "run folder"):
-
         self.path = Path(folder) / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -301,8 +300,6 @@ def code_version() -> str:
 
 
 def environment(device_name: str) -> dict[str, Optional[str]]:
-
-
     return dict(
         device_name=device_name,
         torch=torch.__version__,

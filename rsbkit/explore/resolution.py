@@ -84,7 +84,6 @@ def measured_table(run: str, *, data: str = "default", limit_val: int = 500, res
 
     import pandas as pd
 
-
     model, recipe = load_model(run)
     csv = Path(run) / "resolution.csv"
     if csv.is_file():

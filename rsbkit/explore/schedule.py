@@ -19,7 +19,6 @@ def lr_curve(recipe: Recipe, batch_size: Optional[int] = None, *, grad_accum: Op
     """
     import pandas as pd
 
-
     changes = {}
     if batch_size is not None:
         changes["batch_size"] = int(batch_size)

@@ -203,7 +203,6 @@ def model_step(cfg: BenchConfig, device: torch.device, *, plain: bool) -> dict[s
 
 
 def _data(cfg: BenchConfig, cache: Path):
-
     if cfg.data == "jpegs":
         return load_data(write_jpegs(cache / f"jpegs-{cfg.jpegs}", cfg.jpegs))
     return load_data(cfg.data)
@@ -273,7 +272,6 @@ def _at_least(data, images: int):
 
 
 def _metrics(run: Path) -> list[dict[str, Any]]:
-
     with open(run / "metrics.csv") as f:
         return [{k: float(v) if v not in ("", None) else None for k, v in row.items()} for row in csv.DictReader(f)]
 
@@ -284,7 +282,6 @@ def _metrics(run: Path) -> list[dict[str, Any]]:
 def run_bench(cfg: BenchConfig, out_dir: Union[str, Path] = "benchmarks/results", *, cache: Union[str, Path, None] = None,
               command: Optional[str] = None, log=print) -> tuple[dict[str, Any], Path]:
     """Measure every entry, print the table, write the JSON; return (the record, its path)."""
-
 
     device = pick_device(cfg.device)
     cache = Path(cache) if cache else Path.home() / ".cache" / "rsbkit" / "bench"

@@ -154,7 +154,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-
     if args.command == "recipe":
         if args.from_timm:
             recipe, notes = from_timm_args(args.from_timm, world_size=args.nproc)
@@ -212,7 +211,6 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "run":
 
-
         params = {name: yaml.safe_load(value) for name, value in args.parameter}
         notebook = find_notebook(args.notebook)
         point = single_point(notebook, params, args.out)
@@ -244,7 +242,6 @@ def _run(args: argparse.Namespace) -> int:
                 return 0
         return 1 if (table["status"] == "failed").any() else 0
     if args.command == "bench":
-
 
         run_bench(config_from_args(args), args.out, cache=args.cache, command=shlex.join(["python", "-m", "rsbkit", *args.argv]))
         return 0

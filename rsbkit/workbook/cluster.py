@@ -85,7 +85,6 @@ class PointJob:
         self._proc = None
 
     def __call__(self) -> PointResult:
-
         os.chdir(self.cwd)
         # a requeued attempt may start while the preempted one is still saving: wait for its lock, a bounded time
         return run_point(self.notebook, self.point, kernel=self.kernel, started=self._started, lock_wait=self.lock_wait,

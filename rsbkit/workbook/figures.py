@@ -75,7 +75,6 @@ def resolution_figure(table: pandas.DataFrame, *, train_res: Optional[int] = Non
 def seed_figure(values: Sequence[float], stats, *, title: str = "", bins: Optional[int] = None) -> go.Figure:
     """Histogram of a metric over seeds with its Gaussian fit, as the paper's Figure 2."""
 
-
     values = list(values)
     bins = bins or min(20, max(5, math.ceil(2 * math.sqrt(len(values)))))  # 100 seeds: 20 bins, 3 seeds: 5
     lo, hi = min(values), max(values)

@@ -103,7 +103,6 @@ def architecture_study(*, recipe: str, models: Sequence[str], data: str = "defau
 def source_model(source: str) -> tuple[str, float, str]:
     """(model, width, label) of a fine-tuning source: a run folder, a checkpoint, or a timm pretrained name."""
 
-
     path = Path(source)
     if path.is_dir() and (path / "recipe.yaml").is_file():
         r = load_recipe(path / "recipe.yaml")

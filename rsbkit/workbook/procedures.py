@@ -82,7 +82,6 @@ class TrainSetup:
     def _torchrun(self, on_epoch: Optional[Callable[[dict[str, Any]], None]]) -> dict[str, Any]:
         """Launch torchrun, stream its log here, and feed `on_epoch` from metrics.csv as epochs end."""
 
-
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume:
             (self.run_dir / "recipe.yaml").write_text(self.recipe.to_yaml())
@@ -123,7 +122,6 @@ class TrainSetup:
     def schedule(self) -> Optional[tuple[list[float], list[float]]]:
         """(epoch, lr) over the whole run as planned, read once the run has written recipe.yaml."""
         if self._schedule is None and (self.run_dir / "recipe.yaml").is_file():
-
 
             resolved = yaml.safe_load((self.run_dir / "recipe.yaml").read_text())["resolved"]
             steps = resolved["steps_per_epoch"]
@@ -223,7 +221,6 @@ def beside_paper(result: dict[str, Any], recipe: Recipe):
     full length; the table says so, since a scaled-down run compares only in kind.
     """
     import pandas as pd
-
 
     rep = recipe.reported
     base = next((r for r in RECIPES.values() if rep is not None and r.reported == rep), recipe)
@@ -358,7 +355,6 @@ def resolution_study(
 def paper_resolution_tables():
     """The paper's crop-ratio table (Table 9) and timm's FixRes points, as DataFrames."""
     import pandas as pd
-
 
     crop = pd.DataFrame(TABLE9_CROP).pivot(index="crop_pct", columns="recipe", values="mean")
     return crop, pd.DataFrame(FIXRES_TIMM)

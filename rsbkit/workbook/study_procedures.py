@@ -54,7 +54,6 @@ def seed_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs:
                metric: str = "final_top1", out_dir: Optional[str] = None) -> SeedStudy:
     """N seeds of one recipe: statistics written to ``seed_stats.json`` for the ablation to use."""
 
-
     table, folder = sweep_runs(sweep, runs, jobs)
     if metric not in table.columns:
         raise RunError(f"metric {metric!r} is not a run column; use final_top1, best_top1 or final_top5")
@@ -98,7 +97,6 @@ def find_seed_stats(recipe: Optional[str], data: Optional[str], metric: str = "f
 
 def read_noise_band(seed_stats_json: Optional[str], n_per_cell: int = 1) -> Optional[float]:
     """The noise band for single runs from a seed study's ``seed_stats.json`` (None when not given)."""
-
 
     if not none_if_empty(seed_stats_json):
         return None

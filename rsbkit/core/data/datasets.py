@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from timm.data import create_dataset
 from torch.utils.data import Dataset, Subset
+from torchvision.datasets.folder import find_classes, make_dataset
 
 from ..errors import DataError
 
@@ -176,8 +177,6 @@ def _fashion_mnist(root: Path, download: bool) -> Data:
 
 
 def _folder(path: Path) -> Data:
-    from torchvision.datasets.folder import find_classes, make_dataset
-
     expected = f"expected {path}/train/<class>/*.jpg and {path}/val/<class>/*.jpg"
     if not path.is_dir():
         raise DataError(f"dataset folder {path} does not exist; {HELP}")
@@ -219,8 +218,6 @@ def class_folders(path: Union[str, Path], classes: Optional[Sequence[str]] = Non
     model's classes take those labels; otherwise folders named by integers are class indices
     (ImageNet-V2's ``0`` .. ``999``: by number, not by string order, which would put 10 before 2).
     Anything else is refused, naming the folders."""
-    from torchvision.datasets.folder import make_dataset
-
     path = Path(path).expanduser()
     if not path.is_dir():
         raise DataError(f"dataset folder {path} does not exist; {HELP}")
@@ -248,7 +245,6 @@ def class_folders(path: Union[str, Path], classes: Optional[Sequence[str]] = Non
 
 
 def _timm_dataset(name: str, root: Path, download: bool) -> Data:
-
     splits = {}
     for split in ("train", "validation"):
         try:

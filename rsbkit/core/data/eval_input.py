@@ -43,8 +43,6 @@ class EvalInput:
     def __init__(self, dataset: Dataset, test_res: int, crop_pct: float, interpolation: str, *, device,
                  batch_size: int, workers: int, pin_memory: bool = False):
 
-
-
         files = files_of(dataset)
         if files is None:
             raise DataError("eval_on: device needs a folder dataset of image files for validation; set eval_on: loader")
@@ -64,7 +62,6 @@ class EvalInput:
         return ahead(batches, self.device) if self.device.type == "cuda" else batches
 
     def prepare(self, batch):
-
         images, labels, skipped = decode_batch(batch, self.device)
         if images is None:
             return None, None, skipped

@@ -69,8 +69,6 @@ class _Seeded:
         self.seed, self.all = seed, numpy_and_torch
 
     def __enter__(self):
-
-
         self.saved = None
         if get_worker_info() is None:
             self.saved = (random.getstate(), np.random.get_state() if self.all else None,
@@ -81,7 +79,6 @@ class _Seeded:
             torch.random.default_generator.manual_seed(self.seed)  # the CPU generator only: CUDA's stay as they are
 
     def __exit__(self, *exc):
-
         if self.saved is not None:
             random.setstate(self.saved[0])
             if self.all:
@@ -248,7 +245,6 @@ class TrainInput:
                  decode_on: str = "auto", device: Union[str, torch.device] = "cpu", workers: int = 0,
                  pin_memory: bool = False, rank: int = 0, channels_last: bool = False, prefetch: int = 4):
 
-
         device = torch.device(device)
         self.kind = input_kind(data, recipe, augment_on, decode_on, device)
         self.device, self.channels_last, self.rank, self.prefetch = device, channels_last, rank, prefetch
@@ -314,7 +310,6 @@ def decode_batch(batch, device: torch.device):
     """An (EncodedBatch, labels, skipped) batch decoded on `device` (:func:`rsbkit.augment.decode_images`):
     (list of uint8 images, their labels, skipped) with the unreadable files moved to skipped; images
     None when none was readable."""
-
 
     encoded, labels, skipped = batch
     if encoded is None:

@@ -307,19 +307,16 @@ def _check(r: Recipe) -> None:
 
 @functools.cache
 def _timm_optimizers() -> tuple[str, ...]:
-
     return tuple(list_optimizers())
 
 
 @functools.cache
 def _timm_models() -> tuple[str, ...]:
-
     return tuple(timm.list_models())
 
 
 @functools.cache
 def _is_timm_model(name: str) -> bool:
-
     return timm.is_model(split_model_name_tag(name)[0])
 
 
