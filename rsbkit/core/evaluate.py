@@ -118,7 +118,6 @@ def evaluate(
     device = pick_device(device)
     real = None
     if real_json is not None:
-
         if data.val_files is None:
             raise DataError(f"ReaL labels need the ImageNet val images as a folder dataset; {data.name} has no file names")
         real = RealLabelsImagenet(data.val_files, real_json=str(real_json), topk=(1, 5))
@@ -199,6 +198,13 @@ def load_model(
                           "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "crop_pct": recipe.crop_pct,
                           "interpolation": recipe.interpolation, "input_size": (3, recipe.test_res, recipe.test_res)}
     return net.to(device).eval(), recipe
+
+
+def load_data_for(model: torch.nn.Module, data: Union[Data, str, Path], *, limit_val: Optional[int] = None) -> Data:
+    """`data` to evaluate `model` on: a folder of class folders without train/ (ImageNet-V2, a validation
+    split) is labelled by the model's class names (its pretrained_cfg's label_names) or class count."""
+    labels = (getattr(model, "pretrained_cfg", None) or {}).get("label_names") or None
+    return load_data(data, limit_val=limit_val, classes=labels, num_classes=getattr(model, "num_classes", None))
 
 
 def timm_run_model(state: dict[str, Any], path: Union[str, Path], *, ema: bool = False,

@@ -16,7 +16,7 @@ import yaml
 from ..core.data import load_data
 from ..core.distributed import launcher_env
 from ..core.errors import RecipeError, RsbkitError
-from ..core.evaluate import evaluate, load_model, resolution_sweep
+from ..core.evaluate import evaluate, load_data_for, load_model, resolution_sweep
 from ..core.export import export_for_timm
 from ..core.recipes import from_timm_args, load_recipe, params_yaml, parse_overrides, timm_command
 from ..core.runs import default_run_dir
@@ -181,9 +181,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
 
         model, recipe = load_model(args.source, ema=args.ema, device="cpu")
-        # a folder of class folders without train/ (ImageNet-V2, a validation split) is labelled for this model
-        labels = (getattr(model, "pretrained_cfg", None) or {}).get("label_names") or None
-        data = load_data(args.data, limit_val=args.limit_val, classes=labels, num_classes=getattr(model, "num_classes", None))
+        data = load_data_for(model, args.data, limit_val=args.limit_val)
         res = args.res or [recipe.test_res if recipe else 224]
         crops = args.crop or [recipe.crop_pct if recipe else 0.95]
         interp = recipe.interpolation if recipe else "bicubic"

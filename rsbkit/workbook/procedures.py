@@ -20,10 +20,10 @@ from ..core.data import Data, load_data
 from ..core.devices import pick_device
 from ..core.distributed import stream, torchrun_command
 from ..core.errors import RunError
-from ..core.evaluate import default_resolutions, evaluate, load_model, resolution_sweep
+from ..core.evaluate import default_resolutions, evaluate, load_data_for, load_model, resolution_sweep
 from ..core.optim import lr_schedule
 from ..core.recipes import RECIPES, Recipe, Reported, base_recipe, changes, load_recipe, plan_batch
-from ..core.runs import atomic_write_text, check_resume, read_metrics, stamped_folder
+from ..core.runs import atomic_write_text, check_resume, load_run, read_metrics, stamped_folder
 from ..core.train import train
 from .figures import curves_figure
 from .paper import FIXRES_TIMM, TABLE9_CROP
@@ -253,9 +253,8 @@ def beside_paper(result: dict[str, Any], recipe: Recipe):
 def reported_of(source: Union[str, Path], recipe: Optional[Recipe]) -> Optional[Reported]:
     """What the paper reports for the recipe that trained `source`: a run folder's result.json carries it
     (a smoke or demo run of A3 carries A3's), else the recipe's own."""
-    result = Path(source) / "result.json"
-    if result.is_file():
-        saved = json.loads(result.read_text()).get("reported")
+    if Path(source).is_dir():
+        saved = (load_run(source)["result"] or {}).get("reported")
         return Reported(**saved) if saved else None
     return recipe.reported if recipe is not None else None
 
@@ -270,11 +269,7 @@ def paper_table(model, reported: Optional[Reported], data: Union[Data, str, Path
 
     kwargs = dict(test_res=test_res, crop_pct=crop_pct, interpolation=interpolation, device=device)
     val = evaluate(model, data, real_json=real_json, **kwargs)
-    labels = (getattr(model, "pretrained_cfg", None) or {}).get("label_names") or None
-    v2_top1 = None
-    if v2:
-        v2_data = load_data(v2, classes=labels, num_classes=getattr(model, "num_classes", None))
-        v2_top1 = evaluate(model, v2_data, **kwargs)["top1"]
+    v2_top1 = evaluate(model, load_data_for(model, v2), **kwargs)["top1"] if v2 else None
     rep = reported
     name = next((r.name for r in RECIPES.values() if rep is not None and r.reported == rep), "its recipe")
     rows = {f"this model ({test_res} px, crop {crop_pct:g})": (val["top1"], val.get("real_top1"), v2_top1)}
@@ -341,8 +336,7 @@ def resolution_study(
     bad = [r for r in resolutions if not isinstance(r, int) or r < 8]
     if bad:
         raise RunError(f"resolutions {bad}: give integers of at least 8 px")
-    labels = (getattr(model, "pretrained_cfg", None) or {}).get("label_names") or None  # a folder without train/ (V2)
-    dataset = load_data(data, limit_val=limit_val or None, classes=labels, num_classes=getattr(model, "num_classes", None))
+    dataset = load_data_for(model, data, limit_val=limit_val or None)  # a folder without train/ (V2) too
     table = resolution_sweep(model, dataset, resolutions, crops,
                              interpolation=recipe.interpolation if recipe else "bicubic", device=none_if_empty(device))
     fallback = Path(source) if Path(source).is_dir() else stamped_folder("resolution")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..core.errors import RecipeError, RunError
-from ..core.recipes import Recipe, from_timm_args, plan_batch
+from ..core.recipes import from_timm_args, plan_batch
 from ..core.recipes.timm_args import read_args
 from ..core.runs import RunFolder, load_run, read_metrics
 
@@ -37,15 +37,15 @@ TIMM_ARGS, TIMM_SUMMARY = "args.yaml", "summary.csv"  # what timm's train.py wri
 
 
 def is_timm_run(folder: Path) -> bool:
-    """A timm train.py output folder: its args.yaml and summary.csv."""
-    return (folder / TIMM_ARGS).is_file() and (folder / TIMM_SUMMARY).is_file()
+    """A timm train.py output folder: its args.yaml and summary.csv, and no rsbkit records (recipe.yaml comes first)."""
+    return (folder / TIMM_ARGS).is_file() and (folder / TIMM_SUMMARY).is_file() and not (folder / "recipe.yaml").is_file()
 
 
 def run_metrics(folder: Union[str, Path]) -> list[dict[str, Any]]:
     """A run's rows per epoch in rsbkit's columns: its metrics.csv, or a timm run's summary.csv (epoch counted
     from 1; eval_* as val_*, which are the EMA model's when that run had --model-ema)."""
     folder = Path(folder)
-    if is_timm_run(folder) and not (folder / "metrics.csv").is_file():
+    if is_timm_run(folder):
         return [dict(epoch=int(r["epoch"]) + 1, lr=float(r["lr"]), train_loss=float(r["train_loss"]),
                      val_top1=float(r["eval_top1"]), val_top5=float(r["eval_top5"]), val_loss=float(r["eval_loss"]))
                 for r in csv.DictReader(open(folder / TIMM_SUMMARY))]
@@ -59,9 +59,8 @@ def _timm_row(folder: Path) -> dict[str, Any]:
     args = read_args(folder / TIMM_ARGS)
     rows = run_metrics(folder)
     try:
-        fields = from_timm_args(args)[0].to_dict()
-        lr_used, batch = plan_batch(Recipe().replace(**fields)).lr, fields["batch_size"]
-        error = None
+        recipe = from_timm_args(args)[0]
+        fields, lr_used, batch, error = recipe.to_dict(), plan_batch(recipe).lr, recipe.batch_size, None
     except RecipeError as exc:  # a run rsbkit cannot express: still listed, with what args.yaml says
         fields, lr_used, batch, error = {"model": args.get("model")}, args.get("lr"), args.get("batch_size"), str(exc)
     best = max(rows, key=lambda r: r["val_top1"]) if rows else {}
@@ -105,7 +104,7 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
         folders += [f for f in _find_runs(p) if f not in folders]
     rows = []
     for folder in folders:
-        if is_timm_run(folder) and not (folder / "result.json").is_file():
+        if is_timm_run(folder):
             rows.append(_timm_row(folder))
             continue
         run = load_run(folder)

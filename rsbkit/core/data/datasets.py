@@ -197,15 +197,16 @@ def _folder(path: Path) -> Data:
         if not samples:
             raise DataError(f"{split_dir} holds no images (looked for {' '.join(IMAGE_EXTENSIONS)} in its class folders); {expected}")
         if name == "train":
-            _no_empty_class(split_dir, samples, classes)
+            _no_empty_class(split_dir, samples, class_to_idx)
         splits[name] = samples
     return Data(path.name, ImageFiles(splits["train"]), ImageFiles(splits["val"]), classes, source=str(path.resolve()),
                 val_files=[os.path.basename(p) for p, _ in splits["val"]])
 
 
-def _no_empty_class(folder: Path, samples: list[tuple[str, int]], classes: Sequence[str]) -> None:
+def _no_empty_class(folder: Path, samples: list[tuple[str, int]], to_idx: dict[str, int]) -> None:
+    """Name the class folders of `folder` that gave no image to `samples`."""
     seen = {label for _, label in samples}
-    empty = [c for i, c in enumerate(classes) if i not in seen]
+    empty = [c for c, i in to_idx.items() if i not in seen]
     if empty:
         raise DataError(f"{folder}: the class folder(s) {', '.join(empty[:5])} hold no images "
                         f"({' '.join(IMAGE_EXTENSIONS)}); add images or remove the folder(s)")
@@ -235,10 +236,7 @@ def class_folders(path: Union[str, Path], classes: Optional[Sequence[str]] = Non
         raise DataError(f"{path}: class folders {', '.join(bad[:5])} are neither {theirs} nor class indices "
                         f"0..{(n or 1) - 1}; name each folder by its class")
     samples = make_dataset(str(path), to_idx, IMAGE_EXTENSIONS, allow_empty=True)
-    seen = {label for _, label in samples}
-    empty = [c for c in names if to_idx[c] not in seen]
-    if empty:
-        raise DataError(f"{path}: the class folder(s) {', '.join(empty[:5])} hold no images ({' '.join(IMAGE_EXTENSIONS)})")
+    _no_empty_class(path, samples, to_idx)
     labels = list(classes) if classes else [str(i) for i in range(n)]
     return Data(path.name, ImageFiles([]), ImageFiles(samples), labels, source=f"{path.resolve()} (labelled by {how})",
                 val_files=[os.path.basename(p) for p, _ in samples])
@@ -287,11 +285,11 @@ def load_data(
     `num_classes` (evaluation), a folder of class folders without ``train/`` is read as a validation
     split (:func:`class_folders`).
     """
-    validation_only = False
+    needs_train = not isinstance(spec, Data)  # a Data was checked when it was made
     if isinstance(spec, Data):
         data = spec
     elif (classes or num_classes) and Path(str(spec)).is_dir() and not (Path(str(spec)) / "train").is_dir():
-        data, validation_only = class_folders(spec, classes, num_classes), True
+        data, needs_train = class_folders(spec, classes, num_classes), False  # a validation split only
     else:
         text = "default" if spec is None else str(spec)
         root = Path(root or os.environ.get("RSBKIT_DATA_ROOT", Path.home() / ".cache" / "rsbkit" / "datasets"))
@@ -303,7 +301,7 @@ def load_data(
             data = _timm_dataset(text, root / text.split("/", 1)[1], download)
         else:
             data = _folder(Path(text).expanduser())
-    if len(data.val) == 0 or (len(data.train) == 0 and not (validation_only or isinstance(spec, Data))):
+    if len(data.val) == 0 or (len(data.train) == 0 and needs_train):
         raise DataError(f"{data.name}: empty split (train {len(data.train)}, val {len(data.val)} images); {HELP}")
     if limit_train is not None or limit_val is not None:
         val = _limit(data.val, limit_val)
