@@ -119,3 +119,6 @@ def test_the_cli_prints_a_torchrun_command(cli):
     assert command.startswith("torchrun --nproc_per_node=8 train.py --data-dir /data/imagenet --model resnet50")
     assert " -b 256 " in command and " --lr 0.008 " in command and "--bce-loss" in command
     assert any("test_res 224: train.py validates at --img-size 160" in c for c in comments)
+    for nproc, why in (("0", "nproc=0: give the number of processes"), ("3", "batch_size 2048 does not split over 3")):
+        out = cli("recipe", "a3", "--timm-command", "--nproc", nproc)
+        assert out.returncode == 2 and why in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -191,6 +191,8 @@ def to_timm_args(recipe: Recipe, world_size: int = 1) -> tuple[dict[str, Any], l
     """The train.py arguments (args.yaml's names) that train `recipe` on `world_size` processes, and one line
     per place where train.py will not do what rsbkit does. ``from_timm_args`` of the result gives the
     recipe back, but for the fields those lines name."""
+    if world_size < 1:
+        raise RecipeError(f"nproc={world_size}: give the number of processes train.py will run on (1 or more)")
     if recipe.batch_size % world_size:
         raise RecipeError(f"batch_size {recipe.batch_size} does not split over {world_size} processes; "
                           "train.py's -b is per process")
