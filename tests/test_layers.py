@@ -99,3 +99,16 @@ def test_public_names_work_from_the_top():
     for name in rsbkit.__all__:
         assert getattr(rsbkit, name) is not None, name
     assert rsbkit.train.__module__ == "rsbkit.core.train" and rsbkit.A3.name == "a3"
+
+
+def test_a_process_that_imported_rsbkit_skips_the_final_garbage_collection():
+    """core/__init__ registers gc.freeze at exit: a handler registered before the import runs after it and
+    finds every object frozen (the final collections then have nothing to walk). Loaded alone: no torch."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, gc, importlib.util, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 1000)); "
+            f"spec = importlib.util.spec_from_file_location('core', {str(PACKAGE / 'core' / '__init__.py')!r}); "
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec)); [dict(a=i) for i in range(5000)]")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "frozen True", out
