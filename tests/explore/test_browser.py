@@ -3,7 +3,10 @@ with Debian's chromium, which scripts/system-packages.sh installs): open each no
 cells, move a slider, and check that the widget's figure data changed, that the page logged no
 errors, and that everything fits the page at 1920x1080 and, after the window shrinks, at 1280x800:
 every figure inside its output area, every legend entry and title with its text inside its
-figure, no control label cut short. Screenshots are kept in test-artifacts/browser/."""
+figure, no control label cut short. Then the notebook is saved from the page: the file holds the
+static figures (PNG copies, for readers without a kernel) and the texts each explorer must print,
+no error output, and its HTML export (rsbkit's, as a sweep writes it) shows the figures. Screenshots
+are kept in test-artifacts/browser/."""
 from __future__ import annotations
 
 import json
@@ -17,13 +20,23 @@ import time
 import urllib.request
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, figures, outputs, texts
+
+from rsbkit.workbook.sweep import export_html
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 # notebook -> the label of the slider the test moves (the first of its widget); the tour has none
 SLIDERS = {"explore/augmentations": "magnitude m", "explore/losses": "lambda (class 1 vs class 3)",
            "explore/resolution": "test resolution", "explore/schedule": "batch size", "tour": None}
+# notebook -> (static figures it must leave, a text its outputs must hold)
+SAVED = {
+    "explore/augmentations": (5, "RandAugmentConfig(num_ops=2, magnitude=7, magnitude_std=0.5"),
+    "explore/losses": (2, "BCE target with threshold 0.2: [0. 1. 0. 1. 0.]"),
+    "explore/resolution": (1, "objects match in size at test 237 px"),
+    "explore/schedule": (2, "relative_compute"),
+    "tour": (5, "BCE instead of CE (with repeated aug)"),
+}
 VIEWPORTS = ((1920, 1080), (1280, 800))  # large first: figures must also shrink when the window does
 # what does not fit: figures wider than their output area, legend entries and titles outside their figure
 # (or without text), control labels cut short (their text wider than their box)
@@ -113,7 +126,7 @@ def lab(tmp_path_factory):
             server.kill()
             pytest.fail(f"JupyterLab did not start: {(base / 'lab.log').read_text()[-2000:]}")
         time.sleep(0.5)
-    yield url, token
+    yield url, token, base / "root"
     server.terminate()
     try:
         server.wait(timeout=20)
@@ -188,8 +201,29 @@ def _fits(page, name: str, viewport: tuple[int, int]) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{tag}.png"))
 
 
-def _explore(browser, url: str, token: str, name: str, attempt: int) -> list[str]:
-    """Open the notebook, run all cells, move its slider, check the layout; return what the page logged as errors."""
+def _save(page, path) -> None:
+    """Save the notebook from the page (File > Save Notebook) and wait until the file on disk holds its outputs."""
+    before = path.stat().st_mtime_ns
+    page.get_by_role("menuitem", name="File").first.click(timeout=10_000)
+    page.get_by_text("Save Notebook", exact=True).first.click(timeout=10_000)
+    deadline = time.time() + 60
+    while path.stat().st_mtime_ns == before or not outputs(path):
+        assert time.time() < deadline, f"{path.name} was not saved within 60 s"
+        page.wait_for_timeout(250)
+
+
+def _check_saved(path, name: str) -> None:
+    n, text = SAVED[name]
+    assert len(figures(path)) >= n, f"{name}: {len(figures(path))} static figures, expected {n}"
+    assert text in texts(path), f"{name}: {text!r} not in its outputs"
+    assert all(o.output_type != "error" for o in outputs(path))
+    html = export_html(path)
+    assert html is not None and html.read_text().count("data:image/png;base64,") >= n
+
+
+def _explore(browser, url: str, token: str, name: str, attempt: int, root) -> list[str]:
+    """Open the notebook, run all cells, move its slider, check the layout, save it and check the file;
+    return what the page logged as errors."""
     errors: list[str] = []
     dialogs: list[str] = []
     tag = name.replace("/", "-")
@@ -228,6 +262,8 @@ def _explore(browser, url: str, token: str, name: str, attempt: int) -> list[str
             assert figures.count() >= 4, f"the tour shows {figures.count()} figures"
         for viewport in VIEWPORTS:
             _fits(page, name, viewport)
+        _save(page, root / f"{name}.ipynb")
+        _check_saved(root / f"{name}.ipynb", name)
     except BaseException:
         page.screenshot(path=str(ARTIFACTS / f"{tag}-failed-{attempt}.png"))
         raise
@@ -243,15 +279,15 @@ def test_explorer_in_jupyterlab(lab, browser, name):
     """A second attempt (new page, kernel already running) is allowed when the first one fails or logs
     errors: on a loaded 2-core machine a first kernel start can time out and make the page reconnect,
     which JupyterLab logs as errors. Both attempts' logs are printed; the passing attempt must be clean."""
-    url, token = lab
+    url, token, root = lab
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
-        errors = _explore(browser, url, token, name, 1)
+        errors = _explore(browser, url, token, name, 1, root)
     except AssertionError:
         raise  # a figure that does not change is a real failure
     except Exception as exc:  # a timeout: try once more
         print(f"{name}, attempt 1 failed: {type(exc).__name__}: {str(exc)[:300]}")
         errors = ["attempt 1 failed"]
     if errors:
-        errors = _explore(browser, url, token, name, 2)
+        errors = _explore(browser, url, token, name, 2, root)
     assert errors == [], errors
