@@ -87,10 +87,6 @@ def cli(capsys, monkeypatch):
     return call
 
 
-SMOKE_NOTEBOOK_PARAMS = ("-p", "recipe", "params/smoke.yaml", "-p", "limit_train", "128", "-p", "limit_val", "64",
-                         "-p", "device", "cpu", "-p", "workers", "0")
-
-
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """One finished smoke run folder (1 epoch of resnet10t on 128 images), shared read-only."""

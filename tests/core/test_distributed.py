@@ -132,25 +132,17 @@ def test_two_processes_match_one_and_resume_into_one(recipe_file, tmp_path):
     assert result["final_loss"] == pytest.approx(single["final_loss"], abs=1e-4)
     # only rank 0 printed (one 'done' line) and wrote the folder
     assert two.stdout.count("done: top-1") == 1
-    # a 2-process run stopped after epoch 1 resumes in 1 process to the same weights
+    # a 2-process run accumulating 2 micro-batches of 4 per step, stopped after epoch 1, resumes in 1 process
+    # (8 images in one pass) to the same weights
     split = tmp_path / "split"
-    first = torchrun(2, str(recipe_file), "--out", str(split), "--stop-after", "1", *DATA_ARGS)
+    first = torchrun(2, str(recipe_file), "--out", str(split), "--stop-after", "1", "--micro-batch", "4", *DATA_ARGS)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "2 process(es) x 4 images x 2 accumulation step(s)" in first.stdout
     assert json.loads((split / "result.json").read_text())["status"] == "stopped"
     done = run_cli("train", str(recipe_file), "--out", str(split), "--resume", *DATA_ARGS)
     assert done.returncode == 0, done.stderr
     assert "resumed from" in done.stdout and "after epoch 1/2" in done.stdout
     assert max_difference(weights(tmp_path / "one"), weights(split)) < 1e-5
-
-
-def test_accumulation_across_processes_matches_one_process(recipe_file, tmp_path):
-    single = tmp_path / "one"
-    train(recipe_file, "default", single, device="cpu", workers=0, limit_train=64, limit_val=32, progress="none",
-          log=lambda s: None)
-    acc = torchrun(2, str(recipe_file), "--out", str(tmp_path / "acc"), "--micro-batch", "4", *DATA_ARGS)
-    assert acc.returncode == 0, acc.stderr[-3000:]
-    assert "2 process(es) x 4 images x 2 accumulation step(s)" in acc.stdout
-    assert max_difference(weights(single), weights(tmp_path / "acc")) < 1e-5
 
 
 @pytest.mark.parametrize("nproc, extra, message", [
@@ -235,43 +227,55 @@ def test_ranks_deal_out_the_one_process_order(embedded, repeats):
 
 BN_PROBE = """
 import os, sys, torch
-import rsbkit.core.train as t
+import rsbkit.core.distributed as d
 out, recipe = sys.argv[1], sys.argv[2]
-real = t.evaluate_models
-def probe(models, *args, **kwargs):  # the buffers each rank evaluates with (and rank 0 saves)
-    state = models["model"].state_dict()
-    torch.save({k: v.clone() for k, v in state.items() if "running" in k}, f"{out}/bn-rank{os.environ['RANK']}.pt")
-    return real(models, *args, **kwargs)
-t.evaluate_models = probe
+real = d.distribute_bn
+def probe(model, *args, **kwargs):  # each rank's running statistics before and after timm's distribute_bn
+    def save(when):
+        state = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+        torch.save(state, f"{out}/bn-{when}-rank{os.environ['RANK']}.pt")
+    save("own")
+    real(model, *args, **kwargs)
+    save("reduced")
+d.distribute_bn = probe
+import rsbkit.core.train as t
 t.train(recipe, "default", out + "/run", device="cpu", workers=0, limit_train=64, limit_val=32, progress="none")
 """
 
 
 def test_batchnorm_statistics_are_averaged_over_processes(tmp_path):
     """timm's --dist-bn reduce: before evaluating and saving, every rank holds the mean of the ranks' running
-    statistics; without it (dist_bn: none) each rank keeps its own."""
+    statistics, which each rank had gathered from its own images."""
     probe = tmp_path / "probe.py"
     probe.write_text(BN_PROBE)
     recipe = tmp_path / "bn.yaml"
     recipe.write_text(A3.replace(**{**DETERMINISTIC, "model": "resnet10t", "epochs": 1}).to_yaml())  # BatchNorm
-    buffers = {}
-    for mode in ("reduce", "none"):
-        out = tmp_path / mode
-        out.mkdir()
-        mode_recipe = tmp_path / f"{mode}.yaml"
-        mode_recipe.write_text(recipe.read_text() + f"dist_bn: {mode}\n")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(probe), str(out),
-               str(mode_recipe)]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-        assert res.returncode == 0, res.stderr[-3000:]
-        buffers[mode] = [torch.load(out / f"bn-rank{r}.pt") for r in range(2)]
-    reduced, own = buffers["reduce"], buffers["none"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(probe), str(tmp_path),
+           str(recipe)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    own, reduced = ([torch.load(tmp_path / f"bn-{when}-rank{r}.pt") for r in range(2)] for when in ("own", "reduced"))
     assert max_difference(*own) > 1e-4  # the ranks saw different images
     assert max_difference(*reduced) == 0
     mean = {k: (own[0][k] + own[1][k]) / 2 for k in own[0]}
-    assert max_difference(reduced[0], mean) < 1e-6  # same training; the statistics are the ranks' mean
-    saved = torch.load(tmp_path / "reduce" / "run" / "last.pt", weights_only=True)["model"]
+    assert max_difference(reduced[0], mean) < 1e-6  # the statistics are the ranks' mean
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     assert max_difference({k: saved[k] for k in mean}, reduced[0]) == 0
+
+
+@pytest.mark.parametrize("recipe, world, reduced", [
+    (A3, 2, [True]), (A3.replace(dist_bn="broadcast"), 2, [False]),
+    (A3.replace(dist_bn="none"), 2, []), (A3.replace(sync_bn=True), 2, []), (A3, 1, []),
+])
+def test_batchnorm_statistics_are_made_equal_only_where_they_differ(recipe, world, reduced, monkeypatch):
+    """timm's distribute_bn is called with reduce (mean) or broadcast (rank 0's); dist_bn: none, SyncBatchNorm
+    (already global) and one process leave the buffers alone."""
+    from rsbkit.core import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed, "distribute_bn", lambda model, world_size, reduce: calls.append(reduce))
+    distributed.sync_bn_buffers(Dist(0, world, 0, "gloo") if world > 1 else Dist(), torch.nn.BatchNorm2d(3), recipe)
+    assert calls == reduced
 
 
 def test_stop_after_must_be_an_epoch(recipe_file, tmp_path):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import yaml
-from conftest import run_cli
 
 from rsbkit.core.recipes import A1
 
@@ -32,12 +31,12 @@ def test_bad_input_gives_one_line(cli):
     one_line_error(cli("evaluate", "/no/such/run"), "no checkpoint, run folder or timm model named /no/such/run")
 
 
-def test_train_then_evaluate_from_the_command_line(tmp_path):
-    out = run_cli("train", "params/smoke.yaml", "--out", str(tmp_path / "run"), "--limit-train", "128", "--limit-val", "64",
+def test_train_then_evaluate_from_the_command_line(tmp_path, cli):
+    out = cli("train", "params/smoke.yaml", "--out", str(tmp_path / "run"), "--limit-train", "128", "--limit-val", "64",
                   "--workers", "0", "--set", "batch_size=16")
     assert out.returncode == 0, out.stderr
     assert f"run folder: {tmp_path / 'run'}" in out.stdout and "epoch   1/1" in out.stdout
-    out = run_cli("evaluate", str(tmp_path / "run"), "--res", "24", "32", "--crop", "1.0", "--limit-val", "64")
+    out = cli("evaluate", str(tmp_path / "run"), "--res", "24", "32", "--crop", "1.0", "--limit-val", "64")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["test_res", "crop_pct", "resize_to"] and len(lines) == 3

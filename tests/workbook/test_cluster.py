@@ -37,7 +37,7 @@ def test_gpus_become_the_notebooks_nproc(tmp_path):
     assert "nproc" not in _with_nproc(sweep.notebook, sweep.points[0], 1).parameters
 
 
-def test_local_executor_runs_the_sweep_and_skips_completed_points(tmp_path):
+def test_local_executor_runs_the_sweep_and_skips_completed_points(tmp_path, cli):
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(f"notebook: {TRAIN}\nout: {tmp_path / 'out'}\nparameters: {json.dumps(SMOKE)}\n"
                           "grid: {lr: [0.001, 0.002]}\n")
@@ -53,7 +53,7 @@ def test_local_executor_runs_the_sweep_and_skips_completed_points(tmp_path):
     assert submitted["executor"] == "local" and set(submitted["jobs"]) == {"lr=0.001", "lr=0.002"}
     table = json.loads((tmp_path / "out" / "sweep.json").read_text())["points"]
     assert [p["status"] for p in table] == ["completed", "completed"]
-    again = run_cli("sweep", str(sweep_file), "--executor", "local")
+    again = cli("sweep", str(sweep_file), "--executor", "local")
     assert again.returncode == 0 and "2 already completed, submitting 0 to local" in again.stdout
 
 
@@ -89,15 +89,15 @@ def test_job_pickles_without_its_process(tmp_path):
     assert clone._proc is None and clone.point == sweep.points[0] and clone.cwd == job.cwd
 
 
-def test_slurm_without_a_cluster_fails_clearly(tmp_path):
+def test_slurm_without_a_cluster_fails_clearly(tmp_path, cli):
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(f"notebook: {TRAIN}\nout: {tmp_path / 'out'}\nparameters: {json.dumps(SMOKE)}\nseeds: [0]\n")
-    res = run_cli("sweep", str(sweep_file), "--executor", "slurm", "--partition", "gpu", "--gpus", "1", "--no-wait")
+    res = cli("sweep", str(sweep_file), "--executor", "slurm", "--partition", "gpu", "--gpus", "1", "--no-wait")
     assert res.returncode == 2
     assert "rsbkit sweep: error: executor 'slurm': sbatch is not on this machine's PATH" in res.stderr
 
 
-def test_bad_cluster_options_are_named(tmp_path):
+def test_bad_cluster_options_are_named(tmp_path, cli):
     from rsbkit.workbook.sweep import SweepError
 
     for kwargs, message in ((dict(gpus=-1), "gpus (--gpus)=-1: give a value >= 0"),
@@ -107,5 +107,5 @@ def test_bad_cluster_options_are_named(tmp_path):
             ClusterOptions(**kwargs)
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(f"notebook: {TRAIN}\nout: {tmp_path / 'out'}\nparameters: {json.dumps(SMOKE)}\nseeds: [0]\n")
-    res = run_cli("sweep", str(sweep_file), "--executor", "local", "--time", "0")
+    res = cli("sweep", str(sweep_file), "--executor", "local", "--time", "0")
     assert res.returncode == 2 and "cluster option time_min (--time)=0" in res.stderr

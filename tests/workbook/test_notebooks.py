@@ -13,7 +13,7 @@ import nbformat
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, SMOKE_NOTEBOOK_PARAMS, figures, run_cli, texts
+from conftest import ROOT, figures, run_cli, texts
 
 NOTEBOOKS = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in str(p))
 EXECUTED = sorted(str(p) for p in NOTEBOOKS if p.parts[1] in ("procedures", "studies")) + ["notebooks/report.ipynb"]
@@ -37,9 +37,15 @@ def test_stored_without_outputs_with_a_parameters_cell(path):
 
 
 @pytest.mark.parametrize("path", EXECUTED)
-def test_help_notebook_documents_every_parameter(path):
-    out = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", path], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0 and "Unable to parse" not in out.stdout + out.stderr, out.stdout + out.stderr
+def test_help_notebook_documents_every_parameter(path, monkeypatch, caplog):
+    """`papermill --help-notebook PATH`, through papermill's own command line (click), in this process; a line
+    papermill cannot parse is a logged warning."""
+    from click.testing import CliRunner
+    from papermill.cli import papermill
+
+    monkeypatch.chdir(ROOT)
+    out = CliRunner().invoke(papermill, ["--help-notebook", path])
+    assert out.exit_code == 0 and "Unable to parse" not in out.output + caplog.text, out.output + caplog.text
     nb = nbformat.read(ROOT / path, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     names = [line.split(":")[0] for line in cell.source.splitlines() if ": " in line and " = " in line]
@@ -48,38 +54,6 @@ def test_help_notebook_documents_every_parameter(path):
         line = next(li for li in out.stdout.splitlines() if li.strip().startswith(f"{name}:"))
         assert "(default" in line, line  # "name: type (default value)", then its comment
     assert out.stdout.count("(default") == len(names)
-
-
-@pytest.fixture(scope="module")
-def train_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("nb") / "train"
-    res = run_cli("run", "notebooks/procedures/train.ipynb", *SMOKE_NOTEBOOK_PARAMS, "-p", "seed", "3", "--out", str(out))
-    assert res.returncode == 0, res.stdout + res.stderr
-    return out
-
-
-def test_train_notebook_writes_the_run_folder_with_the_executed_notebook(train_run):
-    result = json.loads((train_run / "result.json").read_text())
-    assert result["status"] == "completed" and result["seed"] == 3 and result["epochs_done"] == 1
-    metrics = (train_run / "metrics.csv").read_text().splitlines()
-    assert len(metrics) == 2 and str(result["final_top1"]) in metrics[1]
-    executed = train_run / "train.ipynb"
-    assert executed.is_file() and (train_run / "train.html").is_file()
-    assert (train_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    # the live figure ends as one final figure: interactive (plotly) plus a static PNG copy
-    [final] = figures(executed)
-    assert "application/vnd.plotly.v1+json" in final
-    assert "data:image/png;base64," + final["image/png"][:40] in (train_run / "train.html").read_text()
-    text = texts(executed)
-    assert "78.10" in text and "paper (a3)" in text  # the table beside A3's published top-1
-    # the recipe as what it changes from its base (smoke.yaml: A3 shrunk), not the whole YAML
-    assert f"recipe smoke: a3 with 7 changes; every field, resolved (LR after batch scaling, steps per epoch), goes to " \
-           f"{train_run / 'recipe.yaml'}" in text
-    assert "a3 (base)" in text and "resnet10t" in text and "mixup_switch_prob" not in text
-    assert "data Fashion-MNIST, embedded subset (128 train / 64 test images)" in text
-    titles = [o["application/vnd.plotly.v1+json"]["layout"]["title"]["text"] for o in [final]]
-    assert "on Fashion-MNIST, embedded subset (128 train / 64 test images)" in titles[0]
-    assert f"the executed notebook is kept in the run folder: {executed}" in text
 
 
 def test_train_notebook_bad_field_fails_in_the_validation_cell(tmp_path):
@@ -157,7 +131,7 @@ def seed_study(tmp_path_factory, installed):
     sweep = base / "seeds.yaml"
     sweep.write_text(yaml.safe_dump(dict(notebook="notebooks/procedures/train.ipynb", out=str(base / "points"),
                                          parameters={**SMOKE, "recipe": str(ROOT / "params" / "smoke.yaml")},
-                                         seeds=[0, 1, 2])))
+                                         seeds=[0, 1])))
     res = run_installed(installed, base, "-m", "rsbkit", "run", "notebooks/studies/seed_variance.ipynb", "-p", "sweep",
                         "seeds.yaml", "-p", "jobs", "2", "--out", "study")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -168,10 +142,10 @@ def seed_study(tmp_path_factory, installed):
 def test_seed_variance_notebook_runs_the_seeds_and_reports_their_spread(seed_study):
     stats = json.loads((seed_study / "study" / "seed_stats.json").read_text())
     finals = {json.loads((seed_study / "points" / f"seed={s}" / "result.json").read_text())["seed"]:
-              json.loads((seed_study / "points" / f"seed={s}" / "result.json").read_text())["final_top1"] for s in (0, 1, 2)}
-    assert sorted(stats["seeds"]) == [0, 1, 2] and stats["n"] == 3
+              json.loads((seed_study / "points" / f"seed={s}" / "result.json").read_text())["final_top1"] for s in (0, 1)}
+    assert sorted(stats["seeds"]) == [0, 1] and stats["n"] == 2
     assert (stats["recipe"], stats["data"]) == ("smoke", "default")  # what the ablation matches it by
-    for s in (0, 1, 2):  # trained by the installed copy (outside git), each point keeping its executed notebook
+    for s in (0, 1):  # trained by the installed copy (outside git), each point keeping its executed notebook
         assert json.loads((seed_study / "points" / f"seed={s}" / "result.json").read_text())["code_version"] == "rsbkit 0.1.0"
         assert (seed_study / "points" / f"seed={s}" / "train.ipynb").is_file()
     assert stats["mean"] == pytest.approx(statistics.mean(finals.values()))
@@ -179,7 +153,7 @@ def test_seed_variance_notebook_runs_the_seeds_and_reports_their_spread(seed_stu
     assert stats["noise_band_1"] == pytest.approx(1.959964 * stats["std"] * 2 ** 0.5)
     executed = seed_study / "study" / "seed_variance.ipynb"
     assert len(figures(executed)) == 1 and "Gaussian fit" in json.dumps(figures(executed)[0]["application/vnd.plotly.v1+json"])
-    assert "3 seeds: final_top1" in texts(executed)
+    assert "2 seeds: final_top1" in texts(executed)
 
 
 def test_ablation_notebook_lays_out_table6(seed_study, tmp_path):
@@ -207,10 +181,10 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path):
     stats = json.loads((seed_study / "study" / "seed_stats.json").read_text())
     compare = pd.read_csv(tmp_path / "compare" / "comparison.csv")
     assert list(compare["variant"]) == ["smoke (reference)", "same as the reference", "loss=ce"]
-    assert list(compare["n"]) == [3, 1, 1] and compare["mean"][0] == pytest.approx(stats["mean"])
+    assert list(compare["n"]) == [2, 1, 1] and compare["mean"][0] == pytest.approx(stats["mean"])
     assert compare["diff"][2] == pytest.approx(top1["ce"] - stats["mean"])
-    assert compare["noise_band"][2] == pytest.approx(1.959964 * stats["std"] * (1 + 1 / 3) ** 0.5)
-    assert len(pd.read_csv(tmp_path / "compare" / "comparison_runs.csv")) == 5
+    assert compare["noise_band"][2] == pytest.approx(1.959964 * stats["std"] * (1 + 1 / 2) ** 0.5)
+    assert len(pd.read_csv(tmp_path / "compare" / "comparison_runs.csv")) == 4
     assert (tmp_path / "compare" / "comparison.png").is_file() and "loss=ce: " in texts(tmp_path / "compare" / "compare.ipynb")
 
     # the report gathers the ablation's runs and groups them

@@ -48,17 +48,17 @@ def holds_lock(out, pid: int) -> bool:
         return False
 
 
-def test_a_second_writer_fails_at_once_and_a_killed_holder_leaves_no_lock(tmp_path):
+def test_a_second_writer_fails_at_once_and_a_killed_holder_leaves_no_lock(tmp_path, cli):
     out = tmp_path / "run"
     first = start_training(out, "--set", "epochs=200")
     wait_for(lambda: holds_lock(out, first.pid), first, "the first run's lock")
     t0 = time.monotonic()
-    second = run_cli("train", "params/smoke.yaml", "--out", str(out), *DATA)
+    second = cli("train", "params/smoke.yaml", "--out", str(out), *DATA)  # in this process: another writer
     assert second.returncode == 2 and time.monotonic() - t0 < 60
     [line] = second.stderr.strip().splitlines()  # one line: the folder and who holds it
     assert f"run folder {out} is in use by another writer: host " in line and f"PID {first.pid}, since " in line
     assert "command: python -m rsbkit train params/smoke.yaml" in line and "choose another out_dir" in line
-    second = run_cli("train", "params/smoke.yaml", "--out", str(out), "--resume", *DATA)  # a resume is refused the same way
+    second = cli("train", "params/smoke.yaml", "--out", str(out), "--resume", *DATA)  # a resume is refused the same way
     assert second.returncode == 2 and f"PID {first.pid}" in second.stderr
     wait_for(lambda: (out / "metrics.csv").exists(), first, "the first run's epoch")
     assert first.poll() is None  # still training, alone: its records are its own and whole
