@@ -165,7 +165,6 @@ def _run(args: argparse.Namespace) -> int:
         print(timm_command(recipe, args.nproc, args.data_dir) if args.timm_command else recipe.to_yaml(), end="")
         return 0
     if args.command == "train":
-
         recipe = load_recipe(args.config, **parse_overrides(args.overrides))
         out = args.out or default_run_dir(recipe)
         with epoch_hooks(out, tensorboard=args.tensorboard) as on_epoch:
@@ -179,7 +178,6 @@ def _run(args: argparse.Namespace) -> int:
             print(f"run folder: {result['run_dir']}")
         return 0
     if args.command == "evaluate":
-
         model, recipe = load_model(args.source, ema=args.ema, device="cpu")
         data = load_data_for(model, args.data, limit_val=args.limit_val)
         res = args.res or [recipe.test_res if recipe else 224]
@@ -201,14 +199,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {out}: timm.create_model('local-dir:{out.resolve()}', pretrained=True)")
         return 0
     if args.command == "data":
-
         data = load_data(args.spec, root=args.data_root)
         for key, value in data.describe().items():
             print(f"{key}: {value}")
         print(f"classes: {', '.join(map(str, data.classes[:20]))}{' ...' if data.num_classes > 20 else ''}")
         return 0
     if args.command == "run":
-
         params = {name: yaml.safe_load(value) for name, value in args.parameter}
         notebook = find_notebook(args.notebook)
         point = single_point(notebook, params, args.out)
@@ -221,7 +217,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"executed notebook: {res.notebook} (HTML beside it); run folder: {point.run_dir}")
         return 0
     if args.command == "sweep":
-
         sweep = load_sweep(args.file, out=args.out)
         if args.dry_run:
             for point in sweep.points:
@@ -230,7 +225,6 @@ def _run(args: argparse.Namespace) -> int:
         if args.executor == "pool":
             table = run_sweep(sweep, jobs=args.jobs)
         else:
-
             options = ClusterOptions(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time,
                                      mem_gb=args.mem, account=args.account, qos=args.qos, constraint=args.constraint,
                                      max_requeues=args.max_requeues)
@@ -240,7 +234,6 @@ def _run(args: argparse.Namespace) -> int:
                 return 0
         return 1 if (table["status"] == "failed").any() else 0
     if args.command == "bench":
-
         run_bench(config_from_args(args), args.out, cache=args.cache, command=shlex.join(["python", "-m", "rsbkit", *args.argv]))
         return 0
     raise AssertionError(args.command)

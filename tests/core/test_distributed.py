@@ -11,12 +11,14 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT
 
 from rsbkit.core.distributed import Dist, launcher_env, pick_backend, torchrun_command
 from rsbkit.core.errors import DistributedError
 from rsbkit.core.recipes import A3, plan_batch
 from rsbkit.core.train import train
+
+pytestmark = pytest.mark.cost(95)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 # augmentation randomness off (no RandAugment, flip, crop jitter, mixup), and a model without
 # BatchNorm (ConvNeXt's LayerNorm is per image): 1 and 2 processes then compute the same step
@@ -115,7 +117,7 @@ def recipe_file(tmp_path_factory):
     return path
 
 
-def test_two_processes_match_one_and_resume_into_one(recipe_file, tmp_path):
+def test_two_processes_match_one_and_resume_into_one(recipe_file, tmp_path, cli):
     # one process, in this process
     single = train(recipe_file, "default", tmp_path / "one", device="cpu", workers=0, limit_train=64, limit_val=32,
                    progress="none", log=lambda s: None)
@@ -139,7 +141,7 @@ def test_two_processes_match_one_and_resume_into_one(recipe_file, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "2 process(es) x 4 images x 2 accumulation step(s)" in first.stdout
     assert json.loads((split / "result.json").read_text())["status"] == "stopped"
-    done = run_cli("train", str(recipe_file), "--out", str(split), "--resume", *DATA_ARGS)
+    done = cli("train", str(recipe_file), "--out", str(split), "--resume", *DATA_ARGS)
     assert done.returncode == 0, done.stderr
     assert "resumed from" in done.stdout and "after epoch 1/2" in done.stdout
     assert max_difference(weights(tmp_path / "one"), weights(split)) < 1e-5
@@ -173,9 +175,9 @@ def test_sigterm_records_interrupted_and_keeps_the_checkpoint(recipe_file, tmp_p
     assert state["epoch"] >= 1 and state["epoch"] == len(state["history"])
 
 
-def test_train_notebook_launches_torchrun_and_streams_its_log(recipe_file, tmp_path):
+def test_train_notebook_launches_torchrun_and_streams_its_log(recipe_file, tmp_path, cli):
     out = tmp_path / "nb"
-    res = run_cli("run", "notebooks/procedures/train.ipynb", "-p", "recipe", str(recipe_file), "-p", "nproc", "2",
+    res = cli("run", "notebooks/procedures/train.ipynb", "-p", "recipe", str(recipe_file), "-p", "nproc", "2",
                   "-p", "limit_train", "64", "-p", "limit_val", "32", "-p", "device", "cpu", "-p", "workers", "0",
                   "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]

@@ -24,6 +24,8 @@ from conftest import ROOT, figures, outputs, texts
 
 from rsbkit.workbook.sweep import export_html
 
+pytestmark = pytest.mark.cost(180)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 # notebook -> the label of the slider the test moves (the first of its widget); the tour has none

@@ -11,6 +11,8 @@ from PIL import Image
 
 from rsbkit.workbook.bench import IMAGENET_SIZE, write_jpegs
 
+pytestmark = pytest.mark.cost(65)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+
 
 @pytest.fixture(scope="module")
 def gpu_check_dry_run(tmp_path_factory):

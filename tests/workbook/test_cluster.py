@@ -9,10 +9,11 @@ import time
 
 import psutil
 import pytest
-from conftest import run_cli
 
 from rsbkit.workbook.cluster import ClusterOptions, PointJob, submit_points, wait
 from rsbkit.workbook.sweep import expand, point_status
+
+pytestmark = pytest.mark.cost(80)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 TRAIN = "notebooks/procedures/train.ipynb"
 SMOKE = dict(recipe="params/smoke.yaml", limit_train=128, limit_val=64, device="cpu", workers=0)
@@ -41,7 +42,7 @@ def test_local_executor_runs_the_sweep_and_skips_completed_points(tmp_path, cli)
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(f"notebook: {TRAIN}\nout: {tmp_path / 'out'}\nparameters: {json.dumps(SMOKE)}\n"
                           "grid: {lr: [0.001, 0.002]}\n")
-    res = run_cli("sweep", str(sweep_file), "--executor", "local", "--jobs", "2", "--time", "10")
+    res = cli("sweep", str(sweep_file), "--executor", "local", "--jobs", "2", "--time", "10")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "submitted 2 point(s) to local" in res.stdout and "2/2 completed" in res.stdout
     for name in ("lr=0.001", "lr=0.002"):

@@ -11,6 +11,8 @@ import json
 import pytest
 from conftest import figures, run_cli, texts
 
+pytestmark = pytest.mark.cost(480)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+
 
 @pytest.mark.slow
 def test_demo_notebook_reaches_80_percent(tmp_path):

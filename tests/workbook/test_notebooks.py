@@ -13,7 +13,9 @@ import nbformat
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, figures, run_cli, texts
+from conftest import ROOT, figures, texts
+
+pytestmark = pytest.mark.cost(175)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 NOTEBOOKS = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in str(p))
 EXECUTED = sorted(str(p) for p in NOTEBOOKS if p.parts[1] in ("procedures", "studies")) + ["notebooks/report.ipynb"]
@@ -69,8 +71,8 @@ def test_train_notebook_bad_field_fails_in_the_validation_cell(tmp_path):
     assert len(errors) == 1 and "train_setup(" in errors[0][0] and errors[0][1].ename == "RecipeError"
 
 
-def test_evaluate_resolution_notebook_fills_the_grid(smoke_run, tmp_path):
-    res = run_cli("run", "notebooks/procedures/evaluate_resolution.ipynb", "-p", "source", str(smoke_run),
+def test_evaluate_resolution_notebook_fills_the_grid(smoke_run, tmp_path, cli):
+    res = cli("run", "notebooks/procedures/evaluate_resolution.ipynb", "-p", "source", str(smoke_run),
                   "-p", "resolutions", "[24, 32, 40]", "-p", "crops", "[0.95, 1.0]", "-p", "limit_val", "64",
                   "-p", "device", "cpu", "--out", str(tmp_path))
     assert res.returncode == 0, res.stdout + res.stderr
@@ -156,11 +158,11 @@ def test_seed_variance_notebook_runs_the_seeds_and_reports_their_spread(seed_stu
     assert "2 seeds: final_top1" in texts(executed)
 
 
-def test_ablation_notebook_lays_out_table6(seed_study, tmp_path):
+def test_ablation_notebook_lays_out_table6(seed_study, tmp_path, cli):
     sweep = tmp_path / "ablation.yaml"
     sweep.write_text(yaml.safe_dump(dict(notebook="notebooks/procedures/train.ipynb", out=str(tmp_path / "points"),
                                          parameters=SMOKE, grid={"loss": ["bce", "ce"]})))
-    res = run_cli("run", "notebooks/studies/ablation.ipynb", "-p", "sweep", str(sweep), "-p", "jobs", "2",
+    res = cli("run", "notebooks/studies/ablation.ipynb", "-p", "sweep", str(sweep), "-p", "jobs", "2",
                   "-p", "seed_stats", str(seed_study / "study" / "seed_stats.json"), "--out", str(tmp_path / "study"))
     assert res.returncode == 0, res.stdout + res.stderr
     table = pd.read_csv(tmp_path / "study" / "ablation.csv")
@@ -175,7 +177,7 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path):
     assert len(figures(tmp_path / "study" / "ablation.ipynb")) == 1
 
     # the same runs as variants of the seed study's recipe, against its seeds (nothing trains again)
-    res = run_cli("run", "notebooks/studies/compare.ipynb", "-p", "reference", str(seed_study / "seeds.yaml"),
+    res = cli("run", "notebooks/studies/compare.ipynb", "-p", "reference", str(seed_study / "seeds.yaml"),
                   "-p", "sweeps", f"[{sweep}]", "--out", str(tmp_path / "compare"))
     assert res.returncode == 0, res.stdout + res.stderr
     stats = json.loads((seed_study / "study" / "seed_stats.json").read_text())
@@ -188,7 +190,7 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path):
     assert (tmp_path / "compare" / "comparison.png").is_file() and "loss=ce: " in texts(tmp_path / "compare" / "compare.ipynb")
 
     # the report gathers the ablation's runs and groups them
-    res = run_cli("run", "notebooks/report.ipynb", "-p", "runs", f"[{tmp_path / 'points'}]", "-p", "group_by", "[loss]",
+    res = cli("run", "notebooks/report.ipynb", "-p", "runs", f"[{tmp_path / 'points'}]", "-p", "group_by", "[loss]",
                   "--out", str(tmp_path / "report"))
     assert res.returncode == 0, res.stdout + res.stderr
     report = pd.read_csv(tmp_path / "report" / "report.csv")

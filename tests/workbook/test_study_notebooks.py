@@ -6,7 +6,9 @@ import json
 
 import nbformat
 import pandas as pd
-from conftest import run_cli
+import pytest
+
+pytestmark = pytest.mark.cost(145)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 SMOKE = ["-p", "recipe", "params/smoke.yaml", "-p", "limit_train", "64", "-p", "limit_val", "32", "-p", "device", "cpu",
          "-p", "workers", "0", "-p", "jobs", "2"]
@@ -17,9 +19,9 @@ def figures(path) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
-def test_architectures_table_with_measured_speed_and_clear_errors(tmp_path):
+def test_architectures_table_with_measured_speed_and_clear_errors(tmp_path, cli):
     out = tmp_path / "arch"
-    res = run_cli("run", "notebooks/studies/architectures.ipynb", *SMOKE, "-p", "models", "[resnet10t, test_vit, resnet5O]",
+    res = cli("run", "notebooks/studies/architectures.ipynb", *SMOKE, "-p", "models", "[resnet10t, test_vit, resnet5O]",
                   "-p", "speed_batch", "4", "-p", "speed_steps", "2", "-p", "out_dir", str(out), "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     table = pd.read_csv(out / "architectures.csv").set_index("model")
@@ -36,12 +38,12 @@ def test_architectures_table_with_measured_speed_and_clear_errors(tmp_path):
     assert (out / "runs" / "model=resnet10t" / "result.json").is_file()
 
 
-def test_transfer_from_a_run_to_a_folder_dataset_laid_out_like_table5(tmp_path, smoke_run, image_folder):
+def test_transfer_from_a_run_to_a_folder_dataset_laid_out_like_table5(tmp_path, smoke_run, image_folder, cli):
     out = tmp_path / "transfer"
     finetune = tmp_path / "ft.yaml"
     finetune.write_text("base: a3\nmodel: resnet10t\nepochs: 1\nwarmup_epochs: 0\nbatch_size: 16\nlr_base_size: 16\n"
                         "train_res: 32\ntest_res: 32\nopt: sgd\nlr: 0.01\nloss: ce\nmixup: 0\ncutmix: 0\n")
-    res = run_cli("run", "notebooks/studies/transfer.ipynb", "-p", "sources", json.dumps([str(smoke_run)]),
+    res = cli("run", "notebooks/studies/transfer.ipynb", "-p", "sources", json.dumps([str(smoke_run)]),
                   "-p", "targets", json.dumps([str(image_folder)]), "-p", "recipe", str(finetune), "-p", "device", "cpu",
                   "-p", "workers", "0", "-p", "jobs", "2", "-p", "out_dir", str(out), "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -58,9 +60,9 @@ def test_transfer_from_a_run_to_a_folder_dataset_laid_out_like_table5(tmp_path, 
     assert "failed" not in text
 
 
-def test_resnet_rs_scaling_grid_with_pareto_and_published_points(tmp_path):
+def test_resnet_rs_scaling_grid_with_pareto_and_published_points(tmp_path, cli):
     out = tmp_path / "rs"
-    res = run_cli("run", "notebooks/studies/resnet_rs_scaling.ipynb", *SMOKE, "-p", "models", "[resnet10t]",
+    res = cli("run", "notebooks/studies/resnet_rs_scaling.ipynb", *SMOKE, "-p", "models", "[resnet10t]",
                   "-p", "widths", "[0.5]", "-p", "resolutions", "[24, 32]", "-p", "epochs", "[1]",
                   "-p", "speed_batch", "4", "-p", "speed_steps", "1", "-p", "published_models", "[resnetrs50, efficientnet_b0]",
                   "-p", "published_batch", "2", "-p", "out_dir", str(out), "--out", str(out))

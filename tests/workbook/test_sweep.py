@@ -8,10 +8,12 @@ import re
 
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from conftest import ROOT
 
 from rsbkit.workbook.sweep import SweepError, expand, load_sweep, point_status, run_sweep, single_point
 from rsbkit.workbook.table import load_runs
+
+pytestmark = pytest.mark.cost(60)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 TRAIN = "notebooks/procedures/train.ipynb"
 SMOKE = dict(recipe="params/smoke.yaml", limit_train=128, limit_val=64, device="cpu", workers=0)
@@ -76,12 +78,12 @@ def test_single_point_chooses_the_run_folder():
 
 
 @pytest.mark.timeout(600)
-def test_failing_point_does_not_stop_the_others_and_rerun_skips_completed(tmp_path):
+def test_failing_point_does_not_stop_the_others_and_rerun_skips_completed(tmp_path, cli):
     """batch_size 512 needs more than the 128 training images: that point fails at run time."""
     spec = dict(notebook=TRAIN, out=str(tmp_path / "sweep"), parameters=SMOKE, grid={"batch_size": [16, 512, 32]})
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(spec))
-    out = run_cli("sweep", str(path), "--jobs", "2")
+    out = cli("sweep", str(path), "--jobs", "2")
     assert out.returncode == 1, out.stdout + out.stderr  # a point failed: non-zero, but after running all
     ok16, bad, ok32 = (tmp_path / "sweep" / f"batch_size={b}" for b in (16, 512, 32))
     assert point_status(ok16) == point_status(ok32) == "completed" and point_status(bad) == "failed"
