@@ -38,6 +38,14 @@ def test_stored_without_outputs_with_a_parameters_cell(path):
         assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
 
 
+def test_reading_a_notebook_builds_no_iri_parser():
+    """nbformat (papermill, the HTML export, Jupyter) imports jsonschema's format checkers; from 4.25 these import
+    rfc3987-syntax, which builds a Lark parser: 1.2-1.5 s per process (pyproject.toml keeps jsonschema below it)."""
+    code = "import sys, nbformat, nbformat.validator; print(sorted(m for m in sys.modules if m.startswith(('rfc3987', 'lark'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 @pytest.mark.parametrize("path", EXECUTED)
 def test_help_notebook_documents_every_parameter(path, monkeypatch, caplog):
     """`papermill --help-notebook PATH`, through papermill's own command line (click), in this process; a line
