@@ -18,7 +18,7 @@ from rsbkit.core.train import train
 pytestmark = pytest.mark.cost(100)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 TIMING = {"imgs_per_s", "epoch_s", "peak_mem_mb"}  # measured, so they differ between runs
-SMALL = dict(limit_train=256, limit_val=128, workers=0, progress="none", device="cpu")  # bit equality: CPU (cuDNN benchmark promises none)
+SMALL = dict(limit_train=128, limit_val=64, workers=0, progress="none", device="cpu")  # 8 steps of 16 images; bit equality: CPU (cuDNN benchmark promises none)
 
 
 def quiet(*_):
@@ -40,7 +40,8 @@ def test_run_folder_records(tmp_path, smoke_recipe):
         assert key in saved, key
     assert saved["reported"]["top1"] == 78.1  # the paper's A3 figure travels with the run
     resolved = yaml.safe_load((run / "recipe.yaml").read_text())
-    assert resolved["resolved"]["lr"] == pytest.approx(8e-3 * (16 / 2048) ** 0.5)  # LAMB: timm's sqrt rule and resolved["resolved"]["steps_per_epoch"] == 16
+    assert resolved["resolved"]["lr"] == pytest.approx(8e-3 * (16 / 2048) ** 0.5)  # LAMB: timm's sqrt rule
+    assert resolved["resolved"]["steps_per_epoch"] == 128 // 16
     assert load_run(run)["metrics"][1]["epoch"] == 2
 
 
@@ -157,7 +158,8 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, smoke_recipe,
     monkeypatch.setattr(rtrain, "create_loss", lambda r, mixing: _Wrap(poisoned(r, mixing)))
     # checked every 3 optimizer steps (epoch 2 starts at step 17): the window 20 .. 22 holds step 20
     with pytest.raises(NonFiniteLossError, match=r"not finite within steps 20 to 22 \(epoch 2\); .*last.pt is kept"):
-        train(smoke_recipe.replace(epochs=2), "default", tmp_path / "run", log=quiet, check_every=3, **SMALL)
+        train(smoke_recipe.replace(epochs=2), "default", tmp_path / "run", log=quiet, check_every=3,
+              **{**SMALL, "limit_train": 256})  # 16 steps per epoch
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "failed" and "steps 20 to 22" in result["error"]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from rsbkit.workbook.sweep import SweepError, expand, load_sweep, point_status, run_sweep, single_point
+from rsbkit.workbook.sweep import SweepError, expand, load_sweep, pending, point_status, run_sweep, single_point
 from rsbkit.workbook.table import load_runs
 
 pytestmark = pytest.mark.cost(60)  # seconds in the suite on 2 cores: files start costliest first (conftest)
@@ -101,6 +101,10 @@ def test_failing_point_does_not_stop_the_others_and_rerun_skips_completed(tmp_pa
         ("batch_size=16", "completed"), ("batch_size=32", "completed"), ("batch_size=512", "failed")]
     assert table.set_index("name").loc["batch_size=512", "error"] == failed["error"]
 
+    # a point whose folder is lost is pending again, like the failed one (nothing runs here)
+    ok16.rename(tmp_path / "aside")
+    assert [p.name for p in pending(load_sweep(path))] == ["batch_size=16", "batch_size=512"]
+    (tmp_path / "aside").rename(ok16)
     # second invocation: the completed points are skipped, only the failed 512 runs again (and fails again)
     kept = (ok32 / "sweep_point.json").read_text()
     lines = []
