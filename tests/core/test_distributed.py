@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -153,24 +152,6 @@ def test_bad_launch_fails_naming_the_values(recipe_file, tmp_path):
     assert bad.returncode != 0
     assert "rsbkit train: error: the global batch of 16 images cannot be split over 3 processes" in bad.stderr
     assert not (tmp_path / "bad" / "last.pt").exists()
-
-
-def test_sync_bn_on_cpu_processes_is_refused_before_training(tmp_path):
-    """The same one-line error path as above (a DistributedError on every rank); checked on the state's builder
-    with the run's spec placed in a 2-process job, without launching one."""
-    import contextlib
-    import dataclasses
-
-    import rsbkit.core.train as loop
-
-    settings = loop.Settings.of(dict(device="cpu", workers=0, limit_train=64, limit_val=32, progress="none", log=lambda s: None))
-    with contextlib.ExitStack() as held:
-        spec = loop.resolve(A3.replace(**DETERMINISTIC, sync_bn=True), "default", tmp_path / "run", Dist(), settings,
-                            loop.Preemption(), held)
-        message = "sync_bn needs CUDA devices (PyTorch's SyncBatchNorm), but this run is on cpu; set sync_bn: false"
-        with pytest.raises(DistributedError, match=re.escape(message)):
-            loop.build_state(dataclasses.replace(spec, job=Dist(0, 2, 0, "gloo")))
-        loop.build_state(spec)  # one process: nothing to synchronise, no error
 
 
 def test_sigterm_records_interrupted_and_keeps_the_checkpoint(recipe_file, tmp_path):

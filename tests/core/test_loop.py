@@ -3,6 +3,8 @@ recipe on the embedded data, on CPU), a tiny linear model in the state, and fake
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import re
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from timm.utils import ModelEmaV3
 
 import rsbkit.core.train as loop
 from rsbkit.core import distributed
-from rsbkit.core.errors import NonFiniteLossError
+from rsbkit.core.errors import DistributedError, NonFiniteLossError
 from rsbkit.core.optim import create_optimizer, create_scheduler, lr_schedule
 from rsbkit.core.recipes import A3, plan_batch, smoke
 
@@ -54,6 +56,16 @@ def fake_step(model, poison_at=None) -> loop.Step:
         return value * float("nan") if calls["n"] == poison_at else value
 
     return loop.Step(model=model, ddp=None, mixup=None, loss_fn=loss_fn)
+
+
+def test_sync_bn_on_cpu_processes_is_refused_before_training(tmp_path):
+    """A run's spec placed in a 2-process job on CPU: the state's builder refuses SyncBatchNorm (on every rank, before
+    training; the 3-process launch in test_distributed shows how such an error reaches the command line)."""
+    spec = resolve(tmp_path, smoke(A3, batch_size=16).replace(sync_bn=True))
+    message = "sync_bn needs CUDA devices (PyTorch's SyncBatchNorm), but this run is on cpu; set sync_bn: false"
+    with pytest.raises(DistributedError, match=re.escape(message)):
+        loop.build_state(dataclasses.replace(spec, job=distributed.Dist(0, 2, 0, "gloo")))
+    loop.build_state(spec)  # one process: nothing to synchronise, no error
 
 
 def test_spec_resolves_the_plan_and_steps(tmp_path):
