@@ -28,16 +28,14 @@ pytestmark = pytest.mark.cost(180)  # seconds in the suite on 2 cores: files sta
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-# notebook -> the label of the slider the test moves (the first of its widget); the tour has none
-SLIDERS = {"explore/augmentations": "magnitude m", "explore/losses": "lambda (class 1 vs class 3)",
-           "explore/resolution": "test resolution", "explore/schedule": "batch size", "tour": None}
-# notebook -> (static figures it must leave, a text its outputs must hold)
-SAVED = {
-    "explore/augmentations": (5, "RandAugmentConfig(num_ops=2, magnitude=7, magnitude_std=0.5"),
-    "explore/losses": (2, "BCE target with threshold 0.2: [0. 1. 0. 1. 0.]"),
-    "explore/resolution": (1, "objects match in size at test 237 px"),
-    "explore/schedule": (2, "relative_compute"),
-    "tour": (5, "BCE instead of CE (with repeated aug)"),
+# notebook -> (the label of the slider the test moves (the first of its widget; the tour has none),
+#              the static figures its saved file must hold, a text its outputs must hold)
+NOTEBOOKS = {
+    "explore/augmentations": ("magnitude m", 5, "RandAugmentConfig(num_ops=2, magnitude=7, magnitude_std=0.5"),
+    "explore/losses": ("lambda (class 1 vs class 3)", 2, "BCE target with threshold 0.2: [0. 1. 0. 1. 0.]"),
+    "explore/resolution": ("test resolution", 1, "objects match in size at test 237 px"),
+    "explore/schedule": ("batch size", 2, "relative_compute"),
+    "tour": (None, 5, "BCE instead of CE (with repeated aug)"),
 }
 VIEWPORTS = ((1920, 1080), (1280, 800))  # large first: figures must also shrink when the window does
 # what does not fit: figures wider than their output area, legend entries and titles outside their figure
@@ -198,7 +196,7 @@ def _fits(page, name: str, viewport: tuple[int, int]) -> None:
             page.wait_for_timeout(1500)
         problems = page.evaluate(FIT)
         assert problems == [], f"at {viewport[0]}x{viewport[1]}, {state}: " + "; ".join(problems)
-    if SLIDERS[name]:
+    if NOTEBOOKS[name][0]:  # an explorer: its own figure in view
         page.locator(".widget-vbox .js-plotly-plot").first.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / f"{tag}.png"))
 
@@ -225,7 +223,7 @@ def _save(page, path) -> None:
 
 
 def _check_saved(path, name: str) -> None:
-    n, text = SAVED[name]
+    _, n, text = NOTEBOOKS[name]
     assert len(figures(path)) >= n, f"{name}: {len(figures(path))} static figures, expected {n}"
     assert text in texts(path), f"{name}: {text!r} not in its outputs"
     assert all(o.output_type != "error" for o in outputs(path))
@@ -247,7 +245,8 @@ def _explore(browser, url: str, token: str, name: str, attempt: int, root) -> li
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
         _run_all_cells(page, dialogs)
         assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
-        if SLIDERS[name]:
+        label = NOTEBOOKS[name][0]
+        if label:
             plot = page.locator(".widget-vbox .js-plotly-plot").first  # the explorer's figure
             plot.wait_for(state="attached", timeout=60_000)
             plot.scroll_into_view_if_needed()
@@ -255,7 +254,7 @@ def _explore(browser, url: str, token: str, name: str, attempt: int, root) -> li
             before = plot.evaluate("el => JSON.stringify(el.data)")
             assert len(before) > 100
 
-            slider = page.locator(".widget-slider", has=page.get_by_text(SLIDERS[name], exact=True)).first
+            slider = page.locator(".widget-slider", has=page.get_by_text(label, exact=True)).first
             slider.scroll_into_view_if_needed()
             handle = slider.locator(".noUi-handle").first
             handle.focus()
@@ -266,7 +265,7 @@ def _explore(browser, url: str, token: str, name: str, attempt: int, root) -> li
                 page.wait_for_timeout(250)
                 after = plot.evaluate("el => JSON.stringify(el.data)")
             page.screenshot(path=str(ARTIFACTS / f"{tag}-moved.png"))
-            assert after != before, f"moving the '{SLIDERS[name]}' slider did not change the figure"
+            assert after != before, f"moving the '{label}' slider did not change the figure"
             assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
         else:
             figures = page.locator(".jp-Notebook .jp-RenderedPlotly, .jp-Notebook .jp-RenderedImage img")
@@ -288,7 +287,7 @@ def _explore(browser, url: str, token: str, name: str, attempt: int, root) -> li
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", list(SLIDERS))
+@pytest.mark.parametrize("name", list(NOTEBOOKS))
 def test_explorer_in_jupyterlab(lab, browser, name):
     """A second attempt (new page, kernel already running) is allowed when the first one fails or logs
     errors: on a loaded 2-core machine a first kernel start can time out and make the page reconnect,
