@@ -146,9 +146,11 @@ def _start_kaleido() -> None:
     if _kaleido_server is not None:
         return
     try:
-
         import kaleido
 
+        # kaleido's server starts Chromium in a thread: Kaleido() finds the browser (or raises) first,
+        # so a machine without one never starts a server (see _through_server for one that dies)
+        kaleido.Kaleido()
         kaleido.start_sync_server(silence_warnings=True)
         atexit.register(kaleido.stop_sync_server, silence_warnings=True)
         _kaleido_server = True
@@ -156,14 +158,54 @@ def _start_kaleido() -> None:
         _kaleido_server = False
 
 
+def _through_server(export: Callable[[], bytes]) -> bytes:
+    """Run `export` while watching kaleido's server thread.
+
+    When the Chromium it starts closes at once (a broken install, a sandbox refused)
+    or crashes, that thread ends and kaleido's call would wait on its queue forever.
+    Here the server is closed instead and the export runs alone, which raises the
+    browser's own error (the figure then falls back to HTML with the reason).
+    """
+    import threading
+
+    import kaleido
+    from kaleido._sync_server import GlobalKaleidoServer
+
+    global _kaleido_server
+    server = GlobalKaleidoServer()
+    done: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            done["png"] = export()
+        except BaseException as exc:  # handed to the caller below
+            done["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)  # left waiting on the dead server's queue if it died
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+        thread = getattr(server, "_thread", None)
+        if worker.is_alive() and (thread is None or not thread.is_alive()):
+            kaleido.stop_sync_server(silence_warnings=True)
+            _kaleido_server = False
+            return export()
+    if "error" in done:
+        raise done["error"]
+    return done["png"]
+
+
 def png_bytes(fig: go.Figure) -> tuple[Optional[bytes], str]:
     """The figure as PNG through kaleido, or (None, why not)."""
-
     _start_kaleido()
-    try:
+
+    def export() -> bytes:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The kopts argument is ignored")
-            return fig.to_image(format="png", width=fig.layout.width or PAGE_WIDTH, height=fig.layout.height or HEIGHT), ""
+            return fig.to_image(format="png", width=fig.layout.width or PAGE_WIDTH, height=fig.layout.height or HEIGHT)
+
+    try:
+        return (_through_server(export) if _kaleido_server else export()), ""
     except Exception as exc:  # kaleido raises many types: no Chromium, sandbox, timeout
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         return None, (f"static PNG export failed ({type(exc).__name__}: {reason}); kaleido needs a Chromium "

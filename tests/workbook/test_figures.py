@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 
 import plotly.graph_objects as go
 import pytest
@@ -53,3 +55,21 @@ def test_live_figure_updates_in_place(rows, tmp_path):
     assert live.rows == rows
     files = live.finish(tmp_path / "live")
     assert files.png is not None and files.png.stat().st_size > 1000
+
+
+def test_a_missing_or_broken_chromium_gives_html_instead_of_a_hang(tmp_path):
+    """kaleido's server starts Chromium in a thread; when that failed, its export waited forever
+    (a sweep point then sat until Slurm's time limit). Now the figure falls back to HTML and says why.
+    One process tries both: no browser at the path, and one that exits at once (it starts, then closes)."""
+    code = ("import os\nimport plotly.graph_objects as go\nfrom rsbkit.workbook import figures\n"
+            "for browser in ('/nonexistent/chromium', '/bin/false'):\n"
+            "    os.environ['BROWSER_PATH'] = browser\n"
+            "    figures._kaleido_server = None\n"
+            "    for i in range(2):\n"
+            f"        files = figures.save_figure(go.Figure(go.Scatter(x=[1, 2], y=[2, 1])), r'{tmp_path}/fig' + str(i))\n"
+            "        print(files.png, files.html is not None and files.html.is_file(), files.note)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert len(lines) == 4 and all(line.startswith("None True static PNG export failed (") for line in lines), out.stdout
+    assert "kaleido needs a Chromium" in lines[0] and "BrowserFailedError" in lines[2]
