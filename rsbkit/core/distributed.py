@@ -131,6 +131,27 @@ def setup(device: Union[str, torch.device, None], backend: Optional[str] = None,
     return Dist(job.rank, job.world_size, job.local_rank, backend), device
 
 
+# what gloo and NCCL say when a collective's peer is gone (its process died, its node was lost)
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+             "Socket Timeout", "remote process exited")
+
+
+def lost_peer(job: Dist, exc: BaseException, epoch: int) -> Optional[DistributedError]:
+    """A collective failed because another process of the job stopped: the error to raise instead of the
+    backend's traceback, or None. Gloo notices a process that died (its sockets close) within about a
+    second; one that hangs alive is noticed at the process group's timeout (torch's default)."""
+    text = str(exc)
+    dist_error = getattr(dist, "DistError", ())
+    if not job.enabled or not (isinstance(exc, dist_error) or (isinstance(exc, RuntimeError) and any(m in text for m in PEER_GONE))):
+        return None
+    said = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    said = said.split("] ", 1)[-1].split(". This is typically", 1)[0][:200]  # without gloo's source file and advice
+    return DistributedError(
+        f"another process of this {job.world_size}-process run stopped ({job.backend}: {said}), so rank {job.rank} "
+        f"stops too. Its log says why (a node lost, out of memory, killed). last.pt (epoch {epoch}) is kept: "
+        "start the run again on every node with --resume")
+
+
 def teardown(job: Dist) -> None:
     if job.enabled and dist.is_initialized():
         dist.destroy_process_group()

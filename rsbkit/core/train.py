@@ -303,7 +303,10 @@ def train(
                         trained = train_epoch(spec, state, step, source, epoch)
                     end_epoch(spec, state, val_input, epoch, t0, trained)
             except BaseException as exc:
-                record_failure(spec, state, exc)
+                gone = distributed.lost_peer(spec.job, exc, state.epoch)
+                record_failure(spec, state, gone or exc)
+                if gone is not None:
+                    raise gone from exc
                 raise
             return finish(spec, state)
         finally:

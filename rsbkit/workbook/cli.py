@@ -119,7 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--qos", default=None)
     c.add_argument("--constraint", default=None, help="Slurm --constraint, e.g. h100")
     c.add_argument("--max-requeues", type=int, default=3, help="time-outs a point may resume from")
+    c.add_argument("--signal-before", type=int, default=None, metavar="S",
+                   help="Slurm signals a point this many seconds before its time limit, to save and requeue "
+                        "(default 90; under a --time of 3 minutes, --time minus 45 s)")
     c.add_argument("--no-wait", action="store_true", help="slurm: submit and return (rerun the sweep later to collect)")
+    c.add_argument("--collect", action="store_true",
+                   help="slurm: submit nothing; wait for this sweep's queued and running jobs and print the table")
 
     p = sub.add_parser("bench", help="images/s of the model step, the input path and training end to end; writes a JSON")
     p.add_argument("--quick", action="store_true", help="tiny sizes: seconds on a CPU")
@@ -227,9 +232,10 @@ def _run(args: argparse.Namespace) -> int:
         else:
             options = ClusterOptions(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time,
                                      mem_gb=args.mem, account=args.account, qos=args.qos, constraint=args.constraint,
-                                     max_requeues=args.max_requeues)
+                                     max_requeues=args.max_requeues,
+                                     signal_s=args.signal_before)
             table = run_cluster_sweep(sweep, executor=args.executor, options=options, jobs=args.jobs,
-                                      block=not args.no_wait)
+                                      block=not args.no_wait, collect=args.collect)
             if table is None:
                 return 0
         return 1 if (table["status"] == "failed").any() else 0

@@ -10,20 +10,34 @@ Jobs are checkpointable: when Slurm preempts one or its time runs out, submitit
 signals it (USR2), :meth:`PointJob.checkpoint` stops the notebook cleanly (the
 training records 'interrupted' and keeps ``last.pt``) and the job is requeued;
 the new attempt finds ``last.pt`` and resumes. A failed point is resubmitted by
-running the sweep again: completed points are skipped, the others resume.
+running the sweep again: completed points are skipped, points whose job is still
+queued or running are waited on (not submitted twice), the others resume.
+``--no-wait`` submits and returns; ``--collect`` waits for what is queued and
+submits nothing. Job states come from ``squeue`` (what is still queued) and, for
+jobs that ended, from submitit, which reads ``sacct``: a cluster without Slurm
+accounting cannot tell a job that died from one still running.
+
+Tested against a real one-node Slurm 22.05 (``scripts/slurm-local.sh``): arrays,
+preemption by a higher-priority partition, time limits, cancellation.
 """
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import re
 import shutil
+import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..core.runs import atomic_write_text
+from ..core.errors import RunLockedError
+from ..core.runs import POINT_LOCK_FILE, RunLock, atomic_write_text
 from .sweep import Point, PointResult, Sweep, SweepError, notebook_parameters, pending, run_point, stop_point, summarize
+from .table import SWEEP_POINT
 
 EXECUTORS = ("pool", "local", "slurm")
 
@@ -42,15 +56,24 @@ class ClusterOptions:
     qos: Optional[str] = None
     constraint: Optional[str] = None
     max_requeues: int = 3  # submitit's max_num_timeout: how many time-outs a job may resume from
+    # Slurm signals the job (USR2) this long before its time limit, to save and requeue: submitit's 90 s, less
+    # under 3 minutes. Slurm checks every 30 s, so the signal may come up to 30 s earlier.
+    signal_s: Optional[int] = None
     extra: dict[str, Any] = field(default_factory=dict)  # other sbatch options, e.g. {"exclusive": True}
 
     def __post_init__(self) -> None:
+        if self.signal_s is None and self.time_min >= 1:
+            self.signal_s = max(10, min(90, self.time_min * 60 - 45))
         for name, value, ok, need in (
             ("gpus (--gpus)", self.gpus, self.gpus >= 0, ">= 0"),
             ("cpus (--cpus)", self.cpus, self.cpus is None or self.cpus >= 1, ">= 1"),
             ("time_min (--time)", self.time_min, self.time_min >= 1, ">= 1 minute"),
             ("mem_gb (--mem)", self.mem_gb, self.mem_gb is None or self.mem_gb > 0, "> 0 GB"),
             ("max_requeues (--max-requeues)", self.max_requeues, self.max_requeues >= 0, ">= 0"),
+            # a signal that can come in the job's first seconds kills it before submitit's handler is in place
+            ("signal_s (--signal-before)", self.signal_s,
+             self.signal_s is None or 10 <= self.signal_s <= self.time_min * 60 - 45,
+             f"from 10 to {self.time_min * 60 - 45} s (45 s less than --time)"),
         ):
             if not ok:
                 raise SweepError(f"cluster option {name}={value}: give a value {need}")
@@ -59,7 +82,7 @@ class ClusterOptions:
         """submitit's AutoExecutor parameters for `executor`."""
         params: dict[str, Any] = dict(timeout_min=self.time_min, gpus_per_node=self.gpus, tasks_per_node=1, nodes=1)
         if executor == "slurm":
-            params.update(slurm_array_parallelism=jobs)
+            params.update(slurm_array_parallelism=jobs, slurm_signal_delay_s=self.signal_s)
             if self.cpus:
                 params["cpus_per_task"] = self.cpus
             if self.mem_gb:
@@ -119,9 +142,8 @@ def submit_points(sweep: Sweep, points: list[Point], *, executor: str = "local",
     if executor not in ("local", "slurm"):
         raise SweepError(f"executor {executor!r}: use 'local' or 'slurm' here (the pool runner is rsbkit.sweep.run_sweep)")
     submitit = _submitit()
-    if executor == "slurm" and shutil.which("sbatch") is None:
-        raise SweepError("executor 'slurm': sbatch is not on this machine's PATH; run the sweep from a Slurm login node, "
-                         "or use --executor local to run the same jobs here")
+    if executor == "slurm":
+        check_slurm()
     options = options or ClusterOptions()
     folder = sweep.out / "submitit"
     extra = {"slurm_max_num_timeout": options.max_requeues} if executor == "slurm" else {}
@@ -144,42 +166,160 @@ def submit_points(sweep: Sweep, points: list[Point], *, executor: str = "local",
     return submitted
 
 
+NO_CLUSTER_HINT = ("run the sweep on a login node of a Slurm cluster, start a local one (bash scripts/slurm-local.sh up, "
+                   "then source .slurm-local/env), or use --executor local to run the same jobs here")
+
+
+def check_slurm(timeout: float = 30.0) -> None:
+    """Stop before submitting when no Slurm controller answers here (one line: what is missing, what to do)."""
+    if shutil.which("sbatch") is None:
+        raise SweepError(f"executor 'slurm': sbatch is not on this machine's PATH; {NO_CLUSTER_HINT}")
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():  # Slurm's commands would retry for a minute, then fail
+        raise SweepError(f"executor 'slurm': SLURM_CONF={conf} is not a file; point it at the cluster's slurm.conf "
+                         f"or unset it; {NO_CLUSTER_HINT}")
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SweepError(f"executor 'slurm': the Slurm controller did not answer `scontrol ping` in {timeout:.0f} s; "
+                         f"{NO_CLUSTER_HINT}") from None
+    if ping.returncode != 0 or " is UP" not in ping.stdout:
+        said = [ln.strip() for ln in (ping.stderr + "\n" + ping.stdout).splitlines() if ln.strip() and "*" not in ln]
+        reason = (said[-1] if said else f"exit code {ping.returncode}").removeprefix("scontrol: ").removeprefix("fatal: ")
+        raise SweepError(f"executor 'slurm': no Slurm controller answers here (scontrol ping: {reason}); {NO_CLUSTER_HINT}")
+
+
+ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+                 "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "PREEMPTED", "RESV_DEL_HOLD"}
+
+
+def queued_jobs() -> dict[str, str]:
+    """Job id -> state of this user's jobs that Slurm still lists (array tasks one by one)."""
+    out = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"], capture_output=True,
+                         text=True, timeout=60)
+    if out.returncode != 0:
+        raise SweepError(f"squeue failed: {(out.stderr.strip().splitlines() or [''])[-1]}")
+    jobs = dict(line.split("|", 1) for line in out.stdout.split() if "|" in line)
+    return {job: state for job, state in jobs.items() if state in ACTIVE_STATES}
+
+
+def recorded_jobs(sweep: Sweep, points: list[Point]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The submitit jobs last submitted for `points`: (still queued or running, ended), by point name."""
+    record_file = sweep.out / "submitted.json"
+    if not record_file.is_file():
+        return {}, {}
+    record = json.loads(record_file.read_text())
+    if record.get("executor") != "slurm":
+        return {}, {}
+    ids = {p.name: record.get("jobs", {}).get(p.name) for p in points}
+    ids = {name: job_id for name, job_id in ids.items() if job_id}
+    queued = queued_jobs() if ids else {}
+    submitit = _submitit()
+    jobs = {name: submitit.SlurmJob(folder=str(Path(record["logs"]) / "%j"), job_id=job_id) for name, job_id in ids.items()}
+    live = {name: job for name, job in jobs.items() if job.job_id in queued}
+    return live, {name: job for name, job in jobs.items() if name not in live}
+
+
 def _with_nproc(notebook: Path, point: Point, gpus: int) -> Point:
     if gpus > 1 and "nproc" in notebook_parameters(notebook) and "nproc" not in point.parameters:
         return Point(point.name, {**point.parameters, "nproc": gpus}, point.run_dir)
     return point
 
 
-def wait(points: list[Point], submitted: list, *, log: Callable[[str], None] = print) -> dict[str, PointResult]:
-    """Wait for the jobs; a job that died outside its notebook is a failed point naming its log."""
+def wait(points: list[Point], submitted: list, *, options: Optional[ClusterOptions] = None,
+         log: Callable[[str], None] = print) -> dict[str, PointResult]:
+    """Wait for the jobs; a job that died outside its notebook (cancelled, out of time, a node lost)
+    is a failed point: the reason goes into the table and into the point's own record."""
     ran = {}
     for point, job in zip(points, submitted):
         try:
             res = job.result()
         except Exception as exc:
-            last = (str(exc).strip().splitlines() or [""])[-1][:300]
-            notebook = Path(job.submission().function.notebook).name
-            res = PointResult(point.name, "failed", f"{type(exc).__name__}: {last} (job log {job.paths.stderr})", 0.0,
-                              point.run_dir, point.run_dir / notebook)
+            res = PointResult(point.name, "failed", job_failure(job, exc, options), 0.0, point.run_dir,
+                              point.run_dir / _notebook_name(job))
+            _record_failure(point, res.error)
         log(f"  {res.status} {res.name} in {res.wall_s:.0f} s" + (f": {res.error}" if res.error else ""))
         ran[point.name] = res
     return ran
 
 
+def job_failure(job, exc: Exception, options: Optional[ClusterOptions] = None) -> str:
+    """Why a job ended without a result, in words, with its log."""
+    text = str(exc)
+    # submitit's FailedJobError carries the job's traceback, then the log paths: its last error line is the news
+    errors = [ln.strip() for ln in text.splitlines() if re.match(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*", ln.strip())]
+    said = (errors or text.strip().splitlines() or [""])[-1][:300]
+    try:
+        state = job.state  # from sacct; UNKNOWN without accounting
+    except Exception:  # noqa: BLE001 (the state only improves the message)
+        state = "UNKNOWN"
+    log = f"job log {job.paths.stderr}"
+    if "timed-out too many times" in text:
+        limit = f" of {options.time_min} min" if options else ""
+        allowed = f", more than --max-requeues {options.max_requeues} allows" if options else ""
+        return (f"job {job.job_id}: the time limit{limit} ran out on every attempt{allowed}; last.pt is kept: rerun the "
+                f"sweep (with a longer --time or more --max-requeues) to resume ({log})")
+    if state.startswith("CANCELLED"):
+        return f"job {job.job_id} was cancelled (Slurm state {state}); rerun the sweep to submit it again ({log})"
+    if state not in ("UNKNOWN", "COMPLETED", "FAILED", "RUNNING", "PENDING"):
+        return f"job {job.job_id} ended {state} without a result: {type(exc).__name__}: {said} ({log})"
+    return f"{type(exc).__name__}: {said} ({log})"
+
+
+def _notebook_name(job) -> str:
+    try:
+        return Path(job.submission().function.notebook).name
+    except Exception:  # noqa: BLE001 (the job's pickle is gone: the train notebook is the usual one)
+        return "train.ipynb"
+
+
+def _record_failure(point: Point, error: str) -> None:
+    """A point whose job died mid-run still says 'running': say 'failed' and why (unless something runs it)."""
+    record_file = point.run_dir / SWEEP_POINT
+    if not record_file.is_file():
+        return
+    try:
+        with RunLock(point.run_dir, POINT_LOCK_FILE, timeout=0, what="sweep point"):
+            record = json.loads(record_file.read_text())
+            if record.get("status") in ("running", None):
+                record.update(status="failed", error=error, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                atomic_write_text(record_file, json.dumps(record, indent=2, default=str) + "\n")
+    except RunLockedError:  # a new attempt runs it now: its record is the true one
+        pass
+
+
 def run_cluster_sweep(sweep: Sweep, *, executor: str, options: Optional[ClusterOptions] = None, jobs: int = 1,
-                      block: bool = True, log: Callable[[str], None] = print):
+                      block: bool = True, collect: bool = False, log: Callable[[str], None] = print):
     """``rsbkit sweep --executor local|slurm``: submit the points not yet completed; wait and return
-    the sweep table when `block` (always for local, where `jobs` points run at a time)."""
+    the sweep table when `block` (always for local, where `jobs` points run at a time).
+
+    Slurm: points whose job is still queued or running are waited on, not submitted again;
+    with `collect`, nothing is submitted (``--no-wait`` earlier, ``--collect`` now).
+    """
     if jobs < 1:
         raise SweepError(f"jobs={jobs}: give 1 or more")
+    if collect and (executor != "slurm" or not block):
+        raise SweepError("--collect waits for a Slurm sweep's jobs: use it with --executor slurm, without --no-wait")
     todo = pending(sweep)
+    if executor == "slurm":
+        check_slurm()
+        live, ended = recorded_jobs(sweep, todo)
+        # --collect reports the jobs that ended unfinished; a plain rerun submits those points again
+        waiting = [p for p in todo if p.name in live or (collect and p.name in ended)]
+        submit = [] if collect else [p for p in todo if p.name not in live]
+        log(f"sweep {sweep.out}: {len(sweep.points)} points, {len(sweep.points) - len(todo)} already completed, "
+            f"{len(live)} queued or running on slurm, submitting {len(submit)}")
+        submitted = submit_points(sweep, submit, executor="slurm", options=options, jobs=jobs, log=log) if submit else []
+        if not block:
+            return None
+        known = {**ended, **live}
+        ran = wait(waiting + submit, [known[p.name] for p in waiting] + submitted, options=options, log=log)
+        return summarize(sweep, ran, log=log)
     log(f"sweep {sweep.out}: {len(sweep.points)} points, {len(sweep.points) - len(todo)} already completed, "
         f"submitting {len(todo)} to {executor}")
-    if executor == "slurm":
-        submitted = submit_points(sweep, todo, executor="slurm", options=options, jobs=jobs, log=log)
-        return summarize(sweep, wait(todo, submitted, log=log), log=log) if block else None
     ran: dict[str, PointResult] = {}
     for i in range(0, len(todo), jobs):  # this machine: `jobs` points at a time
         wave = todo[i:i + jobs]
-        ran.update(wait(wave, submit_points(sweep, wave, executor="local", options=options, jobs=jobs, log=log), log=log))
+        ran.update(wait(wave, submit_points(sweep, wave, executor="local", options=options, jobs=jobs, log=log),
+                        options=options, log=log))
     return summarize(sweep, ran, log=log)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,18 +119,25 @@ def recipe_file(tmp_path_factory):
     return path
 
 
-def test_two_processes_match_one_and_resume_into_one(recipe_file, tmp_path, cli):
+@pytest.fixture(scope="module")
+def standalone_two(recipe_file, tmp_path_factory):
+    """Two processes under ``torchrun --standalone``, same global batch as one (8 images each)."""
+    out = tmp_path_factory.mktemp("two")
+    two = torchrun(2, str(recipe_file), "--out", str(out), *DATA_ARGS)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    return out, two
+
+
+def test_two_processes_match_one_and_resume_into_one(recipe_file, standalone_two, tmp_path, cli):
     # one process, in this process
     single = train(recipe_file, "default", tmp_path / "one", device="cpu", workers=0, limit_train=64, limit_val=32,
                    progress="none", log=lambda s: None)
-    # two processes under torchrun, same global batch (8 images each)
-    two = torchrun(2, str(recipe_file), "--out", str(tmp_path / "two"), *DATA_ARGS)
-    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    two_dir, two = standalone_two
     assert "2 processes (gloo)" in two.stdout and "2 process(es) x 8 images x 1 accumulation step(s)" in two.stdout
-    result = json.loads((tmp_path / "two" / "result.json").read_text())
+    result = json.loads((two_dir / "result.json").read_text())
     assert result["status"] == "completed" and result["world_size"] == 2 and result["epochs_done"] == 2
     assert result["resolved"]["steps_per_epoch"] == single["resolved"]["steps_per_epoch"] == 4
-    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
+    assert max_difference(weights(tmp_path / "one"), weights(two_dir)) < 1e-5
     # metrics are reduced over processes: the same numbers as the single process
     assert result["final_top1"] == single["final_top1"]
     assert result["final_loss"] == pytest.approx(single["final_loss"], abs=1e-4)
@@ -145,6 +154,80 @@ def test_two_processes_match_one_and_resume_into_one(recipe_file, tmp_path, cli)
     assert done.returncode == 0, done.stderr
     assert "resumed from" in done.stdout and "after epoch 1/2" in done.stdout
     assert max_difference(weights(tmp_path / "one"), weights(split)) < 1e-5
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def two_nodes(*args: str) -> list[subprocess.Popen]:
+    """Two torchrun launchers of one process each, meeting at a c10d rendezvous on 127.0.0.1: two "nodes"."""
+    endpoint, run_id = f"127.0.0.1:{free_port()}", f"test-{time.monotonic_ns()}"
+    cmd = torchrun_command(1, [*args], nnodes=2, rdzv_endpoint=endpoint, rdzv_id=run_id)
+    # torchrun sets OMP_NUM_THREADS=1 only for several processes per node; as --standalone 2 did, so the
+    # kernels sum in the same order and the weights can be compared bit for bit
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            for _ in range(2)]
+
+
+def test_two_nodes_train_like_two_local_processes(recipe_file, standalone_two, tmp_path):
+    """``torchrun --nnodes=2 --nproc_per_node=1 --rdzv-backend=c10d``: the same weights as the 2-process
+    ``--standalone`` run (which matches one process, test above), rank 0 alone writes the folder."""
+    nodes = two_nodes(str(recipe_file), "--out", str(tmp_path / "nodes"), *DATA_ARGS)
+    outs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    a, b = weights(standalone_two[0]), weights(tmp_path / "nodes")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    result = json.loads((tmp_path / "nodes" / "result.json").read_text())
+    assert result["status"] == "completed" and result["world_size"] == 2
+    assert sum(out.count("done: top-1") for out in outs) == 1  # one rank printed, one wrote
+
+
+def test_a_lost_node_stops_the_other_with_a_message(recipe_file, tmp_path, cli):
+    """A node dies mid-run (its launcher and its worker killed at once): the other stops within seconds,
+    saying so, instead of waiting in a collective. Gloo sees the peer's sockets close; a peer that hangs
+    alive would be noticed at the process group's timeout (torch's default, 30 minutes for gloo)."""
+    import psutil
+
+    out = tmp_path / "run"
+    nodes = two_nodes(str(recipe_file), "--out", str(out), "--set", "epochs=200", *DATA_ARGS)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "last.pt").exists() and time.monotonic() < deadline and all(n.poll() is None for n in nodes):
+            time.sleep(0.1)
+        assert (out / "last.pt").exists(), nodes[0].communicate(timeout=60)[0][-3000:]
+        # one writer across the nodes: a third process cannot train into the folder
+        third = cli("train", str(recipe_file), "--out", str(out), *DATA_ARGS)
+        assert third.returncode == 2 and "is in use by another writer" in third.stderr, third.stderr
+
+        def rank(node) -> str:
+            [worker] = psutil.Process(node.pid).children()
+            return worker.environ()["RANK"]
+
+        lost = next(n for n in nodes if rank(n) == "1")
+        for proc in [psutil.Process(lost.pid), *psutil.Process(lost.pid).children(recursive=True)]:
+            proc.kill()
+        t0 = time.monotonic()
+        [survivor] = [n for n in nodes if n is not lost]
+        said = survivor.communicate(timeout=120)[0]
+        took = time.monotonic() - t0
+    finally:
+        for node in nodes:
+            for proc in psutil.Process(node.pid).children(recursive=True) if node.poll() is None else []:
+                proc.kill()
+            node.kill()
+    assert survivor.returncode != 0 and took < 30, (took, said[-3000:])
+    # gloo says "Connection closed by peer" or "Read error ...: Connection reset by peer", as the timing falls
+    assert re.search(r"rsbkit train: error: another process of this 2-process run stopped \(gloo: [^)]*Connection "
+                     r"(closed|reset) by peer", said), said[-3000:]
+    assert "so rank 0 stops too" in said and "start the run again on every node with --resume" in said
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "failed" and result["error"].startswith("DistributedError: another process")
 
 
 def test_bad_launch_fails_naming_the_values(recipe_file, tmp_path):
@@ -312,3 +395,19 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
     for p in procs:
         p.join(timeout=60)
     assert got == [(0, True, False), (1, True, False)]
+
+
+def test_only_a_collective_that_lost_its_peer_becomes_the_lost_process_error():
+    from rsbkit.core.distributed import lost_peer
+
+    job = Dist(1, 4, 1, "gloo")
+    gone = RuntimeError("[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [10.0.0.2]:4100. "
+                        "This is typically caused by a remote worker crashing.")
+    err = lost_peer(job, gone, epoch=7)
+    assert isinstance(err, DistributedError)
+    assert str(err).startswith("another process of this 4-process run stopped (gloo: Connection closed by peer "
+                               "[10.0.0.2]:4100), so rank 1 stops too")
+    assert "last.pt (epoch 7) is kept" in str(err)
+    assert lost_peer(Dist(), gone, epoch=7) is None  # one process: nothing to lose
+    assert lost_peer(job, RuntimeError("shape mismatch"), epoch=7) is None  # a bug of its own stays itself
+    assert lost_peer(job, KeyboardInterrupt(), epoch=7) is None

@@ -1,19 +1,19 @@
-"""Sweeps through submitit: the local executor runs the same jobs a Slurm cluster would, and a
-preempted job (submitit's USR2 signal) is requeued and resumes from the run's last checkpoint."""
+"""Sweeps through submitit without a cluster: the options Slurm gets, the local executor (the same jobs as
+processes here), and the errors before anything is submitted. A real Slurm runs in test_slurm.py
+(arrays, preemption, time limits, cancellation)."""
 from __future__ import annotations
 
 import json
 import re
-import signal
-import time
+import sys
+from pathlib import Path
 
-import psutil
 import pytest
 
-from rsbkit.workbook.cluster import ClusterOptions, PointJob, submit_points, wait
+from rsbkit.workbook.cluster import ClusterOptions, PointJob
 from rsbkit.workbook.sweep import expand, point_status
 
-pytestmark = pytest.mark.cost(80)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+pytestmark = pytest.mark.cost(40)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 TRAIN = "notebooks/procedures/train.ipynb"
 SMOKE = dict(recipe="params/smoke.yaml", limit_train=128, limit_val=64, device="cpu", workers=0)
@@ -24,7 +24,7 @@ def test_slurm_options_become_submitit_parameters():
                              constraint="h100", extra={"exclusive": True})
     params = options.parameters("slurm", jobs=4)
     assert params == dict(timeout_min=600, gpus_per_node=8, tasks_per_node=1, nodes=1, slurm_array_parallelism=4,
-                          cpus_per_task=64, mem_gb=400, slurm_partition="gpu", slurm_account="vision",
+                          slurm_signal_delay_s=90, cpus_per_task=64, mem_gb=400, slurm_partition="gpu", slurm_account="vision",
                           slurm_constraint="h100", slurm_additional_parameters={"exclusive": True})
     # the local executor gets only what it understands
     assert options.parameters("local", jobs=4) == dict(timeout_min=600, gpus_per_node=8, tasks_per_node=1, nodes=1)
@@ -58,28 +58,6 @@ def test_local_executor_runs_the_sweep_and_skips_completed_points(tmp_path, cli)
     assert again.returncode == 0 and "2 already completed, submitting 0 to local" in again.stdout
 
 
-def test_preempted_job_is_requeued_and_resumes_from_last_checkpoint(tmp_path):
-    sweep = expand(TRAIN, tmp_path / "out", {**SMOKE, "overrides": {"epochs": 4}}, {}, seeds=[0])
-    [point] = sweep.points
-    [job] = submit_points(sweep, [point], executor="local", options=ClusterOptions(time_min=10), log=lambda s: None)
-    deadline = time.monotonic() + 180
-    while not (point.run_dir / "last.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert (point.run_dir / "last.pt").exists(), "the point never wrote a checkpoint"
-    # what Slurm does before preempting (submitit asks for --signal=USR2): signal the job's process
-    [task] = psutil.Process(job._process.pid).children()
-    task.send_signal(signal.SIGUSR2)
-    results = wait([point], [job], log=lambda s: None)
-    assert results[point.name].status == "completed", results
-    record = json.loads((point.run_dir / "sweep_point.json").read_text())
-    assert record["attempt"] == 2 and record["resumed"] is True and record["parameters"]["resume"] is True
-    log = (point.run_dir / "papermill.log").read_text()
-    assert "Terminated: signal SIGTERM" in log  # the first attempt stopped cleanly ...
-    assert "===== attempt 2 (resumes from last.pt) =====" in log and "resumed from" in log  # ... the second resumed
-    result = json.loads((point.run_dir / "result.json").read_text())
-    assert result["status"] == "completed" and result["epochs_done"] == 4
-
-
 def test_job_pickles_without_its_process(tmp_path):
     import pickle
 
@@ -90,12 +68,20 @@ def test_job_pickles_without_its_process(tmp_path):
     assert clone._proc is None and clone.point == sweep.points[0] and clone.cwd == job.cwd
 
 
-def test_slurm_without_a_cluster_fails_clearly(tmp_path, cli):
+def test_signal_before_the_time_limit_leaves_the_job_time_to_start_and_to_save():
+    # submitit's 90 s, unless the limit is so short that Slurm (which checks every 30 s) would signal at once
+    assert [ClusterOptions(time_min=t).signal_s for t in (1, 2, 3, 600)] == [15, 75, 90, 90]
+    assert ClusterOptions(time_min=1).parameters("slurm", jobs=1)["slurm_signal_delay_s"] == 15
+    assert ClusterOptions(time_min=10, signal_s=300).signal_s == 300
+
+
+def test_slurm_without_sbatch_fails_clearly(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no Slurm commands
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(f"notebook: {TRAIN}\nout: {tmp_path / 'out'}\nparameters: {json.dumps(SMOKE)}\nseeds: [0]\n")
     res = cli("sweep", str(sweep_file), "--executor", "slurm", "--partition", "gpu", "--gpus", "1", "--no-wait")
     assert res.returncode == 2
-    assert "rsbkit sweep: error: executor 'slurm': sbatch is not on this machine's PATH" in res.stderr
+    assert "rsbkit sweep: error: executor 'slurm': sbatch is not on this machine's PATH; run the sweep on a login node" in res.stderr
 
 
 def test_bad_cluster_options_are_named(tmp_path, cli):
@@ -103,7 +89,8 @@ def test_bad_cluster_options_are_named(tmp_path, cli):
 
     for kwargs, message in ((dict(gpus=-1), "gpus (--gpus)=-1: give a value >= 0"),
                             (dict(time_min=0), "time_min (--time)=0: give a value >= 1 minute"),
-                            (dict(mem_gb=0), "mem_gb (--mem)=0: give a value > 0 GB")):
+                            (dict(mem_gb=0), "mem_gb (--mem)=0: give a value > 0 GB"),
+                            (dict(time_min=1, signal_s=30), "signal_s (--signal-before)=30: give a value from 10 to 15 s")):
         with pytest.raises(SweepError, match=re.escape(message)):
             ClusterOptions(**kwargs)
     sweep_file = tmp_path / "sweep.yaml"
