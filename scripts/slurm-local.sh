@@ -9,8 +9,9 @@
 #   bash scripts/slurm-local.sh down [DIR]   cancel every job, stop the daemons by their PID files
 #   bash scripts/slurm-local.sh status [DIR]
 #
-# DIR defaults to .slurm-local (git-ignored). One node named after this host (127.0.0.1), all its CPUs,
-# two partitions: `debug` (the default) and `urgent`, whose jobs preempt debug's (requeued, USR2 first).
+# DIR defaults to .slurm-local (git-ignored). Two nodes on 127.0.0.1 (named after this host and `localhost`,
+# half the CPUs and memory each; one node on a 1-CPU machine), two partitions: `debug` (the default) and
+# `urgent`, whose jobs preempt debug's (requeued, USR2 first).
 #
 # Choices, for an HPC reader:
 # - slurmdbd with MariaDB, not a stand-in: submitit reads job states with sacct, and without accounting a
@@ -58,13 +59,25 @@ EOF
 }
 
 write_config() {
-  local user host cpus mem ports ctld slurmd dbd db pass
+  local user host cpus mem ctld slurmd dbd db port2 pass nodes_conf names
   user="$(id -un)"; host="$(hostname -s)"; cpus="$(nproc)"
   mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
-  read -r ctld slurmd dbd db <<<"$(free_ports 4)"
+  read -r ctld slurmd dbd db port2 <<<"$(free_ports 5)"
+  # two nodes where there are 2+ CPUs, so `srun --nodes=2` runs here: named after this host and `localhost`,
+  # names that resolve (torchrun's --rdzv-endpoint takes the first node's name), each its own slurmd (-N)
+  if [ "$cpus" -ge 2 ] && [ "$host" != localhost ]; then
+    nodes_conf="NodeName=$host NodeHostname=$host NodeAddr=127.0.0.1 Port=$slurmd CPUs=$(( (cpus + 1) / 2 )) RealMemory=$(( mem / 2 )) State=UNKNOWN
+NodeName=localhost NodeHostname=$host NodeAddr=127.0.0.1 Port=$port2 CPUs=$(( cpus / 2 )) RealMemory=$(( mem / 2 )) State=UNKNOWN"
+    names="$host,localhost"
+  else
+    nodes_conf="NodeName=$host NodeHostname=$host NodeAddr=127.0.0.1 Port=$slurmd CPUs=$cpus RealMemory=$mem State=UNKNOWN"
+    names="$host"
+  fi
+
   pass="$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-  mkdir -p "$dir"/{etc,run,log,state,db} "$dir/spool/$host"
+  mkdir -p "$dir"/{etc,run,log,state,db,spool}
   chmod 700 "$dir/etc" "$dir/run"
+  echo "${names//,/ }" >"$dir/etc/nodes"
   [ -s "$dir/etc/munge.key" ] || { dd if=/dev/urandom of="$dir/etc/munge.key" bs=1024 count=1 status=none; chmod 600 "$dir/etc/munge.key"; }
   cat >"$dir/etc/slurm.conf" <<EOF
 # written by scripts/slurm-local.sh: a one-node Slurm for tests
@@ -80,9 +93,9 @@ CredType=cred/munge
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool/%n
 SlurmctldPidFile=$dir/run/slurmctld.pid
-SlurmdPidFile=$dir/run/slurmd.pid
+SlurmdPidFile=$dir/run/slurmd-%n.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
+SlurmdLogFile=$dir/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -99,16 +112,16 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1,bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=$(( mem / cpus ))
+DefMemPerCPU=$(( mem / cpus / 2 ))
 KillWait=5
 MinJobAge=300
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 SlurmctldParameters=preempt_send_user_signal
 JobRequeue=1
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE PriorityTier=1 GraceTime=30 State=UP
-PartitionName=urgent Nodes=$host MaxTime=INFINITE PriorityTier=10 PreemptMode=OFF State=UP
+$nodes_conf
+PartitionName=debug Nodes=$names Default=YES MaxTime=INFINITE PriorityTier=1 GraceTime=30 State=UP
+PartitionName=urgent Nodes=$names MaxTime=INFINITE PriorityTier=10 State=UP
 EOF
   cat >"$dir/etc/slurmdbd.conf" <<EOF
 # written by scripts/slurm-local.sh
@@ -153,7 +166,7 @@ start_db() {
 
 up() {
   mkdir -p "$dir/log"
-  if alive "$dir/run/slurmctld.pid" && alive "$dir/run/slurmd.pid"; then say "already up in $dir (source $dir/env)"; return 0; fi
+  if alive "$dir/run/slurmctld.pid" && alive "$dir/run/slurmd-$(hostname -s).pid"; then say "already up in $dir (source $dir/env)"; return 0; fi
   down_quiet
   install
   write_config
@@ -166,9 +179,9 @@ up() {
   sacctmgr -i add cluster rsbkit-local >/dev/null 2>&1 || true
   slurmctld -f "$dir/etc/slurm.conf" -i
   wait_for 30 slurmctld scontrol ping
-  slurmd -f "$dir/etc/slurm.conf"
-  wait_for 60 "the node" bash -c "sinfo -h -N -o %t | grep -qx idle"
-  say "up in $dir: $(sinfo -h -o '%n %C(cpus A/I/O/T) %P' | tr '\n' ' ')"
+  local node; for node in $(cat "$dir/etc/nodes"); do mkdir -p "$dir/spool/$node"; slurmd -f "$dir/etc/slurm.conf" -N "$node"; done
+  wait_for 60 "the nodes" bash -c '[ -n "$(sinfo -h -N -o %t)" ] && [ -z "$(sinfo -h -N -o %t | grep -vx idle)" ]'
+  say "up in $dir: $(sinfo -h -N -o '%N (%c CPUs)' | sort -u | tr '\n' ' ')partitions $(sinfo -h -o %P | tr '\n' ' ')"
   say "source $dir/env to use it; bash $0 down $dir stops it"
 }
 
@@ -195,11 +208,13 @@ down_quiet() {
     for _ in $(seq 150); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.1; done
     [ -n "$(squeue -h -o %i 2>/dev/null)" ] && say "jobs still listed after 15 s: $(squeue -h -o '%i %T' | tr '\n' ' ')"
   fi
-  stop_daemons slurmd slurmctld slurmdbd mariadb munged
+  local nodes=(); [ -f "$dir/etc/nodes" ] && read -ra nodes <"$dir/etc/nodes"
+  stop_daemons "${nodes[@]/#/slurmd-}" slurmctld slurmdbd mariadb munged
 }
 
 status() {
-  local d; for d in munged mariadb slurmdbd slurmctld slurmd; do
+  local d nodes=(); [ -f "$dir/etc/nodes" ] && read -ra nodes <"$dir/etc/nodes"
+  for d in munged mariadb slurmdbd slurmctld "${nodes[@]/#/slurmd-}"; do
     if alive "$dir/run/$d.pid"; then echo "$d: running ($(cat "$dir/run/$d.pid"))"; else echo "$d: stopped"; fi
   done
   if alive "$dir/run/slurmctld.pid"; then SLURM_CONF="$dir/etc/slurm.conf" sinfo; fi

@@ -233,7 +233,7 @@ def wait(points: list[Point], submitted: list, *, options: Optional[ClusterOptio
     ran = {}
     for point, job in zip(points, submitted):
         try:
-            res = job.result()
+            res = _result(job)
         except Exception as exc:
             res = PointResult(point.name, "failed", job_failure(job, exc, options), 0.0, point.run_dir,
                               point.run_dir / _notebook_name(job))
@@ -241,6 +241,15 @@ def wait(points: list[Point], submitted: list, *, options: Optional[ClusterOptio
         log(f"  {res.status} {res.name} in {res.wall_s:.0f} s" + (f": {res.error}" if res.error else ""))
         ran[point.name] = res
     return ran
+
+
+def _result(job):
+    """The job's result; a job Slurm cancelled before it wrote one fails at once (submitit would first give
+    the result file 15 s to appear, for file systems that show it late)."""
+    job.wait()
+    if not job.paths.result_pickle.exists() and str(job.state).startswith("CANCELLED"):
+        raise RuntimeError(f"job {job.job_id} ended {job.state} without a result")
+    return job.result()
 
 
 def job_failure(job, exc: Exception, options: Optional[ClusterOptions] = None) -> str:

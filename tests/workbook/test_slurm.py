@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import types
 from pathlib import Path
@@ -19,12 +20,13 @@ import torch
 
 from rsbkit.core.checkpoint import load_checkpoint
 
-pytestmark = pytest.mark.cost(150)  # seconds in the suite on 2 cores (measured); conftest runs costly files first
+pytestmark = pytest.mark.cost(160)  # seconds in the suite on 2 cores (measured); conftest runs costly files first
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "notebooks/procedures/train.ipynb")
 SMOKE = dict(recipe=str(ROOT / "params/smoke.yaml"), limit_train=128, limit_val=64, device="cpu", workers=0)
 SLURM = str(ROOT / "scripts/slurm-local.sh")
+NODES: list[str] = []  # the local cluster's node names, once it is up
 
 
 def sweep(*args: str):
@@ -71,6 +73,7 @@ def slurm(tmp_path_factory):
         pytest.skip(f"no Slurm here and no root to install it: {up.stderr.strip()}")
     logs = "".join(f"\n--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted((folder / "log").glob("*.log")))
     assert up.returncode == 0, up.stdout + up.stderr + logs
+    NODES[:] = (folder / "etc/nodes").read_text().split()
     patch = pytest.MonkeyPatch()
     patch.setenv("SLURM_CONF", str(folder / "etc/slurm.conf"))
     try:
@@ -124,8 +127,9 @@ def test_a_preempted_point_is_requeued_and_resumes_to_the_same_weights(array_swe
     run = tmp_path / "out" / "lr=0.001"
     wait_for(lambda: (run / "last.pt").exists(), 120, "the point's first checkpoint")
     assert load_checkpoint(run / "last.pt")["epoch"] < 3
-    # a job in the higher-priority partition that needs the whole node: Slurm preempts the point (USR2, requeue)
-    slurm_cmd("sbatch", "-p", "urgent", "--exclusive", "-o", str(tmp_path / "urgent.out"), "--wrap", "sleep 1")
+    # a job in the higher-priority partition that needs every node: Slurm preempts the point (USR2, requeue)
+    slurm_cmd("sbatch", "-p", "urgent", "--nodes", str(len(NODES)), "--exclusive", "-o", str(tmp_path / "urgent.out"),
+              "--wrap", "sleep 1")
     done = sweep(str(file), "--executor", "slurm", "--collect")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 queued or running on slurm, submitting 0" in done.stdout and "1/1 completed" in done.stdout
@@ -164,6 +168,31 @@ def test_a_cancelled_job_is_reported_not_waited_on(slurm, tmp_path):
     assert res.returncode == 1, res.stdout + res.stderr
     assert re.search(rf"failed lr=0.001 in 0 s: job {job} was cancelled \(Slurm state CANCELLED", res.stdout), res.stdout
     assert time.monotonic() - t0 < 60
+
+
+def test_one_run_on_two_nodes_through_srun_and_torchrun(slurm, tmp_path):
+    """scripts/slurm-train.sbatch (the README's srun + torchrun line) on the local cluster's two nodes."""
+    if len(NODES) < 2:
+        pytest.skip("the local cluster has one node (a 1-CPU machine)")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHON": sys.executable, "RDZV_PORT": str(port), "OMP_NUM_THREADS": "1"}
+    job = subprocess.run(["sbatch", "--wait", "--nodes=2", "-o", str(tmp_path / "job.out"), str(ROOT / "scripts/slurm-train.sbatch"),
+                          str(ROOT / "params/smoke.yaml"), "--out", str(out), "--limit-train", "64", "--limit-val", "32",
+                          "--device", "cpu", "--workers", "0", "--progress", "line"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    log = (tmp_path / "job.out").read_text() if (tmp_path / "job.out").exists() else ""
+    assert job.returncode == 0, job.stdout + job.stderr + log[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "completed" and result["world_size"] == 2, result
+    assert log.count("done: top-1") == 1, log[-3000:]  # rank 0 alone
+    [job_id] = re.findall(r"Submitted batch job (\d+)", job.stdout)
+    nodes = slurm_cmd("sacct", "-n", "-X", "-P", "-o", "NodeList,State", "-j", job_id).split()
+    assert nodes == [f"{','.join(sorted(NODES))}|COMPLETED"] or nodes == [f"{','.join(NODES)}|COMPLETED"], nodes
 
 
 def test_no_reachable_controller_stops_before_submitting(tmp_path, monkeypatch):
