@@ -14,6 +14,7 @@ import atexit
 import base64
 import json
 import math
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -166,8 +167,6 @@ def _through_server(export: Callable[[], bytes]) -> bytes:
     Here the server is closed instead and the export runs alone, which raises the
     browser's own error (the figure then falls back to HTML with the reason).
     """
-    import threading
-
     import kaleido
     from kaleido._sync_server import GlobalKaleidoServer
 
