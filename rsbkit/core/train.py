@@ -394,6 +394,16 @@ def build_state(spec: Spec) -> TrainState:
     )
 
 
+def _buffer_sync(every_forward: bool) -> dict[str, bool]:
+    """DDP's "copy rank 0's buffers (BatchNorm statistics) before every forward": ``forward_sync_buffers``
+    from torch 2.14, which deprecates ``broadcast_buffers``. The new flag still syncs once at the start,
+    where every rank holds the same buffers anyway (the same seed, or the same checkpoint)."""
+    import inspect
+
+    params = inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers": every_forward}
+
+
 def build_step(spec: Spec, state: TrainState) -> Step:
     """The model as stepped (DDP broadcasts rank 0's weights, then averages gradients over processes;
     ``torchcompile``), Mixup/CutMix and the loss."""
@@ -401,8 +411,8 @@ def build_step(spec: Spec, state: TrainState) -> Step:
     if spec.job.enabled:
         ddp = torch.nn.parallel.DistributedDataParallel(
             state.model, device_ids=[spec.device] if spec.cuda else None,
-            broadcast_buffers=spec.recipe.ddp_broadcast_buffers,
             gradient_as_bucket_view=True,  # gradients are views into the all-reduce buckets: no copy in or out
+            **_buffer_sync(spec.recipe.ddp_broadcast_buffers),
         )
     stepped = ddp if ddp is not None else state.model
     mixup = create_mixup(spec.recipe, spec.data.num_classes)
