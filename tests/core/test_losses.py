@@ -70,6 +70,16 @@ def test_bce_target_threshold_turns_mixed_targets_into_ones():
     assert loss.item() == pytest.approx(bce(LOGITS, [[1, 0, 1], [1, 0, 1]]), rel=1e-6)
 
 
+def test_bce_target_threshold_cancels_a1s_label_smoothing():
+    # the 0.2 of third-party A1/A2 commands (issue 24): A1's smoothed targets, mixed or not, become 0 and 1
+    thresholded = A1.replace(bce_target_thresh=0.2)
+    mixed = create_loss(thresholded, mixing=True)(torch.tensor(LOGITS), targets(0.1))
+    assert mixed.item() == pytest.approx(bce(LOGITS, [[1, 0, 1], [1, 0, 1]]), rel=1e-6)
+    assert mixed.item() != pytest.approx(create_loss(A1, mixing=True)(torch.tensor(LOGITS), targets(0.1)).item(), rel=1e-3)
+    plain = create_loss(thresholded, mixing=False)(torch.tensor(LOGITS), torch.tensor(LABELS))
+    assert plain.item() == pytest.approx(bce(LOGITS, [[1, 0, 0], [0, 0, 1]]), rel=1e-6)  # no smoothing left
+
+
 def test_hard_label_losses_without_mixing():
     x, y = torch.tensor(LOGITS), torch.tensor(LABELS)
     assert create_loss(A3.replace(loss="ce"), mixing=False)(x, y).item() == pytest.approx(
