@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import random
 import signal
@@ -398,8 +399,6 @@ def _buffer_sync(every_forward: bool) -> dict[str, bool]:
     """DDP's "copy rank 0's buffers (BatchNorm statistics) before every forward": ``forward_sync_buffers``
     from torch 2.14, which deprecates ``broadcast_buffers``. The new flag still syncs once at the start,
     where every rank holds the same buffers anyway (the same seed, or the same checkpoint)."""
-    import inspect
-
     params = inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
     return {"forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers": every_forward}
 
