@@ -29,7 +29,8 @@ dir="${2:-${RSBKIT_SLURM_DIR:-.slurm-local}}"
 case "$cmd" in up|down|status) ;; *) echo "usage: $0 up|down|status [DIR]" >&2; exit 2 ;; esac
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
-packages=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)  # Debian 12: Slurm 22.05
+export PATH="$PATH:/usr/sbin:/sbin"  # the daemons live there, off a plain user's PATH
+commands=(munged mariadbd mariadb-install-db slurmdbd slurmctld slurmd sbatch sacctmgr)
 
 say() { echo "slurm-local: $*"; }
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -40,12 +41,12 @@ wait_for() {  # seconds, what, command...
   return 1
 }
 
-install() {
-  local missing=() p
-  for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  bash "$(dirname "$0")/system-packages.sh" slurm
-  for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || { say "$p is not installed: install Slurm 22.05+, munge and MariaDB (Debian: ${packages[*]})" >&2; exit 1; }; done
+install() {  # Debian's packages (scripts/system-packages.sh slurm) where a command is missing
+  local c
+  for c in "${commands[@]}"; do command -v "$c" >/dev/null || { bash "$(dirname "$0")/system-packages.sh" slurm; break; }; done
+  for c in "${commands[@]}"; do
+    command -v "$c" >/dev/null || { say "$c is not installed: install Slurm 22.05+, munge and MariaDB (see scripts/system-packages.sh)" >&2; exit 1; }
+  done
 }
 
 free_ports() {  # n free TCP ports on 127.0.0.1
@@ -185,6 +186,11 @@ up() {
   say "source $dir/env to use it; bash $0 down $dir stops it"
 }
 
+slurmds() {  # the pidfile names of this cluster's slurmd, one per node
+  local nodes=(); [ -f "$dir/etc/nodes" ] && read -ra nodes <"$dir/etc/nodes"
+  echo "${nodes[@]/#/slurmd-}"
+}
+
 stop_daemons() {  # SIGTERM to all at once (each takes 1-3 s to stop; in turn it was 10 s), SIGKILL after 15 s
   local d pids=() names=()
   for d in "$@"; do
@@ -208,13 +214,12 @@ down_quiet() {
     for _ in $(seq 150); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.1; done
     [ -n "$(squeue -h -o %i 2>/dev/null)" ] && say "jobs still listed after 15 s: $(squeue -h -o '%i %T' | tr '\n' ' ')"
   fi
-  local nodes=(); [ -f "$dir/etc/nodes" ] && read -ra nodes <"$dir/etc/nodes"
-  stop_daemons "${nodes[@]/#/slurmd-}" slurmctld slurmdbd mariadb munged
+  # shellcheck disable=SC2046
+  stop_daemons $(slurmds) slurmctld slurmdbd mariadb munged
 }
 
 status() {
-  local d nodes=(); [ -f "$dir/etc/nodes" ] && read -ra nodes <"$dir/etc/nodes"
-  for d in munged mariadb slurmdbd slurmctld "${nodes[@]/#/slurmd-}"; do
+  local d; for d in munged mariadb slurmdbd slurmctld $(slurmds); do
     if alive "$dir/run/$d.pid"; then echo "$d: running ($(cat "$dir/run/$d.pid"))"; else echo "$d: stopped"; fi
   done
   if alive "$dir/run/slurmctld.pid"; then SLURM_CONF="$dir/etc/slurm.conf" sinfo; fi

@@ -9,10 +9,11 @@
 # Without apt or root it says what is missing and goes on: figures then fall back to
 # HTML (the notebooks say so) and the tests that need the files skip.
 set -uo pipefail
+slurm=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)  # Debian 12: Slurm 22.05
 case "${1:-tests}" in
   figures) packages=(chromium) ;;
-  tests) packages=(chromium dataset-fashion-mnist slurmctld slurmd slurm-client slurmdbd munge mariadb-server) ;;
-  slurm) packages=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server) ;;
+  tests) packages=(chromium dataset-fashion-mnist "${slurm[@]}") ;;
+  slurm) packages=("${slurm[@]}") ;;
   *) echo "usage: $0 [figures|tests|slurm]" >&2; exit 2 ;;
 esac
 missing=()

@@ -137,12 +137,12 @@ def _submitit():
 
 
 def submit_points(sweep: Sweep, points: list[Point], *, executor: str = "local", options: Optional[ClusterOptions] = None,
-                  jobs: int = 1, log: Callable[[str], None] = print) -> list:
+                  jobs: int = 1, log: Callable[[str], None] = print, checked: bool = False) -> list:
     """Submit `points` of `sweep` as submitit jobs (Slurm: one array, `jobs` running at once); return the jobs."""
     if executor not in ("local", "slurm"):
         raise SweepError(f"executor {executor!r}: use 'local' or 'slurm' here (the pool runner is rsbkit.sweep.run_sweep)")
     submitit = _submitit()
-    if executor == "slurm":
+    if executor == "slurm" and not checked:  # `checked`: the caller ran check_slurm() already
         check_slurm()
     options = options or ClusterOptions()
     folder = sweep.out / "submitit"
@@ -193,14 +193,13 @@ ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"
                  "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "PREEMPTED", "RESV_DEL_HOLD"}
 
 
-def queued_jobs() -> dict[str, str]:
-    """Job id -> state of this user's jobs that Slurm still lists (array tasks one by one)."""
+def queued_jobs() -> set[str]:
+    """The ids of this user's jobs that Slurm still lists as queued or running (array tasks one by one)."""
     out = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"], capture_output=True,
                          text=True, timeout=60)
     if out.returncode != 0:
         raise SweepError(f"squeue failed: {(out.stderr.strip().splitlines() or [''])[-1]}")
-    jobs = dict(line.split("|", 1) for line in out.stdout.split() if "|" in line)
-    return {job: state for job, state in jobs.items() if state in ACTIVE_STATES}
+    return {job for job, _, state in (line.partition("|") for line in out.stdout.split()) if state in ACTIVE_STATES}
 
 
 def recorded_jobs(sweep: Sweep, points: list[Point]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -213,7 +212,7 @@ def recorded_jobs(sweep: Sweep, points: list[Point]) -> tuple[dict[str, Any], di
         return {}, {}
     ids = {p.name: record.get("jobs", {}).get(p.name) for p in points}
     ids = {name: job_id for name, job_id in ids.items() if job_id}
-    queued = queued_jobs() if ids else {}
+    queued = queued_jobs() if ids else set()
     submitit = _submitit()
     jobs = {name: submitit.SlurmJob(folder=str(Path(record["logs"]) / "%j"), job_id=job_id) for name, job_id in ids.items()}
     live = {name: job for name, job in jobs.items() if job.job_id in queued}
@@ -318,7 +317,8 @@ def run_cluster_sweep(sweep: Sweep, *, executor: str, options: Optional[ClusterO
         submit = [] if collect else [p for p in todo if p.name not in live]
         log(f"sweep {sweep.out}: {len(sweep.points)} points, {len(sweep.points) - len(todo)} already completed, "
             f"{len(live)} queued or running on slurm, submitting {len(submit)}")
-        submitted = submit_points(sweep, submit, executor="slurm", options=options, jobs=jobs, log=log) if submit else []
+        submitted = (submit_points(sweep, submit, executor="slurm", options=options, jobs=jobs, log=log, checked=True)
+                     if submit else [])
         if not block:
             return None
         known = {**ended, **live}
