@@ -28,6 +28,15 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: -cost(item))
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (JupyterLab, a torchrun rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 from rsbkit.core.distributed import Dist, launcher_env, pick_backend, torchrun_command
 from rsbkit.core.errors import DistributedError
@@ -154,14 +154,6 @@ def test_two_processes_match_one_and_resume_into_one(recipe_file, standalone_two
     assert done.returncode == 0, done.stderr
     assert "resumed from" in done.stdout and "after epoch 1/2" in done.stdout
     assert max_difference(weights(tmp_path / "one"), weights(split)) < 1e-5
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def two_nodes(*args: str) -> list[subprocess.Popen]:

@@ -13,14 +13,13 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
-from conftest import ROOT, figures, outputs, texts
+from conftest import ROOT, figures, free_port, outputs, texts
 
 from rsbkit.workbook.sweep import export_html
 
@@ -81,12 +80,6 @@ PROMPTS = """() => {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """JupyterLab on 127.0.0.1 with a token, serving a copy of the explorers (so runs never write into the repo)."""
@@ -105,7 +98,7 @@ def lab(tmp_path_factory):
     (base / "config" / "labconfig").mkdir(parents=True)
     (base / "config" / "labconfig" / "page_config.json").write_text(
         json.dumps({"disabledExtensions": {"@jupyterlab/debugger-extension": True}}))
-    token, port = secrets.token_hex(16), _free_port()
+    token, port = secrets.token_hex(16), free_port()
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(base / "ws"),
            "JUPYTER_CONFIG_DIR": str(base / "config")}
     log = open(base / "lab.log", "w")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 
 from rsbkit.core.checkpoint import load_checkpoint
 
@@ -180,13 +181,8 @@ def test_one_run_on_two_nodes_through_srun_and_torchrun(slurm, tmp_path):
     """scripts/slurm-train.sbatch (the README's srun + torchrun line) on the local cluster's two nodes."""
     if len(NODES) < 2:
         pytest.skip("the local cluster has one node (a 1-CPU machine)")
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHON": sys.executable, "RDZV_PORT": str(port), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHON": sys.executable, "RDZV_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
     job = subprocess.run(["sbatch", "--wait", "--nodes=2", "-o", str(tmp_path / "job.out"), str(ROOT / "scripts/slurm-train.sbatch"),
                           str(ROOT / "params/smoke.yaml"), "--out", str(out), "--limit-train", "64", "--limit-val", "32",
                           "--device", "cpu", "--workers", "0", "--progress", "line"],
