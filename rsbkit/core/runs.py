@@ -40,7 +40,7 @@ from .errors import RunError, RunLockedError, RunWriteError
 from .recipes import Recipe, split_fields
 
 METRIC_COLUMNS = (
-    "epoch", "step", "lr", "train_loss", "val_top1", "val_top5", "val_loss", "ema_top1",
+    "epoch", "step", "lr", "train_res", "train_loss", "val_top1", "val_top5", "val_loss", "ema_top1",
     "imgs_per_s", "epoch_s", "peak_mem_mb", "skipped",
 )
 

@@ -532,8 +532,9 @@ def check_loss(spec: Spec, state: TrainState, bad: torch.Tensor, first_step: int
 
 
 def train_epoch(spec: Spec, state: TrainState, step: Step, source: TrainInput, epoch: int) -> dict[str, Any]:
-    """One epoch's optimizer steps. The loss sum and the inf/NaN flag stay on the device between checks.
-    Returns the last LR, the loss sum and the images seen (this process's)."""
+    """One epoch's optimizer steps, on crops of the epoch's train size (``recipe.train_res_at``). The loss
+    sum and the inf/NaN flag stay on the device between checks. Returns the last LR, the train size, the
+    loss sum and the images seen (this process's)."""
     recipe, device, rank = spec.recipe, spec.device, spec.job.rank
     seed = epoch_seed(recipe.seed, epoch)
     seed_everything((seed + rank) % 2**32)  # mixup, drop path: processes draw independently
@@ -547,7 +548,8 @@ def train_epoch(spec: Spec, state: TrainState, step: Step, source: TrainInput, e
     accum = spec.plan.accum_steps
     images_seen, micro, lr_used, checked_from = 0, 0, state.optimizer.param_groups[0]["lr"], state.updates + 1
     total = spec.steps_per_epoch * accum
-    batches = _progress_bar(source.epoch(seed, generator), total, f"epoch {epoch + 1}/{recipe.total_epochs}", spec.progress)
+    size = recipe.train_res_at(epoch)
+    batches = _progress_bar(source.epoch(seed, generator, size), total, f"epoch {epoch + 1}/{recipe.total_epochs}", spec.progress)
     for images, labels, skipped_batch in batches:
         for item in skipped_batch:
             if item.path not in state.skipped:
@@ -574,7 +576,7 @@ def train_epoch(spec: Spec, state: TrainState, step: Step, source: TrainInput, e
                 if hasattr(batches, "set_postfix"):
                     batches.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_used:.3g}", refresh=False)
     check_loss(spec, state, bad, checked_from, epoch)
-    return dict(lr=lr_used, loss_sum=float(loss_sum), images=images_seen)
+    return dict(lr=lr_used, train_res=size, loss_sum=float(loss_sum), images=images_seen)
 
 
 def fit_first_epoch(spec: Spec, state: TrainState, source: Any, run_epoch: Callable[[Spec, Any], dict[str, Any]],
@@ -628,7 +630,7 @@ def epoch_row(epoch: int, updates: int, trained: dict[str, Any], metrics: dict[s
 
     m = metrics.get("model", {})
     return dict(
-        epoch=epoch + 1, step=updates, lr=trained["lr"], train_loss=round(trained["loss_sum"] / max(trained["images"], 1), 6),
+        epoch=epoch + 1, step=updates, lr=trained["lr"], train_res=trained.get("train_res"), train_loss=round(trained["loss_sum"] / max(trained["images"], 1), 6),
         val_top1=rounded(m.get("top1"), 4), val_top5=rounded(m.get("top5"), 4), val_loss=rounded(m.get("loss"), 6),
         ema_top1=rounded(metrics.get("ema", {}).get("top1"), 4),
         imgs_per_s=round(trained["images"] / train_s, 1), epoch_s=round(epoch_s, 2), peak_mem_mb=peak_mb, skipped=skipped,

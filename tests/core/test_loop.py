@@ -40,7 +40,7 @@ class FakeInput:
     def __init__(self, n: int, batch: int = 4):
         self.n, self.batch, self.seeds = n, batch, []
 
-    def epoch(self, seed, generator):
+    def epoch(self, seed, generator, size=None):
         self.seeds.append(seed)
         g = torch.Generator().manual_seed(seed % 2**31)
         for _ in range(self.n):

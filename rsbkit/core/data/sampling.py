@@ -4,6 +4,7 @@ processes (:class:`StepSampler`), each sample seeded from (epoch seed, position)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 from timm.data.distributed_sampler import RepeatAugSampler
@@ -35,18 +36,20 @@ def sample_seeds(epoch_seed: int, positions: np.ndarray) -> np.ndarray:
     return ((z ^ (z >> u(31))) & u(0xFFFFFFFF)).astype(np.int64)
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
+class EpochSampler(Sampler[tuple[int, ...]]):
     """Process `rank`'s keys for the epoch set with :meth:`set_epoch`: ``(index, sample seed)`` in
-    :class:`StepSampler`'s order. One sampler serves every epoch of a persistent loader: the
+    :class:`StepSampler`'s order, or ``(index, sample seed, size)`` when the epoch is given a train
+    size (progressive resizing: the loader's workers crop to it). One sampler serves every epoch of a persistent loader: the
     DataLoader reads it again at each epoch's start, in the main process."""
 
     def __init__(self, dataset: Dataset, recipe: Recipe, plan: BatchPlan, rank: int = 0):
         self.dataset, self.recipe, self.plan, self.rank = dataset, recipe, plan, rank
-        self.keys: list[tuple[int, int]] = []
+        self.keys: list[tuple[int, ...]] = []
 
-    def set_epoch(self, epoch_seed: int) -> None:
+    def set_epoch(self, epoch_seed: int, size: Optional[int] = None) -> None:
         steps = StepSampler(epoch_order(self.dataset, self.recipe, epoch_seed), self.plan, self.rank)
-        self.keys = list(zip(steps.indices, sample_seeds(epoch_seed, np.asarray(steps.positions)).tolist()))
+        seeds = sample_seeds(epoch_seed, np.asarray(steps.positions)).tolist()
+        self.keys = list(zip(steps.indices, seeds) if size is None else zip(steps.indices, seeds, [size] * len(seeds)))
 
     def __iter__(self):
         return iter(self.keys)

@@ -5,6 +5,7 @@ thread on its own CUDA stream."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import random
@@ -26,11 +27,12 @@ from .datasets import ArrayImages, Data, ImageFiles, SkippedImage, Transformed, 
 from .sampling import EpochSampler, sample_seed
 
 
-def train_transform(recipe: Recipe) -> Callable:
+def train_transform(recipe: Recipe, size: Optional[int] = None) -> Callable:
     """RandomResizedCrop, flip, RandAugment string, random erasing: timm's ImageNet train transform,
-    resampling with `train_interpolation` (timm's ``random``: bilinear or bicubic drawn per image)."""
+    resampling with `train_interpolation` (timm's ``random``: bilinear or bicubic drawn per image);
+    cropping to `size` px (default `train_res`; progressive resizing asks for each epoch's size)."""
     return create_transform(
-        input_size=recipe.train_res,
+        input_size=size or recipe.train_res,
         is_training=True,
         scale=recipe.scale,
         ratio=recipe.ratio,
@@ -43,6 +45,13 @@ def train_transform(recipe: Recipe) -> Callable:
         re_mode="pixel",
         re_count=1,
     )
+
+
+def train_crop(recipe: Recipe, size: Optional[int] = None) -> Callable:
+    """timm's RandomResizedCrop alone, to `size` px (default `train_res`), as uint8 (3, H, W) tensors: the
+    ``crops`` path's loader half (the device does the rest)."""
+    return _CropToUint8(RandomResizedCropAndInterpolation(size or recipe.train_res, scale=tuple(recipe.scale),
+                                                          ratio=tuple(recipe.ratio), interpolation=recipe.train_interpolation))
 
 
 def create_mixup(recipe: Recipe, num_classes: int) -> Optional[Mixup]:
@@ -87,18 +96,28 @@ class _Seeded:
 
 
 class SeededTransform(Dataset):
-    """Items ``(index, seed)``: the image at `index`, through `transform` with every RNG seeded from `seed`."""
+    """Items ``(index, seed)``: the image at `index`, through `transform` with every RNG seeded from
+    `seed`. Items ``(index, seed, size)`` (progressive resizing) go through ``transform_at(size)``,
+    built once per size in each worker: `transform_at` is a picklable function (a partial of
+    :func:`train_transform` or :func:`train_crop`)."""
 
-    def __init__(self, base: Dataset, transform: Callable, numpy_and_torch: bool = True):
+    def __init__(self, base: Dataset, transform: Callable, numpy_and_torch: bool = True,
+                 transform_at: Optional[Callable[[int], Callable]] = None):
         self.inner, self.numpy_and_torch = Transformed(base, transform), numpy_and_torch
+        self.transform_at, self.sized = transform_at, {}
 
     def __len__(self) -> int:
         return len(self.inner)
 
-    def __getitem__(self, key: tuple[int, int]):
-        index, seed = key
+    def __getitem__(self, key: tuple[int, ...]):
+        index, seed, *size = key
+        inner = self.inner
+        if size:
+            if size[0] not in self.sized:
+                self.sized[size[0]] = Transformed(self.inner.base, self.transform_at(size[0]))
+            inner = self.sized[size[0]]
         with _Seeded(seed, self.numpy_and_torch):
-            return self.inner[index]
+            return inner[index]
 
 
 class _CropToUint8:
@@ -250,16 +269,16 @@ class TrainInput:
         self.device, self.channels_last, self.rank, self.prefetch = device, channels_last, rank, prefetch
         collate_fn = collate
         self.augment = None
+        self.recipe = recipe
         if self.kind == "loader":
-            dataset = SeededTransform(data.train, train_transform(recipe))
+            dataset = SeededTransform(data.train, train_transform(recipe), transform_at=functools.partial(train_transform, recipe))
         elif self.kind == "arrays":
             dataset, collate_fn = ArrayBatches(data.train), _collate_arrays
         elif self.kind == "encoded":
             dataset, collate_fn = EncodedFiles(files_of(data.train)), collate_encoded
         else:
-            crop = RandomResizedCropAndInterpolation(recipe.train_res, scale=tuple(recipe.scale), ratio=tuple(recipe.ratio),
-                                                     interpolation=recipe.train_interpolation)
-            dataset = SeededTransform(data.train, _CropToUint8(crop), numpy_and_torch=False)  # timm's crop draws from `random`
+            dataset = SeededTransform(data.train, train_crop(recipe), numpy_and_torch=False,  # timm's crop draws from `random`
+                                      transform_at=functools.partial(train_crop, recipe))
         if self.kind != "loader":
             self.augment = DeviceAugment(recipe, crop=self.kind != "crops", channels_last=channels_last)
         self.sampler = EpochSampler(data.train, recipe, plan, rank)
@@ -278,10 +297,16 @@ class TrainInput:
             generator=torch.Generator().manual_seed(rank),
         )
 
-    def epoch(self, epoch_seed: int, generator: Optional[torch.Generator] = None):
-        """The epoch's micro-batches. On CUDA they are made ready ahead, in a thread on a stream of its
-        own (:func:`ahead`): decoding and augmenting batch i + 1 overlaps the step of batch i."""
-        self.sampler.set_epoch(epoch_seed)
+    def epoch(self, epoch_seed: int, generator: Optional[torch.Generator] = None, size: Optional[int] = None):
+        """The epoch's micro-batches, cropped to `size` px (progressive resizing: the recipe's
+        ``train_res_at(epoch)``; None: `train_res`). On CUDA they are made ready ahead, in a thread on
+        a stream of its own (:func:`ahead`): decoding and augmenting batch i + 1 overlaps the step of
+        batch i."""
+        size = size or self.recipe.train_res
+        # the loader's workers crop to the size a key carries; keys carry none at train_res
+        self.sampler.set_epoch(epoch_seed, None if size == self.recipe.train_res else size)
+        if self.augment is not None:
+            self.augment.size = size
         draws = generator  # RandAugment's choices, the erasing boxes, a list's crops: on the CPU
         if generator is not None and generator.device.type != "cpu":
             draws = torch.Generator().manual_seed(sample_seed(epoch_seed, -1 - self.rank))  # per process, apart from samples

@@ -230,4 +230,7 @@ def smoke(recipe: Recipe, **overrides: Any) -> Recipe:
         decay_milestones=(),
         sched="cosine" if recipe.sched == "multistep" else recipe.sched,
     )
+    if recipe.train_res_start is not None:  # progressive resizing stays on: 16 px growing to 32 over the run
+        small.update(train_res_start=16, train_res_step=8,
+                     train_res_ramp=(0, {**small, **overrides}["epochs"] + recipe.cooldown_epochs))
     return recipe.replace(**{**small, **overrides})

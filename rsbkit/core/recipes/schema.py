@@ -77,7 +77,12 @@ class Recipe:
     smoothing: float = 0.0  # label smoothing
     bce_target_thresh: Optional[float] = None  # BCE: targets above it become 1; None = off
     # augmentation (timm.data.create_transform, Mixup, RepeatAugSampler)
-    train_res: int = 224  # RandomResizedCrop output size, px
+    train_res: int = 224  # RandomResizedCrop output size, px (with progressive resizing: the size it ends at)
+    train_res_start: Optional[int] = None  # progressive resizing (FFCV's ResNet-50 recipes, 160 -> 192 px; not in RSB): the
+    # train size up to epoch train_res_ramp[0], growing linearly to train_res by epoch train_res_ramp[1] (0-based, as
+    # FFCV's get_resolution), in steps of train_res_step px; None = off (every RSB recipe). Batch size and LR stay the same
+    train_res_ramp: tuple[int, int] = (0, 0)  # progressive resizing: the (first, last) epoch of the growth
+    train_res_step: int = 32  # progressive resizing: sizes are multiples of this (FFCV: 32), between start and train_res
     scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range
     ratio: tuple[float, float] = (0.75, 4 / 3)  # RandomResizedCrop aspect range
     hflip: float = 0.5  # horizontal flip probability
@@ -145,6 +150,21 @@ class Recipe:
     def total_epochs(self) -> int:
         """Epochs trained: the schedule's `epochs` plus `cooldown_epochs` at min_lr (timm's num_epochs)."""
         return self.epochs + self.cooldown_epochs
+
+    def train_res_at(self, epoch: int) -> int:
+        """The train size of `epoch` (0-based): `train_res`, or with progressive resizing FFCV's
+        ``get_resolution``: `train_res_start` up to ``train_res_ramp[0]``, `train_res` from
+        ``train_res_ramp[1]``, between them the linear interpolation rounded to a multiple of
+        `train_res_step` (and kept between the two sizes)."""
+        if self.train_res_start is None:
+            return self.train_res
+        (first, last), lo, hi = self.train_res_ramp, self.train_res_start, self.train_res
+        if epoch <= first:
+            return lo
+        if epoch >= last:
+            return hi
+        size = lo + (hi - lo) * (epoch - first) / (last - first)
+        return min(max(int(round(size / self.train_res_step)) * self.train_res_step, min(lo, hi)), max(lo, hi))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -272,6 +292,13 @@ def _check(r: Recipe) -> None:
     _in_range(r, "width", 0 < r.width <= 8, "in (0, 8]; 1.0 is the model as defined")
     _in_range(r, "train_res", r.train_res >= 8, ">= 8 px")
     _in_range(r, "test_res", r.test_res >= 8, ">= 8 px")
+    _in_range(r, "train_res_start", r.train_res_start is None or r.train_res_start >= 8, ">= 8 px or none (off)")
+    _in_range(r, "train_res_step", r.train_res_step >= 1, ">= 1 px")
+    if r.train_res_start is not None:
+        first, last = r.train_res_ramp
+        _in_range(r, "train_res_ramp", 0 <= first < last <= r.total_epochs,
+                  f"[first, last] epochs of the growth, 0 <= first < last <= {r.total_epochs} (0-based; the size is "
+                  "train_res from epoch `last` on), e.g. [2, 8]")
     _in_range(r, "crop_pct", 0 < r.crop_pct <= 1, "(0, 1]")
     _in_range(r, "scale", 0 < r.scale[0] <= r.scale[1] <= 1, "0 < min <= max <= 1")
     _in_range(r, "ratio", 0 < r.ratio[0] <= r.ratio[1], "0 < min <= max")

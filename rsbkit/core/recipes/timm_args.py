@@ -223,6 +223,10 @@ def to_timm_args(recipe: Recipe, world_size: int = 1) -> tuple[dict[str, Any], l
     if recipe.test_res != recipe.train_res:
         notes.append(f"test_res {recipe.test_res}: train.py validates at --img-size {recipe.train_res}; evaluate at "
                      f"{recipe.test_res} afterwards (rsbkit evaluate --res {recipe.test_res}, or timm's validate.py)")
+    if recipe.train_res_start is not None:
+        notes.append(f"train_res_start {recipe.train_res_start}: 2021's train.py trains at one size, --img-size "
+                     f"{recipe.train_res}; rsbkit grows it from {recipe.train_res_start} over epochs "
+                     f"{list(recipe.train_res_ramp)} (FFCV's progressive resizing)")
     if recipe.color_jitter and recipe.aa:
         notes.append(f"color_jitter {recipe.color_jitter}: timm applies no jitter under RandAugment (rsbkit neither); "
                      "the recipe read back has 0")
