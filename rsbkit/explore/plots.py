@@ -204,9 +204,20 @@ def resolution_explore_figure(img: Image.Image, train_res: int = 160, test_res: 
 
 def schedule_figure(recipe, batch_size: Optional[int] = None, grad_accum: Optional[bool] = None,
                     dataset_size: int = schedule.IMAGENET_TRAIN) -> go.Figure:
+    """The LR over training (top) and the train size of each epoch (bottom: flat unless the recipe
+    resizes progressively), with the compute that saves against training at train_res throughout."""
     curve, plan = schedule.lr_curve(recipe, batch_size, grad_accum=grad_accum, dataset_size=dataset_size)
-    fig = go.Figure(go.Scatter(x=curve["epoch"], y=curve["lr"], mode="lines", name=recipe.name))
-    fit(fig, 400, title=f"{recipe.name}: {plan.rule}", xaxis_title="epoch", yaxis_title="learning rate")
+    sizes = schedule.train_res_curve(recipe)
+    saved = 1 - sizes["relative_pixels"].mean()
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.08,
+                        subplot_titles=("learning rate", "train size (px)" + (
+                            f": {saved:.0%} fewer pixels than {recipe.train_res} px throughout" if saved > 0 else "")))
+    fig.add_trace(go.Scatter(x=curve["epoch"], y=curve["lr"], mode="lines", name=recipe.name), 1, 1)
+    # epoch e (1-based) trains over [e - 1, e) on the LR curve's axis
+    fig.add_trace(go.Scatter(x=sizes["epoch"] - 1, y=sizes["train_res"], mode="lines", line_shape="hv", name="train size",
+                             showlegend=False), 2, 1)
+    fit(fig, 520, title=f"{recipe.name}: {plan.rule}")
+    fig.update_xaxes(title_text="epoch", row=2, col=1)
     return fig
 
 

@@ -14,7 +14,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from ..core.recipes import RECIPES
-from . import augment, images, plots
+from . import augment, images, plots, schedule
 
 
 def plotly_bundle(fig: go.Figure) -> dict[str, Any]:
@@ -222,8 +222,11 @@ def resolution_explorer(img, measured=None) -> Explorer:
 
 
 def schedule_explorer() -> Explorer:
-    def build(recipe, batch_size, grad_accum):
-        return plots.schedule_figure(RECIPES[recipe], batch_size, grad_accum)
+    def build(recipe, batch_size, grad_accum, progressive, res_start):
+        r = RECIPES[recipe]
+        if progressive:  # FFCV's proportions: the growth from 74% to 86% of the run
+            r = schedule.progressive(r, min(res_start, r.train_res))
+        return plots.schedule_figure(r, batch_size, grad_accum)
 
     return Explorer(build, dict(
         recipe=_control(W.Dropdown, "recipe", options=list(RECIPES), value="a3"),
@@ -232,4 +235,9 @@ def schedule_explorer() -> Explorer:
         grad_accum=_control(W.Checkbox, "accumulate to the recipe's batch",
                             "accumulate gradients up to the batch the recipe's LR is for, instead of scaling the LR",
                             value=False),
+        progressive=_control(W.Checkbox, "progressive resizing (FFCV)",
+                             "grow the train size to the recipe's train_res from 74% to 86% of the run, in steps of 32 px",
+                             value=False),
+        res_start=_control(W.IntSlider, "start size", "the train size before the growth (px)", width="400px",
+                           value=128, min=64, max=448, step=32, continuous_update=False),
     ))

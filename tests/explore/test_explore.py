@@ -177,6 +177,18 @@ def test_lr_curve_applies_the_batch_rule():
     assert cost.loc["a1", "reported_hours"] == 110 and cost.loc["a2", "relative_compute"] == 0.5
 
 
+def test_progressive_resizing_is_drawn_and_costed():
+    ffcv = schedule.progressive(A3.replace(train_res=192, epochs=88), 160)  # FFCV's rn50_88_epochs
+    assert (ffcv.train_res_start, ffcv.train_res_ramp, ffcv.train_res_step) == (160, (65, 76), 32)
+    sizes = schedule.train_res_curve(ffcv)
+    assert list(sizes["train_res"].iloc[[0, 65, 70, 71, 87]]) == [160, 160, 160, 192, 192]  # epochs 1, 66, 71, 72, 88
+    pixels = (71 * 160**2 + 17 * 192**2) / (88 * 192**2)  # epochs 0-70 at 160 px, 71-87 at 192
+    assert schedule.cost_table([A3.replace(train_res=192, epochs=88), ffcv])["relative_compute"].iloc[1] == pytest.approx(pixels)
+    fig = plots.schedule_figure(ffcv, 1024)
+    assert list(fig.data[1].y[[0, 87]]) == [160, 192] and f"{1 - pixels:.0%} fewer pixels" in str(fig.layout.annotations[1].text)
+    assert "fewer" not in str(plots.schedule_figure(A3).layout.annotations[1].text)  # flat without it
+
+
 def test_figures_carry_the_values(cat):
     fig = plots.mix_figure(images.center_square(cat, 32), images.center_square(cat, 32), 0, 1, ["a", "b"], 0.25)
     assert np.allclose(fig.data[3].y, [0.25, 0.75])
@@ -203,6 +215,8 @@ def test_widget_controls_redraw_the_figure(cat):
     assert (ra.values()["m"], rrc.values()["size"], rrc.values()["scale"]) == (6, 160, (0.08, 1.0))
     sched.controls["batch_size"].value = 512
     assert max(sched.figure.data[0].y) == pytest.approx(0.008 * (512 / 2048) ** 0.5, rel=0.01)
+    sched.set(progressive=True, res_start=128)  # A3: 128 px, growing to 160 from epoch 74 to 86
+    assert (sched.figure.data[1].y[0], sched.figure.data[1].y[-1]) == (128, 160)
 
 
 def test_widget_shows_an_error_and_stays_alive():
