@@ -297,7 +297,8 @@ def train(
             try:
                 for epoch in range(first, spec.last_epoch):
                     t0 = time.perf_counter()
-                    if epoch == first:  # an out-of-memory error in its first step may shrink the micro-batch
+                    grows = epoch > 0 and spec.recipe.train_res_at(epoch) > spec.recipe.train_res_at(epoch - 1)
+                    if epoch == first or grows:  # an out-of-memory error in its first step may shrink the micro-batch
                         run_epoch = functools.partial(train_epoch, state=state, step=step, epoch=epoch)
                         trained, spec, source = fit_first_epoch(spec, state, source, run_epoch)
                     else:
@@ -581,8 +582,9 @@ def train_epoch(spec: Spec, state: TrainState, step: Step, source: TrainInput, e
 
 def fit_first_epoch(spec: Spec, state: TrainState, source: Any, run_epoch: Callable[[Spec, Any], dict[str, Any]],
                     make: Callable[[Spec], Any] = make_input) -> tuple[dict[str, Any], Spec, Any]:
-    """The first epoch of a call, as ``run_epoch(spec=, source=)``. On an out-of-memory error in its first
-    step (one process, no micro_batch given) halve the micro-batch, accumulate twice as many, and start
+    """The first epoch of a call, or the first at a larger train size (progressive resizing), as
+    ``run_epoch(spec=, source=)``. On an out-of-memory error in its first step (one process, no
+    micro_batch given) halve the micro-batch, accumulate twice as many, and start
     the epoch again from the same state: the same global batch and LR, the same images. Returns the
     epoch's result with the spec and input it fitted (``make(spec)`` builds a new plan's input)."""
     fallback = spec.settings.micro_batch is None and not spec.job.enabled

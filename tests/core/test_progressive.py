@@ -10,7 +10,7 @@ import torch
 from rsbkit.core.checkpoint import load_checkpoint, save_checkpoint
 from rsbkit.core.data import TrainInput, load_data
 from rsbkit.core.errors import RecipeError
-from rsbkit.core.recipes import A3, plan_batch, smoke
+from rsbkit.core.recipes import A1, A2, A3, plan_batch, smoke
 from rsbkit.core.train import train
 
 pytestmark = pytest.mark.cost(20)  # seconds in the suite on 2 cores: files start costliest first (conftest)
@@ -30,6 +30,7 @@ def test_each_epoch_trains_at_ffcvs_size():
     demo = A3.replace(train_res_start=24, train_res=32, train_res_ramp=[2, 8], train_res_step=4, epochs=10)
     assert [demo.train_res_at(e) for e in range(10)] == [24, 24, 24, 24, 28, 28, 28, 32, 32, 32]
     # off (every RSB recipe): train_res at every epoch; the ends need not be multiples of the step
+    assert all(r.train_res_start is None for r in (A1, A2, A3))
     assert {A3.train_res_at(e) for e in range(A3.total_epochs)} == {A3.train_res}
     odd = A3.replace(train_res_start=30, train_res=34, train_res_ramp=[0, 4], train_res_step=32, epochs=5)
     assert [odd.train_res_at(e) for e in range(5)] == [30, 32, 32, 32, 34]  # 31, 32, 33 round to 32
@@ -87,3 +88,30 @@ def test_resume_across_a_size_change_gives_identical_weights(tmp_path, smoke_rec
     for run in ("straight", "resumed"):
         rows = list(csv.DictReader(open(tmp_path / run / "metrics.csv")))
         assert [r["train_res"] for r in rows] == ["16", "32"]
+
+
+def test_out_of_memory_at_a_larger_size_halves_the_micro_batch(tmp_path, smoke_recipe, monkeypatch):
+    """Epoch 1 fits 16 images of 16 px; epoch 2's 32 px do not (injected: more than 4 of them): the
+    fallback fits the micro-batch again in the first step at the new size, global batch and LR kept."""
+    import rsbkit.core.train as rtrain
+
+    real_create_model = rtrain.create_model
+
+    class Tight(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if self.training and len(x) > 4 and x.shape[-1] > 16:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 88.00 GiB (injected)")
+            return self.inner(x)
+
+    monkeypatch.setattr(rtrain, "create_model", lambda recipe, n: Tight(real_create_model(recipe, n)))
+    recipe = smoke_recipe.replace(epochs=2, warmup_epochs=1, train_res_start=16, train_res_ramp=[0, 1], train_res_step=16)
+    lines = []
+    result = train(recipe, "default", tmp_path / "run", log=lines.append, **SMALL)
+    assert result["status"] == "completed" and result["resolved"]["micro_batch"] == 4
+    assert [line for line in lines if "out of memory" in line][0].startswith("out of memory at 16 images per forward pass")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [(r["train_res"], r["step"]) for r in rows] == [("16", "8"), ("32", "16")]  # 8 steps of 16 images each epoch

@@ -39,7 +39,18 @@ class Reported:
 
 @dataclass(frozen=True)
 class Recipe:
-    """One training procedure. Build variants with ``recipe.replace(**overrides)``."""
+    """One training procedure. Build variants with ``recipe.replace(**overrides)``.
+
+    Progressive resizing (``train_res_start``, ``train_res_ramp``, ``train_res_step``) comes from FFCV
+    (Leclerc et al. 2023; its ResNet-50 configs grow from 160 to 192 px between epochs 65 and 76 of 88,
+    in steps of 32, with FFCV's ``get_resolution`` rule, :meth:`train_res_at`), not from RSB: no RSB
+    recipe turns it on. Each epoch's size is a function of the epoch, so a resumed run trains every
+    epoch at the size the uninterrupted run did; metrics.csv records it (``train_res``). The batch and
+    LR stay the same at every size, so memory peaks at the last, largest size: the out-of-memory
+    fallback (one process, no micro_batch given) fits the micro-batch again in the first step of each
+    epoch that trains at a larger size than the one before, keeping the global batch and LR.
+    ``torchcompile`` recompiles once per size.
+    """
 
     name: str = "custom"  # label for run folders and reports
     # model (timm)
