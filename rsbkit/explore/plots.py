@@ -194,8 +194,10 @@ def resolution_explore_figure(img: Image.Image, train_res: int = 160, test_res: 
     for col in (1, 2):
         fig.update_xaxes(visible=False, row=1, col=col)
         fig.update_yaxes(visible=False, row=1, col=col)
-    fit(fig, 470, title=f"objects look {ratio:.2f}x as large in training as at test; equal at about {match:.0f} px",
-        legend_below=True)
+    maps = {res: "-".join(map(str, resolution.resnet_maps(res).values())) for res in (train_res, test_res)}
+    fit(fig, 470, title=f"objects look {ratio:.2f}x as large in training as at test; equal at about {match:.0f} px<br>"
+        f"<sub>ResNet feature maps (stem, max-pool, stages 1-4): {maps[train_res]} at {train_res} px, "
+        f"{maps[test_res]} at {test_res} px</sub>", legend_below=True)
     return fig
 
 

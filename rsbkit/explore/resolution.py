@@ -61,6 +61,22 @@ def object_sizes(object_frac: float, train_res: int, test_res: int, crop_pct: fl
                 train_mean=object_frac * train_res * mean_inverse_sqrt_scale(scale))
 
 
+RESNET_STAGES = ("stem conv", "max-pool", "stage 1", "stage 2", "stage 3", "stage 4")
+
+
+def resnet_maps(res: int) -> dict[str, int]:
+    """The side of each feature map of a timm ResNet (ResNet-18 to -200, the default stem) at a `res`
+    px input. Every stride-2 layer (the 7x7 stem conv, padding 3; the 3x3 max-pool, padding 1; the
+    first block of stages 2 to 4) maps a side n to ceil(n / 2), so the last map is 1x1 up to 32 px
+    and 2x2 from 33 to 64 px, and odd sides appear where the halving rounds up."""
+    sizes, n = {}, int(res)
+    for stage in RESNET_STAGES:
+        if stage != "stage 1":
+            n = -(-n // 2)
+        sizes[stage] = n
+    return sizes
+
+
 def train_and_test_views(img: Image.Image, train_res: int, test_res: int, crop_pct: float = 0.875,
                          scale=(0.08, 1.0), *, seed: int = 0) -> tuple[Image.Image, Image.Image]:
     """What the network sees: one RandomResizedCrop at `train_res` (timm's sampler) and the test view

@@ -7,6 +7,7 @@ import csv
 import pytest
 import torch
 
+import rsbkit.core.train as rtrain
 from rsbkit.core.checkpoint import load_checkpoint, save_checkpoint
 from rsbkit.core.data import TrainInput, load_data
 from rsbkit.core.errors import RecipeError
@@ -93,8 +94,6 @@ def test_resume_across_a_size_change_gives_identical_weights(tmp_path, smoke_rec
 def test_out_of_memory_at_a_larger_size_halves_the_micro_batch(tmp_path, smoke_recipe, monkeypatch):
     """Epoch 1 fits 16 images of 16 px; epoch 2's 32 px do not (injected: more than 4 of them): the
     fallback fits the micro-batch again in the first step at the new size, global batch and LR kept."""
-    import rsbkit.core.train as rtrain
-
     real_create_model = rtrain.create_model
 
     class Tight(torch.nn.Module):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import timm
 import torch
 from PIL import Image
 from timm.data.auto_augment import _RAND_INCREASING_TRANSFORMS, _RAND_TRANSFORMS
@@ -160,6 +161,23 @@ def test_fixres_apparent_sizes():
     assert train.size == (160, 160) and test.size == (224, 224)
     with pytest.raises(RecipeError, match="scale=\\(0.0, 1.0\\)"):
         resolution.mean_inverse_sqrt_scale((0.0, 1.0))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_resnet_map_sizes_are_the_networks(name):
+    model = timm.create_model(name, num_classes=10).eval()
+    layers = dict(zip(resolution.RESNET_STAGES, (model.conv1, model.maxpool, model.layer1, model.layer2, model.layer3,
+                                                 model.layer4)))
+    for res in (32, 33, 34, 37, 38, 64, 65, 224):
+        seen = {}
+        hooks = [m.register_forward_hook(lambda _m, _i, out, k=k: seen.__setitem__(k, out.shape[-1])) for k, m in layers.items()]
+        with torch.no_grad():
+            model(torch.zeros(1, 3, res, res))
+        for h in hooks:
+            h.remove()
+        assert resolution.resnet_maps(res) == seen, res
+    assert resolution.resnet_maps(32)["stage 4"] == 1 and resolution.resnet_maps(33)["stage 4"] == 2
+    assert (resolution.resnet_maps(36)["max-pool"], resolution.resnet_maps(38)["max-pool"]) == (9, 10)
 
 
 def test_lr_curve_applies_the_batch_rule():
