@@ -170,7 +170,7 @@ def test_resnet_map_sizes_are_the_networks(name):
                                                  model.layer4)))
     for res in (32, 33, 34, 37, 38, 64, 65, 224):
         seen = {}
-        hooks = [m.register_forward_hook(lambda _m, _i, out, k=k: seen.__setitem__(k, out.shape[-1])) for k, m in layers.items()]
+        hooks = [m.register_forward_hook(lambda _m, _i, out, k=k, seen=seen: seen.__setitem__(k, out.shape[-1])) for k, m in layers.items()]
         with torch.no_grad():
             model(torch.zeros(1, 3, res, res))
         for h in hooks:
