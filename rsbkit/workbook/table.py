@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..core.errors import RecipeError, RunError
-from ..core.recipes import from_timm_args, plan_batch
+from ..core.recipes import Recipe, from_timm_args, plan_batch
 from ..core.recipes.timm_args import read_args
 from ..core.runs import RunFolder, load_run, read_metrics
+
+DEFAULTS = {k: v for k, v in Recipe().to_dict().items() if k != "name"}
 
 SWEEP_POINT = "sweep_point.json"  # written by the sweep runner beside a point's records
 
@@ -115,6 +117,8 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
         row: dict[str, Any] = dict(run=str(folder), name=folder.name, recipe=recipe.pop("name", None), source="rsbkit",
                                    status=result.get("status"))
         row.update({k: _cell(v) for k, v in recipe.items()})
+        for k, v in DEFAULTS.items() if run["recipe"] else ():  # a field newer than the run: it trained with the
+            row.setdefault(k, _cell(v))  # default, since each new field's default is what ran before it existed
         for key in ("final_top1", "best_top1", "best_epoch", "final_top5", "final_loss", "epochs_done",
                     "wall_s", "imgs_per_s", "peak_mem_mb", "device_name", "num_skipped", "code_version", "error"):
             row[key] = result.get(key)

@@ -6,6 +6,7 @@ import shutil
 
 import pandas as pd
 import pytest
+import yaml
 
 from rsbkit.core.errors import RunError
 from rsbkit.core.runs import load_run
@@ -31,6 +32,12 @@ def test_load_runs_one_row_per_run_with_recipe_results_and_cost(smoke_run, tmp_p
     assert table.iloc[1]["param.seed"] == 3
     assert pd.isna(table.iloc[2]["status"]) and pd.isna(table.iloc[2]["final_top1"]) and table.iloc[2]["model"] == "resnet10t"
     assert load_runs([tmp_path / "runs" / "a", tmp_path / "runs" / "a"]).shape[0] == 1  # listed once
+    # a run from before a field existed trained with its default: the column holds it, so such runs group with newer ones
+    old = yaml.safe_load((smoke_run / "recipe.yaml").read_text())
+    old.pop("train_res_start"), old.pop("train_res_ramp")
+    (unfinished / "recipe.yaml").write_text(yaml.safe_dump(old))
+    c = load_runs(unfinished).iloc[0]
+    assert pd.isna(c["train_res_start"]) and c["train_res_ramp"] == (0, 0) and c["train_res"] == 32
     with pytest.raises(RunError, match="no run folder or folder of runs at /no/such"):
         load_runs("/no/such")
 
