@@ -210,3 +210,35 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
     return str(a).lower() == str(b).lower()
+
+
+# ------------------------------------------------------------------ test resolution (FixRes)
+
+
+def best_test_resolution(rows: pandas.DataFrame, train_res: int, value: str = "top1") -> pandas.DataFrame:  # noqa: F821
+    """Where each crop ratio's top-1 peaks over test resolutions, against testing at the train size
+    (FixRes's claim: above it), from the evaluate_resolution tables of several runs (`rows`: columns
+    ``run``, ``test_res``, ``crop_pct`` and `value`).
+
+    One row per crop ratio: ``best_res`` (the peak of the mean curve over runs) and its mean, the mean
+    at ``train_res``, ``gain`` (their difference), ``band`` (1.96 x the standard error of the per-run
+    gains at ``best_res``: paired, each run against itself), ``beyond_noise`` (gain > band), and
+    ``run_best`` (each run's own best test sizes, sorted)."""
+    import pandas as pd
+
+    if not (rows["test_res"] == train_res).any():
+        raise RunError(f"the tables hold no row at the train size {train_res} px; evaluate it too "
+                       f"(test sizes there: {sorted(rows['test_res'].unique())})")
+    out = []
+    for crop, part in rows.groupby("crop_pct"):
+        by_run = part.pivot_table(index="run", columns="test_res", values=value)
+        curve = by_run.mean()
+        best = int(curve.idxmax())
+        gains = by_run[best] - by_run[train_res]
+        n = int(gains.count())
+        band = Z95 * float(gains.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+        out.append(dict(crop_pct=float(crop), train_res=int(train_res), best_res=best, best_mean=float(curve[best]),
+                        at_train_res=float(curve[train_res]), gain=float(curve[best] - curve[train_res]), band=band,
+                        beyond_noise=bool(n > 1 and curve[best] - curve[train_res] > band), n=n,
+                        run_best=" ".join(str(int(r)) for r in sorted(by_run.idxmax(axis=1)))))
+    return pd.DataFrame(out)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from rsbkit.core.errors import RunError
 from rsbkit.workbook.paper import TABLE6_A2, TABLE9_CROP
-from rsbkit.workbook.studies import ablation_table, noise_table, paper_table6, seed_stats
+from rsbkit.workbook.studies import Z95, ablation_table, best_test_resolution, noise_table, paper_table6, seed_stats
 
 
 def test_seed_stats_on_known_values():
@@ -122,3 +123,18 @@ def test_variants_are_labelled_by_what_they_change_and_set_against_the_seed_nois
         compare_variants(variants, pd.concat([reference, runs("demo", [7], [80], lr=0.1)]), fields)
     with pytest.raises(RunError, match="at least 2 completed seeds"):
         compare_variants(variants, reference.iloc[:1], fields)
+
+
+def test_best_test_resolution_against_the_train_size():
+    # two runs, one crop: both peak at 28 px, 2 and 4 points above their 24 px figure; a second crop peaks at 24
+    rows = pd.DataFrame(dict(run=["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3, test_res=[24, 28, 32] * 4,
+                             crop_pct=[1.0] * 6 + [0.875] * 6,
+                             top1=[70, 72, 71, 68, 72, 69, 75, 74, 73, 75, 73, 72]))
+    table = best_test_resolution(rows, 24).set_index("crop_pct")
+    one = table.loc[1.0]
+    assert (one["best_res"], one["best_mean"], one["at_train_res"], one["gain"], one["n"]) == (28, 72.0, 69.0, 3.0, 2)
+    assert one["band"] == pytest.approx(Z95 * np.std([2, 4], ddof=1) / np.sqrt(2)) and one["beyond_noise"] == (3.0 > one["band"])
+    assert one["run_best"] == "28 28"
+    assert (table.loc[0.875, "best_res"], table.loc[0.875, "gain"], table.loc[0.875, "beyond_noise"]) == (24, 0.0, False)
+    with pytest.raises(RunError, match="no row at the train size 20 px"):
+        best_test_resolution(rows, 20)
