@@ -6,8 +6,10 @@ Run after the studies (findings/README.md has the commands; they write under run
 
 Writes, per study, the run table from rsbkit.workbook.table.load_runs (every number in
 findings/README.md traces back to a run folder named in it), the study's own table
-(seed_stats.json, comparison.csv, resolution.csv) and its figure as PNG, and prints
-the Markdown tables that findings/README.md quotes. Checkpoints stay in runs/.
+(seed_stats.json, comparison.csv, resolution.csv, variants.csv, fixres_*.csv, progressive_*.csv) and its
+figure as PNG, and prints the Markdown tables that findings/README.md quotes; a study whose runs are not
+under --runs is skipped (its committed files stay). scripts/cliff.py writes cliff*.csv itself; this prints
+their table. Checkpoints stay in runs/.
 """
 from __future__ import annotations
 
@@ -18,14 +20,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from rsbkit.core.recipes import load_recipe
+from rsbkit.core.runs import read_metrics
 from rsbkit.workbook.figures import resolution_figure, save_figure
-from rsbkit.workbook.studies import group_stats
+from rsbkit.workbook.studies import best_test_resolution, group_stats
 from rsbkit.workbook.table import load_runs
 
 RUN_COLUMNS = ["name", "recipe", "status", "seed", "model", "epochs", "batch_size", "opt", "lr", "lr_used", "weight_decay",
                "sched", "loss", "aa", "mixup", "cutmix", "aug_repeats", "train_res", "test_res", "crop_pct", "data",
                "final_top1", "best_top1", "best_epoch", "final_top5", "wall_s", "imgs_per_s", "device_name", "code_version"]
 VARIANT_SWEEPS = ("loss_ce", "procedure_torchvision", "repeats", "lr")  # the compare notebook's default sweeps
+NEW_VARIANT_SWEEPS = ("fixres", "progressive", "bce_thresh")  # compare.ipynb run again with these, --out runs/sweeps/variants
+FIXRES_TRAIN_RES = 24  # params/sweeps/fixres.yaml
 
 
 def run_table(folder: Path) -> pd.DataFrame:
@@ -65,8 +71,20 @@ def main() -> None:
     args = parser.parse_args()
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(exist_ok=True)
+    # each study is gathered when its runs are here (a checkout holds the findings, not the checkpoints)
+    for needs, gather in ((["seeds/seed_stats.json"], seed_study), (["comparison/comparison.csv"], variant_study),
+                          (["resolution"], resolution_study), (["variants/comparison.csv"], resolution_variants),
+                          (["resolution_fixres"], fixres_study), (["progressive", "seeds"], progressive_study)):
+        if all((runs / n).exists() for n in needs):
+            gather(runs, out)
+        else:
+            print(f"\n(skipped {gather.__name__}: no {', '.join(str(runs / n) for n in needs)})")
+    if (out / "cliff.csv").is_file():
+        cliff_tables(out)
 
-    # 1. seed variance: the seed_variance notebook's statistics and figure
+
+def seed_study(runs: Path, out: Path) -> None:
+    """1. seed variance: the seed_variance notebook's statistics and figure."""
     seeds = run_table(runs / "seeds")
     seeds.to_csv(out / "seeds_runs.csv", index=False)
     shutil.copy(runs / "seeds" / "seed_stats.json", out / "seed_stats.json")
@@ -77,35 +95,112 @@ def main() -> None:
     print(f"\nn {stats['n']}, mean {stats['mean']:.2f}, std {stats['std']:.2f}, range {stats['min']:.2f} .. {stats['max']:.2f}")
     print(markdown(pd.DataFrame(stats["noise_table"])))
 
-    # 2, 3, 5. variants against the seeds: the compare notebook's table and figure, and each sweep's runs
-    for name in VARIANT_SWEEPS:
-        run_table(runs / name).to_csv(out / f"{name}_runs.csv", index=False)
-    comparison = pd.read_csv(runs / "comparison" / "comparison.csv")
-    comparison.to_csv(out / "comparison.csv", index=False)
-    shutil.copy(runs / "comparison" / "comparison.png", out / "comparison.png")
-    pooled = pd.read_csv(runs / "comparison" / "comparison_runs.csv")
-    pooled[["variant", "run", "recipe", "seed", "final_top1", "best_top1"]].to_csv(out / "comparison_runs.csv", index=False)
-    print("\n## comparison (final top-1; the rows findings/README.md quotes)\n")
+
+def variant_study(runs: Path, out: Path, folder: str = "comparison", name: str = "comparison",
+                  sweeps=VARIANT_SWEEPS) -> None:
+    """2, 3, 5, 6 (and 7 to 9 as `variants`). Variants against the seeds: the compare notebook's table and
+    figure, and each sweep's runs."""
+    for sweep in sweeps:
+        run_table(runs / sweep).to_csv(out / f"{sweep}_runs.csv", index=False)
+    comparison = pd.read_csv(runs / folder / "comparison.csv")
+    comparison.to_csv(out / f"{name}.csv", index=False)
+    shutil.copy(runs / folder / "comparison.png", out / f"{name}.png")
+    pooled = pd.read_csv(runs / folder / "comparison_runs.csv")
+    pooled[["variant", "run", "recipe", "seed", "final_top1", "best_top1", "wall_s"]].to_csv(out / f"{name}_runs.csv", index=False)
+    print(f"\n## {name} (final top-1; the rows findings/README.md quotes)\n")
     print(comparison_markdown(comparison))
 
-    # 4. test resolution: evaluate_resolution on each seed run, pooled over the seeds
+
+def resolution_variants(runs: Path, out: Path) -> None:
+    variant_study(runs, out, "variants", "variants", NEW_VARIANT_SWEEPS)
+
+
+def pooled_resolution(folder: Path) -> pd.DataFrame:
+    """The evaluate_resolution tables of a resolution sweep's points, one row per (run, size, crop)."""
     per_run = []
-    for point in sorted((runs / "resolution").glob("source=*")):
+    for point in sorted(folder.glob("source=*")):
         if (point / "resolution.csv").is_file():
             source = json.loads((point / "sweep_point.json").read_text())["parameters"]["source"]
             per_run.append(pd.read_csv(point / "resolution.csv").assign(run=Path(source).name))
-    rows = pd.concat(per_run, ignore_index=True)
+    return pd.concat(per_run, ignore_index=True)
+
+
+def resolution_pivot(table: pd.DataFrame) -> str:
+    pivot = table.pivot(index="test_res", columns="crop_pct", values="mean").reset_index()
+    pivot.columns = ["test px"] + [f"crop {c:g}" for c in pivot.columns[1:]]
+    return markdown(pivot)
+
+
+def resolution_study(runs: Path, out: Path) -> None:
+    """4. test resolution: evaluate_resolution on each seed run, pooled over the seeds."""
+    rows = pooled_resolution(runs / "resolution")
     rows.to_csv(out / "resolution_runs.csv", index=False)
     table = group_stats(rows, ["test_res", "crop_pct"], "top1")
     table.to_csv(out / "resolution.csv", index=False)
-    print(f"\n## test resolution (mean top-1 over {len(per_run)} seed runs; rows: test px, columns: crop ratio)\n")
-    pivot = table.pivot(index="test_res", columns="crop_pct", values="mean").reset_index()
-    pivot.columns = ["test px"] + [f"crop {c:g}" for c in pivot.columns[1:]]
-    print(markdown(pivot))
-    save_figure(resolution_figure(table.rename(columns={"mean": "top1"}), train_res=int(seeds["train_res"].iloc[0]),
-                                  title=f"demo: top-1 by test resolution, mean of {len(per_run)} seed runs"),
-                out / "resolution")
+    n = rows["run"].nunique()
+    print(f"\n## test resolution (mean top-1 over {n} seed runs; rows: test px, columns: crop ratio)\n")
+    print(resolution_pivot(table))
+    save_figure(resolution_figure(table.rename(columns={"mean": "top1"}), train_res=load_recipe("params/demo.yaml").train_res,
+                                  title=f"demo: top-1 by test resolution, mean of {n} seed runs"), out / "resolution")
 
+
+def fixres_study(runs: Path, out: Path) -> None:
+    """7. FixRes in A3's regime: the runs trained at 24 px, evaluated from 20 to 40 px."""
+    rows = pooled_resolution(runs / "resolution_fixres")
+    rows.to_csv(out / "fixres_resolution_runs.csv", index=False)
+    table = group_stats(rows, ["test_res", "crop_pct"], "top1")
+    table.to_csv(out / "fixres_resolution.csv", index=False)
+    best = best_test_resolution(rows, FIXRES_TRAIN_RES)
+    best.to_csv(out / "fixres_best.csv", index=False)
+    n = rows["run"].nunique()
+    print(f"\n## FixRes: trained at {FIXRES_TRAIN_RES} px, mean top-1 over {n} runs\n")
+    print(resolution_pivot(table))
+    print("\n" + markdown(best[["crop_pct", "best_res", "best_mean", "at_train_res", "gain", "band", "beyond_noise", "run_best"]]))
+    save_figure(resolution_figure(table.rename(columns={"mean": "top1"}), train_res=FIXRES_TRAIN_RES,
+                                  title=f"trained at {FIXRES_TRAIN_RES} px: top-1 by test resolution, mean of {n} runs"),
+                out / "fixres_resolution")
+
+
+def progressive_study(runs: Path, out: Path) -> None:
+    """8. progressive resizing: each epoch's size and time, beside the demo's seeds."""
+    rows = []
+    for sweep in ("seeds", "progressive"):
+        for run in sorted(p for p in (runs / sweep).iterdir() if (p / "metrics.csv").is_file()):
+            for r in read_metrics(run / "metrics.csv"):
+                rows.append(dict(sweep=sweep, run=run.name, epoch=int(r["epoch"]), train_res=r.get("train_res") or load_recipe("params/demo.yaml").train_res,
+                                 epoch_s=float(r["epoch_s"]), imgs_per_s=float(r["imgs_per_s"]), val_top1=r["val_top1"]))
+    epochs = pd.DataFrame(rows)
+    epochs["train_res"] = epochs["train_res"].astype(int)
+    epochs.to_csv(out / "progressive_epochs.csv", index=False)
+    summary = progressive_summary(epochs)
+    summary.to_csv(out / "progressive_time.csv", index=False)
+    print("\n## progressive resizing: time (s) per run, mean over runs\n")
+    print(markdown(summary))
+
+
+def progressive_summary(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per sweep: runs, mean total of the epochs' seconds, and the mean epoch time and images/s at each train size
+    (tests/workbook/test_findings.py recomputes it from progressive_epochs.csv)."""
+    totals = epochs.groupby(["sweep", "run"])["epoch_s"].sum().groupby("sweep").agg(["count", "mean"])
+    sizes = epochs.groupby(["sweep", "train_res"]).agg(epoch_s=("epoch_s", "mean"), imgs_per_s=("imgs_per_s", "mean"),
+                                                      epochs=("epoch", "count")).reset_index()
+    sizes["runs"] = sizes["sweep"].map(totals["count"])
+    sizes["total_s"] = sizes["sweep"].map(totals["mean"])
+    return sizes[["sweep", "runs", "total_s", "train_res", "epochs", "epoch_s", "imgs_per_s"]].round(2)
+
+
+def cliff_tables(out: Path) -> None:
+    """4b. the cliff: scripts/cliff.py's table as findings/README.md quotes it."""
+    print("\n## the cliff (mean top-1, crop 1.0; rows: test px)\n")
+    print(markdown(cliff_pivot(pd.read_csv(out / "cliff.csv"))))
+
+
+def cliff_pivot(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per test size: the maps, then each (train size, path)'s mean top-1."""
+    table = table.assign(column=[f"train {t} {p}" for t, p in zip(table["train_res"], table["path"])])
+    pivot = table.pivot(index=["test_res", "maps"], columns="column", values="mean").reset_index()
+    pivot.columns.name = None
+    return pivot.rename(columns={"test_res": "test px"})
 
 if __name__ == "__main__":
     main()
