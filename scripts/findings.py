@@ -22,7 +22,7 @@ import pandas as pd
 
 from rsbkit.core.recipes import load_recipe
 from rsbkit.core.runs import read_metrics
-from rsbkit.workbook.figures import resolution_figure, save_figure
+from rsbkit.workbook.figures import cliff_figure, resolution_figure, save_figure
 from rsbkit.workbook.studies import best_test_resolution, group_stats
 from rsbkit.workbook.table import load_runs
 
@@ -192,7 +192,9 @@ def progressive_summary(epochs: pd.DataFrame) -> pd.DataFrame:
 def cliff_tables(out: Path) -> None:
     """4b. the cliff: scripts/cliff.py's table as findings/README.md quotes it."""
     print("\n## the cliff (mean top-1, crop 1.0; rows: test px)\n")
-    print(markdown(cliff_pivot(pd.read_csv(out / "cliff.csv"))))
+    table = pd.read_csv(out / "cliff.csv")
+    print(markdown(cliff_pivot(table)))
+    save_figure(cliff_figure(table, title="top-1 by test size for models trained at 32, 36 and 40 px (crop 1.0)"), out / "cliff")
 
 
 def cliff_pivot(table: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,8 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing rsbkit[notebooks,dev] into .venv (torch is large: a few minutes the first time)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet --editable ".[notebooks,dev]"
+  # --no-compile: Python compiles the modules a process imports when it first imports them (a fraction of
+  # torch's and jupyter's files), instead of pip compiling every file at install
+  .venv/bin/python -m pip install --quiet --no-compile --editable ".[notebooks,dev]"
   echo "$want" > "$stamp"
 fi

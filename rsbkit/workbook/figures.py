@@ -73,6 +73,22 @@ def resolution_figure(table: pandas.DataFrame, *, train_res: Optional[int] = Non
     return fig
 
 
+def cliff_figure(table: pandas.DataFrame, *, title: str = "") -> go.Figure:  # noqa: F821
+    """Top-1 against test resolution for models trained at several sizes, one line per (train size,
+    evaluation path): scripts/cliff.py's table (columns train_res, path, test_res, mean), with each
+    train size marked."""
+    fig = go.Figure()
+    for (train, path), part in table.groupby(["train_res", "path"]):
+        part = part.sort_values("test_res")
+        fig.add_trace(go.Scatter(x=part["test_res"], y=part["mean"], mode="lines+markers", name=f"trained at {train} px, {path}",
+                                 line_dash="dot" if path != "rsbkit" else None))
+    for train in sorted(table["train_res"].unique()):
+        fig.add_vline(x=int(train), line_dash="dot", line_color="grey")
+    fig.update_layout(title=title, xaxis_title="test resolution (px)", yaxis_title="top-1 (%)", autosize=True,
+                      height=HEIGHT + 80)
+    return fig
+
+
 def seed_figure(values: Sequence[float], stats, *, title: str = "", bins: Optional[int] = None) -> go.Figure:
     """Histogram of a metric over seeds with its Gaussian fit, as the paper's Figure 2."""
 
