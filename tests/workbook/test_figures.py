@@ -5,10 +5,11 @@ import base64
 import subprocess
 import sys
 
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from rsbkit.workbook.figures import PLOTLY_MIME, bundle, curves_figure, save_figure
+from rsbkit.workbook.figures import PLOTLY_MIME, bundle, cliff_figure, curves_figure, save_figure
 
 ROWS = [dict(epoch=1, lr=0.1, train_loss=2.0, val_top1=30.0, ema_top1=None),
         dict(epoch=2, lr=0.05, train_loss=1.0, val_top1=50.0, ema_top1=None)]
@@ -20,6 +21,15 @@ def test_curves_figure_shows_loss_lr_and_top1():
     assert list(by_name["train loss"].y) == [2.0, 1.0] and list(by_name["val top-1"].y) == [30.0, 50.0]
     assert list(by_name["planned LR"].y) == [0.1, 0.09, 0.06, 0.02] and list(by_name["LR at epoch end"].x) == [1, 2]
     assert "EMA top-1" not in by_name
+
+
+def test_cliff_figure_draws_each_train_size_and_path_in_test_order():
+    table = pd.DataFrame(dict(train_res=[32, 32, 32, 40], path=["rsbkit", "rsbkit", "torch", "rsbkit"],
+                              test_res=[34, 32, 32, 40], mean=[60.0, 80.0, 79.0, 75.0]))
+    fig = cliff_figure(table)
+    assert [t.name for t in fig.data] == ["trained at 32 px, rsbkit", "trained at 32 px, torch", "trained at 40 px, rsbkit"]
+    assert list(fig.data[0].x) == [32, 34] and list(fig.data[0].y) == [80.0, 60.0]
+    assert [s.x0 for s in fig.layout.shapes] == [32, 40]
 
 
 def test_png_copy_for_notebooks_and_html_export(tmp_path):
