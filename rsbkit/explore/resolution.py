@@ -77,6 +77,13 @@ def resnet_maps(res: int) -> dict[str, int]:
     return sizes
 
 
+def resnet_map_table(resolutions):
+    """:func:`resnet_maps` for each of `resolutions`: one row per input size, one column per stage."""
+    import pandas as pd
+
+    return pd.DataFrame([{"input px": int(r), **resnet_maps(r)} for r in resolutions]).set_index("input px")
+
+
 def train_and_test_views(img: Image.Image, train_res: int, test_res: int, crop_pct: float = 0.875,
                          scale=(0.08, 1.0), *, seed: int = 0) -> tuple[Image.Image, Image.Image]:
     """What the network sees: one RandomResizedCrop at `train_res` (timm's sampler) and the test view

@@ -178,6 +178,8 @@ def test_resnet_map_sizes_are_the_networks(name):
         assert resolution.resnet_maps(res) == seen, res
     assert resolution.resnet_maps(32)["stage 4"] == 1 and resolution.resnet_maps(33)["stage 4"] == 2
     assert (resolution.resnet_maps(36)["max-pool"], resolution.resnet_maps(38)["max-pool"]) == (9, 10)
+    table = resolution.resnet_map_table([32, 34])
+    assert table.loc[34].tolist() == [17, 9, 9, 5, 3, 2] and list(table.columns) == list(resolution.RESNET_STAGES)
 
 
 def test_lr_curve_applies_the_batch_rule():
