@@ -21,25 +21,10 @@ from PIL import Image
 
 from rsbkit.core.data import load_data
 from rsbkit.core.evaluate import evaluate, load_model
+from rsbkit.explore.resolution import resnet_maps
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-STAGES = ("conv1", "maxpool", "layer1", "layer2", "layer3", "layer4")
-
-
-def map_sizes(model: torch.nn.Module, res: int) -> dict[str, int]:
-    """The side of the feature map after each stage of a timm ResNet at a `res` px input."""
-    sizes, hooks = {}, []
-    for name in STAGES:
-        hooks.append(getattr(model, name).register_forward_hook(
-            lambda _m, _i, out, name=name: sizes.__setitem__(name, out.shape[-1])))
-    with torch.no_grad():
-        model(torch.zeros(1, 3, res, res))
-    for h in hooks:
-        h.remove()
-    return sizes
-
-
 def pil_images(images: np.ndarray, res: int) -> torch.Tensor:
     """PIL's bicubic resize of each whole grey image to res x res, as RGB floats in [0, 1]."""
     out = np.stack([np.asarray(Image.fromarray(img).convert("RGB").resize((res, res), Image.BICUBIC)) for img in images])
@@ -76,15 +61,15 @@ def main() -> None:
         model, recipe = load_model(run)
         model.eval()
         for res in range(first, last + 1):
-            maps = map_sizes(model, res)
+            maps = resnet_maps(res)  # the network's own: tests/explore/test_explore.py checks them on timm's ResNet-18
             paths = {"rsbkit": evaluate(model, data, test_res=res, crop_pct=1.0, workers=0, device="cpu")["top1"],
                      "torch": top1(model, torch_images(images, res), labels)}
             if args.pil:
                 paths["pil"] = top1(model, pil_images(images, res), labels)
             for path, value in paths.items():
                 rows.append(dict(run=f"{run.parent.name}/{run.name}", train_res=recipe.train_res, path=path, test_res=res,
-                                 top1=round(value, 2), maxpool=maps["maxpool"], last_map=maps["layer4"],
-                                 maps="-".join(str(maps[s]) for s in STAGES)))
+                                 top1=round(value, 2), maxpool=maps["max-pool"], last_map=maps["stage 4"],
+                                 maps="-".join(map(str, maps.values()))))
             print(f"{run.name} {res} px: " + ", ".join(f"{k} {v:.2f}" for k, v in paths.items()) + f"  maps {rows[-1]['maps']}",
                   flush=True)
     table = pd.DataFrame(rows)

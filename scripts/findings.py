@@ -163,11 +163,11 @@ def fixres_study(runs: Path, out: Path) -> None:
 
 def progressive_study(runs: Path, out: Path) -> None:
     """8. progressive resizing: each epoch's size and time, beside the demo's seeds."""
-    rows = []
+    rows, demo_res = [], load_recipe("params/demo.yaml").train_res
     for sweep in ("seeds", "progressive"):
         for run in sorted(p for p in (runs / sweep).iterdir() if (p / "metrics.csv").is_file()):
             for r in read_metrics(run / "metrics.csv"):
-                rows.append(dict(sweep=sweep, run=run.name, epoch=int(r["epoch"]), train_res=r.get("train_res") or load_recipe("params/demo.yaml").train_res,
+                rows.append(dict(sweep=sweep, run=run.name, epoch=int(r["epoch"]), train_res=r.get("train_res") or demo_res,
                                  epoch_s=float(r["epoch_s"]), imgs_per_s=float(r["imgs_per_s"]), val_top1=r["val_top1"]))
     epochs = pd.DataFrame(rows)
     epochs["train_res"] = epochs["train_res"].astype(int)

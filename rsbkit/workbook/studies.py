@@ -237,8 +237,8 @@ def best_test_resolution(rows: pandas.DataFrame, train_res: int, value: str = "t
         gains = by_run[best] - by_run[train_res]
         n = int(gains.count())
         band = Z95 * float(gains.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+        gain = float(curve[best] - curve[train_res])
         out.append(dict(crop_pct=float(crop), train_res=int(train_res), best_res=best, best_mean=float(curve[best]),
-                        at_train_res=float(curve[train_res]), gain=float(curve[best] - curve[train_res]), band=band,
-                        beyond_noise=bool(n > 1 and curve[best] - curve[train_res] > band), n=n,
+                        at_train_res=float(curve[train_res]), gain=gain, band=band, beyond_noise=bool(n > 1 and gain > band), n=n,
                         run_best=" ".join(str(int(r)) for r in sorted(by_run.idxmax(axis=1)))))
     return pd.DataFrame(out)
