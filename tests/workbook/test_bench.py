@@ -20,7 +20,7 @@ def gpu_check_dry_run(tmp_path_factory):
     scikit-image hidden as on a bare GPU machine; its bench step is `rsbkit bench --quick` (no separate run of it)."""
     out = tmp_path_factory.mktemp("gpu-check")
     res = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return out, res.stdout
 
