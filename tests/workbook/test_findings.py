@@ -12,11 +12,13 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from rsbkit.workbook.studies import Z95, group_stats
+from rsbkit.core.recipes import load_recipe
+from rsbkit.explore.resolution import resnet_maps
+from rsbkit.workbook.studies import Z95, best_test_resolution, group_stats
 
 FINDINGS = ROOT / "findings"
 sys.path.insert(0, str(ROOT / "scripts"))
-from findings import comparison_row  # noqa: E402  (the script that wrote the rows)
+from findings import FIXRES_TRAIN_RES, cliff_pivot, comparison_row, markdown, progressive_summary  # noqa: E402  (the script that wrote them)
 
 
 def readme() -> str:
@@ -78,6 +80,82 @@ def test_the_resolution_table_is_the_mean_of_the_seed_runs():
     for res, part in table.groupby("test_res"):  # the README's pivot: one row per test resolution
         line = f"| {res} | " + " | ".join(f"{v:.2f}" for v in part.sort_values("crop_pct")["mean"]) + " |"
         assert line in readme(), line
+
+
+def test_the_variants_are_computed_from_their_sweeps_and_the_readme_quotes_them():
+    """Sections 8 to 10: train_res=24, progressive resizing and the BCE threshold against the demo's seeds."""
+    table = pd.read_csv(FINDINGS / "variants.csv")
+    runs = pd.read_csv(FINDINGS / "variants_runs.csv")
+    recomputed = group_stats(runs, ["variant"], "final_top1").set_index("variant")
+    assert len(table) == 4 and list(table["n"]) == [5, 3, 3, 3]
+    for row in table.itertuples():
+        again = recomputed.loc[row.variant]
+        assert (row.mean, row.std, row.n) == (pytest.approx(again["mean"]), pytest.approx(again["std"]), again["n"])
+        assert row.diff == pytest.approx(row.mean - table["mean"][0]) and row.beyond_noise == (abs(row.diff) > row.band)
+        quoted = [line for line in readme().splitlines() if line.startswith(f"| {row.variant} |")]
+        assert comparison_row(row) in quoted, row.variant
+    sweeps = pd.concat([pd.read_csv(FINDINGS / f"{name}_runs.csv").assign(sweep=name)
+                        for name in ("seeds", "fixres", "progressive", "bce_thresh")])
+    assert (sweeps["status"] == "completed").all()
+    by_run = {f"runs/sweeps/{r.sweep}/{r.name}": r.final_top1 for r in sweeps.itertuples()}
+    assert {r.run: r.final_top1 for r in runs.itertuples()} == by_run
+    fixres = pd.read_csv(FINDINGS / "fixres_runs.csv")
+    assert set(fixres["train_res"]) == {FIXRES_TRAIN_RES} and set(fixres["test_res"]) == {32}
+
+
+def test_fixres_tables_are_those_of_their_runs_and_the_verdict_quotes_them():
+    rows = pd.read_csv(FINDINGS / "fixres_resolution_runs.csv")
+    table = pd.read_csv(FINDINGS / "fixres_resolution.csv")
+    assert rows["run"].nunique() == 3 and list(table["n"]) == [3] * len(table)
+    again = group_stats(rows, ["test_res", "crop_pct"], "top1")
+    assert list(table["mean"]) == pytest.approx(list(again["mean"]))
+    best = pd.read_csv(FINDINGS / "fixres_best.csv")
+    recomputed = best_test_resolution(rows, FIXRES_TRAIN_RES)
+    assert list(best["best_res"]) == list(recomputed["best_res"]) == [FIXRES_TRAIN_RES] * 3  # "every crop peaks at 24"
+    assert list(best["best_mean"]) == pytest.approx(list(recomputed["best_mean"]))
+    assert set(best["run_best"]) == {"24 24 24"}  # and every run
+    at = table[table["crop_pct"] == 0.95].set_index("test_res")["mean"]
+    verdict = " ".join(readme().split("## 8. FixRes")[1].split("## 9.")[0].split())
+    assert f"crop 0.95: {at[24]:.2f}; 26 px: {at[26]:.2f}; 32 px: {at[32]:.2f}" in verdict
+    mean_at_24 = table[table["test_res"] == 24].set_index("crop_pct")["mean"]
+    assert f"beats 0.875 by {mean_at_24[0.95] - mean_at_24[0.875]:.1f} points at 24 px" in verdict
+
+
+def test_progressive_times_are_those_of_the_epochs_and_each_epoch_trained_at_the_recipes_size():
+    epochs = pd.read_csv(FINDINGS / "progressive_epochs.csv")
+    table = pd.read_csv(FINDINGS / "progressive_time.csv")
+    pd.testing.assert_frame_equal(table, progressive_summary(epochs), check_dtype=False)
+    for row in table.itertuples(index=False):  # the README's rows
+        assert markdown(pd.DataFrame([row], columns=table.columns)).splitlines()[2] in readme(), row
+    sweep = load_recipe(ROOT / "params" / "demo.yaml", train_res_start=24, train_res_ramp=(7, 9),
+                        train_res_step=4)  # params/sweeps/progressive.yaml
+    progressive = epochs[epochs["sweep"] == "progressive"]
+    assert progressive["run"].nunique() == 3
+    for run, part in progressive.groupby("run"):
+        assert list(part["train_res"]) == [sweep.train_res_at(e - 1) for e in part["epoch"]] == [24] * 8 + [28, 32], run
+    assert set(epochs[epochs["sweep"] == "seeds"]["train_res"]) == {32}
+
+
+def test_the_cliff_table_is_the_mean_of_its_runs_beside_resnet_maps():
+    runs = pd.read_csv(FINDINGS / "cliff_runs.csv")
+    table = pd.read_csv(FINDINGS / "cliff.csv")
+    again = runs.groupby(["train_res", "path", "test_res"])["top1"].agg(["mean", "count"]).reset_index()
+    merged = table.merge(again, on=["train_res", "path", "test_res"], suffixes=("", "_again"))
+    assert len(merged) == len(table) == len(again) == 3 * 2 * 17
+    assert list(merged["mean"]) == pytest.approx(list(merged["mean_again"].round(2)), abs=1e-9)
+    assert list(merged["n"]) == list(merged["count"])
+    for row in table.itertuples():
+        assert row.maps == "-".join(str(n) for n in resnet_maps(row.test_res).values()), row
+        assert (row.maxpool, row.last_map) == (resnet_maps(row.test_res)["max-pool"], resnet_maps(row.test_res)["stage 4"])
+    for line in markdown(cliff_pivot(table)).splitlines():
+        assert line in readme(), line
+    rsb = table[table["path"] == "rsbkit"].set_index(["train_res", "test_res"])["mean"]
+    verdict = " ".join(readme().split("## 7. The 34-px cliff")[1].split("## 8.")[0].split())
+    assert f"from {rsb[32, 32]:.2f} at 32 px to {rsb[32, 33]:.2f} at 33 px" in verdict
+    assert f"from {rsb[36, 33]:.2f} and {rsb[40, 33]:.2f} at 33 px to {rsb[36, 32]:.2f} and {rsb[40, 32]:.2f} at 32 px" in verdict
+    assert f"scores {rsb[36, 37]:.2f} at 37 px" in verdict
+    paths = runs.pivot_table(index=["run", "test_res"], columns="path", values="top1")
+    assert (paths["rsbkit"] - paths["torch"]).abs().max() <= 0.2 + 1e-9  # "within 0.2 points per run and size"
 
 
 def test_the_tour_and_the_readme_link_the_findings():
