@@ -60,7 +60,8 @@ today's train.py does (2021's used --lr as given: `lr_scale: none`). With 3
 repeats the copies of an image never share a forward batch: one process
 accumulates 4 forward batches of 512, as the paper's 4 GPUs each took 512.
 `bce_target_thresh` stays off: no primary source gives the 0.2 seen in
-third-party commands, and a threshold would cancel the label smoothing.
+third-party commands, and a threshold would cancel the label smoothing
+(at demo scale 0.2 cost 1.27 points, beyond the noise: findings/README.md section 9).
 Under several processes `ddp_broadcast_buffers: false` (train.py's
 `--no-ddp-bb`): BatchNorm buffers are not sent at every forward pass; what is
 trained is the same (training normalises with batch statistics), and the
