@@ -234,7 +234,7 @@ def wait(points: list[Point], submitted: list, *, options: Optional[ClusterOptio
         try:
             res = _result(job)
         except Exception as exc:
-            res = PointResult(point.name, "failed", job_failure(job, exc, options), 0.0, point.run_dir,
+            res = PointResult(point.name, "failed", job_failure(job, exc, options, point.run_dir), 0.0, point.run_dir,
                               point.run_dir / _notebook_name(job))
             _record_failure(point, res.error)
         log(f"  {res.status} {res.name} in {res.wall_s:.0f} s" + (f": {res.error}" if res.error else ""))
@@ -251,8 +251,9 @@ def _result(job):
     return job.result()
 
 
-def job_failure(job, exc: Exception, options: Optional[ClusterOptions] = None) -> str:
-    """Why a job ended without a result, in words, with its log."""
+def job_failure(job, exc: Exception, options: Optional[ClusterOptions] = None, run_dir: Optional[Path] = None) -> str:
+    """Why a job ended without a result, in words, with its log; `run_dir`: the point's run folder, to say
+    whether a checkpoint is there to resume from."""
     text = str(exc)
     # submitit's FailedJobError carries the job's traceback, then the log paths: its last error line is the news
     errors = [ln.strip() for ln in text.splitlines() if re.match(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*", ln.strip())]
@@ -265,8 +266,11 @@ def job_failure(job, exc: Exception, options: Optional[ClusterOptions] = None) -
     if "timed-out too many times" in text:
         limit = f" of {options.time_min} min" if options else ""
         allowed = f", more than --max-requeues {options.max_requeues} allows" if options else ""
-        return (f"job {job.job_id}: the time limit{limit} ran out on every attempt{allowed}; last.pt is kept: rerun the "
-                f"sweep (with a longer --time or more --max-requeues) to resume ({log})")
+        if run_dir is None or (run_dir / "last.pt").exists():
+            return (f"job {job.job_id}: the time limit{limit} ran out on every attempt{allowed}; last.pt is kept: rerun "
+                    f"the sweep (with a longer --time or more --max-requeues) to resume ({log})")
+        return (f"job {job.job_id}: the time limit{limit} ran out on every attempt{allowed}, each before its first "
+                f"epoch ended (no last.pt): rerun the sweep with a longer --time ({log})")
     if state.startswith("CANCELLED"):
         return f"job {job.job_id} was cancelled (Slurm state {state}); rerun the sweep to submit it again ({log})"
     if state not in ("UNKNOWN", "COMPLETED", "FAILED", "RUNNING", "PENDING"):

@@ -75,6 +75,24 @@ def test_signal_before_the_time_limit_leaves_the_job_time_to_start_and_to_save()
     assert ClusterOptions(time_min=10, signal_s=300).signal_s == 300
 
 
+def test_a_job_out_of_time_says_whether_last_pt_is_there_to_resume(tmp_path):
+    """submitit's words for a job that timed out more than --max-requeues allows, with and without a checkpoint
+    (a limit can run out before the first epoch ends: the notebook's start alone takes seconds)."""
+    import types
+
+    from rsbkit.workbook.cluster import job_failure
+
+    job = types.SimpleNamespace(job_id="42_0", state="TIMEOUT", paths=types.SimpleNamespace(stderr=tmp_path / "42_0_log.err"))
+    exc = RuntimeError("Job 42_0 timed-out too many times.")
+    options = ClusterOptions(time_min=1, max_requeues=1)
+    none = job_failure(job, exc, options, tmp_path)
+    assert none.startswith("job 42_0: the time limit of 1 min ran out on every attempt, more than --max-requeues 1 allows, "
+                           "each before its first epoch ended (no last.pt): rerun the sweep with a longer --time"), none
+    (tmp_path / "last.pt").write_bytes(b"")
+    kept = job_failure(job, exc, options, tmp_path)
+    assert "allows; last.pt is kept: rerun the sweep (with a longer --time or more --max-requeues) to resume" in kept, kept
+
+
 def test_slurm_without_sbatch_fails_clearly(tmp_path, cli, monkeypatch):
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # no Slurm commands
     sweep_file = tmp_path / "sweep.yaml"
