@@ -15,7 +15,7 @@ from rsbkit.core.data import Data, TrainInput, input_kind, load_data, sample_see
 from rsbkit.core.errors import DataError, RecipeError
 from rsbkit.core.recipes import A3, plan_batch, smoke
 
-pytestmark = pytest.mark.cost(20)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+pytestmark = pytest.mark.cost(15)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 
 def _epoch(source, seed, device_seed=0, n=None):

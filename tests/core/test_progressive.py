@@ -14,7 +14,7 @@ from rsbkit.core.errors import RecipeError
 from rsbkit.core.recipes import A1, A2, A3, plan_batch, smoke
 from rsbkit.core.train import train
 
-pytestmark = pytest.mark.cost(20)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+pytestmark = pytest.mark.cost(10)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 SMALL = dict(limit_train=128, limit_val=64, workers=0, progress="none", device="cpu")  # bit equality: CPU
 

@@ -15,7 +15,7 @@ from rsbkit.core.recipes import plan_batch
 from rsbkit.core.runs import METRIC_COLUMNS, load_run
 from rsbkit.core.train import train
 
-pytestmark = pytest.mark.cost(100)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+pytestmark = pytest.mark.cost(70)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 TIMING = {"imgs_per_s", "epoch_s", "peak_mem_mb"}  # measured, so they differ between runs
 SMALL = dict(limit_train=128, limit_val=64, workers=0, progress="none", device="cpu")  # 8 steps of 16 images; bit equality: CPU (cuDNN benchmark promises none)

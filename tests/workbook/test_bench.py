@@ -11,7 +11,7 @@ from PIL import Image
 
 from rsbkit.workbook.bench import IMAGENET_SIZE, write_jpegs
 
-pytestmark = pytest.mark.cost(65)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+pytestmark = pytest.mark.cost(75)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 
 @pytest.fixture(scope="module")

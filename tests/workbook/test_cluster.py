@@ -13,7 +13,7 @@ import pytest
 from rsbkit.workbook.cluster import ClusterOptions, PointJob
 from rsbkit.workbook.sweep import expand, point_status
 
-pytestmark = pytest.mark.cost(40)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+pytestmark = pytest.mark.cost(30)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 TRAIN = "notebooks/procedures/train.ipynb"
 SMOKE = dict(recipe="params/smoke.yaml", limit_train=128, limit_val=64, device="cpu", workers=0)

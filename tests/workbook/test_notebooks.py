@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import ROOT, figures, texts
 
-pytestmark = pytest.mark.cost(175)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+pytestmark = pytest.mark.cost(130)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 NOTEBOOKS = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in str(p))
 EXECUTED = sorted(str(p) for p in NOTEBOOKS if p.parts[1] in ("procedures", "studies")) + ["notebooks/report.ipynb"]

@@ -23,7 +23,7 @@ from rsbkit.core.runs import LOCK_FILE, POINT_LOCK_FILE, RunLock, read_metrics
 from rsbkit.core.train import train
 from rsbkit.workbook.sweep import expand, point_status, run_point
 
-pytestmark = pytest.mark.cost(105)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+pytestmark = pytest.mark.cost(95)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 DATA = ["--limit-train", "128", "--limit-val", "32", "--device", "cpu", "--workers", "0", "--progress", "line"]
 TRAIN = "notebooks/procedures/train.ipynb"

@@ -13,7 +13,7 @@ from conftest import ROOT
 from rsbkit.workbook.sweep import SweepError, expand, load_sweep, pending, point_status, run_sweep, single_point
 from rsbkit.workbook.table import load_runs
 
-pytestmark = pytest.mark.cost(60)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+pytestmark = pytest.mark.cost(30)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 TRAIN = "notebooks/procedures/train.ipynb"
 SMOKE = dict(recipe="params/smoke.yaml", limit_train=128, limit_val=64, device="cpu", workers=0)
