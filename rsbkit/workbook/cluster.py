@@ -266,11 +266,10 @@ def job_failure(job, exc: Exception, options: Optional[ClusterOptions] = None, r
     if "timed-out too many times" in text:
         limit = f" of {options.time_min} min" if options else ""
         allowed = f", more than --max-requeues {options.max_requeues} allows" if options else ""
+        ran_out = f"job {job.job_id}: the time limit{limit} ran out on every attempt{allowed}"
         if run_dir is None or (run_dir / "last.pt").exists():
-            return (f"job {job.job_id}: the time limit{limit} ran out on every attempt{allowed}; last.pt is kept: rerun "
-                    f"the sweep (with a longer --time or more --max-requeues) to resume ({log})")
-        return (f"job {job.job_id}: the time limit{limit} ran out on every attempt{allowed}, each before its first "
-                f"epoch ended (no last.pt): rerun the sweep with a longer --time ({log})")
+            return f"{ran_out}; last.pt is kept: rerun the sweep (with a longer --time or more --max-requeues) to resume ({log})"
+        return f"{ran_out}, each before its first epoch ended (no last.pt): rerun the sweep with a longer --time ({log})"
     if state.startswith("CANCELLED"):
         return f"job {job.job_id} was cancelled (Slurm state {state}); rerun the sweep to submit it again ({log})"
     if state not in ("UNKNOWN", "COMPLETED", "FAILED", "RUNNING", "PENDING"):

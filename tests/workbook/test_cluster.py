@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
-from rsbkit.workbook.cluster import ClusterOptions, PointJob
+from rsbkit.workbook.cluster import ClusterOptions, PointJob, job_failure
 from rsbkit.workbook.sweep import expand, point_status
 
 pytestmark = pytest.mark.cost(30)  # seconds in the suite on 2 cores: files start costliest first (conftest)
@@ -78,10 +79,6 @@ def test_signal_before_the_time_limit_leaves_the_job_time_to_start_and_to_save()
 def test_a_job_out_of_time_says_whether_last_pt_is_there_to_resume(tmp_path):
     """submitit's words for a job that timed out more than --max-requeues allows, with and without a checkpoint
     (a limit can run out before the first epoch ends: the notebook's start alone takes seconds)."""
-    import types
-
-    from rsbkit.workbook.cluster import job_failure
-
     job = types.SimpleNamespace(job_id="42_0", state="TIMEOUT", paths=types.SimpleNamespace(stderr=tmp_path / "42_0_log.err"))
     exc = RuntimeError("Job 42_0 timed-out too many times.")
     options = ClusterOptions(time_min=1, max_requeues=1)
