@@ -20,7 +20,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # Bytecode for every installed module, compiled on every core (pip compiles on one) and also for packages
   # installed before. Where PYTHONDONTWRITEBYTECODE=1 is set (this project's machines set it), Python never
   # writes a .pyc itself: without these, every process compiled torch, timm and jupyter from source at each start
-  # (`import torch, timm` 11.9 s against 5.0 s on 2 cores; the suite starts hundreds of processes). About 30 s.
+  # (`import torch, timm` 11.9 s against 5.0 s on 2 cores; the suite starts one for every notebook, torchrun worker and Slurm job). About 30 s.
   # The exit status is ignored: a few of torch's test helpers use Python 3.12 syntax and do not compile on 3.11.
   echo "setup: compiling the installed modules to bytecode"
   .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
