@@ -61,7 +61,7 @@ EOF
 
 write_config() {
   local user host cpus mem ctld slurmd dbd db port2 pass nodes_conf names
-  user="$(id -un)"; host="$(hostname -s)"; cpus="$(nproc)"
+  user="$(id -un)"; host="$(hostname -s)"; cpus="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"  # nproc counts OMP_NUM_THREADS (the suite sets 1)
   mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
   read -r ctld slurmd dbd db port2 <<<"$(free_ports 5)"
   # two nodes where there are 2+ CPUs, so `srun --nodes=2` runs here: named after this host and `localhost`,

@@ -3,6 +3,8 @@
 # Extra arguments go to pytest (e.g. -k recipes, -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/system-packages.sh &  # apt's downloads and unpacking beside pip's
+packages=$!
 bash scripts/setup.sh
-bash scripts/system-packages.sh
+wait "$packages"
 exec .venv/bin/python -m pytest "$@"

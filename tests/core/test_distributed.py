@@ -157,14 +157,19 @@ def test_two_processes_match_one_and_resume_into_one(recipe_file, standalone_two
 
 
 def two_nodes(*args: str) -> list[subprocess.Popen]:
-    """Two torchrun launchers of one process each, meeting at a c10d rendezvous on 127.0.0.1: two "nodes"."""
+    """Two torchrun launchers of one process each, meeting at a c10d rendezvous on 127.0.0.1: two "nodes".
+    The first hosts the rendezvous store, as node0 at the endpoint does on a cluster (on one host both would try,
+    and the one that binds first wins: under load that was sometimes the second); it also has the lower pid, so
+    torch's rendezvous (participants sorted by host, then pid) makes it rank 0."""
     endpoint, run_id = f"127.0.0.1:{free_port()}", f"test-{time.monotonic_ns()}"
     cmd = torchrun_command(1, [*args], nnodes=2, rdzv_endpoint=endpoint, rdzv_id=run_id)
+    at = cmd.index("rsbkit") - 1  # torchrun's own options end before `-m rsbkit`
     # torchrun sets OMP_NUM_THREADS=1 only for several processes per node; as --standalone 2 did, so the
     # kernels sum in the same order and the weights can be compared bit for bit
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-            for _ in range(2)]
+    return [subprocess.Popen([*cmd[:at], f"--rdzv-conf=is_host={host}", *cmd[at:]], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=env)
+            for host in (1, 0)]
 
 
 def test_two_nodes_train_like_two_local_processes(recipe_file, standalone_two, tmp_path):
@@ -201,7 +206,10 @@ def test_a_lost_node_stops_the_other_with_a_message(recipe_file, tmp_path, cli):
             [worker] = psutil.Process(node.pid).children()
             return worker.environ()["RANK"]
 
-        lost = next(n for n in nodes if rank(n) == "1")
+        # node1 is lost; losing node0 takes the rendezvous store with it, and torchrun on the other node then
+        # ends with its own "The connection to the C10d store has failed"
+        lost = nodes[1]
+        assert rank(lost) == "1"
         for proc in [psutil.Process(lost.pid), *psutil.Process(lost.pid).children(recursive=True)]:
             proc.kill()
         t0 = time.monotonic()
