@@ -20,9 +20,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_xdist_auto_num_workers(config):
-    """One worker more than cores (`-n auto`): a worker spends a third of its time waiting (on Slurm's
-    scheduler, on JupyterLab pages, in polling loops), which the extra worker fills. Measured on 2 cores, from the
-    same checkout: pytest took 724 s with 3 workers, 768 s with 2 (both one thread per process)."""
+    """One worker more than cores (`-n auto`): a worker spends part of its time waiting (on Slurm's scheduler,
+    on JupyterLab pages, in polling loops), which the extra worker fills. Measured on 2 cores, one thread per
+    process, in one warm checkout: pytest took 724 s with 3 workers (a run that skipped the 42 s two-node Slurm
+    test), 768 s with 2; from fresh clones with 3 workers, 10 min 21 s to 11 min 18 s."""
     return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) + 1
 
 
@@ -34,7 +35,7 @@ def pytest_collection_modifyitems(items):
 
     xdist starts each of its N workers with two files: the first N in turn, then the next N. The demo's worker
     reaches its second file only after the demo (9 minutes), so file N+1 is the cheapest one, not the next
-    costliest (with the notebooks' 2 minutes there, the suite ended with one worker running them alone)."""
+    costliest (the notebooks' 2 minutes were there, and the suite's last minute ran with cores partly idle)."""
 
     def cost(item) -> float:
         marker = item.get_closest_marker("cost")
