@@ -2,11 +2,15 @@
 
     python scripts/gpu_check.py STEP --out DIR [--quick] [--dry-run]
     python scripts/gpu_check.py summary --out DIR
+    python scripts/gpu_check.py timm-floor          # exit 0 when this timm is at or above rsbkit's floor
 
-Each step writes DIR/STEP.json ({"status": ok | failed | skipped, "why": ..., figures}); `summary`
-prints one table of them. Only torch, torchvision and timm (with its own dependencies) are needed:
-what needs more is skipped, saying so. `--dry-run` runs every step at tiny sizes on the CPU with
-pandas, tqdm and scikit-image hidden, as on a bare GPU machine (what the test suite runs).
+Each step writes DIR/STEP.json ({"status": ok | failed | skipped | inconclusive, "why": ..., figures});
+`summary` prints one table of them, then each step's per-site tables. It needs only what the GPU
+machine's image holds (torch, torchvision, timm, numpy, pillow, pyyaml, pandas, tqdm, scikit-image,
+pytest): no step imports the notebook stack. `--dry-run` runs every step at tiny sizes on the CPU
+under an import guard that refuses the packages the GPU image lacks (:data:`IMAGE_LACKS`, or the
+comma-separated list in GPU_CHECK_REFUSE) and writes each refused import, with where it came
+from, to DIR/refused-imports.txt (what the test suite runs and checks is empty).
 """
 from __future__ import annotations
 
@@ -27,12 +31,49 @@ sys.path.insert(0, str(ROOT))
 
 STEPS = ("env", "data", "cuda_tests", "race", "census", "bench", "demo", "a1_free", "a1_capped", "a3_jpeg")
 JPEGS = 4096  # the generated folder every step shares, written once by the data step
-BARE = ("pandas", "tqdm", "skimage")  # not on a GPU machine that has only torch, torchvision and timm
+TIMM_FLOOR = (1, 0, 31)  # older Lamb: host syncs (1.0.9-1.0.11) or ~2,500 launches a step (1.0.12-1.0.30)
+# What the GPU machine's image does not hold (the device tool's package list of 2026-11-17): a step that imports
+# one fails there. The dry run refuses them.
+IMAGE_LACKS = ("plotly", "papermill", "jupyter", "jupyterlab", "jupyter_client", "jupyter_core", "jupyter_server",
+               "ipykernel", "IPython", "ipywidgets", "anywidget", "kaleido", "nbformat", "nbconvert", "submitit",
+               "playwright")
 
 
-def _hide_extras() -> None:
-    for name in BARE:
-        sys.modules[name] = None  # import now raises ImportError
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'1.0.31' -> (1, 0, 31); '1.1.0.dev0' -> (1, 1, 0); '1.0.9+local' -> (1, 0, 9)."""
+    parts = []
+    for part in version.split("+")[0].split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def timm_ok(version: str) -> bool:
+    return version_tuple(version) >= TIMM_FLOOR
+
+
+class ImportGuard:
+    """A meta-path finder that refuses `names` (top-level packages) and logs each refusal with its importer."""
+
+    def __init__(self, names, log: Path, step: str):
+        self.names, self.log, self.step = set(names), log, step
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] not in self.names:
+            return None
+        frames = [f for f in traceback.extract_stack()[:-1] if "importlib" not in f.filename]
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-4:][::-1])
+        with open(self.log, "a") as fh:
+            fh.write(f"{self.step}: import {name} ({where})\n")
+        raise ImportError(f"{name} is not on the GPU machine's image (gpu_check's import guard)")
+
+
+def _guard_imports(out: Path, step: str) -> None:
+    refuse = os.environ.get("GPU_CHECK_REFUSE")
+    names = [n for n in refuse.split(",") if n] if refuse is not None else IMAGE_LACKS
+    for name in names:
+        sys.modules.pop(name, None)
+    sys.meta_path.insert(0, ImportGuard(names, out / "refused-imports.txt", step))
 
 
 def _device(args):
@@ -91,8 +132,8 @@ def step_env(args) -> dict:
                                             "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
     except (OSError, subprocess.TimeoutExpired) as exc:
         out["nvidia_smi"] = f"not run: {exc}"
-    major, minor, patch = (int(x) for x in timm.__version__.split(".")[:3])
-    out["timm_ok"] = (major, minor, patch) >= (1, 0, 31)  # older Lamb: host syncs or ~2,500 launches per step
+    out["timm_ok"] = timm_ok(timm.__version__)  # gpu_check.sh stops before the steps when it is not
+    out["timm_from"] = str(Path(timm.__file__).parent)
     return out
 
 
@@ -103,25 +144,50 @@ def step_data(args) -> dict:
 
 
 def step_cuda_tests(args) -> dict:
+    """The CUDA-only tests of the input path (they skip without CUDA; the dry run still collects and runs the file, with
+    pytest's xdist plugin off, as an image without it would)."""
     import torch
 
-    if not torch.cuda.is_available():
-        return dict(status="skipped", why="no CUDA device")
     try:
         import pytest  # noqa: F401
     except ImportError:
         return dict(status="skipped", why="pytest is not installed here; the race, census and ordering steps check the same on CUDA")
-    # tests/core/test_input.py holds the CUDA-only tests (test_augment.py needs scikit-image's photos to import)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "tests/core/test_input.py",
-           "-k", "cuda or wait or ahead"]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    (Path(args.out) / "cuda_tests.log").write_text(res.stdout + res.stderr)
-    return dict(status="ok" if res.returncode == 0 else "failed", summary=(res.stdout.strip().splitlines() or [""])[-1])
+    cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "-p", "no:xdist",
+           "tests/core/test_input.py", "-k", "cuda or wait or ahead or thread or stream"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    (Path(args.out) / "cuda_tests.pytest.log").write_text(res.stdout + res.stderr)
+    last = (res.stdout.strip().splitlines() or [""])[-1]
+    status = "ok" if res.returncode == 0 else "failed"
+    if status == "ok" and not torch.cuda.is_available():
+        return dict(status="ok", summary=last, note="no CUDA device: the CUDA-only tests skipped, the rest ran")
+    return dict(status=status, summary=last)
+
+
+def _race(fill_and_read, write, trials: int) -> int:
+    """How many of `trials` reads saw bytes they did not write: each time a block is filled with 7s, a ~10 ms kernel
+    queued before a sum of it, the block freed, then `write` run at once (it may take the freed block)."""
+    import torch
+
+    bad = 0
+    for _ in range(trials):
+        x, n = fill_and_read()
+        torch.cuda._sleep(20_000_000)  # the sum runs after this: the block stays in use on the GPU for ~10 ms
+        total = x.sum(dtype=torch.int64)
+        del x  # the allocator may hand the block out again at once, to work on the same stream
+        write()
+        bad += int(total.item()) != 7 * n
+    return bad
 
 
 def step_race(args) -> dict:
-    """pytorch/vision#9606: free a tensor that a slow queued kernel still reads, decode at once; count the sums that
-    saw other bytes. torchvision's decode_jpeg as it is, then rsbkit's decode_images (which waits for the stream)."""
+    """pytorch/vision#9606: nvJPEG writes its outputs, allocated on the current stream, without waiting for it. The
+    probe frees a block that queued work still reads and decodes at once; a read that saw other bytes is a race.
+    The block is sized like the first decoded image, so it sits in the caching allocator's small pool with the
+    decoded images (a block of another pool is never reused by them, and every count would read 0). Three
+    counts: a positive control (the same block reused by an allocation on this stream and written from another
+    stream without waiting: must be caught, or the probe can show nothing), torchvision's decode_jpeg as it is,
+    and rsbkit's decode_images. Status ok only when the control was caught and rsbkit's count is 0."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -133,26 +199,39 @@ def step_race(args) -> dict:
     files = sorted((folder / "train").rglob("*.JPEG"))[:64]
     encoded = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files]
     cuda = torch.device("cuda")
-    n = sum(im.numel() for im in decode_jpeg(encoded, mode=ImageReadMode.RGB, device=cuda))
+    first = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=cuda)[0].numel()  # bytes of the first output
+    torch.cuda.synchronize()
+    small_pool = first <= 2**20
+    other = torch.cuda.Stream()
     trials = 10 if args.quick else 40
-    out = {}
-    for name, decode in (("torchvision", lambda: decode_jpeg(encoded, mode=ImageReadMode.RGB, device=cuda)),
-                         ("rsbkit", lambda: decode_images(encoded, cuda))):
-        bad = 0
-        for _ in range(trials):
-            x = torch.full((n,), 7, dtype=torch.uint8, device=cuda)
-            torch.cuda._sleep(20_000_000)
-            total = x.sum(dtype=torch.int64)
-            del x
-            decode()
-            bad += int(total.item()) != 7 * n
-        out[f"{name}_corrupted"] = f"{bad}/{trials}"
-    out["status"] = "ok" if out["rsbkit_corrupted"].startswith("0/") else "failed"
+
+    def block():
+        return torch.full((first,), 7, dtype=torch.uint8, device=cuda), first
+
+    def control():
+        y = torch.empty(first, dtype=torch.uint8, device=cuda)  # the freed block, handed out on this stream
+        with torch.cuda.stream(other):
+            y.fill_(3)  # ... written from another stream that does not wait: what nvJPEG does
+
+    out = dict(block_bytes=first, small_pool=small_pool, trials=trials)
+    out["control_corrupted"] = f"{_race(block, control, trials)}/{trials}"
+    out["torchvision_corrupted"] = f"{_race(block, lambda: decode_jpeg(encoded, mode=ImageReadMode.RGB, device=cuda), trials)}/{trials}"
+    out["rsbkit_corrupted"] = f"{_race(block, lambda: decode_images(encoded, cuda), trials)}/{trials}"
+    torch.cuda.synchronize()
+    caught = not out["control_corrupted"].startswith("0/")
+    out["control_caught"] = caught
+    if not caught:
+        out["status"] = "inconclusive"
+        out["why"] = "the positive control was not caught: this probe cannot show the race here, so rsbkit's 0 proves nothing"
+    else:
+        out["status"] = "ok" if out["rsbkit_corrupted"].startswith("0/") else "failed"
     return out
 
 
 def step_census(args) -> dict:
-    """Every host-device sync of one training epoch, counted by thread and call site (CUDA's sync debug mode 'warn')."""
+    """Every host-device sync of training, by thread and call site (CUDA's sync debug mode 'warn'), split into
+    per-step syncs (those that grow with the steps: two runs of `short` and `long` steps, the difference over
+    the extra steps) and one-off ones (model.to, checkpoints, evaluation: the rest of the short run)."""
     import torch
 
     from rsbkit.core.recipes import A3, smoke
@@ -172,22 +251,33 @@ def step_census(args) -> dict:
     res, batch = (32, 16) if args.dry_run else (160, 256)
     recipe = smoke(A3, batch_size=batch).replace(model="resnet10t" if args.dry_run else "resnet50", train_res=res,
                                                  test_res=res, epochs=1)
-    out = {}
+    short, long = (2, 4) if args.dry_run else (2, 6) if args.quick else (4, 12)
+    out = dict(steps=f"{short} and {long}")
     for data, name in ((folder, "jpeg folder"), ("default", "arrays")):
-        seen.clear()
-        warnings.showwarning = record
-        warnings.simplefilter("always")
-        if device.type == "cuda":
-            torch.cuda.set_sync_debug_mode("warn")
-        try:
-            _train(args, recipe, data, f"census-{name.replace(' ', '-')}", workers=None,
-                   limit_train=8 * batch, limit_val=batch, check_every=10**6)
-        finally:
+        counts = {}
+        for steps in (short, long):
+            seen.clear()
+            warnings.showwarning = record
+            warnings.simplefilter("always")
             if device.type == "cuda":
-                torch.cuda.set_sync_debug_mode("default")
-            warnings.showwarning = real
-        out[name] = {f"{thread} {site}": n for (thread, site), n in seen.most_common()}
-        out[f"{name}: training thread syncs"] = sum(n for (thread, _), n in seen.items() if thread == "MainThread")
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                _train(args, recipe, data, f"census-{name.replace(' ', '-')}-{steps}", workers=None,
+                       limit_train=steps * batch, limit_val=batch, check_every=10**6)
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode("default")
+                warnings.showwarning = real
+            counts[steps] = Counter(seen)
+        sites = sorted(set(counts[short]) | set(counts[long]))
+        table = {}
+        for key in sites:
+            per_step = (counts[long][key] - counts[short][key]) / (long - short)
+            table[f"{key[0]} {key[1]}"] = dict(per_step=round(per_step, 2), one_off=round(counts[short][key] - short * per_step, 2))
+        out[f"{name}: sites"] = table
+        main = [v for k, v in table.items() if k.startswith("MainThread ")]
+        out[f"{name}: training thread syncs per step"] = round(sum(v["per_step"] for v in main), 2)
+        out[f"{name}: one-off syncs"] = round(sum(v["one_off"] for v in table.values()), 2)
     if device.type != "cuda":
         out["note"] = "CPU: no sync to count (the steps ran)"
     return out
@@ -241,7 +331,15 @@ def step_a1_free(args) -> dict:
 
 
 def step_a1_capped(args) -> dict:
-    return _a1(args, "a1-capped", 0.2)
+    """A1's micro-batch 2048 under a memory cap of 20% (28 GB of an H200's 141): the out-of-memory fallback must
+    halve it until a step fits; the step states what it settled on."""
+    import torch
+
+    out = _a1(args, "a1-capped", 0.2)
+    out["settled_micro_batch"] = out["micro_batch"]
+    if torch.cuda.is_available() and not args.dry_run and not out["fallback"]:
+        out.update(status="failed", why="the cap did not force the out-of-memory fallback: nothing was shown")
+    return out
 
 
 def step_a3_jpeg(args) -> dict:
@@ -260,33 +358,54 @@ def step_a3_jpeg(args) -> dict:
 
 
 def summary(out: Path) -> str:
-    rows = ["| step | status | s | figures |", "|---|---|---:|---|"]
+    """The steps as one table, then each table a step returned (the census's per-site syncs), then the imports the
+    dry run's guard refused (none, or a step reached a package the GPU image lacks)."""
+    rows = ["| step | status | s | limit s | figures |", "|---|---|---:|---:|---|"]
+    tables = []
     for name in STEPS:
         path = out / f"{name}.json"
         if not path.is_file():
-            rows.append(f"| {name} | not run (or killed by its timeout) | | |")
+            rows.append(f"| {name} | not run | | | |")
             continue
         r = json.loads(path.read_text())
-        figures = {k: v for k, v in r.items() if k not in ("status", "seconds", "why") and not isinstance(v, dict)}
+        figures = {k: v for k, v in r.items() if k not in ("status", "seconds", "why", "limit_s") and not isinstance(v, dict)}
         text = r.get("why") or ", ".join(f"{k} {v}" for k, v in figures.items())
-        rows.append(f"| {name} | {r['status']} | {r.get('seconds', '')} | {text[:400]} |")
-    return "\n".join(rows)
+        rows.append(f"| {name} | {r['status']} | {r.get('seconds', '')} | {r.get('limit_s', '')} | {text[:400]} |")
+        for key, value in r.items():
+            if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+                columns = list(dict.fromkeys(c for v in value.values() for c in v))
+                tables += ["", f"**{name}: {key}**", "", "| site | " + " | ".join(columns) + " |",
+                           "|---|" + "---:|" * len(columns)]
+                tables += [f"| {site} | " + " | ".join(str(v.get(c, "")) for c in columns) + " |" for site, v in value.items()]
+    refused = out / "refused-imports.txt"
+    if refused.is_file():
+        tables += ["", "**imports refused by the dry run's guard** (packages the GPU image lacks)", "", "```",
+                   refused.read_text().rstrip(), "```"]
+    return "\n".join(rows + tables)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("step", choices=(*STEPS, "summary"))
-    p.add_argument("--out", required=True)
+    p.add_argument("step", choices=(*STEPS, "summary", "timm-floor"))
+    p.add_argument("--out")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--limit", type=int, default=None, help="this step's time limit, seconds (recorded in its JSON)")
     args = p.parse_args(argv)
+    if args.step == "timm-floor":
+        import timm
+
+        print(f"timm {timm.__version__} at {Path(timm.__file__).parent}; rsbkit's floor {'.'.join(map(str, TIMM_FLOOR))}")
+        return 0 if timm_ok(timm.__version__) else 1
+    if args.out is None:
+        p.error("--out DIR is needed")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.step == "summary":
         print(summary(out))
         return 0
     if args.dry_run:
-        _hide_extras()
+        _guard_imports(out, args.step)
     t0 = time.perf_counter()
     try:
         result = globals()[f"step_{args.step}"](args)
@@ -295,6 +414,7 @@ def main(argv=None) -> int:
         traceback.print_exc()
         result = dict(status="failed", why=f"{type(exc).__name__}: {exc}"[:400])
     result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["limit_s"] = args.limit
     (out / f"{args.step}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     print(json.dumps(result, default=str)[:2000])
     return 0 if result["status"] != "failed" else 1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: what the first GPU hour must show, in at most 6 minutes on one H100/H200 (--quick: about 2).
+# The GPU check: what the first GPU hour must show, in at most 6 minutes on one H100/H200 (--quick: under 2).
 #   PYTHONPATH=. bash scripts/gpu_check.sh [--quick] [--dry-run] [--out DIR]
 # Runs from the source tree with only torch, torchvision and timm installed; every step is bounded by
 # `timeout`; all output goes under DIR (default gpu-check-<date>): one JSON and log per step, summary.md.
@@ -23,23 +23,56 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # install has no bytecode, every step would compile torch and timm from source (12 s against 5 s on a 2-core
 # CPU); let the first step write what it compiles
 unset PYTHONDONTWRITEBYTECODE
-mkdir -p "$out"
-# step and its time limit, seconds (the full check: 6 minutes at most, start-up included)
-steps="env:15 data:50 cuda_tests:40 race:20 census:40 bench:90 demo:30 a1_free:30 a1_capped:30 a3_jpeg:30"
-[ -n "$quick" ] && steps="env:10 data:40 race:15 census:25 demo:25"
+mkdir -p "$out" && out=$(cd "$out" && pwd)
+# timm first: below rsbkit's floor Lamb syncs or launches per parameter and every figure would be wrong. The GPU
+# machine's image brings its own timm; scripts/gpu_wheels.sh fills .gpu-wheels/ with one at or above the floor
+# (take the folder along: the device tool's `carry: [".gpu-wheels"]`), installed here without an index.
+if ! "$python" scripts/gpu_check.py timm-floor > "$out/timm.txt" 2>&1; then
+  cat "$out/timm.txt"
+  if ls .gpu-wheels/timm-*.whl >/dev/null 2>&1; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --target "$out/site" .gpu-wheels/*.whl \
+      || { echo "gpu_check: pip could not install .gpu-wheels/" >&2; exit 2; }
+    export PYTHONPATH="$PWD:$out/site${PYTHONPATH#$PWD}"
+    "$python" scripts/gpu_check.py timm-floor | tee -a "$out/timm.txt" \
+      || { echo "gpu_check: timm from .gpu-wheels/ is still below the floor" >&2; exit 2; }
+  else
+    echo "gpu_check: timm is below rsbkit's floor and .gpu-wheels/ holds none: run 'bash scripts/gpu_wheels.sh' on a machine with PyPI and take .gpu-wheels/ along" >&2
+    exit 2
+  fi
+fi
+# step:limit, seconds, on one H200 (the full check: 330 s of limits, under 6 minutes with the summary). Each limit
+# bounds the step's estimated work (E, start-up included: about 5 s to import torch, timm and rsbkit):
+#   env 10 (E 6: imports, nvidia-smi)    data 40 (E 25: 4,505 JPEGs written by PIL on one core)
+#   cuda_tests 35 (E 15: pytest, the CUDA-only input tests)    race 20 (E 10: 3 x 40 trials of ~15 ms, decodes)
+#   census 40 (E 20: 4 short trainings of ResNet-50 at 160 px, batch 256, 4 and 12 steps, one cuDNN search)
+#   bench 70 (E 45: rsbkit bench: model steps, both input paths, 2 x 2 end-to-end epochs of 100 steps)
+#   demo 20 (E 10: 2 epochs of the demo on 12,000 arrays)    a1_free 25 (E 12: A1 at 224 px, batch 2048, 2 steps)
+#   a1_capped 35 (E 18: A1 under a 20% memory cap: the out-of-memory tries, then the 2 steps accumulated)
+#   a3_jpeg 35 (E 18: A3 at 160 px, batch 2048 from the JPEGs: 2 steps, validation decoded on the GPU)
+steps="env:10 data:40 cuda_tests:35 race:20 census:40 bench:70 demo:20 a1_free:25 a1_capped:35 a3_jpeg:35"
+# --quick (under 2 minutes): env, data, race, census (2 and 6 steps), demo (1 epoch)
+[ -n "$quick" ] && steps="env:10 data:40 race:15 census:30 demo:15"
 # a dry run shares a loaded CPU with the test suite: the limits there are 4x (they bound a hang, not a GPU budget)
 scale=1; [ -n "$dry" ] && scale=4
 {
   echo "gpu_check $(date -u +%FT%TZ) on $(hostname) $quick $dry"
   echo "ulimit -n: $(ulimit -n); /dev/shm: $(df -h /dev/shm 2>/dev/null | tail -1)"
+  cat "$out/timm.txt"
   command -v nvidia-smi >/dev/null && nvidia-smi 2>&1 | head -20
 } > "$out/env.txt"
 for item in $steps; do
   step=${item%%:*} limit=$(( ${item##*:} * scale ))
   echo "== $step (limit ${limit} s)"
-  timeout --kill-after=5 "$limit" "$python" scripts/gpu_check.py "$step" --out "$out" $quick $dry > "$out/$step.log" 2>&1
+  rm -f "$out/$step.json"
+  timeout --kill-after=5 "$limit" "$python" scripts/gpu_check.py "$step" --out "$out" --limit "$limit" $quick $dry > "$out/$step.log" 2>&1
   rc=$?
-  [ $rc -eq 124 ] || [ $rc -eq 137 ] && echo "   killed by its ${limit} s timeout" | tee -a "$out/$step.log"
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    echo "   killed by its ${limit} s timeout" | tee -a "$out/$step.log"
+    printf '{"status": "failed", "why": "killed by its %s s timeout (last line: %s)", "limit_s": %s}\n' "$limit" \
+      "$(grep -v '^ *killed' "$out/$step.log" | tail -1 | cut -c1-200 | tr -d '"\\')" "$limit" > "$out/$step.json"
+  elif [ ! -s "$out/$step.json" ]; then
+    printf '{"status": "failed", "why": "exited %s without a result", "limit_s": %s}\n' "$rc" "$limit" > "$out/$step.json"
+  fi
   tail -1 "$out/$step.log" | cut -c1-300
 done
 "$python" scripts/gpu_check.py summary --out "$out" | tee "$out/summary.md"

@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest without the xdist plugin (-p no:xdist, or an image without it) still runs
 def pytest_xdist_auto_num_workers(config):
     """One worker more than cores (`-n auto`): a worker spends part of its time waiting (on Slurm's scheduler,
     on JupyterLab pages, in polling loops), which the extra worker fills. Measured on 2 cores, one thread per

@@ -25,7 +25,6 @@ from ..core.optim import lr_schedule
 from ..core.recipes import RECIPES, Recipe, Reported, base_recipe, changes, load_recipe, plan_batch
 from ..core.runs import atomic_write_text, check_resume, load_run, read_metrics, stamped_folder
 from ..core.train import train
-from .figures import curves_figure
 from .paper import FIXRES_TIMM, TABLE9_CROP
 from .table import epoch_hooks
 
@@ -132,6 +131,7 @@ class TrainSetup:
 
     def curves(self, rows: list[dict[str, Any]]):
         """The live figure of this run: loss, LR (with the planned schedule) and top-1 per epoch."""
+        from .figures import curves_figure  # plotly only where a figure is drawn: the CLI and bench run without it
 
         return curves_figure(rows, schedule=self.schedule(),
                              title=f"{self.recipe.name}: {self.recipe.model} on {self.data.label}")
