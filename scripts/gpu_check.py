@@ -153,7 +153,7 @@ def step_cuda_tests(args) -> dict:
     except ImportError:
         return dict(status="skipped", why="pytest is not installed here; the race, census and ordering steps check the same on CUDA")
     cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "-p", "no:xdist",
-           "tests/core/test_input.py", "-k", "cuda or wait or ahead or thread or stream"]
+           "tests/core/test_input.py", "tests/core/test_input_faults.py", "-k", "cuda or wait or ahead or thread or stream"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     (Path(args.out) / "cuda_tests.pytest.log").write_text(res.stdout + res.stderr)

@@ -18,6 +18,8 @@ DEFERRED = {
     "submitit": "cluster sweeps (the cluster extra)",
     "psutil": "stopping a sweep's process tree (the cluster extra)",
     "kaleido": "static figures (needs chromium)",
+    "plotly": "figures only: the command line and the GPU check run on machines without it",
+    "rsbkit.workbook.figures": "plotly's figures, where a figure is drawn: the command line and bench run without plotly",
     "skimage": "sample photos for the explorers and the bench (optional)",
     "IPython": "display inside a notebook only",
     "tqdm": "progress='bar' only",

@@ -613,15 +613,66 @@ def is_jpeg(head: bytes) -> bool:
     return len(head) > 2 and head[0] == 0xFF and head[1] == 0xD8
 
 
+def jpeg_components(data) -> Optional[int]:
+    """The number of colour components in a JPEG's frame header (1 grey, 3 YCbCr, 4 CMYK or YCCK), read by walking
+    the marker segments to the first SOFn; None when the bytes end first or are not a JPEG. `data`: bytes or a
+    uint8 array. Reads only the headers (typically under a few KB)."""
+    n = len(data)
+    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    i = 2
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = int(data[i + 1])
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            i += 2
+            continue
+        length = (int(data[i + 2]) << 8) | int(data[i + 3])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOF0..SOF15 but DHT, JPG, DAC
+            return int(data[i + 9]) if i + 9 < n else None
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        i += 2 + length
+    return None
+
+
+def nvjpeg_can_batch(data) -> bool:
+    """Whether a JPEG goes into nvJPEG's batched decode: not one with 4 components (CMYK, YCCK), which torchvision's
+    CUDA decoder refuses, failing the whole batch of 256 or 2,048 files."""
+    return jpeg_components(data) in (1, 3)
+
+
+def _decode_jpegs(encoded: list, device: torch.device) -> list:
+    """decode_jpeg on a list; when it fails (a file nvJPEG refuses), each half again, down to single files, which
+    come back as an exception: about 2 log2(n) calls for one bad file in n, not n. Out of memory is raised."""
+    try:
+        return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError as exc:
+        if is_out_of_memory(exc):
+            raise
+        if len(encoded) == 1:
+            return [exc]
+    if device.type == "cuda":  # nothing of the failed call may still be writing where the halves' outputs go
+        torch.cuda.current_stream(device).synchronize()
+    half = len(encoded) // 2
+    return _decode_jpegs(encoded[:half], device) + _decode_jpegs(encoded[half:], device)
+
+
 def decode_images(encoded: Sequence[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], list[tuple[int, str]]]:
     """Decode file bytes (1-D uint8 CPU tensors) to RGB uint8 images on `device`: JPEGs in one batched
-    torchvision ``decode_jpeg`` call (nvJPEG on CUDA), other formats, and JPEGs that nvJPEG refuses
-    (CMYK, some progressive files), with ``decode_image`` on the CPU.
+    torchvision ``decode_jpeg`` call (nvJPEG on CUDA); other formats, 4-component JPEGs (CMYK, YCCK: nvJPEG
+    refuses them) and JPEGs the batch refuses (found by halving the batch) with ``decode_image`` on the CPU.
+    (:class:`rsbkit.core.data.EncodedFiles` decodes the first two kinds in the loader workers already.)
 
     Returns the images and (position, reason) for each one that could not be decoded. An
     out-of-memory error is not a bad file: it is raised, for the out-of-memory fallback."""
 
-    jpeg = [i for i, e in enumerate(encoded) if is_jpeg(bytes(e[:3].tolist()))]
+    cuda = device.type == "cuda"
+    jpeg = [i for i, e in enumerate(encoded) if is_jpeg(bytes(e[:3].tolist())) and (not cuda or nvjpeg_can_batch(e[:65536].numpy()))]
     out: list[Optional[torch.Tensor]] = [None] * len(encoded)
     bad: list[tuple[int, str]] = []
 
@@ -633,32 +684,17 @@ def decode_images(encoded: Sequence[torch.Tensor], device: torch.device) -> tupl
                 raise
             bad.append((i, f"RuntimeError: {exc}"))
 
-    batch = None
-    if jpeg and device.type == "cuda":
+    if jpeg and cuda:
         # nvJPEG writes its outputs, allocated on the current stream, without waiting for that stream
         # (pytorch/vision#9606): let the stream's queued work finish first, so no block it still reads is
         # handed out. TrainInput decodes in a thread on a stream of its own: only that thread waits.
         torch.cuda.current_stream(device).synchronize()
     if jpeg:  # decode_jpeg([]) raises: a batch of PNGs has none
-        try:
-            batch = decode_jpeg([encoded[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)
-        except RuntimeError as exc:  # one bad file fails the batch: decode one by one to name it
-            if is_out_of_memory(exc):
-                raise
-    if batch is not None:
-        for i, im in zip(jpeg, batch):
-            out[i] = im
-    else:
-        for i in jpeg:
-            if device.type == "cpu":
-                on_cpu(i)  # decode_image reads JPEGs with the same libjpeg
-                continue
-            try:
-                out[i] = decode_jpeg(encoded[i], mode=ImageReadMode.RGB, device=device)
-            except RuntimeError as exc:
-                if is_out_of_memory(exc):
-                    raise
+        for i, im in zip(jpeg, _decode_jpegs([encoded[i] for i in jpeg], device)):
+            if isinstance(im, Exception):
                 on_cpu(i)  # what nvJPEG cannot read, libjpeg may
+            else:
+                out[i] = im
     for i in sorted(set(range(len(encoded))) - set(jpeg)):
         on_cpu(i)
     return [im for im in out if im is not None], sorted(bad)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import resource
 import sys
 from typing import Optional, Union
@@ -75,16 +76,29 @@ def peak_mem_mb(device: torch.device) -> float:
     return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
+# nvJPEG's NVJPEG_STATUS_ALLOCATOR_FAILURE. torchvision reports nvJPEG's status as a number after the call's name
+# ("nvjpegDecodeBatched failed: 5", "nvjpegDecodeBatchedPreAllocate failed: 5", in decode_jpegs_cuda.cpp).
+NVJPEG_ALLOCATOR_FAILURE = 5
+_NVJPEG_STATUS = re.compile(r"nvjpeg\w*\s+failed(?: with status)?:?\s*(\d+)", re.IGNORECASE)
+
+
+def nvjpeg_status(text: str) -> Optional[int]:
+    """The nvJPEG status number in one of torchvision's error messages, or None."""
+    found = _NVJPEG_STATUS.search(text)
+    return int(found.group(1)) if found else None
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """torch's OutOfMemoryError (CUDA's), the CPU allocator's refusal, or nvJPEG's allocator failing
-    (torchvision raises that as a plain RuntimeError with nvJPEG's status in the message)."""
+    """torch's OutOfMemoryError (CUDA's), the CPU allocator's refusal, or nvJPEG's allocator failing. nvJPEG
+    allocates outside torch's caching allocator, so it fails exactly when that cache holds the memory; torchvision
+    raises it as a plain RuntimeError with nvJPEG's status number (5) or, in some versions, its name."""
     if isinstance(exc, torch.OutOfMemoryError):
         return True
     if not isinstance(exc, RuntimeError):
         return False
     text = str(exc)
     return ("DefaultCPUAllocator: can't allocate memory" in text or "ALLOCATOR_FAILURE" in text
-            or "out of memory" in text.lower())
+            or "out of memory" in text.lower() or nvjpeg_status(text) == NVJPEG_ALLOCATOR_FAILURE)
 
 
 def free_memory(device: torch.device) -> None:

@@ -42,6 +42,27 @@ def evaluate_loader(
 
 
 @torch.no_grad()
+def _evaluate_batch(models, sums, images, labels, device, amp_dtype, channels_last, real_labels) -> int:
+    """Add one batch's top-1, top-5 and loss sums for each model; returns the batch's images (0 when none was readable)."""
+    if images is None:
+        return 0
+    images = images.to(device, non_blocking=True)
+    labels = labels.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    for k, (name, model) in enumerate(models.items()):
+        with autocast(device, amp_dtype):
+            logits = model(images)
+        logits = logits.float()
+        # cross-entropy on hard labels whatever the training loss, as timm's validate.py reports
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        sums[name] += torch.stack([(top[:, 0] == labels).sum(), (top == labels[:, None]).any(dim=1).sum(),
+                                   F.cross_entropy(logits, labels, reduction="sum")]).double()
+        if real_labels is not None and k == 0:
+            real_labels.add_result(logits)
+    return len(labels)
+
+
 def evaluate_models(
     models: dict[str, torch.nn.Module],
     loader: Iterable,
@@ -59,25 +80,14 @@ def evaluate_models(
         model.eval()
     sums = {name: torch.zeros(3, device=device, dtype=torch.float64) for name in models}  # top-1, top-5, loss
     n, skipped = 0, []
-    for images, labels, skipped_batch in loader:
-        skipped += skipped_batch
-        if images is None:
-            continue
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        for k, (name, model) in enumerate(models.items()):
-            with autocast(device, amp_dtype):
-                logits = model(images)
-            logits = logits.float()
-            # cross-entropy on hard labels whatever the training loss, as timm's validate.py reports
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            sums[name] += torch.stack([(top[:, 0] == labels).sum(), (top == labels[:, None]).any(dim=1).sum(),
-                                       F.cross_entropy(logits, labels, reduction="sum")]).double()
-            if real_labels is not None and k == 0:
-                real_labels.add_result(logits)
-        n += len(labels)
+    batches = iter(loader)
+    try:
+        for images, labels, skipped_batch in batches:
+            skipped += skipped_batch
+            n += _evaluate_batch(models, sums, images, labels, device, amp_dtype, channels_last, real_labels)
+    finally:
+        if hasattr(batches, "close"):  # a generator (the device path's input thread): stopped now, even on an error
+            batches.close()
     out = {}
     for name, total in sums.items():
         counts = total.tolist() + [n]

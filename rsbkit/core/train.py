@@ -62,11 +62,14 @@ from .data import (
     TrainInput,
     create_mixup,
     epoch_images,
+    eval_kind,
     eval_loader,
     eval_shard,
     eval_transform,
+    in_flight_note,
     input_kind,
     load_data,
+    mix,
 )
 from .devices import autocast, default_workers, device_name, free_memory, is_out_of_memory, peak_mem_mb
 from .errors import CheckpointError, DistributedError, NonFiniteLossError, RunError, RunWriteError
@@ -227,7 +230,8 @@ class Spec:
             steps_per_epoch=self.steps_per_epoch, total_steps=self.steps_per_epoch * recipe.total_epochs,
             lr_scale=lr_scaling(recipe), device=str(self.device),
             precision=recipe.amp_dtype if self.amp_dtype else "float32", channels_last=recipe.channels_last,
-            augment_on=self.augment_on, input=self.input, workers=self.workers, data=self.data.describe(),
+            augment_on=self.augment_on, input=self.input, eval_on=eval_kind(self.data.val, recipe.eval_on, self.device),
+            workers=self.workers, data=self.data.describe(),
         )
 
 
@@ -368,6 +372,7 @@ def resolve(recipe: Union[Recipe, str, Path], data: Union[Data, str, Path, None]
     s.log(f"run {run.path}: {recipe.name} ({recipe.model}) on {data.name}, {len(data.train)} train / {len(data.val)} val "
           f"images, {data.num_classes} classes, {where}, {spec.resolved()['precision']}, augmented on the {augment_on} ({kind})")
     s.log(plan.rule)
+    s.log(in_flight_note(kind, data, plan.micro_batch, recipe.train_res, spec.workers, pinned=cuda))
     if cuda and kind in ("loader", "crops") and spec.workers < 4:
         s.log(f"note: {spec.workers} loader worker(s) decode with PIL for this GPU: a few hundred images/s, a few % of what "
               "an H100 trains at; a folder of JPEGs decodes on the GPU (decode_on: auto or device)")
@@ -431,7 +436,7 @@ def make_eval_input(spec: Spec):
     r, cuda = spec.recipe, spec.cuda
     shard = eval_shard(spec.data.val, spec.job.rank, spec.job.world_size)
     batch = spec.settings.eval_batch_size or min(256, 2 * r.batch_size)
-    if r.eval_on == "device":
+    if eval_kind(spec.data.val, r.eval_on, spec.device) == "device":
         return EvalInput(shard, r.test_res, r.crop_pct, r.interpolation, device=spec.device, batch_size=batch,
                          workers=spec.workers, pin_memory=cuda)
     return eval_loader(shard, eval_transform(r.test_res, r.crop_pct, r.interpolation), batch_size=batch,
@@ -502,6 +507,26 @@ def micro_step(spec: Spec, step: Step, images: torch.Tensor, labels: torch.Tenso
     return loss.detach().float()
 
 
+def empty_micro_step(spec: Spec, step: Step, size: int, scaler) -> None:
+    """The backward of a micro-batch that had no readable image: a forward of one blank image with its loss times 0,
+    so every parameter gets a zero gradient, DDP all-reduces as on the other ranks, and the step goes on. BatchNorm's
+    momentum is 0 meanwhile: the blank image leaves the running statistics as they were."""
+    norms = [m for m in step.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        blank = torch.zeros(2, 3, size, size, device=spec.device)  # 2: BatchNorm needs more than one value per channel
+        if spec.recipe.channels_last:
+            blank = blank.contiguous(memory_format=torch.channels_last)
+        with autocast(spec.device, spec.amp_dtype):
+            loss = step.model(blank).float().sum() * 0.0
+        (scaler.scale(loss) if scaler else loss).backward()
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
 def optimizer_step(state: TrainState, clip_grad: Optional[float]) -> float:
     """After a step's last micro-batch: unscale, clip, step, zero, count, schedule, EMA. Returns the LR used."""
     if state.scaler is not None:
@@ -550,32 +575,46 @@ def train_epoch(spec: Spec, state: TrainState, step: Step, source: TrainInput, e
     images_seen, micro, lr_used, checked_from = 0, 0, state.optimizer.param_groups[0]["lr"], state.updates + 1
     total = spec.steps_per_epoch * accum
     size = recipe.train_res_at(epoch)
-    batches = _progress_bar(source.epoch(seed, generator, size), total, f"epoch {epoch + 1}/{recipe.total_epochs}", spec.progress)
-    for images, labels, skipped_batch in batches:
-        for item in skipped_batch:
-            if item.path not in state.skipped:
-                spec.log(f"skipped unreadable image {item.path}: {item.reason}")
-                state.skipped[item.path] = item.reason
-        if micro == total:
-            break
-        micro += 1
-        if images is None:
-            continue
-        if step.mixup is not None:
-            if len(images) % 2:  # timm's Mixup pairs images by flipping the batch
-                images, labels = images[:-1], labels[:-1]
-            images, labels = step.mixup(images, labels)
-        loss = micro_step(spec, step, images, labels, state.scaler, syncing=micro % accum == 0)
-        bad |= ~torch.isfinite(loss)
-        loss_sum += loss * len(images)
-        images_seen += len(images)
-        if micro % accum == 0:
+    epoch_batches = source.epoch(seed, generator, size)
+    batches = _progress_bar(epoch_batches, total, f"epoch {epoch + 1}/{recipe.total_epochs}", spec.progress)
+    try:
+        for images, labels, skipped_batch in batches:
+            for item in skipped_batch:
+                if item.path not in state.skipped:
+                    spec.log(f"skipped unreadable image {item.path}: {item.reason}")
+                    state.skipped[item.path] = item.reason
+            if micro == total:
+                break
+            micro += 1
+            syncing = micro % accum == 0
+            if images is None:  # every image of the micro-batch was unreadable
+                if not syncing:
+                    continue
+                # a step's last micro-batch: its backward all-reduces under DDP (the other ranks wait for it) and the
+                # optimizer steps; a forward of one blank image whose loss counts 0 does both, leaving BatchNorm alone
+                empty_micro_step(spec, step, size, state.scaler)
+            else:
+                if step.mixup is not None:
+                    if len(images) % 2:  # timm's Mixup pairs images by flipping the batch
+                        images, labels = images[:-1], labels[:-1]
+                    images, labels = mix(step.mixup, images, labels)
+                loss = micro_step(spec, step, images, labels, state.scaler, syncing=syncing)
+                bad |= ~torch.isfinite(loss)
+                loss_sum += loss * len(images)
+                images_seen += len(images)
+            if not syncing:
+                continue
             lr_used = optimizer_step(state, recipe.clip_grad)
             if (state.updates - checked_from + 1) >= spec.settings.check_every:
                 check_loss(spec, state, bad, checked_from, epoch)
                 checked_from = state.updates + 1
-                if hasattr(batches, "set_postfix"):
+                if hasattr(batches, "set_postfix") and images is not None:
                     batches.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_used:.3g}", refresh=False)
+    finally:
+        # stops the input thread now (on CUDA): after an error in the step, the traceback a notebook keeps would
+        # otherwise hold the generator, and its thread would poll on with prepared GPU batches and the workers
+        if hasattr(epoch_batches, "close"):
+            epoch_batches.close()
     check_loss(spec, state, bad, checked_from, epoch)
     return dict(lr=lr_used, train_res=size, loss_sum=float(loss_sum), images=images_seen)
 

@@ -316,9 +316,17 @@ def probe(model, *args, **kwargs):  # each rank's running statistics before and 
         state = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
         torch.save(state, f"{out}/bn-{when}-rank{os.environ['RANK']}.pt")
     save("own")
+    torch.save({k: v.clone() for k, v in model.named_parameters()}, f"{out}/params-rank{os.environ['RANK']}.pt")
     real(model, *args, **kwargs)
     save("reduced")
 d.distribute_bn = probe
+from rsbkit.core.data import SkippedImage, TrainInput
+if os.environ["RANK"] == "1":  # rank 1's second micro-batch (a step's last) has no readable image
+    prepare, calls = TrainInput._prepare, []
+    def unreadable(self, *args):
+        calls.append(1)
+        return (None, None, [SkippedImage("injected.jpg", "unreadable")]) if len(calls) == 2 else prepare(self, *args)
+    TrainInput._prepare = unreadable
 import rsbkit.core.train as t
 t.train(recipe, "default", out + "/run", device="cpu", workers=0, limit_train=64, limit_val=32, progress="none")
 """
@@ -326,7 +334,9 @@ t.train(recipe, "default", out + "/run", device="cpu", workers=0, limit_train=64
 
 def test_batchnorm_statistics_are_averaged_over_processes(tmp_path):
     """timm's --dist-bn reduce: before evaluating and saving, every rank holds the mean of the ranks' running
-    statistics, which each rank had gathered from its own images."""
+    statistics, which each rank had gathered from its own images. The same run has a micro-batch on rank 1 whose
+    images were all unreadable: that rank still takes part in the step's all-reduce and optimizer step (it used to
+    skip them while rank 0 waited: a hang), so the ranks' weights stay equal and every step is counted."""
     probe = tmp_path / "probe.py"
     probe.write_text(BN_PROBE)
     recipe = tmp_path / "bn.yaml"
@@ -335,6 +345,11 @@ def test_batchnorm_statistics_are_averaged_over_processes(tmp_path):
            str(recipe)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
+    params = [torch.load(tmp_path / f"params-rank{r}.pt") for r in range(2)]
+    assert max_difference(*params) == 0
+    run = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert run["status"] == "completed" and run["resolved"]["steps_per_epoch"] == 4
+    assert (tmp_path / "run" / "metrics.csv").read_text().splitlines()[-1].split(",")[1] == "4"
     own, reduced = ([torch.load(tmp_path / f"bn-{when}-rank{r}.pt") for r in range(2)] for when in ("own", "reduced"))
     assert max_difference(*own) > 1e-4  # the ranks saw different images
     assert max_difference(*reduced) == 0

@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import functional as TF
 from ..augment import Normalise
 from ..errors import DataError
 from .datasets import Transformed, collate
-from .train_input import EncodedFiles, ahead, collate_encoded, decode_batch, files_of
+from .train_input import EncodedFiles, ahead, collate_encoded, decode_batch, files_of, side_stream
 
 
 def eval_transform(test_res: int, crop_pct: float, interpolation: str = "bicubic",
@@ -47,6 +47,7 @@ class EvalInput:
         if files is None:
             raise DataError("eval_on: device needs a folder dataset of image files for validation; set eval_on: loader")
         self.device = torch.device(device)
+        self.stream = side_stream(self.device)  # one for the run: every evaluation reuses it and its cached blocks
         self.test_res, self.scale = test_res, math.floor(test_res / crop_pct)
         self.interpolation = "bicubic" if interpolation == "random" else interpolation
         self.normalise = Normalise()
@@ -59,7 +60,7 @@ class EvalInput:
 
     def __iter__(self):
         batches = (self.prepare(b) for b in self.loader)
-        return ahead(batches, self.device) if self.device.type == "cuda" else batches
+        return ahead(batches, self.device, stream=self.stream) if self.device.type == "cuda" else batches
 
     def prepare(self, batch):
         images, labels, skipped = decode_batch(batch, self.device)

@@ -20,8 +20,9 @@ from timm.data import Mixup, create_transform
 from timm.data.transforms import RandomResizedCropAndInterpolation
 from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
 
-from ..augment import DeviceAugment, decode_images
-from ..errors import DataError
+from ..augment import DeviceAugment, decode_images, is_jpeg, nvjpeg_can_batch
+from ..devices import is_out_of_memory
+from ..errors import DataError, RsbkitError
 from ..recipes import BatchPlan, Recipe
 from .datasets import ArrayImages, Data, ImageFiles, SkippedImage, Transformed, collate
 from .sampling import EpochSampler, sample_seed
@@ -69,10 +70,23 @@ def create_mixup(recipe: Recipe, num_classes: int) -> Optional[Mixup]:
     )
 
 
+# Held while the training process's global RNGs are swapped for a sample's (``workers=0``) and while they are drawn
+# from in the training thread (timm's Mixup draws lambda and boxes from numpy's): on CUDA the loader runs in the input
+# thread (:func:`ahead`), and a draw between the swap and its undoing would take the sample's numbers, then be lost.
+GLOBAL_RNG = threading.RLock()
+
+
+def mix(mixup: Callable, images: torch.Tensor, labels: torch.Tensor):
+    """timm's Mixup on a batch, its draws from numpy's global RNG taken apart from the input thread's seeding."""
+    with GLOBAL_RNG:
+        return mixup(images, labels)
+
+
 class _Seeded:
     """Seeds the global RNGs that timm's transforms draw from (``random``, numpy, torch's CPU
     generator) from a sample's seed. In a loader worker the state is simply replaced; in the
-    training process (``workers=0``) it is put back after, so mixup and drop path keep their own."""
+    training process (``workers=0``) it is put back after, so mixup and drop path keep their own,
+    under :data:`GLOBAL_RNG` (the input thread seeds while the training thread mixes)."""
 
     def __init__(self, seed: int, numpy_and_torch: bool = True):
         self.seed, self.all = seed, numpy_and_torch
@@ -80,6 +94,7 @@ class _Seeded:
     def __enter__(self):
         self.saved = None
         if get_worker_info() is None:
+            GLOBAL_RNG.acquire()
             self.saved = (random.getstate(), np.random.get_state() if self.all else None,
                           torch.random.default_generator.get_state() if self.all else None)
         random.seed(self.seed)
@@ -89,10 +104,13 @@ class _Seeded:
 
     def __exit__(self, *exc):
         if self.saved is not None:
-            random.setstate(self.saved[0])
-            if self.all:
-                np.random.set_state(self.saved[1])
-                torch.random.default_generator.set_state(self.saved[2])
+            try:
+                random.setstate(self.saved[0])
+                if self.all:
+                    np.random.set_state(self.saved[1])
+                    torch.random.default_generator.set_state(self.saved[2])
+            finally:
+                GLOBAL_RNG.release()
 
 
 class SeededTransform(Dataset):
@@ -163,7 +181,10 @@ def _collate_arrays(batch):
 
 class EncodedFiles(Dataset):
     """The bytes of image files, for decoding on the training device (numpy arrays: a worker sends
-    them inside its batch's one buffer, see :func:`collate_encoded`)."""
+    them inside its batch's one buffer, see :func:`collate_encoded`). What the device's batched JPEG decode
+    cannot take is decoded here, in the loader worker, with PIL as the loader path reads it: files that are not
+    JPEGs (PNG, BMP, TIFF, PPM, WebP) and JPEGs of 4 components (CMYK, YCCK: ImageNet has about 22), which
+    nvJPEG refuses, failing their whole batch."""
 
     def __init__(self, base: ImageFiles):
         self.base = base
@@ -174,13 +195,29 @@ class EncodedFiles(Dataset):
     def __getitem__(self, key: Union[int, tuple[int, int]]):
         path, label = self.base.samples[key[0] if isinstance(key, tuple) else key]  # (index, seed) in training
         try:
-            return np.fromfile(path, dtype=np.uint8), label, path
+            data = np.fromfile(path, dtype=np.uint8)
         except OSError as exc:
             return SkippedImage(path, f"{type(exc).__name__}: {exc}")
+        if is_jpeg(data[:3].tobytes()) and nvjpeg_can_batch(data[:65536]):
+            return data, label, path
+        try:
+            with Image.open(path) as img:
+                pixels = np.asarray(img.convert("RGB"))  # convert() decodes now, so truncation shows here
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            return SkippedImage(path, f"{type(exc).__name__}: {exc}")
+        return Decoded(pixels), label, path
+
+
+class Decoded(NamedTuple):
+    """An image the worker decoded itself: uint8 (H, W, 3)."""
+
+    pixels: np.ndarray
 
 
 class EncodedBatch(NamedTuple):
-    """A micro-batch of files as one buffer: file k is ``data[offsets[k]:offsets[k + 1]]``.
+    """A micro-batch of files as one buffer: file k is ``data[offsets[k]:offsets[k + 1]]``; the images the
+    workers decoded (:class:`EncodedFiles`) are in a second buffer, ``pixels``, with (position, height, width) in
+    `shapes` (their slice of `data` is empty).
 
     One tensor, not one per file: each tensor a worker sends is a shared-memory segment and a passed
     file descriptor, so a batch of 2,048 files took 2,048 descriptors (``Too many open files`` under
@@ -189,10 +226,20 @@ class EncodedBatch(NamedTuple):
     data: torch.Tensor  # uint8, every file's bytes one after another
     offsets: torch.Tensor  # int64 (n + 1,)
     paths: list[str]
+    pixels: Optional[torch.Tensor] = None  # uint8, the decoded images' (H, W, 3) pixels one after another
+    shapes: tuple[tuple[int, int, int], ...] = ()  # (position, height, width) of each decoded image
 
     def files(self) -> list[torch.Tensor]:
         o = self.offsets.tolist()
         return [self.data[o[k] : o[k + 1]] for k in range(len(self.paths))]
+
+    def decoded(self) -> dict[int, torch.Tensor]:
+        """The worker-decoded images by position, as uint8 (3, H, W) views of `pixels`."""
+        out, start = {}, 0
+        for k, h, w in self.shapes:
+            out[k] = self.pixels[start : start + h * w * 3].view(h, w, 3).permute(2, 0, 1)
+            start += h * w * 3
+        return out
 
 
 def collate_encoded(batch):
@@ -200,17 +247,27 @@ def collate_encoded(batch):
     good = [b for b in batch if not isinstance(b, SkippedImage)]
     if not good:
         return None, None, skipped
+    sizes = [0 if isinstance(b[0], Decoded) else len(b[0]) for b in good]
     offsets = np.zeros(len(good) + 1, dtype=np.int64)
-    np.cumsum([len(b[0]) for b in good], out=offsets[1:])
-    data = torch.from_numpy(np.concatenate([b[0] for b in good]))
-    return EncodedBatch(data, torch.from_numpy(offsets), [b[2] for b in good]), torch.tensor([b[1] for b in good]), skipped
+    np.cumsum(sizes, out=offsets[1:])
+    data = torch.from_numpy(np.concatenate([b[0] for b in good if not isinstance(b[0], Decoded)] or [np.zeros(0, np.uint8)]))
+    decoded = [(k, b[0].pixels) for k, b in enumerate(good) if isinstance(b[0], Decoded)]
+    pixels = torch.from_numpy(np.concatenate([p.reshape(-1) for _, p in decoded])) if decoded else None
+    shapes = tuple((k, p.shape[0], p.shape[1]) for k, p in decoded)
+    return (EncodedBatch(data, torch.from_numpy(offsets), [b[2] for b in good], pixels, shapes),
+            torch.tensor([b[1] for b in good]), skipped)
 
 
 def files_of(dataset: Dataset) -> Optional[ImageFiles]:
-    """The image files of a folder dataset, or of a Subset of one (``--limit-train``), in its order."""
-    if isinstance(dataset, Subset) and isinstance(dataset.dataset, ImageFiles):
-        return ImageFiles([dataset.dataset.samples[i] for i in dataset.indices])
-    return dataset if isinstance(dataset, ImageFiles) else None
+    """The image files of a folder dataset, or of Subsets of one at any depth (``--limit-val`` then a process's
+    share of it under torchrun), in its order."""
+    indices = None
+    while isinstance(dataset, Subset):
+        indices = list(dataset.indices) if indices is None else [dataset.indices[i] for i in indices]
+        dataset = dataset.dataset
+    if not isinstance(dataset, ImageFiles):
+        return None
+    return dataset if indices is None else ImageFiles([dataset.samples[i] for i in indices])
 
 
 def _mostly_jpeg(files: ImageFiles, sample: int = 1000) -> bool:
@@ -218,6 +275,43 @@ def _mostly_jpeg(files: ImageFiles, sample: int = 1000) -> bool:
     step = max(1, len(files.samples) // sample)
     names = [p for p, _ in files.samples[::step]]
     return sum(os.path.splitext(p)[1].lower() in (".jpg", ".jpeg") for p in names) * 2 > len(names)
+
+
+def eval_kind(val: Dataset, eval_on: str, device: torch.device) -> str:
+    """Where validation images are decoded and resized: the recipe's `eval_on`, with ``auto`` made concrete
+    (``device`` on CUDA for a folder of mostly JPEGs, else ``loader``)."""
+    if eval_on != "auto":
+        return eval_on
+    files = files_of(val)
+    return "device" if device.type == "cuda" and files is not None and _mostly_jpeg(files) else "loader"
+
+
+def batch_bytes(kind: str, data: Data, micro_batch: int, res: int, sample: int = 64) -> int:
+    """About how many bytes one micro-batch of the training input takes in host memory as the loader hands it over:
+    float32 crops (``loader``), uint8 crops (``crops``), whole uint8 images (``arrays``), or the files' bytes
+    (``encoded``: their mean size over up to `sample` files spread over the list)."""
+    if kind == "loader":
+        return micro_batch * 3 * res * res * 4
+    if kind == "crops":
+        return micro_batch * 3 * res * res
+    if kind == "arrays":
+        base = data.train.dataset if isinstance(data.train, Subset) else data.train
+        return micro_batch * int(np.prod(base.images.shape[1:])) * (3 if base.images.ndim == 3 else 1)
+    files = files_of(data.train)
+    step = max(1, len(files.samples) // sample)
+    sizes = [os.path.getsize(p) for p, _ in files.samples[::step][:sample] if os.path.exists(p)]
+    return micro_batch * int(np.mean(sizes)) if sizes else 0
+
+
+def in_flight_note(kind: str, data: Data, micro_batch: int, res: int, workers: int, prefetch: int = 4,
+                   pinned: bool = False) -> str:
+    """One line: the host memory the loader's prefetch holds (`prefetch` batches per worker), and whether it is pinned."""
+    each = batch_bytes(kind, data, micro_batch, res)
+    batches = prefetch * workers if workers > 0 else 1
+    where = "shared memory, then page-locked (pinned) for the copy to the GPU" if pinned else "host memory"
+    return (f"input in flight: up to {batches} micro-batches ({prefetch} prefetched x {workers} workers) of "
+            f"{each / 2**20:,.0f} MB ({kind}) = {batches * each / 2**30:,.1f} GB of {where}"
+            if workers > 0 else f"input in flight: 1 micro-batch of {each / 2**20:,.0f} MB ({kind}), read in this process")
 
 
 def _arrays_of(dataset: Dataset) -> bool:
@@ -249,6 +343,27 @@ def input_kind(data: Data, recipe: Recipe, augment_on: str, decode_on: str, devi
     return "crops"
 
 
+def side_stream(device: torch.device):
+    """The CUDA stream an input object makes its batches on, made once for the object's life (None on a CPU).
+
+    Not one per epoch or evaluation: the caching allocator keeps freed blocks per stream, so each new stream would
+    strand the last one's working set (gigabytes at micro-batch 2048) until an allocation fails and forces a
+    device-wide sync; and torch's pool of 32 streams per priority wraps, so a new one can be a stream that NCCL or
+    nvJPEG already uses."""
+    return torch.cuda.Stream(device) if device.type == "cuda" else None
+
+
+class InputPathError(DataError):
+    """An unexpected error inside the device input path, naming the path and the setting that avoids it."""
+
+
+def _device_path_error(kind: str, exc: BaseException) -> InputPathError:
+    avoid = "augment_on: loader" + (" (or decode_on: loader, to decode in the loader workers)" if kind == "encoded" else "")
+    return InputPathError(f"the device input path ('{kind}': {'nvJPEG decode, ' if kind == 'encoded' else ''}crop and "
+                          f"augment on the training device) failed: {type(exc).__name__}: {exc}. Set {avoid} to train "
+                          "without it, and report the error with this line")
+
+
 class TrainInput:
     """The training input of one process for a whole run: a persistent loader (workers live across
     epochs, prefetching) and, on the device path, the augmentation after it.
@@ -262,9 +377,12 @@ class TrainInput:
 
     def __init__(self, data: Data, recipe: Recipe, plan: BatchPlan, *, augment_on: str = "loader",
                  decode_on: str = "auto", device: Union[str, torch.device] = "cpu", workers: int = 0,
-                 pin_memory: bool = False, rank: int = 0, channels_last: bool = False, prefetch: int = 4):
+                 pin_memory: bool = False, rank: int = 0, channels_last: bool = False, prefetch: int = 4,
+                 threaded: Optional[bool] = None):
 
         device = torch.device(device)
+        self.threaded = device.type == "cuda" if threaded is None else threaded  # batches made ahead in a thread
+        self.stream = side_stream(device)
         self.kind = input_kind(data, recipe, augment_on, decode_on, device)
         self.device, self.channels_last, self.rank, self.prefetch = device, channels_last, rank, prefetch
         collate_fn = collate
@@ -311,10 +429,24 @@ class TrainInput:
         if generator is not None and generator.device.type != "cpu":
             draws = torch.Generator().manual_seed(sample_seed(epoch_seed, -1 - self.rank))  # per process, apart from samples
         batches = (self.prepare(batch, generator, draws) for batch in self.loader)
-        return ahead(batches, self.device) if self.device.type == "cuda" else batches
+        return ahead(batches, self.device, stream=self.stream) if self.threaded else batches
 
     def prepare(self, batch, generator: Optional[torch.Generator], draws: Optional[torch.Generator]):
-        """One loader batch as (images ready for the model, labels, skipped) on the device."""
+        """One loader batch as (images ready for the model, labels, skipped) on the device. An out-of-memory error
+        passes as it is (the fallback halves the micro-batch); any other unexpected error of the device path is
+        raised as :class:`InputPathError`, naming the setting that avoids the path."""
+        if self.kind == "loader":
+            return self._prepare(batch, generator, draws)
+        try:
+            return self._prepare(batch, generator, draws)
+        except (RsbkitError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
+            raise _device_path_error(self.kind, exc) from exc
+
+    def _prepare(self, batch, generator, draws):
         images, labels, skipped = decode_batch(batch, self.device) if self.kind == "encoded" else batch
         if images is None:
             return None, None, skipped
@@ -339,7 +471,14 @@ def decode_batch(batch, device: torch.device):
     encoded, labels, skipped = batch
     if encoded is None:
         return None, None, skipped
-    images, bad = decode_images(encoded.files(), device)
+    ready = encoded.decoded()
+    files = encoded.files()
+    todo = [k for k in range(len(files)) if k not in ready]
+    decoded, bad = decode_images([files[k] for k in todo], device) if todo else ([], [])
+    bad = [(todo[i], reason) for i, reason in bad]
+    failed = {k for k, _ in bad}
+    it = iter(decoded)
+    images = [ready[k].to(device, non_blocking=True) if k in ready else next(it) for k in range(len(files)) if k not in failed]
     if bad:
         keep = torch.ones(len(labels), dtype=torch.bool)
         keep[[i for i, _ in bad]] = False
@@ -348,7 +487,7 @@ def decode_batch(batch, device: torch.device):
     return (images or None), labels, skipped
 
 
-def ahead(batches, device: torch.device, depth: int = 2):
+def ahead(batches, device: torch.device, depth: int = 2, stream=None):
     """Run the iterator `batches` (loading, decoding, augmenting) in a thread, up to `depth` batches
     ahead of the caller; on CUDA on a stream of its own, each batch ordered after that stream's work.
 
@@ -361,12 +500,15 @@ def ahead(batches, device: torch.device, depth: int = 2):
       stream first. Here that is the thread's own stream, so only the thread waits: the training
       thread keeps launching.
     - An exception in the thread (an unreadable batch, an out-of-memory error) is raised in the
-      caller at that batch; closing the generator early stops the thread.
+      caller at that batch; closing the generator stops the thread (the training loop closes it in
+      a ``finally``, so an error in the step leaves no thread polling with prepared batches).
+    - `stream`: the caller's side stream, kept for its life (:func:`side_stream`); None on CUDA makes one.
 
     Training uses it on CUDA only (on a CPU the thread would take cores from the step)."""
 
     cuda = device.type == "cuda"
-    stream = torch.cuda.Stream(device) if cuda else None
+    if cuda and stream is None:
+        stream = side_stream(device)
     items: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     end = object()

@@ -119,9 +119,11 @@ class Recipe:
     # training device: rsbkit.augment) | auto (device on CUDA; on CPU too, measured faster for the demo)
     decode_on: str = "auto"  # folders of image files with augment_on device: loader (PIL decodes and crops) | device
     # (decode_jpeg: nvJPEG on CUDA) | auto (device on CUDA, loader on CPU)
-    eval_on: str = "loader"  # validation images: loader (timm's PIL eval transform in the workers, as its train.py) |
+    eval_on: str = "auto"  # validation images: loader (timm's PIL eval transform in the workers, as its train.py) |
     # device (a folder's JPEGs decoded by decode_jpeg, nvJPEG on CUDA, resized and centre-cropped by torchvision's
-    # antialiased tensor functions on the device: the same sizes, pixels within a few grey levels of PIL's)
+    # antialiased tensor functions on the device: the same sizes, pixels within a few grey levels of PIL's) | auto
+    # (device on CUDA for a folder of mostly JPEGs: PIL in the workers decodes 50,000 ImageNet images in about as
+    # long as an A3 epoch takes on 8 GPUs; loader otherwise, so every CPU run evaluates as timm's train.py)
     eval_every: int = 1  # evaluate every N epochs (the last always), as timm's train.py evaluates every epoch
     # numerics and speed (amp on CUDA only: CPU runs float32)
     amp: bool = True  # mixed precision autocast
@@ -268,7 +270,7 @@ EXECUTION_FIELDS = frozenset({"augment_on", "decode_on", "eval_on", "eval_every"
                               "torchcompile", "ddp_broadcast_buffers"})
 AUGMENT_ON = ("auto", "loader", "device")
 DECODE_ON = ("auto", "loader", "device")
-EVAL_ON = ("loader", "device")
+EVAL_ON = ("auto", "loader", "device")
 
 
 def split_fields(values: Union[Recipe, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,0 +1,323 @@
+"""Faults of the input path that a CPU run can show (the CUDA-only ones skip without CUDA; the GPU check runs them):
+the input thread after an error, one side stream per input, nvJPEG's allocator failure, an unreadable micro-batch,
+numpy's global RNG shared by the input thread and Mixup, Subsets of Subsets, files the batched decode cannot take,
+and what the device path says when it fails."""
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import Subset
+
+import rsbkit.core.augment as augment
+import rsbkit.core.data.train_input as train_input
+import rsbkit.core.train as train_module
+from rsbkit.core.augment import decode_images, jpeg_components
+from rsbkit.core.data import (
+    EncodedFiles,
+    ImageFiles,
+    InputPathError,
+    SkippedImage,
+    TrainInput,
+    eval_kind,
+    files_of,
+    in_flight_note,
+    load_data,
+)
+from rsbkit.core.devices import is_out_of_memory, nvjpeg_status
+from rsbkit.core.recipes import A3, plan_batch, smoke
+from rsbkit.core.train import train
+
+pytestmark = pytest.mark.cost(12)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _input_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "rsbkit-input" and t.is_alive()]
+
+
+def _threaded_input(monkeypatch):
+    """train() with its input made ahead in a thread, as on CUDA, on this CPU."""
+    real = train_module.make_input
+
+    def make(spec):
+        source = real(spec)
+        source.threaded = True
+        return source
+
+    monkeypatch.setattr(train_module, "make_input", make)
+
+
+def _fail_at_micro_step(monkeypatch, n: int):
+    real, calls = train_module.micro_step, []
+
+    def micro_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise RuntimeError("injected error in the training step")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "micro_step", micro_step)
+
+
+def test_no_input_thread_outlives_an_error_in_the_training_loop(tmp_path, smoke_recipe, monkeypatch):
+    """The error's traceback is kept (as a notebook keeps sys.last_traceback, or pytest here), which holds the epoch's
+    frame: the input thread must be stopped by the loop itself, not by garbage collection."""
+    _threaded_input(monkeypatch)
+    _fail_at_micro_step(monkeypatch, 2)
+    with pytest.raises(RuntimeError, match="injected error") as kept:
+        train(smoke_recipe, "default", tmp_path / "run", device="cpu", workers=0, limit_train=128, limit_val=32,
+              progress="none", log=lambda s: None)
+    assert kept.traceback  # still referenced while we look
+    assert _input_threads() == []
+
+
+@needs_cuda
+def test_no_input_thread_outlives_an_error_on_cuda(tmp_path, image_folder, smoke_recipe, monkeypatch):
+    _fail_at_micro_step(monkeypatch, 2)
+    with pytest.raises(RuntimeError, match="injected error") as kept:
+        train(smoke_recipe.replace(batch_size=8), image_folder, tmp_path / "run", device="cuda", workers=1,
+              progress="none", log=lambda s: None)
+    assert kept.traceback and _input_threads() == []
+
+
+def test_one_side_stream_per_input_for_the_whole_run(embedded, monkeypatch):
+    """Every epoch's thread runs on the stream the input object made once (a new stream per epoch strands the last
+    one's cached blocks in the caching allocator, and torch's pool of 32 streams wraps onto NCCL's or nvJPEG's)."""
+    made, used = [], []
+    monkeypatch.setattr(train_input, "side_stream", lambda device: made.append(object()) or made[-1])
+    real_ahead = train_input.ahead
+
+    def ahead(batches, device, depth=2, stream=None):
+        used.append(stream)
+        return real_ahead(batches, device, depth, stream=stream)
+
+    monkeypatch.setattr(train_input, "ahead", ahead)
+    recipe = smoke(A3, batch_size=16)
+    source = TrainInput(embedded, recipe, plan_batch(recipe), augment_on="device", threaded=True)
+    for epoch in range(3):
+        for i, _ in enumerate(source.epoch(epoch, torch.Generator().manual_seed(epoch))):
+            if i == 2:
+                break
+    assert len(made) == 1 and used == made * 3
+
+
+@needs_cuda
+def test_one_cuda_stream_per_input_over_epochs_and_evaluations(tmp_path, image_folder, smoke_recipe, monkeypatch):
+    made = []
+    real = torch.cuda.Stream
+
+    class Counted(real):
+        def __new__(cls, *args, **kwargs):
+            made.append(1)
+            return real.__new__(cls, *args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "Stream", Counted)
+    recipe = smoke_recipe.replace(batch_size=8, epochs=3, eval_on="device")
+    result = train(recipe, image_folder, tmp_path / "run", device="cuda", workers=1, progress="none", log=lambda s: None)
+    assert result["status"] == "completed" and len(made) == 2  # the training input's and the evaluation input's
+
+
+def test_nvjpegs_allocator_failure_is_an_out_of_memory_error(monkeypatch):
+    """torchvision reports nvJPEG's status as a number: 5 is NVJPEG_STATUS_ALLOCATOR_FAILURE. It must reach the
+    out-of-memory fallback, not send the batch through single decodes on the CPU."""
+    assert nvjpeg_status("nvjpegDecodeBatched failed: 5") == 5
+    assert is_out_of_memory(RuntimeError("nvjpegDecodeBatched failed: 5"))
+    assert is_out_of_memory(RuntimeError("nvjpegDecodeBatchedPreAllocate failed: 5"))
+    assert not is_out_of_memory(RuntimeError("nvjpegDecodeBatched failed: 2"))  # NVJPEG_STATUS_INVALID_PARAMETER: a bad file
+    assert not is_out_of_memory(RuntimeError("nvjpegDecodeBatched failed: 50"))
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+
+    def full(*args, **kwargs):
+        raise RuntimeError("nvjpegDecodeBatched failed: 5")
+
+    monkeypatch.setattr(augment, "decode_jpeg", full)
+    with pytest.raises(RuntimeError, match="failed: 5"):
+        decode_images(_encoded([Image.new("RGB", (8, 8))] * 4), torch.device("cpu"))
+
+
+def _encoded(images, fmt="JPEG", **options):
+    out = []
+    for img in images:
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, **options)
+        out.append(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8))
+    return out
+
+
+def test_a_batch_with_a_file_the_batched_decode_refuses_is_halved_not_decoded_one_by_one(monkeypatch):
+    """One file in 64 that the batched decode refuses (a stand-in for what nvJPEG cannot read) costs about 2 log2(64)
+    calls, not 64, and the file is still decoded (by libjpeg on the CPU)."""
+    images = [Image.new("RGB", (8, 8), (4 * i, 0, 0)) for i in range(64)]
+    encoded = _encoded(images)
+    refused = encoded[37]
+    real, calls = augment.decode_jpeg, []
+
+    def picky(data, *args, **kwargs):
+        calls.append(len(data))
+        if any(d is refused for d in data):
+            raise RuntimeError("nvjpegDecodeBatched failed: 2")
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(augment, "decode_jpeg", picky)
+    decoded, bad = decode_images(encoded, torch.device("cpu"))
+    assert bad == [] and len(decoded) == 64
+    assert [int(d[0, 0, 0]) // 4 for d in decoded] == list(range(64))  # in order (JPEG rounds a level or two)
+    assert len(calls) <= 2 * 6 + 1
+
+
+def test_jpeg_components_are_read_from_the_frame_header():
+    rgb, grey, cmyk = (_encoded([Image.new(mode, (8, 8))])[0].numpy() for mode in ("RGB", "L", "CMYK"))
+    progressive = _encoded([Image.new("RGB", (8, 8))], progressive=True)[0].numpy()
+    png = _encoded([Image.new("RGB", (8, 8))], fmt="PNG")[0].numpy()
+    assert [jpeg_components(x) for x in (rgb, grey, cmyk, progressive, png)] == [3, 1, 4, 3, None]
+    assert jpeg_components(rgb[:20]) is None  # cut before the frame header
+
+
+def test_files_the_batched_decode_cannot_take_are_decoded_in_the_workers(tmp_path, embedded):
+    """BMP, TIFF, PPM (IMAGE_EXTENSIONS lists them and the loader path reads them; the encoded path used to skip them as
+    unreadable), PNG and a CMYK JPEG are decoded with PIL in the loader worker; plain JPEGs travel as bytes."""
+    folder = tmp_path / "mixed"
+    kinds = [("a.jpg", "RGB", "JPEG"), ("b.bmp", "RGB", "BMP"), ("c.tiff", "RGB", "TIFF"), ("d.ppm", "RGB", "PPM"),
+             ("e.png", "RGB", "PNG"), ("f.jpg", "CMYK", "JPEG"), ("g.jpg", "L", "JPEG"), ("h.jpg", "RGB", "JPEG")]
+    for split in ("train", "val"):
+        for c in range(2):
+            (folder / split / f"c{c}").mkdir(parents=True)
+            for i, (name, mode, fmt) in enumerate(kinds):
+                embedded.train[i][0].convert(mode).save(folder / split / f"c{c}" / name, format=fmt)
+    data = load_data(folder)
+    encoded = EncodedFiles(files_of(data.train))
+    travel = {n.rsplit("/", 1)[-1]: type(encoded[i][0]).__name__ for i, (n, _) in enumerate(data.train.samples[:8])}
+    assert travel == {"a.jpg": "ndarray", "b.bmp": "Decoded", "c.tiff": "Decoded", "d.ppm": "Decoded", "e.png": "Decoded",
+                      "f.jpg": "Decoded", "g.jpg": "ndarray", "h.jpg": "ndarray"}
+    recipe = smoke(A3, batch_size=8)
+    source = TrainInput(data, recipe, plan_batch(recipe), augment_on="device", decode_on="device", workers=1)
+    seen, skipped = 0, []
+    for images, labels, skipped_batch in source.epoch(0, torch.Generator().manual_seed(0)):
+        seen += len(labels)
+        skipped += skipped_batch
+        assert images.shape == (8, 3, recipe.train_res, recipe.train_res)
+    assert skipped == [] and seen == 16
+
+
+def test_an_unreadable_micro_batch_still_steps(tmp_path, smoke_recipe, monkeypatch):
+    """A step whose micro-batch had no readable image still runs its optimizer step (one process: the gradients
+    used to carry into the next step, and the run made one step fewer; under DDP that rank skipped the syncing
+    backward the others waited for: tests/core/test_distributed.py's two-process probe)."""
+    real = TrainInput._prepare
+    calls = []
+
+    def prepare(self, batch, generator, draws):
+        calls.append(1)
+        if len(calls) == 3:
+            return None, None, [SkippedImage("injected.jpg", "every image of the micro-batch unreadable")]
+        return real(self, batch, generator, draws)
+
+    monkeypatch.setattr(TrainInput, "_prepare", prepare)
+    result = train(smoke_recipe.replace(epochs=1), "default", tmp_path / "run", device="cpu", workers=0, limit_train=128,
+                   limit_val=32, progress="none", log=lambda s: None)
+    steps = result["resolved"]["steps_per_epoch"]
+    assert steps == 8 and result["status"] == "completed"
+    metrics = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert metrics[-1].split(",")[1] == str(steps)  # every step ran, the empty one included
+    assert result["skipped_files"] == [dict(path="injected.jpg", reason="every image of the micro-batch unreadable")]
+
+
+def test_mixup_draws_are_not_taken_by_the_input_threads_seeding():
+    """workers=0 on CUDA: the input thread seeds numpy's global RNG for a sample's transform while the training thread
+    draws Mixup's lambda from it. The draw must wait: taken inside the seeded window it would be the sample's
+    number, and its advance lost when the state is put back."""
+    from timm.data import Mixup
+
+    from rsbkit.core.data.train_input import _Seeded, mix
+
+    mixup = Mixup(mixup_alpha=0.2, cutmix_alpha=1.0, num_classes=10)
+    x, y = torch.rand(4, 3, 8, 8), torch.arange(4)
+    np.random.seed(0)
+    expected = [mix(mixup, x.clone(), y)[0] for _ in range(2)]
+
+    inside, done = threading.Event(), threading.Event()
+
+    def transform_in_the_input_thread():
+        with _Seeded(123):
+            inside.set()
+            done.wait(0.5)  # a slow transform; with the lock the training thread waits this out
+
+    np.random.seed(0)
+    thread = threading.Thread(target=transform_in_the_input_thread)
+    thread.start()
+    inside.wait()
+    first = mix(mixup, x.clone(), y)[0]
+    done.set()
+    thread.join()
+    second = mix(mixup, x.clone(), y)[0]
+    assert torch.equal(first, expected[0]) and torch.equal(second, expected[1])
+
+
+def test_files_of_a_subset_of_a_subset(image_folder):
+    """--limit-val makes a Subset, and a process's share under torchrun a Subset of it: eval_on device read the inner one."""
+    from rsbkit.core.data import EvalInput, eval_shard
+
+    data = load_data(image_folder)
+    limited = Subset(data.val, [5, 3, 1, 0])
+    share = eval_shard(limited, rank=1, world_size=2)
+    assert [p for p, _ in files_of(share).samples] == [data.val.samples[i][0] for i in (3, 0)]
+    assert files_of(Subset(Subset(Subset(data.val, [4, 2, 0]), [2, 1]), [1])).samples == [data.val.samples[2]]
+    assert files_of(Subset(_NotFiles(), [0])) is None
+    shard = EvalInput(share, 32, 0.95, "bicubic", device="cpu", batch_size=2, workers=0)
+    images, labels, skipped = next(iter(shard))
+    assert images.shape == (2, 3, 32, 32) and skipped == []
+
+
+class _NotFiles(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return Image.new("RGB", (4, 4)), 0
+
+
+def test_eval_on_auto_decodes_jpeg_folders_on_cuda_only(image_folder, embedded):
+    folder = load_data(image_folder)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert eval_kind(folder.val, "auto", cuda) == "device"
+    assert eval_kind(Subset(folder.val, [0, 1]), "auto", cuda) == "device"
+    assert eval_kind(folder.val, "auto", cpu) == "loader"  # every CPU run evaluates with timm's PIL transform
+    assert eval_kind(embedded.val, "auto", cuda) == "loader"  # arrays, not files
+    pngs = ImageFiles([(f"x{i}.png", 0) for i in range(10)])
+    assert eval_kind(pngs, "auto", cuda) == "loader"
+    assert eval_kind(folder.val, "device", cpu) == "device" and eval_kind(folder.val, "loader", cuda) == "loader"
+    assert A3.eval_on == "auto"
+
+
+def test_the_loaders_host_memory_in_flight_is_stated(embedded):
+    """A3's micro-batch 2048 at 160 px on the loader path with 12 workers prefetching 4 holds 48 float32 batches."""
+    line = in_flight_note("loader", embedded, 2048, 160, workers=12, prefetch=4, pinned=True)
+    assert f"= {48 * 2048 * 3 * 160 * 160 * 4 / 2**30:,.1f} GB" in line and "= 28.1 GB" in line
+    assert "48 micro-batches" in line and "pinned" in line
+    arrays = in_flight_note("arrays", embedded, 256, 32, workers=0)
+    assert f"{256 * 28 * 28 * 3 / 2**20:,.0f} MB" in arrays and "1 micro-batch" in arrays
+
+
+def test_an_unexpected_error_of_the_device_path_names_the_setting_that_avoids_it(embedded, monkeypatch):
+    recipe = smoke(A3, batch_size=16)
+    source = TrainInput(embedded, recipe, plan_batch(recipe), augment_on="device")
+
+    def broken(*args, **kwargs):
+        raise ValueError("a kernel this GPU lacks")
+
+    monkeypatch.setattr(source.augment, "__call__", broken, raising=False)
+    monkeypatch.setattr(type(source.augment), "__call__", broken)
+    with pytest.raises(InputPathError, match=r"device input path \('arrays'.*a kernel this GPU lacks.*augment_on: loader"):
+        next(iter(source.epoch(0, torch.Generator().manual_seed(0))))
+
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(type(source.augment), "__call__", full)
+    with pytest.raises(torch.OutOfMemoryError):  # the fallback's to handle, as it is
+        next(iter(source.epoch(0, torch.Generator().manual_seed(0))))
