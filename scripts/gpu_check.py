@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-STEPS = ("env", "data", "cuda_tests", "race", "census", "bench", "demo", "a1_free", "a1_capped", "a3_jpeg")
+STEPS = ("env", "data", "cuda_tests", "race", "census", "threads", "bench", "demo", "a1_free", "a1_capped", "a3_jpeg")
 JPEGS = 4096  # the generated folder every step shares, written once by the data step
 TIMM_FLOOR = (1, 0, 31)  # older Lamb: host syncs (1.0.9-1.0.11) or ~2,500 launches a step (1.0.12-1.0.30)
 # What the GPU machine's image does not hold (the device tool's package list of 2026-11-17): a step that imports
@@ -280,6 +280,40 @@ def step_census(args) -> dict:
         out[f"{name}: one-off syncs"] = round(sum(v["one_off"] for v in table.values()), 2)
     if device.type != "cuda":
         out["note"] = "CPU: no sync to count (the steps ran)"
+    return out
+
+
+def step_threads(args) -> dict:
+    """The device input path alone (JPEG folder: nvJPEG decode, crops, A3's RandAugment, normalisation) with 1, 2 and
+    4 input threads (`input_threads`), images/s after a warm-up. benchmarks/input_thread_estimate.py estimated
+    about 2,900 images/s for one thread from a CPU profile; A3's model step at 10,000 images/s needs about 3.5x that."""
+    import torch
+
+    from rsbkit.core.data import TrainInput, load_data
+    from rsbkit.core.devices import default_workers
+    from rsbkit.core.recipes import A3, plan_batch
+
+    device = _device(args)
+    res, batch, measured = (32, 16, 3) if args.dry_run else (160, 256, 12)  # within one epoch of the folder (96, 4096)
+    recipe = A3.replace(train_res=res, batch_size=batch, lr_base_size=batch)
+    data = load_data(_jpegs(args))
+    workers = 1 if args.dry_run else default_workers(device)
+    out = dict(res=res, batch=batch, workers=workers)
+    for threads in (1, 2) if args.dry_run else (1, 2, 4):
+        source = TrainInput(data, recipe, plan_batch(recipe), augment_on="device", decode_on="device", device=device,
+                            workers=workers, pin_memory=device.type == "cuda", threaded=True, threads=threads)
+        batches = source.epoch(threads, torch.Generator(device).manual_seed(0))
+        for _ in range(2):  # warm-up: workers start, nvJPEG and the kernels initialise
+            next(batches)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        images = sum(len(next(batches)[0]) for _ in range(measured))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        out[f"threads_{threads}_images_per_s"] = round(images / (time.perf_counter() - t0), 1)
+        batches.close()
+        del source
     return out
 
 

@@ -40,16 +40,17 @@ if ! "$python" scripts/gpu_check.py timm-floor > "$out/timm.txt" 2>&1; then
     exit 2
   fi
 fi
-# step:limit, seconds, on one H200 (the full check: 330 s of limits, under 6 minutes with the summary). Each limit
+# step:limit, seconds, on one H200 (the full check: 345 s of limits, under 6 minutes with the summary). Each limit
 # bounds the step's estimated work (E, start-up included: about 5 s to import torch, timm and rsbkit):
 #   env 10 (E 6: imports, nvidia-smi)    data 40 (E 25: 4,505 JPEGs written by PIL on one core)
-#   cuda_tests 35 (E 15: pytest, the CUDA-only input tests)    race 20 (E 10: 3 x 40 trials of ~15 ms, decodes)
+#   cuda_tests 30 (E 15: pytest, the CUDA-only input tests)    race 20 (E 10: 3 x 40 trials of ~15 ms, decodes)
 #   census 40 (E 20: 4 short trainings of ResNet-50 at 160 px, batch 256, 4 and 12 steps, one cuDNN search)
-#   bench 70 (E 45: rsbkit bench: model steps, both input paths, 2 x 2 end-to-end epochs of 100 steps)
+#   threads 30 (E 15: the device input path alone, 15 batches of 256 at 160 px with 1, 2 and 4 input threads)
+#   bench 60 (E 45: rsbkit bench: model steps, both input paths, 2 x 2 end-to-end epochs of 100 steps)
 #   demo 20 (E 10: 2 epochs of the demo on 12,000 arrays)    a1_free 25 (E 12: A1 at 224 px, batch 2048, 2 steps)
 #   a1_capped 35 (E 18: A1 under a 20% memory cap: the out-of-memory tries, then the 2 steps accumulated)
 #   a3_jpeg 35 (E 18: A3 at 160 px, batch 2048 from the JPEGs: 2 steps, validation decoded on the GPU)
-steps="env:10 data:40 cuda_tests:35 race:20 census:40 bench:70 demo:20 a1_free:25 a1_capped:35 a3_jpeg:35"
+steps="env:10 data:40 cuda_tests:30 race:20 census:40 threads:30 bench:60 demo:20 a1_free:25 a1_capped:35 a3_jpeg:35"
 # --quick (under 2 minutes): env, data, race, census (2 and 6 steps), demo (1 epoch)
 [ -n "$quick" ] && steps="env:10 data:40 race:15 census:30 demo:15"
 # a dry run shares a loaded CPU with the test suite: the limits there are 4x (they bound a hang, not a GPU budget)

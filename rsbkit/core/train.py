@@ -428,7 +428,7 @@ def build_step(spec: Spec, state: TrainState) -> Step:
 def make_input(spec: Spec) -> TrainInput:
     return TrainInput(spec.data, spec.recipe, spec.plan, augment_on=spec.augment_on, decode_on=spec.recipe.decode_on,
                       device=spec.device, workers=spec.workers, pin_memory=spec.cuda, rank=spec.job.rank,
-                      channels_last=spec.recipe.channels_last)
+                      channels_last=spec.recipe.channels_last, threads=spec.recipe.input_threads)
 
 
 def make_eval_input(spec: Spec):

@@ -321,3 +321,46 @@ def test_an_unexpected_error_of_the_device_path_names_the_setting_that_avoids_it
     monkeypatch.setattr(type(source.augment), "__call__", full)
     with pytest.raises(torch.OutOfMemoryError):  # the fallback's to handle, as it is
         next(iter(source.epoch(0, torch.Generator().manual_seed(0))))
+
+
+def test_several_input_threads_keep_the_order_and_stop_when_closed():
+    """ahead_parallel: 3 threads preparing items of uneven cost hand them over in the items' order; an error is raised
+    at its item; closing early leaves no thread."""
+    import random
+    import time
+
+    from rsbkit.core.data import ahead_parallel
+
+    delays = random.Random(0)
+
+    def prepare(index, item):
+        time.sleep(delays.uniform(0, 0.02))
+        if item == 7:
+            raise ValueError("item 7 is bad")
+        return torch.tensor([item]), torch.tensor([index]), []
+
+    cpu = torch.device("cpu")
+    got = []
+    with pytest.raises(ValueError, match="item 7"):
+        for a, b, _ in ahead_parallel(range(20), prepare, cpu, [None] * 3):
+            got.append((int(a), int(b)))
+    assert got == [(i, i) for i in range(7)] and _input_threads() == []
+    ok = [int(a) for a, _, _ in ahead_parallel(range(8, 30), prepare, cpu, [None] * 3)]
+    assert ok == list(range(8, 30))
+    early = ahead_parallel(range(100), prepare, cpu, [None] * 4)
+    next(early)
+    early.close()
+    assert _input_threads() == []
+
+
+def test_an_epoch_is_the_same_with_any_number_of_input_threads(embedded):
+    """With several threads each batch's draws are seeded from its index: 2 and 3 threads give the same epoch."""
+    recipe = smoke(A3, batch_size=16)
+    epochs = []
+    for threads in (2, 3):
+        source = TrainInput(embedded, recipe, plan_batch(recipe), augment_on="device", threaded=True, threads=threads)
+        batches = source.epoch(5, torch.Generator().manual_seed(0))
+        epochs.append([next(batches)[0] for _ in range(6)])
+        batches.close()
+    assert len(epochs[0]) == 6 and all(torch.equal(a, b) for a, b in zip(*epochs))
+    assert not torch.equal(epochs[0][0], epochs[0][1])

@@ -39,7 +39,7 @@ def gpu_check_dry_run(tmp_path_factory):
 def test_gpu_check_dry_run_runs_every_step(gpu_check_dry_run):
     out, printed = gpu_check_dry_run
     steps = [line.split("|")[1].strip() for line in (out / "summary.md").read_text().splitlines()[2:]]
-    assert steps == ["env", "data", "cuda_tests", "race", "census", "bench", "demo", "a1_free", "a1_capped", "a3_jpeg"]
+    assert steps == ["env", "data", "cuda_tests", "race", "census", "threads", "bench", "demo", "a1_free", "a1_capped", "a3_jpeg"]
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in steps}
     for name, r in results.items():
         assert r["status"] == "ok" or (r["status"] == "skipped" and "CUDA" in r["why"]), (name, r)
@@ -50,6 +50,7 @@ def test_gpu_check_dry_run_runs_every_step(gpu_check_dry_run):
     assert results["race"]["status"] == "skipped"  # CUDA only
     # the CUDA-only tests' file ran under pytest without its xdist plugin (collection did not fail on conftest's hook)
     assert results["cuda_tests"]["status"] == "ok" and "skipped" in results["cuda_tests"]["summary"]
+    assert results["threads"]["threads_1_images_per_s"] > 0 and results["threads"]["threads_2_images_per_s"] > 0
     census = results["census"]
     assert census["jpeg folder: training thread syncs per step"] == 0 and census["steps"] == "2 and 4"
     assert "| census |" in printed

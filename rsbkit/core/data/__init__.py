@@ -31,6 +31,7 @@ from .train_input import (  # noqa: F401
     SeededTransform,
     TrainInput,
     ahead,
+    ahead_parallel,
     batch_bytes,
     collate_encoded,
     create_mixup,

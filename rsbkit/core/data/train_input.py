@@ -378,11 +378,13 @@ class TrainInput:
     def __init__(self, data: Data, recipe: Recipe, plan: BatchPlan, *, augment_on: str = "loader",
                  decode_on: str = "auto", device: Union[str, torch.device] = "cpu", workers: int = 0,
                  pin_memory: bool = False, rank: int = 0, channels_last: bool = False, prefetch: int = 4,
-                 threaded: Optional[bool] = None):
+                 threaded: Optional[bool] = None, threads: int = 1):
 
         device = torch.device(device)
         self.threaded = device.type == "cuda" if threaded is None else threaded  # batches made ahead in a thread
-        self.stream = side_stream(device)
+        self.threads = max(1, threads) if self.threaded else 1
+        self.streams = [side_stream(device) for _ in range(self.threads)]  # one per input thread, for the run's life
+        self.stream = self.streams[0]
         self.kind = input_kind(data, recipe, augment_on, decode_on, device)
         self.device, self.channels_last, self.rank, self.prefetch = device, channels_last, rank, prefetch
         collate_fn = collate
@@ -428,8 +430,17 @@ class TrainInput:
         draws = generator  # RandAugment's choices, the erasing boxes, a list's crops: on the CPU
         if generator is not None and generator.device.type != "cpu":
             draws = torch.Generator().manual_seed(sample_seed(epoch_seed, -1 - self.rank))  # per process, apart from samples
+        if self.threads > 1:
+            return ahead_parallel(self.loader, functools.partial(self._prepare_nth, epoch_seed), self.device, self.streams)
         batches = (self.prepare(batch, generator, draws) for batch in self.loader)
         return ahead(batches, self.device, stream=self.stream) if self.threaded else batches
+
+    def _prepare_nth(self, epoch_seed: int, index: int, batch):
+        """The epoch's batch `index` with its own generators, seeded from (epoch seed, rank, index): with several
+        input threads the batches are made in any order, and each still gets the same draws."""
+        seed = sample_seed(sample_seed(epoch_seed, -1 - self.rank), index)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        return self.prepare(batch, generator, torch.Generator().manual_seed(seed ^ 0x5DEECE66D))
 
     def prepare(self, batch, generator: Optional[torch.Generator], draws: Optional[torch.Generator]):
         """One loader batch as (images ready for the model, labels, skipped) on the device. An out-of-memory error
@@ -461,6 +472,94 @@ class TrainInput:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+
+def ahead_parallel(items, prepare: Callable, device: torch.device, streams: list, depth: Optional[int] = None):
+    """:func:`ahead` with one thread per stream in `streams`: each takes the next item of `items` (the loader's,
+    in turn under a lock), runs ``prepare(index, item)`` on its own stream, and the caller gets the results in
+    the items' order, at most `depth` (default twice the threads) ahead of it. Several threads help where
+    preparing a batch waits outside Python's GIL (nvJPEG, the dispatcher and kernel launches); its Python runs
+    one thread at a time. Ordering, errors and closing as :func:`ahead`."""
+    cuda = device.type == "cuda"
+    depth = depth or 2 * len(streams)
+    source, lock, ready = iter(items), threading.Lock(), threading.Condition()
+    results: dict[int, tuple] = {}
+    state = dict(taken=0, end=None, yielded=0)
+    stop = threading.Event()
+
+    def take():
+        with lock:
+            if state["end"] is not None or stop.is_set():
+                return None
+            index = state["taken"]
+            try:
+                item = next(source)
+            except StopIteration:
+                state["end"] = index
+                return None
+            except BaseException as exc:  # the loader's error, raised in the caller at this batch
+                state["end"] = index + 1
+                return index, exc
+            state["taken"] += 1
+            return index, item
+
+    def work(stream):
+        if cuda and device.index is not None:
+            torch.cuda.set_device(device)
+        with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+            while (taken := take()) is not None:
+                index, item = taken
+                with ready:  # no further ahead of the caller than `depth`
+                    while not stop.is_set() and index >= state["yielded"] + depth:
+                        ready.wait(0.1)
+                if stop.is_set():
+                    break
+                event = None
+                try:
+                    out = item if isinstance(item, BaseException) else prepare(index, item)
+                    if cuda:
+                        event = torch.cuda.Event()
+                        event.record(stream)
+                except BaseException as exc:
+                    out = exc
+                with ready:
+                    results[index] = (out, event)
+                    ready.notify_all()
+        with ready:
+            ready.notify_all()
+
+    threads = [threading.Thread(target=work, args=(s,), name="rsbkit-input", daemon=True) for s in streams]
+    for t in threads:
+        t.start()
+    try:
+        index = 0
+        while True:
+            with ready:
+                while index not in results and not (state["end"] is not None and index >= state["end"]):
+                    if not any(t.is_alive() for t in threads) and index not in results:
+                        break
+                    ready.wait(0.1)
+                if index not in results:
+                    return
+                out, event = results.pop(index)
+                state["yielded"] = index + 1
+                ready.notify_all()
+            if isinstance(out, BaseException):
+                raise out
+            if cuda:
+                current = torch.cuda.current_stream(device)
+                current.wait_event(event)
+                for t in out[:2]:
+                    if isinstance(t, torch.Tensor):
+                        t.record_stream(current)
+            yield out
+            index += 1
+    finally:
+        stop.set()
+        with ready:
+            ready.notify_all()
+        for t in threads:
+            t.join()
 
 
 def decode_batch(batch, device: torch.device):

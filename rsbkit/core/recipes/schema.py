@@ -119,6 +119,10 @@ class Recipe:
     # training device: rsbkit.augment) | auto (device on CUDA; on CPU too, measured faster for the demo)
     decode_on: str = "auto"  # folders of image files with augment_on device: loader (PIL decodes and crops) | device
     # (decode_jpeg: nvJPEG on CUDA) | auto (device on CUDA, loader on CPU)
+    input_threads: int = 1  # CUDA: threads that decode and augment batches ahead of the step, each on its own stream
+    # (rsbkit.core.data.ahead_parallel; more than 1 seeds each batch's draws from its index, so any number gives the
+    # same epoch). One thread's Python and launches feed an estimated 2,900 images/s for A3 at 160 px
+    # (benchmarks/input_thread_estimate.py); the GPU check's `threads` step measures 1, 2 and 4
     eval_on: str = "auto"  # validation images: loader (timm's PIL eval transform in the workers, as its train.py) |
     # device (a folder's JPEGs decoded by decode_jpeg, nvJPEG on CUDA, resized and centre-cropped by torchvision's
     # antialiased tensor functions on the device: the same sizes, pixels within a few grey levels of PIL's) | auto
@@ -266,7 +270,7 @@ AMP_DTYPES = ("bfloat16", "float16")
 # How a run executes, not what it trains: resuming may change these (the loop says which changed); any other
 # field changed refuses the resume. The augmentation's semantics are timm's on either path, precision and memory
 # layout change rounding, not the procedure.
-EXECUTION_FIELDS = frozenset({"augment_on", "decode_on", "eval_on", "eval_every", "amp", "amp_dtype", "channels_last",
+EXECUTION_FIELDS = frozenset({"augment_on", "decode_on", "input_threads", "eval_on", "eval_every", "amp", "amp_dtype", "channels_last",
                               "torchcompile", "ddp_broadcast_buffers"})
 AUGMENT_ON = ("auto", "loader", "device")
 DECODE_ON = ("auto", "loader", "device")
@@ -335,6 +339,7 @@ def _check(r: Recipe) -> None:
     _choice(r, "decode_on", DECODE_ON, "decoding place")
     _choice(r, "eval_on", EVAL_ON, "evaluation input place")
     _in_range(r, "eval_every", r.eval_every >= 1, ">= 1 (the last epoch is always evaluated)")
+    _in_range(r, "input_threads", 1 <= r.input_threads <= 16, "1 .. 16")
     if r.augment_on == "device":
 
         check_device_recipe(r)

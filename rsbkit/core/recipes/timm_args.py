@@ -243,8 +243,8 @@ def to_timm_args(recipe: Recipe, world_size: int = 1) -> tuple[dict[str, Any], l
     if recipe.augment_on != "loader":
         notes.append("augment_on: rsbkit may augment on the device; train.py augments in its loader workers (the same "
                      "timm ops and draws, in distribution)")
-    notes.append("how it runs: channels_last and amp are train.py flags above; rsbkit's eval_on, decode_on, eval_every "
-                 "and ddp_broadcast_buffers have none")
+    notes.append("how it runs: channels_last and amp are train.py flags above; rsbkit's eval_on, decode_on, input_threads, "
+                 "eval_every and ddp_broadcast_buffers have none")
     return {k: args[k] for k in FLAG_ORDER if k in args}, notes
 
 
