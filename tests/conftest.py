@@ -17,6 +17,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # from /proc/stat on 2 cores: 100% for all but its last minute). A second thread bought the demo 1.4x alone
 # (453 against 328 images/s) for 15% more CPU, which the other workers then lack.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Every process the suite starts skips the interpreter's final garbage collections (rsbkit.workbook.fast_exit:
+# about a second each, for about a hundred kernels, torchrun workers and Slurm jobs).
+os.environ.setdefault("RSBKIT_FAST_EXIT", "1")
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest without the xdist plugin (-p no:xdist, or an image without it) still runs

@@ -103,14 +103,21 @@ def test_public_names_work_from_the_top():
     assert rsbkit.train.__module__ == "rsbkit.core.train" and rsbkit.A3.name == "a3"
 
 
-def test_a_process_that_imported_rsbkit_skips_the_final_garbage_collection():
-    """core/__init__ registers gc.freeze at exit: a handler registered before the import runs after it and
-    finds every object frozen (the final collections then have nothing to walk). Loaded alone: no torch."""
+@pytest.mark.parametrize("env, frozen", [(None, False), ("1", True)])
+def test_only_rsbkits_own_processes_skip_the_final_garbage_collection(env, frozen):
+    """Importing rsbkit's layers registers no exit handler in a user's process; with RSBKIT_FAST_EXIT=1 (what the CLI
+    sets for the processes it starts, and the suite for its own) rsbkit.workbook registers gc.freeze, and a handler
+    registered before it runs after it and finds every object frozen. The layers' __init__ files alone: no torch."""
+    import os
     import subprocess
     import sys
 
+    load = "".join(f"spec = importlib.util.spec_from_file_location('{name}', {str(PACKAGE / name / '__init__.py')!r}); "
+                   "spec.loader.exec_module(importlib.util.module_from_spec(spec)); " for name in ("core", "workbook", "explore"))
     code = ("import atexit, gc, importlib.util, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 1000)); "
-            f"spec = importlib.util.spec_from_file_location('core', {str(PACKAGE / 'core' / '__init__.py')!r}); "
-            "spec.loader.exec_module(importlib.util.module_from_spec(spec)); [dict(a=i) for i in range(5000)]")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "frozen True", out
+            + load + "[dict(a=i) for i in range(5000)]")
+    environ = {k: v for k, v in os.environ.items() if k != "RSBKIT_FAST_EXIT"}
+    if env is not None:
+        environ["RSBKIT_FAST_EXIT"] = env
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=environ)
+    assert out.returncode == 0 and out.stdout.strip() == f"frozen {frozen}", out

@@ -6,6 +6,7 @@ Bad input prints one line (``rsbkit: error: ...``) and exits with status 2; no t
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from ..core.export import export_for_timm
 from ..core.recipes import from_timm_args, load_recipe, params_yaml, parse_overrides, timm_command
 from ..core.runs import default_run_dir
 from ..core.train import train
+from . import FAST_EXIT, fast_exit
 from .bench import config_from_args, run_bench
 from .cluster import ClusterOptions, run_cluster_sweep
 from .procedures import paper_table, reported_of
@@ -146,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    if argv is None:  # a process of its own (python -m rsbkit, the rsbkit script), not a call from Python
+        os.environ[FAST_EXIT] = "1"  # and the kernels, torchrun workers and sweep points it starts
+        fast_exit()
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for records
     try:

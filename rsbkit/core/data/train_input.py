@@ -474,12 +474,23 @@ class TrainInput:
         return len(self.loader)
 
 
+def _hand_over(batch, event, device: torch.device):
+    """A batch made on an input thread's stream, for the caller's stream: that stream waits for the batch's event
+    (recorded after its work), and its tensors are ``record_stream``-ed there, so the allocator does not hand their
+    memory back to the input stream while the step still reads it."""
+    if event is not None:
+        current = torch.cuda.current_stream(device)
+        current.wait_event(event)
+        for t in batch[:2]:
+            if isinstance(t, torch.Tensor):
+                t.record_stream(current)
+    return batch
+
+
 def ahead_parallel(items, prepare: Callable, device: torch.device, streams: list, depth: Optional[int] = None):
-    """:func:`ahead` with one thread per stream in `streams`: each takes the next item of `items` (the loader's,
-    in turn under a lock), runs ``prepare(index, item)`` on its own stream, and the caller gets the results in
-    the items' order, at most `depth` (default twice the threads) ahead of it. Several threads help where
-    preparing a batch waits outside Python's GIL (nvJPEG, the dispatcher and kernel launches); its Python runs
-    one thread at a time. Ordering, errors and closing as :func:`ahead`."""
+    """:func:`ahead` with a thread per stream of `streams`: each takes the next item (under a lock), runs
+    ``prepare(index, item)`` on its stream; the caller gets results in order, at most `depth` (default 2 per
+    thread) ahead. Threads help where preparing waits outside the GIL (nvJPEG, the dispatcher, launches)."""
     cuda = device.type == "cuda"
     depth = depth or 2 * len(streams)
     source, lock, ready = iter(items), threading.Lock(), threading.Condition()
@@ -546,13 +557,7 @@ def ahead_parallel(items, prepare: Callable, device: torch.device, streams: list
                 ready.notify_all()
             if isinstance(out, BaseException):
                 raise out
-            if cuda:
-                current = torch.cuda.current_stream(device)
-                current.wait_event(event)
-                for t in out[:2]:
-                    if isinstance(t, torch.Tensor):
-                        t.record_stream(current)
-            yield out
+            yield _hand_over(out, event, device)
             index += 1
     finally:
         stop.set()
@@ -646,13 +651,7 @@ def ahead(batches, device: torch.device, depth: int = 2, stream=None):
                 return
             if isinstance(batch, BaseException):
                 raise batch
-            if cuda:
-                current = torch.cuda.current_stream(device)
-                current.wait_event(event)
-                for t in batch[:2]:
-                    if isinstance(t, torch.Tensor):
-                        t.record_stream(current)
-            yield batch
+            yield _hand_over(batch, event, device)
     finally:
         stop.set()
         thread.join()
