@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -78,6 +78,7 @@ from .losses import create_loss
 from .models import create_model
 from .optim import create_optimizer, create_scheduler
 from .recipes import BatchPlan, Recipe, load_recipe, lr_scaling, plan_batch, split_fields
+from .run_options import check_values, options_for, settings_fields
 from .runs import (
     RunFolder,
     RunLock,
@@ -89,8 +90,6 @@ from .runs import (
     write_result,
     writer_record,
 )
-
-PROGRESS = ("auto", "bar", "line", "none")
 
 
 class Terminated(KeyboardInterrupt):
@@ -147,42 +146,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # drop path, and CUDA's generators too
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How `train` runs a recipe (not what it trains): the arguments of :func:`train` besides the recipe,
-    the data and the run folder, checked once."""
+def _check_settings(self) -> None:
+    for option in options_for("train"):
+        option.check(getattr(self, option.name))
 
-    device: Union[str, torch.device, None] = None
-    workers: Optional[int] = None
-    resume: bool = False
-    progress: str = "auto"
-    on_epoch: Optional[Callable[[dict[str, Any]], None]] = None
-    limit_train: Optional[int] = None
-    limit_val: Optional[int] = None
-    data_root: Union[str, Path, None] = None
-    eval_batch_size: Optional[int] = None
-    micro_batch: Optional[int] = None
-    backend: Optional[str] = None
-    stop_after: Optional[int] = None
-    check_every: int = 50  # optimizer steps between checks of the loss for inf/NaN (each check waits for the device)
-    log: Callable[[str], None] = print
 
-    def __post_init__(self) -> None:
-        if self.progress not in PROGRESS:
-            raise RunError(f"progress={self.progress!r}: use one of {', '.join(PROGRESS)}")
-        if self.stop_after is not None and self.stop_after < 1:
-            raise RunError(f"stop_after={self.stop_after}: give the epoch (1 or more) after which this call ends, "
-                           "or None to train to the end")
-        if self.check_every < 1:
-            raise RunError(f"check_every={self.check_every}: give 1 or more optimizer steps")
+def _settings_of(cls, settings: dict[str, Any]) -> Settings:
+    check_values(settings, "train")
+    return cls(**settings)
 
-    @classmethod
-    def of(cls, settings: dict[str, Any]) -> Settings:
-        unknown = set(settings) - {f.name for f in fields(cls)}
-        if unknown:
-            raise RunError(f"train() got unknown settings {', '.join(sorted(unknown))}; "
-                           f"known: {', '.join(f.name for f in fields(cls))}")
-        return cls(**settings)
+
+# How `train` runs a recipe (not what it trains): the arguments of :func:`train` besides the recipe, the data and
+# the run folder, checked once. Its fields are the ``train`` options of rsbkit.core.run_options, declared there.
+Settings = make_dataclass(
+    "Settings", [(name, annotation, field(default=default)) for name, annotation, default in settings_fields()],
+    frozen=True, namespace=dict(__post_init__=_check_settings, of=classmethod(_settings_of), __module__=__name__,
+                                __doc__="How `train` runs a recipe: the train options of rsbkit.core.run_options."))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from ..core.errors import RecipeError, RsbkitError
 from ..core.evaluate import evaluate, load_data_for, load_model, resolution_sweep
 from ..core.export import export_for_timm
 from ..core.recipes import from_timm_args, load_recipe, params_yaml, parse_overrides, timm_command
+from ..core.run_options import add_flags, from_args, train_values
 from ..core.runs import default_run_dir
 from ..core.train import train
 from . import FAST_EXIT, fast_exit
@@ -53,23 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a recipe and write a run folder")
     p.add_argument("config", help="YAML file (params/a3.yaml ...) or recipe name")
     p.add_argument("--data", default="default", help="'default', 'fashion-mnist', a timm name (torch/cifar10) or a folder")
-    p.add_argument("--data-root", default=None, help="where timm / torchvision datasets are downloaded")
     p.add_argument("--out", default=None, help="run folder (default runs/<recipe>-<time>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a field")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    p.add_argument("--device", default=None, help="cuda, cpu or auto (default)")
-    p.add_argument("--workers", type=int, default=None, help="data loader processes")
-    p.add_argument("--progress", default="auto", choices=("auto", "bar", "line", "none"))
-    p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on a fixed random N images")
-    p.add_argument("--limit-val", type=int, default=None, metavar="N", help="evaluate on a fixed random N images")
-    p.add_argument("--tensorboard", action="store_true", help="also log the curves to OUT/tensorboard")
-    p.add_argument("--micro-batch", type=int, default=None, metavar="N",
-                   help="images per forward pass in each process; the rest of the global batch is accumulated "
-                        "(default: batch_size / processes)")
-    p.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
-                   help="end after this epoch (status 'stopped'); --resume continues: training in pieces")
-    p.add_argument("--backend", default=None, choices=("nccl", "gloo"),
-                   help="process group backend under torchrun (default: nccl on CUDA, gloo on CPU)")
+    add_flags(p.add_argument_group("how the run executes (rsbkit.core.run_options)"))
 
     p = sub.add_parser("evaluate", help="top-1 of a run or checkpoint over test resolutions and crop ratios")
     p.add_argument("source", help="run folder, checkpoint file (rsbkit's, or timm train.py's model_best.pth.tar), "
@@ -177,13 +164,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         recipe = load_recipe(args.config, **parse_overrides(args.overrides))
         out = args.out or default_run_dir(recipe)
-        with epoch_hooks(out, tensorboard=args.tensorboard) as on_epoch:
-            result = train(
-                recipe, args.data, out, device=args.device, workers=args.workers, resume=args.resume,
-                progress=args.progress, limit_train=args.limit_train, limit_val=args.limit_val,
-                data_root=args.data_root, on_epoch=on_epoch, micro_batch=args.micro_batch, backend=args.backend,
-                stop_after=args.stop_after,
-            )
+        options = from_args(args)
+        with epoch_hooks(out, tensorboard=options["tensorboard"]) as on_epoch:
+            result = train(recipe, args.data, out, on_epoch=on_epoch, **train_values(options))
         if launcher_env().main:
             print(f"run folder: {result['run_dir']}")
         return 0

@@ -23,6 +23,7 @@ from ..core.errors import RunError
 from ..core.evaluate import default_resolutions, evaluate, load_data_for, load_model, resolution_sweep
 from ..core.optim import lr_schedule
 from ..core.recipes import RECIPES, Recipe, Reported, base_recipe, changes, load_recipe, plan_batch
+from ..core.run_options import BY_NAME, check_values, to_flags, train_values
 from ..core.runs import atomic_write_text, check_resume, load_run, read_metrics, stamped_folder
 from ..core.train import train
 from .paper import FIXRES_TIMM, TABLE9_CROP
@@ -37,45 +38,48 @@ def none_if_empty(value: Any) -> Any:
 
 @dataclass
 class TrainSetup:
-    """A validated training procedure: what train.ipynb runs."""
+    """A validated training procedure: what train.ipynb runs. `options` are its run options
+    (rsbkit.core.run_options, the notebook's), checked; `device` is the one they resolved to."""
 
     recipe: Recipe
     data: Data
     run_dir: Path
     device: str
-    workers: Optional[int] = None
-    resume: bool = False
-    progress: str = "line"
-    tensorboard: bool = False
-    nproc: int = 1  # processes under torchrun (1: train in the notebook's own process)
-    micro_batch: Optional[int] = None
+    options: dict[str, Any] = field(default_factory=dict)
     launch: dict[str, Any] = field(default_factory=dict, repr=False)  # the data arguments torchrun's processes get
     base: Optional[Recipe] = field(default=None, repr=False)  # the named recipe this one builds on (recipes.base_recipe)
     _schedule: Optional[tuple[list[float], list[float]]] = field(default=None, repr=False)
 
-    def train(self, on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
-        """Run `rsbkit.train.train`, with TensorBoard logging when it was asked for."""
+    def __post_init__(self) -> None:
+        check_values(self.options, "notebook")
 
-        with epoch_hooks(self.run_dir, on_epoch, self.tensorboard) as each:
+    def option(self, name: str) -> Any:
+        return self.options.get(name, BY_NAME[name].default)
+
+    @property
+    def nproc(self) -> int:
+        return self.option("nproc")
+
+    @property
+    def resume(self) -> bool:
+        return self.option("resume")
+
+    def train(self, on_epoch: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+        """Run `rsbkit.core.train.train` (under torchrun when ``nproc > 1``), with TensorBoard logging when asked for."""
+
+        with epoch_hooks(self.run_dir, on_epoch, self.option("tensorboard")) as each:
             if self.nproc > 1:
                 return self._torchrun(each)
-            return train(self.recipe, self.data, self.run_dir, device=self.device, workers=self.workers,
-                         resume=self.resume, progress=self.progress, micro_batch=self.micro_batch, on_epoch=each)
+            settings = {k: v for k, v in train_values(self.options).items() if k not in DATA_OPTIONS}  # data: loaded
+            return train(self.recipe, self.data, self.run_dir, **{**settings, "device": self.device}, on_epoch=each)
 
     def torchrun_command(self) -> list[str]:
-        """The torchrun command line this setup runs when ``nproc > 1``."""
+        """The torchrun command line this setup runs when ``nproc > 1``: every run option that is not its default
+        becomes its flag (rsbkit.core.run_options.to_flags); TensorBoard is written here, from metrics.csv."""
 
-        args = [str(self.run_dir / "recipe.yaml"), "--out", str(self.run_dir), "--device", self.device,
-                "--progress", self.progress, "--data", str(self.launch.get("data", "default"))]
-        for flag, key in (("--data-root", "data_root"), ("--limit-train", "limit_train"), ("--limit-val", "limit_val")):
-            if self.launch.get(key):
-                args += [flag, str(self.launch[key])]
-        if self.workers is not None:
-            args += ["--workers", str(self.workers)]
-        if self.micro_batch is not None:
-            args += ["--micro-batch", str(self.micro_batch)]
-        if self.resume:
-            args.append("--resume")
+        options = {k: v for k, v in self.options.items() if k != "tensorboard"}
+        args = [str(self.run_dir / "recipe.yaml"), "--out", str(self.run_dir), "--data", str(self.launch.get("data", "default")),
+                *to_flags({**options, "device": self.device})]
         return torchrun_command(self.nproc, args)
 
     def _torchrun(self, on_epoch: Optional[Callable[[dict[str, Any]], None]]) -> dict[str, Any]:
@@ -151,30 +155,38 @@ class TrainSetup:
                 "the run folder) to keep it with the run")
 
 
+DATA_OPTIONS = ("limit_train", "limit_val", "data_root")  # applied when the setup loads the data
+
+
 def train_setup(
     *,
     recipe: Union[str, Recipe],
     overrides: Optional[dict[str, Any]] = None,
     data: str = "default",
-    data_root: Optional[str] = None,
     seed: Optional[int] = None,
     out_dir: Optional[str] = None,
-    resume: bool = False,
-    device: Optional[str] = None,
-    workers: Optional[int] = None,
-    limit_train: Optional[int] = None,
-    limit_val: Optional[int] = None,
-    progress: str = "line",
-    tensorboard: bool = False,
-    nproc: int = 1,
-    micro_batch: Optional[int] = None,
+    options: Optional[dict[str, Any]] = None,
+    **named: Any,
 ) -> TrainSetup:
     """Validate the train notebook's parameters; every error names the parameter and the fix.
 
-    ``nproc > 1`` trains under torchrun (DistributedDataParallel), one process per GPU.
+    What is trained: `recipe` with `overrides` and `seed`, on `data`, into `out_dir`. How: the run options
+    (rsbkit.core.run_options: device, workers, resume, progress, limit_train, ..., nproc), as keywords or in the
+    `options` dict (the notebook passes every option its namespace defines, so one that papermill injects arrives
+    too). ``nproc > 1`` trains under torchrun (DistributedDataParallel), one process per GPU.
     """
     if overrides is not None and not isinstance(overrides, dict):
         raise RunError(f"overrides must be a dict of recipe fields, e.g. {{'epochs': 5}}; got {overrides!r}")
+    if options is not None and not isinstance(options, dict):
+        raise RunError(f"options must be a dict of run options, e.g. {{'check_every': 10}}; got {options!r}")
+    twice = sorted(set(options or {}) & set(named))
+    if twice:
+        raise RunError(f"run option(s) {', '.join(twice)} given twice, as a parameter and in options: give each once")
+    values = {k: none_if_empty(v) for k, v in {**(options or {}), **named}.items()}
+    values.setdefault("progress", "line")
+    check_values(values, "notebook")
+    if values["progress"] not in NOTEBOOK_PROGRESS:
+        raise RunError(f"progress={values['progress']!r}: use one of {', '.join(NOTEBOOK_PROGRESS)} in a notebook")
     overrides = dict(overrides or {})
     if seed is not None:
         overrides["seed"] = seed
@@ -184,30 +196,22 @@ def train_setup(
         recipe = recipe.replace(**overrides) if overrides else recipe
     else:
         recipe = load_recipe(recipe, **overrides)
-    if progress not in NOTEBOOK_PROGRESS:
-        raise RunError(f"progress={progress!r}: use one of {', '.join(NOTEBOOK_PROGRESS)} in a notebook")
-    if not isinstance(nproc, int) or nproc < 1:
-        raise RunError(f"nproc={nproc!r}: give the number of training processes (1, or one per GPU under torchrun)")
-
-    plan_batch(recipe, nproc, micro_batch or None)  # a batch that cannot be split fails here, naming the numbers
-    for name, value in (("limit_train", limit_train), ("limit_val", limit_val), ("workers", workers)):
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise RunError(f"{name}={value!r}: give a non-negative integer, or None")
-    dataset = load_data(data, root=none_if_empty(data_root), limit_train=limit_train or None,
-                        limit_val=limit_val or None)
-    device = str(pick_device(none_if_empty(device)))
+    nproc = values.get("nproc", 1)
+    plan_batch(recipe, nproc, values.get("micro_batch"))  # a batch that cannot be split fails here, naming the numbers
+    dataset = load_data(data, root=values.get("data_root"), limit_train=values.get("limit_train"),
+                        limit_val=values.get("limit_val"))
+    device = str(pick_device(values.get("device")))
     out = Path(out_dir) if none_if_empty(out_dir) else stamped_folder(recipe.name)
-    check_resume(out, resume)
+    check_resume(out, values.get("resume", False))
     if nproc > 1 and device.startswith("cuda"):
 
         if torch.cuda.device_count() < nproc:
             raise RunError(f"nproc={nproc} but this machine has {torch.cuda.device_count()} CUDA device(s): "
                            "use at most one process per GPU")
         device = "cuda"  # each process takes the GPU of its local rank
-    launch = dict(data=data, data_root=none_if_empty(data_root), limit_train=limit_train, limit_val=limit_val)
-    return TrainSetup(recipe=recipe, data=dataset, run_dir=out, device=device, workers=workers, resume=resume,
-                      progress=progress, tensorboard=bool(tensorboard), nproc=nproc, micro_batch=micro_batch or None,
-                      launch=launch, base=base)
+    values["device"] = device
+    return TrainSetup(recipe=recipe, data=dataset, run_dir=out, device=device, options=values, launch=dict(data=data),
+                      base=base)
 
 
 def _duration(seconds: float) -> str:

@@ -53,7 +53,9 @@ def test_figures_name_the_dataset_as_readers_know_it(tmp_path):
     (dict(recipe="a3", overrides="epochs=2"), RunError, "overrides must be a dict"),
     (dict(recipe="a3", data="/no/such/dir"), DataError, "/no/such/dir does not exist"),
     (dict(recipe="a3", progress="bar"), RunError, "progress='bar': use one of line, none"),
-    (dict(recipe="a3", limit_train=-5), RunError, "limit_train=-5: give a non-negative integer"),
+    (dict(recipe="a3", limit_train=-5), RunError, "limit_train=-5: give an integer >= 1, or None"),
+    (dict(recipe="a3", check_everyy=5), RunError, "unknown run option 'check_everyy'; did you mean 'check_every'"),
+    (dict(recipe="a3", workers=1, options={"workers": 2}), RunError, "workers given twice"),
     (dict(recipe="a3", device="tpu"), Exception, "tpu"),
 ])
 def test_train_setup_rejects_bad_parameters(kwargs, error, message):
@@ -152,7 +154,7 @@ def test_torchrun_rows_come_from_metrics_csv_even_when_the_run_prints_nothing(tm
         (run / "result.json").write_text(json.dumps({{"status": "completed"}}))
     """)
     monkeypatch.setattr(TrainSetup, "torchrun_command", lambda self: [sys.executable, "-c", script])
-    setup = TrainSetup(smoke(A3), embedded, run, "cpu", progress="none", nproc=2)
+    setup = TrainSetup(smoke(A3), embedded, run, "cpu", options=dict(progress="none", nproc=2))
     rows = []
     assert setup.train(on_epoch=rows.append)["status"] == "completed"
     assert rows == [{"epoch": 1, "step": 10, "train_loss": 0.5}, {"epoch": 2, "step": 20, "train_loss": 0.5}]
