@@ -1,7 +1,7 @@
 """timm's train-time augmentation on batches of uint8 tensors, on the training device.
 
 This is the device half of the input path (``augment_on: device``; see
-``rsbkit.data`` for the loader half). ``DeviceAugment(recipe)`` takes a batch as
+``rsbkit.core.data`` for the loader half). ``DeviceAugment(recipe)`` takes a batch as
 the loader delivers it (whole same-size images, crops already at ``train_res``,
 or JPEG bytes decoded here with torchvision's ``decode_jpeg``: nvJPEG on CUDA)
 and applies RandomResizedCrop (timm's box draws, one batched ``roi_align``),

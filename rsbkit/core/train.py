@@ -11,7 +11,7 @@ EMA) after each step's last micro-batch; :func:`end_epoch` evaluates (every
 ``eval_every`` epochs), checkpoints and records. Each function takes what it reads
 and changes only the state it is given; none keeps state of its own.
 
-The input (``rsbkit.data.TrainInput``) lives for the whole run: persistent loader
+The input (``rsbkit.core.data.TrainInput``) lives for the whole run: persistent loader
 workers, each sample's augmentation seeded from (seed, epoch, position), and on
 the device path (``augment_on``) uint8 batches augmented on the training device.
 Every epoch reseeds the process's RNGs (mixup, drop path) and the device's
@@ -29,7 +29,7 @@ batch, same LR, same images), recording the choice in recipe.yaml
 
 Under ``torchrun`` the same function runs in every process: the model is
 wrapped in DistributedDataParallel, each process takes its share of every
-global batch (see ``rsbkit.distributed``), metrics are summed over processes,
+global batch (see ``rsbkit.core.distributed``), metrics are summed over processes,
 and only rank 0 writes the run folder. Checkpoints hold no trace of the number
 of processes, so a run resumes on any number of them.
 """
@@ -177,7 +177,7 @@ class Spec:
     plan: BatchPlan
     steps_per_epoch: int
     augment_on: str  # "loader" or "device"
-    input: str  # the input path (rsbkit.data.input_kind)
+    input: str  # the input path (rsbkit.core.data.input_kind)
     workers: int
     amp_dtype: Optional[torch.dtype]
     progress: str  # "bar", "line" or "none"
@@ -427,7 +427,7 @@ def make_eval_input(spec: Spec):
 
 def resume(spec: Spec, state: TrainState) -> None:
     """Load ``last.pt`` into `state`. Only the recipe's training fields must match; a changed way of running
-    (rsbkit.recipes.EXECUTION_FIELDS) is logged."""
+    (rsbkit.core.recipes.EXECUTION_FIELDS) is logged."""
     saved = load_checkpoint(spec.run.last, map_location=spec.device)  # every process reads it: a shared file system
     was_training, was_execution = split_fields(saved["recipe"])
     training, execution = split_fields(spec.recipe.to_dict())

@@ -40,7 +40,7 @@ def wrap(text: str, width: int = 90) -> str:
 
 def fit(fig: go.Figure, height: int, *, title: Optional[str] = None, legend_below: bool = False, **layout) -> go.Figure:
     """Size a figure to where it is shown: no fixed width (plotly fills the output area or the widget;
-    static PNGs are rendered at ``rsbkit.figures.PAGE_WIDTH``), a wrapped title, and the legend
+    static PNGs are rendered at ``rsbkit.workbook.figures.PAGE_WIDTH``), a wrapped title, and the legend
     below the plots where it cannot be pushed out of the figure."""
     if title is not None:
         lines = wrap(title).count("<br>") + 1

@@ -7,7 +7,7 @@ memory layout, compile and workers):
   ``loss.item()`` every step; the recipe's model, optimizer and loss on synthetic batches;
 - ``model_step``: rsbkit's step on the same batches: bf16 autocast on CUDA,
   channels_last, torch.compile when asked, no host sync inside the loop;
-- ``input_loader`` / ``input_device``: the input path alone (``rsbkit.data.TrainInput``):
+- ``input_loader`` / ``input_device``: the input path alone (``rsbkit.core.data.TrainInput``):
   timm's per-image transform in loader workers, or uint8 batches augmented on the device;
 - ``end_to_end_loader`` / ``end_to_end_device``: ``rsbkit.train`` itself on real images
   (the second of two epochs, so loader workers are warm), evaluation excluded.
@@ -59,7 +59,7 @@ class BenchConfig:
     the data for the input and end-to-end entries, and how long each measurement runs."""
 
     recipe: Recipe
-    data: str  # a dataset spec (rsbkit.data.load_data), or "jpegs" for the generated folder
+    data: str  # a dataset spec (rsbkit.core.data.load_data), or "jpegs" for the generated folder
     steps: int = 30  # measured steps per entry
     warmup: int = 5  # steps run before the clock starts (cuDNN's search, torch.compile)
     jpegs: int = 4096  # files in the generated folder

@@ -5,7 +5,7 @@ submits every point not yet completed as one job of a Slurm array; ``--executor
 local`` runs the very same job objects as local processes (submitit's
 LocalExecutor), which is how the path is tested without a cluster.
 
-Each job calls :func:`rsbkit.sweep.run_point`, exactly as the local runner does.
+Each job calls :func:`rsbkit.workbook.sweep.run_point`, exactly as the local runner does.
 Jobs are checkpointable: when Slurm preempts one or its time runs out, submitit
 signals it (USR2), :meth:`PointJob.checkpoint` stops the notebook cleanly (the
 training records 'interrupted' and keeps ``last.pt``) and the job is requeued;
@@ -140,7 +140,7 @@ def submit_points(sweep: Sweep, points: list[Point], *, executor: str = "local",
                   jobs: int = 1, log: Callable[[str], None] = print, checked: bool = False) -> list:
     """Submit `points` of `sweep` as submitit jobs (Slurm: one array, `jobs` running at once); return the jobs."""
     if executor not in ("local", "slurm"):
-        raise SweepError(f"executor {executor!r}: use 'local' or 'slurm' here (the pool runner is rsbkit.sweep.run_sweep)")
+        raise SweepError(f"executor {executor!r}: use 'local' or 'slurm' here (the pool runner is rsbkit.workbook.sweep.run_sweep)")
     submitit = _submitit()
     if executor == "slurm" and not checked:  # `checked`: the caller ran check_slurm() already
         check_slurm()

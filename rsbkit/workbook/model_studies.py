@@ -2,7 +2,7 @@
 
 Each study is a grid of train-notebook runs through the sweep runner (so a
 re-run reuses finished points, and a cluster runs them with ``--executor``),
-plus speed measured on this machine by :func:`rsbkit.models.profile`. A model
+plus speed measured on this machine by :func:`rsbkit.core.models.profile`. A model
 that timm does not know or that cannot run at a resolution is reported in the
 tables' ``error`` column; the rest of the grid runs.
 """

@@ -1,8 +1,8 @@
 """The papers' published tables, as data, so a study can be laid out beside them.
 
 Numbers are ImageNet-1k val top-1 (%) of ResNet-50, copied from "ResNet strikes
-back" (Wightman, Touvron, Jegou 2021; ../shared/seeds/002) and from timm's
-re-validation of the released weights (REFERENCE.md section 1). They describe
+back" (Wightman, Touvron, Jegou 2021; docs/sources.md, sections 1 and 2) and from timm's
+re-validation of the released weights (docs/sources.md, section 2). They describe
 ImageNet at full scale: a run on other data or at smoke scale is put beside
 them to compare the *direction* of an effect, never the value.
 """
@@ -186,7 +186,7 @@ class PublishedPoint(NamedTuple):
     top1: float
 
 
-# ResNet-RS (REFERENCE.md section 2, from the ResNet-RS paper) and EfficientNet (RSB Table 3, "org." column)
+# ResNet-RS (docs/sources.md, section 3, from the ResNet-RS paper) and EfficientNet (RSB Table 3, "org." column)
 PUBLISHED_POINTS = tuple(PublishedPoint(*row) for row in (
     ("ResNet-RS", "RS-50", "resnetrs50", 160, 78.8),
     ("ResNet-RS", "RS-101", "resnetrs101", 160, 80.3),

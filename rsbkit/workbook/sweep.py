@@ -302,7 +302,7 @@ def run_point(notebook: Path, point: Point, *, kernel: str = "python3", env: Opt
               skip_completed: bool = False) -> PointResult:
     """Execute one point with papermill into its run folder, export HTML, record the outcome.
 
-    The point's folder is locked for the duration (:class:`rsbkit.runs.RunLock`): a
+    The point's folder is locked for the duration (:class:`rsbkit.core.runs.RunLock`): a
     second process asking for it waits up to `lock_wait` seconds, then gets
     RunLockedError naming the holder. With `skip_completed`, a point that another
     process completed meanwhile is not run again. `started` gets the papermill

@@ -1,5 +1,5 @@
 """Each recipe ingredient checked by what rsbkit builds from it (transform, optimizer, schedule, loss, mixing,
-model, sampler), against the values the papers give (REFERENCE.md sections 1 and 2, written out here by hand)."""
+model, sampler), against the values the papers give (docs/sources.md sections 1 and 3, written out here by hand)."""
 from __future__ import annotations
 
 import collections
@@ -21,7 +21,7 @@ from rsbkit.core.models import create_model
 from rsbkit.core.optim import create_optimizer, lr_schedule
 from rsbkit.core.recipes import A1, A2, A3, TORCHVISION, get_recipe, plan_batch, resnet_rs
 
-# RSB Table 1 (REFERENCE.md section 1): what each procedure does
+# RSB Table 1 (docs/sources.md, section 1): what each procedure does
 PAPER = {
     "a1": dict(res=224, test=224, epochs=600, lr=5e-3, wd=0.01, smoothing=0.1, drop_path=0.05, repeats=3, m=7, mixup=0.2),
     "a2": dict(res=224, test=224, epochs=300, lr=5e-3, wd=0.02, smoothing=0.0, drop_path=0.05, repeats=3, m=7, mixup=0.1),

@@ -16,7 +16,7 @@ STEPS = 7  # optimizer steps per epoch
 
 
 def train_py_args(recipe, lr, **extra) -> argparse.Namespace:
-    """The scheduler flags of timm's train.py as RSB ran it (timm 0.5.0, REFERENCE.md section 3): its 2021
+    """The scheduler flags of timm's train.py as RSB ran it (timm 0.5.0, docs/sources.md, section 4): its 2021
     defaults, with the recipe's values where the recipe sets the flag."""
     defaults = dict(sched="cosine", epochs=300, lr_noise=None, lr_noise_pct=0.67, lr_noise_std=1.0, lr_cycle_mul=1.0,
                     lr_cycle_decay=0.1, lr_cycle_limit=1, lr_k_decay=1.0, warmup_lr=1e-4, min_lr=1e-6, decay_epochs=100,

@@ -34,7 +34,7 @@ def eval_shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
 
 class EvalInput:
     """Validation batches decoded and resized on the device (``eval_on: device``): a folder's file bytes
-    from the workers (one buffer per batch), :func:`rsbkit.augment.decode_images`, then timm's eval
+    from the workers (one buffer per batch), :func:`rsbkit.core.augment.decode_images`, then timm's eval
     geometry with torchvision's tensor functions: the shorter side resized to floor(test_res /
     crop_pct) (antialiased, `interpolation`), the centre test_res x test_res crop, ImageNet's
     normalisation. Iterates (images, labels, skipped) like :func:`eval_loader`'s loader; on CUDA

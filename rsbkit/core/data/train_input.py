@@ -568,7 +568,7 @@ def ahead_parallel(items, prepare: Callable, device: torch.device, streams: list
 
 
 def decode_batch(batch, device: torch.device):
-    """An (EncodedBatch, labels, skipped) batch decoded on `device` (:func:`rsbkit.augment.decode_images`):
+    """An (EncodedBatch, labels, skipped) batch decoded on `device` (:func:`rsbkit.core.augment.decode_images`):
     (list of uint8 images, their labels, skipped) with the unreadable files moved to skipped; images
     None when none was readable."""
 
@@ -600,7 +600,7 @@ def ahead(batches, device: torch.device, depth: int = 2, stream=None):
       stream while the step still reads it.
     - nvJPEG: torchvision's ``decode_jpeg`` on CUDA allocates on the current stream and decodes on a
       private one without waiting for it (pytorch/vision#9606), and the hardware decoder may ignore
-      streams altogether; :func:`rsbkit.augment.decode_images` therefore synchronises the current
+      streams altogether; :func:`rsbkit.core.augment.decode_images` therefore synchronises the current
       stream first. Here that is the thread's own stream, so only the thread waits: the training
       thread keeps launching.
     - An exception in the thread (an unreadable batch, an out-of-memory error) is raised in the

@@ -1,6 +1,6 @@
 """The recipes with their provenance: the RSB procedures A1/A2/A3, torchvision's original
 recipe and ResNet-RS, by name (:data:`RECIPES`, :func:`get_recipe`), and :func:`smoke` to shrink any of
-them to seconds. Values come from ``shared/REFERENCE.md`` sections 1 and 2; where the sources disagree
+them to seconds. Values come from the papers, as docs/sources.md gives them (sections 1, 3 and 4); where the sources disagree
 the recipe's docstring says which one it follows."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _doc(recipe: Recipe, text: str) -> None:
     object.__setattr__(recipe, "__doc__", text)
 
 
-_RSB = "Wightman, Touvron, Jegou, ResNet strikes back (NeurIPS-W 2021), Table 1; REFERENCE.md section 1"
+_RSB = "Wightman, Touvron, Jegou, ResNet strikes back (NeurIPS-W 2021), Table 1; docs/sources.md, section 1"
 
 A1 = Recipe(
     name="a1",
@@ -45,7 +45,7 @@ _doc(A1, """RSB A1: the best ResNet-50, 600 epochs at 224 px; 80.4% top-1 (110 h
 BCE with label smoothing 0.1, LAMB 5e-3 at batch 2048, WD 0.01, 3 repeated
 augmentations, RandAugment m7, mixup 0.2 / cutmix 1.0, stochastic depth 0.05.
 
-What the paper does not list is timm train.py's 2021 default (REFERENCE.md section 3):
+What the paper does not list is timm train.py's 2021 default (docs/sources.md, section 4):
 `warmup_lr` 1e-4 and `min_lr` 1e-6; the cosine set once per epoch
 (`sched_on_updates: false`, so epoch 0 runs at warmup_lr); `train_interpolation:
 random` (bilinear or bicubic per image, in the crop and in RandAugment); test
@@ -122,7 +122,7 @@ TORCHVISION = Recipe(
     interpolation="bilinear",
     test_res=224,
     crop_pct=0.875,
-    reported=Reported(76.1, source="torchvision ResNet-50 (He et al. 2015 recipe); RSB Table 1 note; REFERENCE.md section 1"),
+    reported=Reported(76.1, source="torchvision ResNet-50 (He et al. 2015 recipe); RSB Table 1 note; docs/sources.md, section 1"),
 )
 _doc(TORCHVISION, """torchvision's original ResNet-50 recipe: the 76.1% baseline RSB compares against.
 
@@ -135,7 +135,7 @@ crop 0.875. Mixed precision is not part of the 2015 recipe; it stays on here for
 speed: set `amp: false` for the original float32.""")
 
 
-# ResNet-RS (Bello et al., Revisiting ResNets, NeurIPS 2021), REFERENCE.md section 2.
+# ResNet-RS (Bello et al., Revisiting ResNets, NeurIPS 2021), docs/sources.md, section 3.
 # One row per (depth, train resolution): RandAugment magnitude, dropout, stochastic depth, reported top-1.
 RESNET_RS_TABLE: dict[int, dict[int, tuple[int, float, float, float]]] = {
     50: {160: (10, 0.25, 0.0, 78.8)},
@@ -165,9 +165,9 @@ _RS_BASE = Recipe(
     min_lr=0.0,
     loss="ce",
     smoothing=0.1,
-    train_interpolation="bicubic",  # NOTE: not given in REFERENCE.md; timm's resnetrs configs use bicubic
+    train_interpolation="bicubic",  # NOTE: not given in the paper; timm's resnetrs configs use bicubic
     interpolation="bicubic",
-    crop_pct=0.875,  # NOTE: not given in REFERENCE.md; the common ImageNet value
+    crop_pct=0.875,  # NOTE: not given in the paper; the common ImageNet value
     model_ema=True,
     model_ema_decay=0.9999,
 )
@@ -202,7 +202,7 @@ def resnet_rs(depth: int = 50, train_res: Optional[int] = None) -> Recipe:
         aa=f"rand-m{magnitude}-n2" + (f"-mmax{magnitude}" if magnitude > 10 else ""),
         drop=dropout,
         drop_path=stoch_depth,
-        reported=Reported(top1, source=f"Bello et al., Revisiting ResNets (2021), ResNet-RS-{depth} at {res} px; REFERENCE.md section 2"),
+        reported=Reported(top1, source=f"Bello et al., Revisiting ResNets (2021), ResNet-RS-{depth} at {res} px; docs/sources.md, section 3"),
     )
 
 

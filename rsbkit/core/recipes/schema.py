@@ -114,9 +114,9 @@ class Recipe:
     # weight averaging
     model_ema: bool = False
     model_ema_decay: float = 0.9998
-    # input path (rsbkit.data.TrainInput): where augmentation and decoding run; the semantics are timm's either way
+    # input path (rsbkit.core.data.TrainInput): where augmentation and decoding run; the semantics are timm's either way
     augment_on: str = "auto"  # loader (timm's per-image PIL transform) | device (uint8 batches, augmented on the
-    # training device: rsbkit.augment) | auto (device on CUDA; on CPU too, measured faster for the demo)
+    # training device: rsbkit.core.augment) | auto (device on CUDA; on CPU too, measured faster for the demo)
     decode_on: str = "auto"  # folders of image files with augment_on device: loader (PIL decodes and crops) | device
     # (decode_jpeg: nvJPEG on CUDA) | auto (device on CUDA, loader on CPU)
     input_threads: int = 1  # CUDA: threads that decode and augment batches ahead of the step, each on its own stream
