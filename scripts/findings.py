@@ -23,7 +23,7 @@ import pandas as pd
 from rsbkit.core.recipes import load_recipe
 from rsbkit.core.runs import read_metrics
 from rsbkit.workbook.figures import cliff_figure, resolution_figure, save_figure
-from rsbkit.workbook.studies import best_test_resolution, group_stats
+from rsbkit.workbook.study_stats import best_test_resolution, group_stats
 from rsbkit.workbook.table import load_runs
 
 RUN_COLUMNS = ["name", "recipe", "status", "seed", "model", "epochs", "batch_size", "opt", "lr", "lr_used", "weight_decay",

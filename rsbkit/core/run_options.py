@@ -8,7 +8,7 @@ that take it:
 - ``cli``: a flag of ``rsbkit train`` (``--check-every``), and so of the torchrun and Slurm command lines that
   :func:`to_flags` writes;
 - ``notebook``: a parameter of ``notebooks/procedures/train.ipynb`` and of
-  :func:`rsbkit.workbook.procedures.train_setup` (named in its parameters cell, injected by papermill ``-p``,
+  :func:`rsbkit.workbook.train_and_evaluate.train_setup` (named in its parameters cell, injected by papermill ``-p``,
   or given in its ``options`` dict).
 
 Adding an option is one entry in :data:`RUN_OPTIONS`; the tests check that every entry point has every option
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 from dataclasses import dataclass
+from difflib import get_close_matches
 from typing import Any, Optional
 
 from .errors import RunError
@@ -109,8 +110,6 @@ def check_values(values: dict[str, Any], entry: str) -> None:
     known = {o.name: o for o in options_for(entry)}
     for name, value in values.items():
         if name not in known:
-            from difflib import get_close_matches
-
             close = get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}" if close else ""
             raise RunError(f"unknown run option {name!r}{hint}; known: {', '.join(known)}")

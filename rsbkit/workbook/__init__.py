@@ -1,7 +1,9 @@
-"""What notebooks, sweeps, studies and the command line call: notebook parameters and procedures
-(``procedures``), the sweep runner and cluster executors (``sweep``, ``cluster``), studies over runs
-(``studies``, ``model_studies``), figures, the paper's tables (``paper``), benchmarks (``bench``) and
-the CLI (``cli``). Built on ``rsbkit.core``; the teaching explorers (``rsbkit.explore``) do not use it."""
+"""What notebooks, sweeps, studies and the command line call: the train and evaluate notebooks' setups
+(``train_and_evaluate``), the seed, ablation, comparison and report studies (``run_studies``) and their
+arithmetic (``study_stats``), the architecture, transfer and ResNet-RS scaling studies
+(``architecture_studies``), the sweep runner and cluster executors (``sweep``, ``cluster``), run tables
+(``table``), figures, the paper's tables (``paper``), benchmarks (``bench``) and the CLI (``cli``). Built on
+``rsbkit.core``; the teaching explorers (``rsbkit.explore``) do not use it."""
 import atexit
 import gc
 import os

@@ -26,9 +26,9 @@ from ..core.train import train
 from . import FAST_EXIT, fast_exit
 from .bench import config_from_args, run_bench
 from .cluster import ClusterOptions, run_cluster_sweep
-from .procedures import paper_table, reported_of
 from .sweep import find_notebook, load_sweep, run_point, run_sweep, single_point
 from .table import epoch_hooks
+from .train_and_evaluate import paper_table, reported_of
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,7 +8,7 @@ import torch
 from rsbkit.core.errors import CheckpointError, RecipeError
 from rsbkit.core.models import count_macs, create_model, load_init, profile, width_kwargs
 from rsbkit.core.recipes import Recipe
-from rsbkit.workbook.model_studies import depth_versus_width, pareto_front, scaling_points, source_model
+from rsbkit.workbook.architecture_studies import depth_versus_width, pareto_front, scaling_points, source_model
 
 
 def params(model) -> int:
@@ -90,7 +90,7 @@ def test_pareto_front_keeps_only_undominated_points():
 
 def test_studies_refuse_empty_grids(tmp_path):
     from rsbkit.core.errors import RunError
-    from rsbkit.workbook.model_studies import scaling_study, transfer_study
+    from rsbkit.workbook.architecture_studies import scaling_study, transfer_study
 
     with pytest.raises(RunError, match="scaling study: models is empty"):
         scaling_study(recipe="params/smoke.yaml", models=[], widths=[], resolutions=[32], epochs=[1], out_dir=str(tmp_path))

@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import ROOT
 
-import rsbkit.workbook.procedures as procedures
+import rsbkit.workbook.train_and_evaluate as procedures
 from rsbkit.core.errors import RunError
 from rsbkit.core.run_options import RUN_OPTIONS, from_args, in_namespace, options_for, to_flags
 from rsbkit.core.train import Settings

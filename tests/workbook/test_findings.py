@@ -14,7 +14,7 @@ from conftest import ROOT
 
 from rsbkit.core.recipes import load_recipe
 from rsbkit.explore.resolution import resnet_maps
-from rsbkit.workbook.studies import Z95, best_test_resolution, group_stats
+from rsbkit.workbook.study_stats import Z95, best_test_resolution, group_stats
 
 FINDINGS = ROOT / "findings"
 sys.path.insert(0, str(ROOT / "scripts"))

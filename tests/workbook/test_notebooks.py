@@ -120,7 +120,7 @@ def test_the_wheel_ships_every_notebook_and_the_library_finds_them(installed, tm
     root = installed / "rsbkit" / "_notebooks"
     shipped = sorted(str(p.relative_to(root)) for p in root.rglob("*.ipynb"))
     assert shipped == sorted(str(p.relative_to("notebooks")) for p in NOTEBOOKS)
-    code = ("import rsbkit, rsbkit.workbook.model_studies as m, rsbkit.workbook.sweep as s; print(rsbkit.__file__); "
+    code = ("import rsbkit, rsbkit.workbook.architecture_studies as m, rsbkit.workbook.sweep as s; print(rsbkit.__file__); "
             "print(s.find_notebook(m.TRAIN_NOTEBOOK)); print(s.find_notebook('studies/seed_variance.ipynb'))")
     out = run_installed(installed, tmp_path, "-c", code)
     assert out.returncode == 0, out.stderr

@@ -1,5 +1,5 @@
 """What the study notebooks call (seed_variance, ablation, compare, report): run or read a sweep,
-then the statistics of rsbkit.workbook.studies over its runs, saved beside them as JSON and CSV.
+then the statistics of rsbkit.workbook.study_stats over its runs, saved beside them as JSON and CSV.
 Like the procedures, each takes a notebook's plain parameters and fails early with a clear message."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any, Optional
 from ..core.errors import RunError
 from ..core.recipes import recipe_fields
 from ..core.runs import atomic_write_text, stamped_folder
-from .procedures import none_if_empty, out_folder
-from .studies import SeedStats, ablation_table, compare_variants, noise_table, seed_stats
+from .study_stats import SeedStats, ablation_table, compare_variants, noise_table, seed_stats
 from .sweep import load_sweep, run_and_load
 from .table import load_runs
+from .train_and_evaluate import none_if_empty, out_folder
 
 NOTEBOOK_PROGRESS = ("line", "none")  # a tqdm bar in a saved notebook is noise
 

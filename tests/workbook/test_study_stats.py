@@ -9,7 +9,7 @@ import pytest
 
 from rsbkit.core.errors import RunError
 from rsbkit.workbook.paper import TABLE6_A2, TABLE9_CROP
-from rsbkit.workbook.studies import Z95, ablation_table, best_test_resolution, noise_table, paper_table6, seed_stats
+from rsbkit.workbook.study_stats import Z95, ablation_table, best_test_resolution, noise_table, paper_table6, seed_stats
 
 
 def test_seed_stats_on_known_values():
@@ -70,7 +70,7 @@ def test_ablation_table_errors_name_the_problem():
 
 
 def test_group_stats_and_comparison_with_the_seed_noise():
-    from rsbkit.workbook.studies import compare_to, group_stats
+    from rsbkit.workbook.study_stats import compare_to, group_stats
 
     runs = pd.DataFrame(dict(loss=["bce"] * 5 + ["ce"] * 3 + ["mse"] * 3 + ["hinge"],
                              top1=[80, 81, 82, 81, 81, 78, 79, 80, 76, 79, 82, 79]))
@@ -100,7 +100,7 @@ def test_group_stats_and_comparison_with_the_seed_noise():
 
 
 def test_variants_are_labelled_by_what_they_change_and_set_against_the_seed_noise():
-    from rsbkit.workbook.studies import compare_variants
+    from rsbkit.workbook.study_stats import compare_variants
 
     def runs(recipe, seeds, top1, **fields):
         base = dict(recipe=recipe, status="completed", loss="bce", lr=0.008, aug_repeats=0)

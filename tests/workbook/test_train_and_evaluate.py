@@ -8,7 +8,7 @@ import pytest
 from rsbkit.core.errors import DataError, RecipeError, RunError
 from rsbkit.core.evaluate import default_resolutions
 from rsbkit.core.runs import load_run
-from rsbkit.workbook.procedures import beside_paper, resolution_study, train_setup
+from rsbkit.workbook.train_and_evaluate import beside_paper, resolution_study, train_setup
 
 
 def test_train_setup_turns_parameters_into_objects(tmp_path):
@@ -108,7 +108,7 @@ def test_the_ablation_finds_the_seed_study_of_its_own_recipe_and_data(smoke_run,
     looked up in the seed sweep's folder, then in the committed findings; none for another recipe."""
     import json
 
-    from rsbkit.workbook import study_procedures as procedures
+    from rsbkit.workbook import run_studies as procedures
 
     def stats(path, **fields):
         record = dict(metric="final_top1", recipe="a3-smoke", data="default", n=5, mean=50.0, std=0.5, min=49.0, max=51.0)
@@ -139,7 +139,7 @@ def test_torchrun_rows_come_from_metrics_csv_even_when_the_run_prints_nothing(tm
     import textwrap
 
     from rsbkit.core.recipes import A3, smoke
-    from rsbkit.workbook.procedures import TrainSetup
+    from rsbkit.workbook.train_and_evaluate import TrainSetup
 
     run = tmp_path / "run"
     script = textwrap.dedent(f"""
