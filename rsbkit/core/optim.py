@@ -1,6 +1,8 @@
 """Optimizer and LR schedule from a recipe, both built by timm."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -63,3 +65,30 @@ def lr_schedule(recipe: Recipe, steps_per_epoch: int, lr: float) -> list[float]:
             updates += 1
             scheduler.step_update(updates)
     return out
+
+
+def schedule_warning(recipe: Recipe, steps_per_epoch: int, lr: float, samples: int = 2000) -> Optional[str]:
+    """A line for a run whose schedule never reaches its recipe's LR, or None: every epoch is warmup (a 1-epoch run
+    of a recipe with warmup trains at ``warmup_lr`` throughout), or the schedule is so short that the LR peaks under
+    90% of the recipe's (timm decays from epoch 0, so the cosine has moved on when warmup ends: 97.6% for the
+    demo's 1 warmup epoch of 10, 50% for 1 of 2). Such a run says little about the recipe."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=lr)
+    scheduler = create_scheduler(optimizer, recipe, steps_per_epoch)
+    total = recipe.total_epochs * steps_per_epoch
+    stride = max(1, total // samples) if recipe.sched_on_updates else steps_per_epoch
+    peak, at = 0.0, 0
+    for update in range(0, total, stride):
+        scheduler.step(update // steps_per_epoch)
+        scheduler.step_update(update)
+        if optimizer.param_groups[0]["lr"] > peak:
+            peak, at = optimizer.param_groups[0]["lr"], update // steps_per_epoch
+    if recipe.total_epochs <= recipe.warmup_epochs:
+        return (f"every epoch of this run is warmup ({recipe.total_epochs} epoch(s), warmup_epochs "
+                f"{recipe.warmup_epochs}): the LR peaks at {peak:.3g}, never the recipe's {lr:.3g}, and the results say "
+                "little about the recipe. Train more epochs than warmup_epochs, or set warmup_epochs: 0 for a smoke run")
+    if peak < 0.9 * lr:
+        return (f"the LR peaks at {peak:.3g} (epoch {at + 1}), {100 * peak / lr:.0f}% of the recipe's {lr:.3g}: "
+                f"{recipe.total_epochs} epochs are too few for {recipe.warmup_epochs} warmup epoch(s) (the cosine decays "
+                "from epoch 0), and the results say little about the recipe")
+    return None

@@ -76,7 +76,7 @@ from .errors import CheckpointError, DistributedError, NonFiniteLossError, RunEr
 from .evaluate import evaluate_models
 from .losses import create_loss
 from .models import create_model
-from .optim import create_optimizer, create_scheduler
+from .optim import create_optimizer, create_scheduler, schedule_warning
 from .recipes import BatchPlan, Recipe, load_recipe, lr_scaling, plan_batch, split_fields
 from .run_options import check_values, options_for, settings_fields
 from .runs import (
@@ -185,6 +185,7 @@ class Spec:
     preemption: Preemption
     started: float  # time.perf_counter() at the call's start
     attempts: tuple[dict[str, Any], ...] = ()  # who wrote the run folder: each call's host, PID, command
+    warnings: tuple[str, ...] = ()  # what the run's start said about it (a schedule that never reaches its LR)
 
     @property
     def cuda(self) -> bool:
@@ -351,6 +352,10 @@ def resolve(recipe: Union[Recipe, str, Path], data: Union[Data, str, Path, None]
     s.log(f"run {run.path}: {recipe.name} ({recipe.model}) on {data.name}, {len(data.train)} train / {len(data.val)} val "
           f"images, {data.num_classes} classes, {where}, {spec.resolved()['precision']}, augmented on the {augment_on} ({kind})")
     s.log(plan.rule)
+    warning = schedule_warning(recipe, steps_per_epoch, plan.lr)
+    if warning:
+        s.log(f"note: {warning}")
+        spec = replace(spec, warnings=(warning,))
     s.log(in_flight_note(kind, data, plan.micro_batch, recipe.train_res, spec.workers, pinned=cuda))
     if cuda and kind in ("loader", "crops") and spec.workers < 4:
         s.log(f"note: {spec.workers} loader worker(s) decode with PIL for this GPU: a few hundred images/s, a few % of what "
@@ -702,9 +707,11 @@ def result(spec: Spec, state: TrainState, status: str, error: Optional[str] = No
         seed=recipe.seed, device=str(spec.device), world_size=spec.job.world_size,
         **environment(device_name(spec.device, spec.job.world_size)),
         skipped_files=[dict(path=p, reason=r) for p, r in state.skipped.items()], num_skipped=len(state.skipped),
-        data=spec.data.describe(), resolved=spec.resolved(),
+        data={**spec.data.describe(), "limit_train": spec.settings.limit_train, "limit_val": spec.settings.limit_val},
+        resolved=spec.resolved(),
         reported=asdict(recipe.reported) if recipe.reported else None,
-        attempts=list(spec.attempts),  # who wrote this folder: host, PID, command of each attempt (resumes appended)
+        attempts=list(spec.attempts),
+        warnings=list(spec.warnings),  # e.g. a run that never left warmup  # who wrote this folder: host, PID, command of each attempt (resumes appended)
     )
 
 

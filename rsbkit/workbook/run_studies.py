@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import RunError
-from ..core.recipes import recipe_fields
+from ..core.recipes import EXECUTION_FIELDS, recipe_fields
 from ..core.runs import atomic_write_text, stamped_folder
 from .study_stats import SeedStats, ablation_table, compare_variants, noise_table, seed_stats
 from .sweep import load_sweep, run_and_load
@@ -178,16 +178,42 @@ REPORT_COLUMNS = ("name", "run", "source", "recipe", "status", "model", "epochs"
                   "final_top1", "best_top1", "best_epoch", "wall_s", "imgs_per_s", "peak_mem_mb", "device_name")
 
 
-def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] = None, out_dir: Optional[str] = None):
-    """Gather runs into (runs table, per-group summary or None, folder); writes report.csv."""
+# What a report does not compare when it groups runs: who and where, results and costs, the seed (groups pool
+# seeds), how a run executed (EXECUTION_FIELDS), sweep parameters (their recipe fields are columns already).
+NOT_COMPARED = {"run", "name", "source", "recipe", "status", "error", "seed", "code_version", "device_name", "wall_s",
+                "imgs_per_s", "peak_mem_mb", "num_skipped", "final_top1", "best_top1", "best_epoch", "final_top5",
+                "final_loss", "warnings", "lr_used", *EXECUTION_FIELDS}
+
+
+def unlike_columns(table, group_by: list, allow: list) -> dict[str, list]:
+    """The columns in which runs of one group differ, other than `group_by`, `allow` and :data:`NOT_COMPARED`:
+    {column: its values}. Runs that differ in data size, epochs done or a recipe field are not repeats of one thing."""
+    out: dict[str, list] = {}
+    skip = set(group_by) | set(allow) | NOT_COMPARED
+    for column in table.columns:
+        if column in skip or column.startswith("param."):
+            continue
+        for _, group in (table.groupby(group_by) if group_by else [(None, table)]):
+            values = group[column].astype(str)
+            if values.nunique() > 1:
+                out[column] = sorted(set(values))
+                break
+    return out
+
+
+def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] = None, out_dir: Optional[str] = None,
+           allow_unlike: Optional[list] = None):
+    """Gather runs into (runs table, per-group summary or None, folder); writes report.csv. Grouping pools only runs
+    that agree on everything but the grouped columns (and the seed): otherwise it refuses, naming each column that
+    differs and its values; `allow_unlike` lists the columns to pool over anyway."""
 
     if isinstance(runs, str):
         runs = [runs]
     table = load_runs(runs)
     if table.empty:
         raise RunError(f"no runs found under {runs}")
-    group_by = list(group_by or [])
-    unknown = [g for g in group_by + [metric] if g not in table.columns]
+    group_by, allow_unlike = list(group_by or []), list(allow_unlike or [])
+    unknown = [g for g in group_by + allow_unlike + [metric] if g not in table.columns]
     if unknown:
         raise RunError(f"{unknown} are not run columns; choose from {', '.join(map(str, table.columns))}")
     folder = out_folder(out_dir, stamped_folder("report"))
@@ -196,5 +222,11 @@ def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] =
     groups = None
     if group_by:
         done = table[table["status"] == "completed"]
+        differ = unlike_columns(done, group_by, allow_unlike)
+        if differ:
+            listed = "; ".join(f"{c}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for c, v in differ.items())
+            raise RunError(f"the runs grouped by {group_by} also differ in {listed}. A group's mean would mix unlike runs: "
+                           f"add those columns to group_by, choose runs that agree, or pass allow_unlike="
+                           f"{sorted(differ)} to pool them anyway")
         groups = done.groupby(group_by)[metric].agg(["count", "mean", "std", "min", "max"]).reset_index()
     return shown, groups, folder

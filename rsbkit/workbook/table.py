@@ -89,7 +89,9 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
     name), ``status``, every other recipe field (``model``, ``lr``,
     ``loss`` ...), the final metrics (``final_top1``, ``best_top1``, ``best_epoch``,
     ``final_top5``, ``epochs_done``), the cost (``wall_s``, ``imgs_per_s``,
-    ``peak_mem_mb``, ``device_name``), ``data`` (the dataset's name), ``lr_used`` and ``effective_batch`` as the
+    ``peak_mem_mb``, ``device_name``), ``data`` (the dataset's name), ``train_images`` and ``val_images`` (as
+    trained and evaluated), ``limit_train`` and ``limit_val`` (the limits asked for, if any), ``warnings`` (what
+    the run's start said about it, e.g. a schedule that never left warmup), ``lr_used`` and ``effective_batch`` as the
     run resolved them, ``error``, and ``param.<name>`` for a sweep point's notebook
     parameters, and ``source`` (``rsbkit``, or ``timm`` for a train.py output folder: args.yaml read through
     rsbkit.core.recipes.from_timm_args, the results from summary.csv). A run that never finished has status
@@ -122,7 +124,11 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
         for key in ("final_top1", "best_top1", "best_epoch", "final_top5", "final_loss", "epochs_done",
                     "wall_s", "imgs_per_s", "peak_mem_mb", "device_name", "num_skipped", "code_version", "error"):
             row[key] = result.get(key)
-        row["data"] = (result.get("data") or {}).get("name")
+        data = result.get("data") or {}
+        row["data"] = data.get("name")
+        for key in ("train_images", "val_images", "limit_train", "limit_val"):  # a 512-image smoke run is not the demo
+            row[key] = data.get(key)
+        row["warnings"] = "; ".join(result.get("warnings") or []) or None
         row["lr_used"] = resolved.get("lr")
         row["effective_batch"] = resolved.get("effective_batch")
         point = folder / SWEEP_POINT

@@ -126,3 +126,18 @@ def test_torchvision_and_resnet_rs_use_plain_momentum(recipe):
     assert decays == ([recipe.weight_decay] if recipe.decay_norm_bias else [0.0, recipe.weight_decay])
     # the trap the recipes avoid: timm's "sgd" is Nesterov
     assert create_optimizer_v2(model, "sgd", lr=0.1, momentum=0.9).defaults["nesterov"] is True
+
+
+def test_a_schedule_that_never_reaches_its_lr_is_named():
+    """A 1-epoch run of the demo trains at warmup_lr throughout; 2 epochs peak at half the LR (timm's cosine decays from
+    epoch 0); the demo's 10 epochs and the papers' recipes reach it."""
+    from rsbkit.core.optim import schedule_warning
+    from rsbkit.core.recipes import A1, A3, TORCHVISION, load_recipe
+
+    demo = load_recipe("params/demo.yaml")
+    one = schedule_warning(demo.replace(epochs=1), 47, 8e-3)
+    assert one.startswith("every epoch of this run is warmup (1 epoch(s), warmup_epochs 1): the LR peaks at 0.0001,")
+    two = schedule_warning(demo.replace(epochs=2), 47, 8e-3)
+    assert two.startswith("the LR peaks at 0.004 (epoch 2), 50% of the recipe's 0.008")
+    assert all(schedule_warning(r, 47, r.lr) is None for r in (demo, A1, A3, TORCHVISION))
+    assert schedule_warning(A3.replace(epochs=6, sched_on_updates=True), 47, 8e-3) is None  # per update: reaches it

@@ -253,3 +253,12 @@ def test_sigterm_during_a_checkpoint_write_stops_after_it(tmp_path, smoke_recipe
     assert state["epoch"] == 1
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "interrupted" and result["error"] == "Terminated: signal SIGTERM"
+
+
+def test_a_run_that_never_leaves_warmup_says_so(tmp_path, smoke_recipe):
+    lines = []
+    result = train(smoke_recipe.replace(warmup_epochs=1), "default", tmp_path / "run", device="cpu", workers=0,
+                   limit_train=32, limit_val=16, progress="none", log=lines.append)
+    assert any(line.startswith("note: every epoch of this run is warmup") for line in lines)
+    assert result["warnings"] and result["warnings"][0].startswith("every epoch of this run is warmup")
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["warnings"] == result["warnings"]

@@ -29,6 +29,8 @@ def test_load_runs_one_row_per_run_with_recipe_results_and_cost(smoke_run, tmp_p
     assert a["imgs_per_s"] > 0 and a["peak_mem_mb"] > 0
     assert a["lr_used"] == pytest.approx(8e-3 * (16 / 2048) ** 0.5) and a["effective_batch"] == 16
     assert a["scale"] == (0.08, 1.0)  # lists become tuples, so the table can be grouped by them
+    assert (a["train_images"], a["val_images"], a["limit_train"], a["limit_val"]) == (128, 64, 128, 64)
+    assert pd.isna(a["warnings"]) and a["epochs_done"] == 1
     assert table.iloc[1]["param.seed"] == 3
     assert pd.isna(table.iloc[2]["status"]) and pd.isna(table.iloc[2]["final_top1"]) and table.iloc[2]["model"] == "resnet10t"
     assert load_runs([tmp_path / "runs" / "a", tmp_path / "runs" / "a"]).shape[0] == 1  # listed once
@@ -102,3 +104,37 @@ def test_a_timm_output_folder_joins_the_table_and_the_figure(smoke_run, tmp_path
     fig = overlay_figure([table.loc["rsbkit", "run"], theirs["run"]])
     assert [t.name for t in fig.data] == ["ours", "fashion-mnist-test_resnet"]
     assert list(fig.data[1].y) == [13.5, 13.5, 24.0, 43.5, 66.5, 72.0] and list(fig.data[1].x) == [1, 2, 3, 4, 5, 6]
+
+
+def _variant(smoke_run, folder, **changes):
+    """A copy of the smoke run whose record says it trained on other data or for other epochs."""
+    shutil.copytree(smoke_run, folder, ignore=shutil.ignore_patterns("*.pt"))
+    result = json.loads((folder / "result.json").read_text())
+    for key, value in changes.items():
+        if key in ("train_images", "limit_train"):
+            result["data"][key] = value
+        else:
+            result[key] = value
+    (folder / "result.json").write_text(json.dumps(result))
+    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+    recipe["loss"] = changes.get("loss", recipe["loss"])
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+
+
+def test_the_report_refuses_to_pool_unlike_runs(smoke_run, tmp_path):
+    """group_by loss over a 512-image run and a 12,000-image one would average unlike things: the report names what
+    differs and the override; runs that differ only in the grouped field (and the seed) group."""
+    from rsbkit.workbook.run_studies import report
+
+    runs = tmp_path / "runs"
+    _variant(smoke_run, runs / "bce-small")
+    _variant(smoke_run, runs / "bce-big", train_images=12000, limit_train=None, final_top1=80.0)
+    _variant(smoke_run, runs / "ce-small", loss="ce")
+    with pytest.raises(RunError, match=r"also differ in .*train_images: 12000, 128.*allow_unlike="):
+        report(runs=[str(runs)], group_by=["loss"], out_dir=str(tmp_path / "r1"))
+    _, groups, _ = report(runs=[str(runs)], group_by=["loss"], out_dir=str(tmp_path / "r2"),
+                          allow_unlike=["train_images", "limit_train"])
+    assert groups.set_index("loss")["count"].to_dict() == {"bce": 2, "ce": 1}
+    shutil.rmtree(runs / "bce-big")
+    _, groups, _ = report(runs=[str(runs)], group_by=["loss"], out_dir=str(tmp_path / "r3"))
+    assert list(groups["loss"]) == ["bce", "ce"]
