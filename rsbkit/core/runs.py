@@ -37,6 +37,7 @@ import yaml
 
 from . import __version__
 from .errors import RunError, RunLockedError, RunWriteError
+from .paths import find_path, runs_root
 from .recipes import Recipe, split_fields
 
 METRIC_COLUMNS = (
@@ -80,12 +81,13 @@ def check_resume(folder: Union[str, Path], resume: bool) -> None:
         raise RunError(f"nothing to resume: resume=True but {last} does not exist; set resume=False to start the run")
 
 
-def stamped_folder(name: str, root: Union[str, Path] = "runs") -> Path:
-    """A new run folder's default name: `name` and the local time, e.g. runs/a3-20261201-193900."""
-    return Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+def stamped_folder(name: str, root: Union[str, Path, None] = None) -> Path:
+    """A new run folder's default name: `name` and the local time, e.g. runs/a3-20261201-193900, in `root` (default
+    :func:`rsbkit.core.paths.runs_root`: the checkout's runs/, also from a kernel in notebooks/)."""
+    return Path(root if root is not None else runs_root()) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def default_run_dir(recipe: Recipe, root: Union[str, Path] = "runs") -> Path:
+def default_run_dir(recipe: Recipe, root: Union[str, Path, None] = None) -> Path:
     return stamped_folder(recipe.name, root)
 
 
@@ -274,7 +276,7 @@ def read_metrics(path: Union[str, Path]) -> list[dict[str, Any]]:
 
 def load_run(path: Union[str, Path]) -> dict[str, Any]:
     """A run folder's records: ``{'path', 'recipe', 'metrics', 'result'}`` (missing files give None)."""
-    run = RunFolder(Path(path))
+    run = RunFolder(find_path(path))
     if not run.path.is_dir():
         raise RunError(f"run folder {run.path} does not exist")
     return dict(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import RunError
+from ..core.paths import find_path
 from ..core.recipes import EXECUTION_FIELDS, recipe_fields
 from ..core.runs import atomic_write_text, stamped_folder
 from .study_stats import SeedStats, ablation_table, compare_variants, noise_table, seed_stats
@@ -87,7 +88,7 @@ def find_seed_stats(recipe: Optional[str], data: Optional[str], metric: str = "f
     """A seed study's ``seed_stats.json`` measured with this recipe, dataset and metric (None if none is found):
     a noise band is only meaningful for the recipe and data whose seeds it was measured on."""
 
-    for path in SEED_STATS_PLACES:
+    for path in map(find_path, SEED_STATS_PLACES):
         if path.is_file():
             rec = json.loads(path.read_text())
             if (rec.get("recipe"), rec.get("data"), rec.get("metric")) == (recipe, data, metric) and recipe is not None:

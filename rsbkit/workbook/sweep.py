@@ -49,6 +49,7 @@ import torch
 import yaml
 
 from ..core.errors import RsbkitError, RunLockedError, RunWriteError
+from ..core.paths import find_path, output_path
 from ..core.recipes import load_recipe, recipe_fields
 from ..core.runs import POINT_LOCK_FILE, RunLock, atomic_file, atomic_write_text, stamped_folder, write_failure
 from .table import SWEEP_POINT, load_runs
@@ -219,7 +220,7 @@ def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Option
 
 def load_sweep(path: Union[str, Path], out: Union[str, Path, None] = None) -> Sweep:
     """Read and validate a sweep file; an unknown key, an empty grid or a bad recipe fails here."""
-    path = Path(path)
+    path = find_path(path)
     if not path.is_file():
         raise SweepError(f"sweep file {path} does not exist")
     try:
@@ -239,7 +240,8 @@ def load_sweep(path: Union[str, Path], out: Union[str, Path, None] = None) -> Sw
     for key in ("parameters", "grid"):
         if spec.get(key) is not None and not isinstance(spec[key], dict):
             raise SweepError(f"{path}, line {lines[key]}: {key} must be a mapping (name: value)")
-    return expand(spec["notebook"], out or spec.get("out") or Path("runs") / "sweeps" / path.stem,
+    where = output_path(out or spec.get("out") or Path("runs") / "sweeps" / path.stem)  # runs/: the checkout's
+    return expand(spec["notebook"], where,
                   spec.get("parameters"), spec.get("grid"), spec.get("seeds"), points=spec.get("points"),
                   kernel=spec.get("kernel", "python3"), where=str(path))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..core.errors import RecipeError, RunError
+from ..core.paths import find_path
 from ..core.recipes import Recipe, from_timm_args, plan_batch
 from ..core.recipes.timm_args import read_args
 from ..core.runs import RunFolder, load_run, read_metrics
@@ -102,7 +103,7 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
     if isinstance(paths, (str, Path)):
         paths = [paths]
     folders: list[Path] = []
-    for p in map(Path, paths):
+    for p in map(find_path, paths):
         if not p.exists():
             raise RunError(f"no run folder or folder of runs at {p}")
         folders += [f for f in _find_runs(p) if f not in folders]

@@ -22,6 +22,7 @@ from ..core.distributed import stream, torchrun_command
 from ..core.errors import RunError
 from ..core.evaluate import default_resolutions, evaluate, load_data_for, load_model, resolution_sweep
 from ..core.optim import lr_schedule
+from ..core.paths import find_path, output_path, runs_root
 from ..core.recipes import RECIPES, Recipe, Reported, base_recipe, changes, load_recipe, plan_batch
 from ..core.run_options import BY_NAME, check_values, to_flags, train_values
 from ..core.runs import atomic_write_text, check_resume, load_run, read_metrics, stamped_folder
@@ -201,7 +202,7 @@ def train_setup(
     dataset = load_data(data, root=values.get("data_root"), limit_train=values.get("limit_train"),
                         limit_val=values.get("limit_val"))
     device = str(pick_device(values.get("device")))
-    out = Path(out_dir) if none_if_empty(out_dir) else stamped_folder(recipe.name)
+    out = output_path(out_dir) if none_if_empty(out_dir) else stamped_folder(recipe.name)
     check_resume(out, values.get("resume", False))
     if nproc > 1 and device.startswith("cuda"):
 
@@ -286,7 +287,7 @@ def paper_table(model, reported: Optional[Reported], data: Union[Data, str, Path
 
 
 def out_folder(out_dir: Optional[str], fallback: Path) -> Path:
-    folder = Path(out_dir) if none_if_empty(out_dir) else fallback
+    folder = output_path(out_dir) if none_if_empty(out_dir) else fallback
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -356,3 +357,31 @@ def paper_resolution_tables():
 
     crop = pd.DataFrame(TABLE9_CROP).pivot(index="crop_pct", columns="recipe", values="mean")
     return crop, pd.DataFrame(FIXRES_TIMM)
+
+
+# ------------------------------------------------------------------ the tour
+
+# The record of one run of the demo procedure (params/demo.yaml; its recipe.yaml, metrics.csv and result.json, no
+# checkpoints), shipped inside the package so the tour shows a finished run on a machine that has trained none.
+DEMO_RECORD = Path(__file__).resolve().parents[1] / "embedded" / "demo_run"
+
+
+def finished_run(runs: Union[str, Path, None] = None) -> tuple[Path, str]:
+    """The run the tour shows when it is given none, and a line saying what it is: the newest completed run of more
+    than one epoch under `runs` (default: the checkout's runs/), else the committed record of the demo procedure.
+    A smoke run is never shown as a result."""
+    root = find_path(runs) if runs is not None else runs_root()
+    done = []
+    for result in root.glob("*/result.json") if root.is_dir() else ():
+        try:
+            record = json.loads(result.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("status") == "completed" and (record.get("epochs_done") or 0) > 1:
+            done.append((result.stat().st_mtime, result.parent))
+    if done:
+        folder = max(done)[1]
+        return folder, f"the newest finished run under {root}: {folder}"
+    when = json.loads((DEMO_RECORD / "result.json").read_text()).get("attempts", [{}])[0].get("started", "")
+    return DEMO_RECORD, (f"no finished run under {root} yet: this is the committed record of the demo procedure "
+                         f"(params/demo.yaml, {when[:10]}); `bash scripts/demo.sh` trains your own")

@@ -169,3 +169,26 @@ def test_resolution_study_takes_a_validation_only_folder(smoke_run, embedded, tm
     study = resolution_study(source=str(smoke_run), data=str(tmp_path / "v2"), resolutions=[32], crops=[0.95],
                              device="cpu", out_dir=str(tmp_path / "out"))
     assert list(study.table["test_res"]) == [32] and 0 <= study.table["top1"].item() <= 100
+
+
+def test_the_tour_shows_a_finished_run_never_a_smoke_run(smoke_run, tmp_path):
+    """With `run` empty the tour shows the newest completed run of more than one epoch under runs/, else the
+    committed record of the demo procedure; the one-epoch smoke run is not a result."""
+    import json
+    import shutil
+
+    from rsbkit.core.runs import load_run
+    from rsbkit.workbook.train_and_evaluate import DEMO_RECORD, finished_run
+
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke_run, runs / "smoke", ignore=shutil.ignore_patterns("*.pt"))
+    folder, said = finished_run(runs)
+    assert folder == DEMO_RECORD and "committed record of the demo procedure" in said
+    demo = load_run(folder)
+    assert demo["result"]["status"] == "completed" and demo["result"]["epochs_done"] == len(demo["metrics"]) == 10
+    assert demo["result"]["final_top1"] > 80 and demo["recipe"]["name"] == "demo"
+    longer = runs / "longer"
+    shutil.copytree(smoke_run, longer, ignore=shutil.ignore_patterns("*.pt"))
+    result = json.loads((longer / "result.json").read_text())
+    (longer / "result.json").write_text(json.dumps({**result, "epochs_done": 3}))
+    assert finished_run(runs) == (longer, f"the newest finished run under {runs}: {longer}")

@@ -33,6 +33,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.datasets.folder import find_classes, make_dataset
 
 from ..errors import DataError
+from ..paths import find_path
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -288,8 +289,8 @@ def load_data(
     needs_train = not isinstance(spec, Data)  # a Data was checked when it was made
     if isinstance(spec, Data):
         data = spec
-    elif (classes or num_classes) and Path(str(spec)).is_dir() and not (Path(str(spec)) / "train").is_dir():
-        data, needs_train = class_folders(spec, classes, num_classes), False  # a validation split only
+    elif (classes or num_classes) and find_path(str(spec)).is_dir() and not (find_path(str(spec)) / "train").is_dir():
+        data, needs_train = class_folders(find_path(str(spec)), classes, num_classes), False  # a validation split only
     else:
         text = "default" if spec is None else str(spec)
         root = Path(root or os.environ.get("RSBKIT_DATA_ROOT", Path.home() / ".cache" / "rsbkit" / "datasets"))
@@ -300,7 +301,7 @@ def load_data(
         elif text.startswith(TIMM_PREFIXES) and not Path(text).exists():
             data = _timm_dataset(text, root / text.split("/", 1)[1], download)
         else:
-            data = _folder(Path(text).expanduser())
+            data = _folder(find_path(text))  # from a kernel in notebooks/, a folder named from the checkout's root
     if len(data.val) == 0 or (len(data.train) == 0 and needs_train):
         raise DataError(f"{data.name}: empty split (train {len(data.train)}, val {len(data.val)} images); {HELP}")
     if limit_train is not None or limit_val is not None:

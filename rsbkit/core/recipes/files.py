@@ -9,13 +9,14 @@ from typing import Any, Union
 import yaml
 
 from ..errors import RecipeError
+from ..paths import find_path
 from .catalogue import RECIPES, get_recipe
 from .schema import EXECUTION_FIELDS, Recipe, did_you_mean, recipe_fields
 
 
 def load_recipe(source: Union[str, Path], **overrides: Any) -> Recipe:
     """A recipe from a name (``a3``) or a YAML file (``base:`` plus overrides)."""
-    path = Path(source)
+    path = find_path(source)
     if path.suffix in (".yaml", ".yml") or path.exists():
         recipe = recipe_from_yaml(path)
     else:
