@@ -5,7 +5,8 @@
 Runs rsbkit's DeviceAugment with A3's ingredients (RandomResizedCrop from a list of decoded images, flip,
 RandAugment rand-m6-mstd0.5-inc1, normalisation) on tiny images on the CPU, so that the kernels cost next to
 nothing and what is timed is the host's work per batch: Python, torch's dispatcher, the per-image crop loop.
-It counts the tensor operations (each one kernel launch on CUDA) with a TorchDispatchMode. The estimate for a
+It counts the tensor operations with a TorchDispatchMode: views launch nothing, each other one about one
+kernel on CUDA. The estimate for a
 GPU adds `--launch-us` per operation (cudaLaunchKernel's host cost, a few microseconds) and assumes the GPU
 machine's host runs Python about as fast as this one. It is an estimate, not a measurement: the GPU check's
 bench step (`input_device`, `end_to_end_device`) measures the real figure.
@@ -26,10 +27,10 @@ from rsbkit.core.recipes import A3
 class Count(TorchDispatchMode):
     def __init__(self):
         super().__init__()
-        self.ops = Counter()
+        self.ops, self.views = Counter(), Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[str(func.overloadpacket)] += 1
+        (self.views if getattr(func, "is_view", False) else self.ops)[str(func.overloadpacket)] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -49,7 +50,7 @@ def main() -> None:
         augment(images, generator, draws)
     with Count() as counted:
         augment(images, generator, draws)
-    ops = sum(counted.ops.values())
+    ops, views = sum(counted.ops.values()), sum(counted.views.values())
     runs = 20
     t0 = time.perf_counter()
     for _ in range(runs):
@@ -57,8 +58,8 @@ def main() -> None:
     host_ms = (time.perf_counter() - t0) / runs * 1e3
     gpu_ms = host_ms + ops * args.launch_us / 1e3
     print(f"device augmentation, A3 ({recipe.aa}), batch {args.batch} from a list of decoded images:")
-    print(f"  tensor operations per batch: {ops} ({ops / args.batch:.1f} per image); most frequent: "
-          + ", ".join(f"{k} {v}" for k, v in counted.ops.most_common(6)))
+    print(f"  tensor operations per batch that launch a kernel on CUDA: {ops} ({ops / args.batch:.1f} per image), "
+          f"and {views} views (no launch); most frequent: " + ", ".join(f"{k} {v}" for k, v in counted.ops.most_common(6)))
     print(f"  host time per batch on this CPU, kernels negligible: {host_ms:.1f} ms")
     print(f"  estimate on a GPU: {host_ms:.1f} + {ops} x {args.launch_us:g} us = {gpu_ms:.1f} ms per batch, "
           f"{args.batch / gpu_ms * 1e3:,.0f} images/s from one input thread")

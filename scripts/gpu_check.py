@@ -286,7 +286,8 @@ def step_census(args) -> dict:
 def step_threads(args) -> dict:
     """The device input path alone (JPEG folder: nvJPEG decode, crops, A3's RandAugment, normalisation) with 1, 2 and
     4 input threads (`input_threads`), images/s after a warm-up. benchmarks/input_thread_estimate.py estimated
-    about 2,900 images/s for one thread from a CPU profile; A3's model step at 10,000 images/s needs about 3.5x that."""
+    7,000 to 9,000 images/s of augmentation for one thread from a CPU profile, decoding aside; A3's model step at
+    10,000 images/s needs 1.1 to 1.4 threads' work before decoding."""
     import torch
 
     from rsbkit.core.data import TrainInput, load_data

@@ -121,8 +121,8 @@ class Recipe:
     # (decode_jpeg: nvJPEG on CUDA) | auto (device on CUDA, loader on CPU)
     input_threads: int = 1  # CUDA: threads that decode and augment batches ahead of the step, each on its own stream
     # (rsbkit.core.data.ahead_parallel; more than 1 seeds each batch's draws from its index, so any number gives the
-    # same epoch). One thread's Python and launches feed an estimated 2,900 images/s for A3 at 160 px
-    # (benchmarks/input_thread_estimate.py); the GPU check's `threads` step measures 1, 2 and 4
+    # same epoch). One thread's Python and launches feed an estimated 7,000 to 9,000 images/s of A3's augmentation at
+    # 160 px, decoding aside (benchmarks/input_thread_estimate.py); the GPU check's `threads` step measures 1, 2, 4
     eval_on: str = "auto"  # validation images: loader (timm's PIL eval transform in the workers, as its train.py) |
     # device (a folder's JPEGs decoded by decode_jpeg, nvJPEG on CUDA, resized and centre-cropped by torchvision's
     # antialiased tensor functions on the device: the same sizes, pixels within a few grey levels of PIL's) | auto
