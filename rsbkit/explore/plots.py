@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
+from ..core.colours import colour
 from . import augment, losses, resolution, schedule
 
 
@@ -35,7 +36,8 @@ LEGEND_BELOW = dict(orientation="h", x=0, xanchor="left", y=-0.22, yanchor="top"
 def wrap(text: str, width: int = 90) -> str:
     """Break a long title into lines of about `width` characters (plotly does not wrap titles)."""
 
-    return "<br>".join(textwrap.wrap(text, width)) or text
+    lines = [line for part in text.split("<br>") for line in (textwrap.wrap(part, width) or [""])]
+    return "<br>".join(lines) or text
 
 
 def fit(fig: go.Figure, height: int, *, title: Optional[str] = None, legend_below: bool = False, **layout) -> go.Figure:
@@ -63,12 +65,18 @@ def _no_axes(fig: go.Figure) -> go.Figure:
 
 
 def image_grid(images: Sequence, titles: Sequence[str], cols: int = 4, *, title: str = "", tile: int = 170) -> go.Figure:
+    """Images in a grid, each under its title; the gap between rows holds the longest title (RandAugment's per-draw
+    titles run to three lines), so no title lies over the image above it."""
     rows = max(1, -(-len(images) // cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02, vertical_spacing=0.08)
+    lines = max((str(t).count("<br>") + 1 for t in titles), default=1)
+    title_px = 16 * lines + 8  # 12 px text on 16 px lines
+    height = rows * (tile + title_px) + 80
+    gap = min(0.3, title_px / max(height - 80, 1)) if rows > 1 else 0.0
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02, vertical_spacing=gap)
     for k, img in enumerate(images):
         fig.add_trace(go.Image(source=data_uri(img), name=str(titles[k])), k // cols + 1, k % cols + 1)
-    fig.update_annotations(font_size=10)
-    fit(fig, rows * (tile + 40) + 80, title=title, margin=dict(l=10, r=10, b=10))
+    fig.update_annotations(font_size=12)
+    fit(fig, height, title=title, margin=dict(l=10, r=10, b=10))
     return _no_axes(fig)
 
 
@@ -99,7 +107,7 @@ def rrc_figure(img: Image.Image, size: int = 160, scale=(0.08, 1.0), ratio=(3 / 
     for k, (crop, (top, left, h, w), _) in enumerate(samples):
         fig.add_shape(type="rect", x0=left, y0=top, x1=left + w, y1=top + h, line=dict(width=2), row=1, col=1)
         fig.add_trace(go.Image(source=data_uri(crop), name=f"crop {k + 1}"), 1, k + 2)
-    fig.update_annotations(font_size=10)
+    fig.update_annotations(font_size=12)
     fit(fig, 330, title=f"RandomResizedCrop to {size} px, scale {tuple(scale)}, ratio ({ratio[0]:.2f}, {ratio[1]:.2f})",
         margin=dict(l=10, r=10, b=10))
     return _no_axes(fig)
@@ -109,9 +117,10 @@ def mix_figure(a: Image.Image, b: Image.Image, label_a: int, label_b: int, class
                mode: str = "mixup", *, smoothing: float = 0.0, seed: int = 0) -> go.Figure:
     """The mixed image and the soft target the loss sees, for one pair."""
     mixed = augment.mix_pair(a, b, label_a, label_b, len(classes), lam, mode, smoothing=smoothing, seed=seed)
+    what = (f"mixup, lam {lam:.2f}" if mode == "mixup" else
+            f"cutmix: asked lam {lam:.2f},<br>the box leaves {mixed.lam:.2f} of a")
     fig = make_subplots(rows=1, cols=4, column_widths=[1, 1, 1, 1.6], horizontal_spacing=0.04,
-                        subplot_titles=[f"a: {classes[label_a]}", f"b: {classes[label_b]}",
-                                        f"{mode}, lam {mixed.lam:.3f}", "soft target"])
+                        subplot_titles=[f"a: {classes[label_a]}", f"b: {classes[label_b]}", what, "soft target"])
     for col, img in ((1, a), (2, b), (3, mixed.image)):
         fig.add_trace(go.Image(source=data_uri(img)), 1, col)
     fig.add_trace(go.Bar(x=list(classes), y=mixed.target, name="target", text=[f"{v:.3f}" for v in mixed.target],
@@ -121,9 +130,19 @@ def mix_figure(a: Image.Image, b: Image.Image, label_a: int, label_b: int, class
         fig.update_xaxes(visible=False, row=1, col=col)
         fig.update_yaxes(visible=False, row=1, col=col)
     fig.update_yaxes(range=[0, 1.1], row=1, col=4)
-    fit(fig, 340, title=f"{mode}: lam x a + (1 - lam) x b; target = lam x onehot(a) + (1 - lam) x onehot(b)"
-                        + (f", smoothed {smoothing:g}" if smoothing else ""), showlegend=False, margin=dict(l=10, r=10, b=10))
+    fit(fig, 360, title=mix_title(mode, lam, mixed.lam, smoothing), showlegend=False, margin=dict(l=10, r=10, b=10))
     return fig
+
+
+def mix_title(mode: str, asked: float, lam: float, smoothing: float = 0.0) -> str:
+    """Each mode's own formula. CutMix pastes a box of b of area about 1 - lam into a, at a random centre; the box is
+    clipped at the image's border, so timm corrects lam to the share of a's pixels left, and the target uses that."""
+    target = "target = lam x onehot(a) + (1 - lam) x onehot(b)" + (f", smoothed {smoothing:g}" if smoothing else "")
+    if mode == "mixup":
+        return f"mixup: image = lam x a + (1 - lam) x b; {target}"
+    clipped = (f"the box was clipped at the border, so lam is corrected from {asked:.2f} to {lam:.2f}"
+               if abs(lam - asked) > 0.005 else f"lam {lam:.2f}")
+    return f"cutmix: a box of b, area 1 - lam, pasted into a; {clipped} (the share of a's pixels); {target}"
 
 
 def mix_pair_figure(images, a: str, b: str, lam: float, mode: str = "mixup", *, smoothing: float = 0.0,
@@ -150,15 +169,19 @@ def loss_figure(num_classes: int = 5, label_a: int = 1, label_b: int = 3, lam: f
     classes = [f"class {k}" for k in range(num_classes)]
     fig = make_subplots(rows=1, cols=3, subplot_titles=("targets", f"loss as the logit<br>of class {cls} moves",
                                                         "gradient<br>d loss / d logit"))
-    fig.add_trace(go.Bar(x=classes, y=target, name="mixed target (CE and BCE)"), 1, 1)
+    fig.add_trace(go.Bar(x=classes, y=target, name="mixed target (CE and BCE)", marker_color=colour("target")), 1, 1)
     if threshold is not None:
-        fig.add_trace(go.Bar(x=classes, y=losses.bce_target(target, threshold), name=f"BCE target, threshold {threshold:g}"), 1, 1)
-    for kind, name in (("bce", "BCE"), ("ce", "softmax CE")):
+        fig.add_trace(go.Bar(x=classes, y=losses.bce_target(target, threshold), name=f"BCE target, threshold {threshold:g}",
+                             marker_color=colour("BCE target")), 1, 1)
+    for kind, name in (("bce", "BCE"), ("ce", "softmax CE")):  # one colour per loss, in every panel and figure
         sweep = losses.loss_sweep(z, target, cls, xs, kind, threshold=threshold)
-        fig.add_trace(go.Scatter(x=sweep["logit"], y=sweep["loss"], name=f"{name} loss", mode="lines"), 1, 2)
+        fig.add_trace(go.Scatter(x=sweep["logit"], y=sweep["loss"], name=f"{name} loss", mode="lines",
+                                 line_color=colour(name)), 1, 2)
         point = losses.loss_and_grad(z, target, kind, threshold=threshold)
-        fig.add_trace(go.Scatter(x=[logit], y=[point.loss], mode="markers", marker_size=10, showlegend=False), 1, 2)
-        fig.add_trace(go.Bar(x=classes, y=point.grad, name=f"{name} gradient"), 1, 3)
+        fig.add_trace(go.Scatter(x=[logit], y=[point.loss], mode="markers", marker_size=10, showlegend=False,
+                                 name=f"{name} loss at the logit", marker_color=colour(name)), 1, 2)
+        fig.add_trace(go.Bar(x=classes, y=point.grad, name=f"{name} gradient", marker=dict(
+            color=colour(name), pattern_shape="/" if kind == "ce" else "")), 1, 3)
     fig.update_xaxes(title_text="logit", row=1, col=2)
     fit(fig, 470, title=f"lam {lam:g} between class {label_a} and class {label_b}, smoothing {smoothing:g}", legend_below=True,
         barmode="group")
@@ -182,13 +205,16 @@ def resolution_explore_figure(img: Image.Image, train_res: int = 160, test_res: 
     fig.add_trace(go.Image(source=data_uri(test)), 1, 2)
     xs = np.arange(max(16, train_res // 2), 2 * train_res + 1, max(1, train_res // 32))
     fig.add_trace(go.Scatter(x=xs, y=[resolution.apparent_size_ratio(train_res, int(x), crop_pct, scale) for x in xs],
-                             name="apparent size ratio", mode="lines"), 1, 3)
+                             name="apparent size ratio", mode="lines", line_color=colour("apparent size")), 1, 3)
     fig.add_trace(go.Scatter(x=[test_res], y=[ratio], mode="markers", marker_size=11, name=f"test {test_res} px: {ratio:.2f}"), 1, 3)
     if measured is not None and len(measured):
         best = measured.groupby("test_res")["top1"].max().reset_index()
         fig.add_trace(go.Scatter(x=best["test_res"], y=best["top1"], name="measured top-1 (%)", mode="lines+markers",
+                                 line_color=colour("measured top-1"),
                                  xaxis="x3", yaxis="y4"))  # a second y axis on the third panel
-        fig.update_layout(yaxis4=dict(overlaying="y3", anchor="x3", side="right", title="top-1 (%)", showgrid=False))
+        # its own round ticks (a synced axis labels the left axis's tick positions: 57.55, 63.86, 70.18)
+        fig.update_layout(yaxis4=dict(overlaying="y3", anchor="x3", side="right", title="top-1 (%)", showgrid=False,
+                                      tickmode="auto", nticks=6, tickformat=".0f"))
     fig.add_hline(y=1.0, line_dash="dot", row=1, col=3)
     fig.update_xaxes(title_text="test resolution (px)", row=1, col=3)
     for col in (1, 2):
@@ -196,8 +222,8 @@ def resolution_explore_figure(img: Image.Image, train_res: int = 160, test_res: 
         fig.update_yaxes(visible=False, row=1, col=col)
     maps = {res: "-".join(map(str, resolution.resnet_maps(res).values())) for res in (train_res, test_res)}
     fit(fig, 470, title=f"objects look {ratio:.2f}x as large in training as at test; equal at about {match:.0f} px<br>"
-        f"<sub>ResNet feature maps (stem, max-pool, stages 1-4): {maps[train_res]} at {train_res} px, "
-        f"{maps[test_res]} at {test_res} px</sub>", legend_below=True)
+        f"ResNet's feature maps (stem, max-pool, stages 1-4): {maps[train_res]} at {train_res} px, "
+        f"{maps[test_res]} at {test_res} px", legend_below=True)
     return fig
 
 
@@ -210,11 +236,16 @@ def schedule_figure(recipe, batch_size: Optional[int] = None, grad_accum: Option
     resizes progressively), with the compute that saves against training at train_res throughout."""
     curve, plan = schedule.lr_curve(recipe, batch_size, grad_accum=grad_accum, dataset_size=dataset_size)
     sizes = schedule.train_res_curve(recipe)
+    if sizes["train_res"].nunique() == 1:  # a constant train size: a flat panel says nothing, the title says the size
+        fig = go.Figure(go.Scatter(x=curve["epoch"], y=curve["lr"], mode="lines", name=recipe.name, line_color=colour("LR")))
+        fit(fig, 380, title=f"{recipe.name}: {plan.rule}; trains at {recipe.train_res} px throughout",
+            xaxis_title="epoch", yaxis_title="learning rate")
+        return fig
     saved = 1 - sizes["relative_pixels"].mean()
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.08,
-                        subplot_titles=("learning rate", "train size (px)" + (
-                            f": {saved:.0%} fewer pixels than {recipe.train_res} px throughout" if saved > 0 else "")))
-    fig.add_trace(go.Scatter(x=curve["epoch"], y=curve["lr"], mode="lines", name=recipe.name), 1, 1)
+                        subplot_titles=("learning rate", f"train size (px): {saved:.0%} fewer pixels than "
+                                                         f"{recipe.train_res} px throughout"))
+    fig.add_trace(go.Scatter(x=curve["epoch"], y=curve["lr"], mode="lines", name=recipe.name, line_color=colour("LR")), 1, 1)
     # epoch e (1-based) trains over [e - 1, e) on the LR curve's axis
     fig.add_trace(go.Scatter(x=sizes["epoch"] - 1, y=sizes["train_res"], mode="lines", line_shape="hv", name="train size",
                              showlegend=False), 2, 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 import ipywidgets as W
 import plotly.graph_objects as go
@@ -183,17 +183,18 @@ def presets(targets: dict[str, Explorer]) -> W.HBox:
 # ------------------------------------------------------------------ losses, resolution, schedule
 
 
-def loss_explorer(num_classes: int = 5) -> Explorer:
+def loss_explorer(num_classes: int = 5, *, lam: float = 0.7, smoothing: float = 0.0, threshold: Optional[float] = None) -> Explorer:
+    """Starts at the notebook's parameters: its lam, smoothing and (when given) threshold."""
     def build(lam, smoothing, threshold_on, threshold, logit, cls):
         return plots.loss_figure(num_classes, 1, 3, lam, smoothing=smoothing,
                                  threshold=threshold if threshold_on else None, logit=logit, cls=cls)
 
     return Explorer(build, dict(
-        lam=_slider(0.7, 0.0, 1.0, 0.05, "lambda (class 1 vs class 3)"),
-        smoothing=_slider(0.0, 0.0, 0.3, 0.05, "label smoothing"),
+        lam=_slider(lam, 0.0, 1.0, 0.05, "lambda (class 1 vs class 3)"),
+        smoothing=_slider(smoothing, 0.0, 0.3, 0.05, "label smoothing"),
         threshold_on=_control(W.Checkbox, "use a BCE target threshold", "BCE: targets above the threshold become 1",
                               value=False),
-        threshold=_slider(0.2, 0.0, 0.9, 0.05, "threshold"),
+        threshold=_slider(0.2 if threshold is None else threshold, 0.0, 0.9, 0.05, "threshold"),
         logit=_slider(2.0, -6.0, 6.0, 0.25, "logit"),
         cls=_control(W.Dropdown, "of class", "the class whose logit the middle panel moves",
                      options=list(range(num_classes)), value=1),
@@ -221,7 +222,12 @@ def resolution_explorer(img, measured=None) -> Explorer:
     ))
 
 
-def schedule_explorer() -> Explorer:
+def schedule_explorer(recipe: str = "a3", batch_size: int = 2048, grad_accum: bool = False) -> Explorer:
+    """Starts at the notebook's parameters: its recipe, batch size (the nearest on the slider) and grad_accum."""
+    batches = [64, 128, 256, 512, 1024, 2048, 4096]
+    start = min(batches, key=lambda b: abs(b - batch_size))
+    first = dict(recipe=recipe, batch_size=start, grad_accum=grad_accum)
+
     def build(recipe, batch_size, grad_accum, progressive, res_start):
         r = RECIPES[recipe]
         if progressive:  # FFCV's proportions: the growth from 74% to 86% of the run
@@ -229,12 +235,12 @@ def schedule_explorer() -> Explorer:
         return plots.schedule_figure(r, batch_size, grad_accum)
 
     return Explorer(build, dict(
-        recipe=_control(W.Dropdown, "recipe", options=list(RECIPES), value="a3"),
+        recipe=_control(W.Dropdown, "recipe", options=list(RECIPES), value=first["recipe"]),
         batch_size=_control(W.SelectionSlider, "batch size", "the global batch of the run", width="400px",
-                            options=[64, 128, 256, 512, 1024, 2048, 4096], value=2048, continuous_update=False),
+                            options=batches, value=first["batch_size"], continuous_update=False),
         grad_accum=_control(W.Checkbox, "accumulate to the recipe's batch",
                             "accumulate gradients up to the batch the recipe's LR is for, instead of scaling the LR",
-                            value=False),
+                            value=first["grad_accum"]),
         progressive=_control(W.Checkbox, "progressive resizing (FFCV)",
                              "grow the train size to the recipe's train_res from 74% to 86% of the run, in steps of 32 px",
                              value=False),

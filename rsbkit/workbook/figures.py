@@ -25,6 +25,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..core.colours import colour
 from ..core.runs import atomic_file
 from .table import run_metrics
 
@@ -46,14 +47,18 @@ def curves_figure(rows: Sequence[dict[str, Any]], *, schedule: Optional[tuple[Se
     """
     fig = make_subplots(rows=1, cols=3, subplot_titles=("train loss", "learning rate", "val top-1 (%)"))
     epochs = [r["epoch"] for r in rows]
-    fig.add_trace(go.Scatter(x=epochs, y=[r["train_loss"] for r in rows], name="train loss", mode="lines+markers"), 1, 1)
+    fig.add_trace(go.Scatter(x=epochs, y=[r["train_loss"] for r in rows], name="train loss", mode="lines+markers",
+                             line_color=colour("train loss")), 1, 1)
     if schedule is not None:
         fig.add_trace(go.Scatter(x=list(schedule[0]), y=list(schedule[1]), name="planned LR",
-                                 mode="lines", line=dict(dash="dash", color="grey")), 1, 2)
-    fig.add_trace(go.Scatter(x=epochs, y=[r["lr"] for r in rows], name="LR at epoch end", mode="markers"), 1, 2)
-    fig.add_trace(go.Scatter(x=epochs, y=[r["val_top1"] for r in rows], name="val top-1", mode="lines+markers"), 1, 3)
+                                 mode="lines", line=dict(dash="dash", color=colour("planned LR"))), 1, 2)
+    fig.add_trace(go.Scatter(x=epochs, y=[r["lr"] for r in rows], name="LR at epoch end", mode="markers",
+                             marker_color=colour("LR")), 1, 2)
+    fig.add_trace(go.Scatter(x=epochs, y=[r["val_top1"] for r in rows], name="val top-1", mode="lines+markers",
+                             line_color=colour("val top-1")), 1, 3)
     if any(r.get("ema_top1") is not None for r in rows):
-        fig.add_trace(go.Scatter(x=epochs, y=[r.get("ema_top1") for r in rows], name="EMA top-1", mode="lines+markers"), 1, 3)
+        fig.add_trace(go.Scatter(x=epochs, y=[r.get("ema_top1") for r in rows], name="EMA top-1", mode="lines+markers",
+                                 line_color=colour("EMA top-1")), 1, 3)
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=title, autosize=True, height=HEIGHT + 60, margin=dict(t=70, b=100),
                       legend=dict(orientation="h", x=0, xanchor="left", y=-0.3, yanchor="top"))

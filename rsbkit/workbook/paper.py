@@ -103,7 +103,8 @@ def ingredients():
         ("stochastic depth 0.05 instead of 0", *(delta(a, b) for a, b in zip(DROP_PATH[0.05], DROP_PATH[0.0]))),
         ("label smoothing 0.1", *(delta(a, b) for a, b in zip(SMOOTHING[True], SMOOTHING[False]))),
     ]
-    return pd.DataFrame(rows, columns=["ingredient", "A1", "A2", "A3"]).set_index("ingredient")
+    table = pd.DataFrame(rows, columns=["ingredient", "A1", "A2", "A3"]).set_index("ingredient")
+    return table.astype(object).where(table.notna(), "")  # an unmeasured cell reads empty, not NaN
 
 
 # ---------------------------------------------------------------- other architectures, transfer, ResNet-RS

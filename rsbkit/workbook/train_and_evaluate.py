@@ -126,12 +126,7 @@ class TrainSetup:
     def schedule(self) -> Optional[tuple[list[float], list[float]]]:
         """(epoch, lr) over the whole run as planned, read once the run has written recipe.yaml."""
         if self._schedule is None and (self.run_dir / "recipe.yaml").is_file():
-
-            resolved = yaml.safe_load((self.run_dir / "recipe.yaml").read_text())["resolved"]
-            steps = resolved["steps_per_epoch"]
-            lrs = lr_schedule(self.recipe, steps, resolved["lr"])
-            stride = max(1, len(lrs) // 2000)  # a plot needs no more points
-            self._schedule = ([i / steps for i in range(0, len(lrs), stride)], lrs[::stride])
+            self._schedule = planned_schedule(self.run_dir, self.recipe)
         return self._schedule
 
     def curves(self, rows: list[dict[str, Any]]):
@@ -157,6 +152,22 @@ class TrainSetup:
 
 
 DATA_OPTIONS = ("limit_train", "limit_val", "data_root")  # applied when the setup loads the data
+
+
+def planned_schedule(run_dir: Union[str, Path], recipe: Optional[Recipe] = None) -> Optional[tuple[list[float], list[float]]]:
+    """(epoch, lr) over a run as planned, from its recipe.yaml (the LR and steps it resolved), or None before it has one:
+    the dashed line under the recorded LR of every curves figure (the train notebook's, the tour's)."""
+    path = find_path(run_dir) / "recipe.yaml"
+    if not path.is_file():
+        return None
+    resolved = yaml.safe_load(path.read_text()).get("resolved") or {}
+    if "steps_per_epoch" not in resolved:
+        return None
+    recipe = recipe or load_recipe(path)
+    steps = resolved["steps_per_epoch"]
+    lrs = lr_schedule(recipe, steps, resolved["lr"])
+    stride = max(1, len(lrs) // 2000)  # a plot needs no more points
+    return [i / steps for i in range(0, len(lrs), stride)], lrs[::stride]
 
 
 def train_setup(

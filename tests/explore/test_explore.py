@@ -206,7 +206,8 @@ def test_progressive_resizing_is_drawn_and_costed():
     assert schedule.cost_table([A3.replace(train_res=192, epochs=88), ffcv])["relative_compute"].iloc[1] == pytest.approx(pixels)
     fig = plots.schedule_figure(ffcv, 1024)
     assert list(fig.data[1].y[[0, 87]]) == [160, 192] and f"{1 - pixels:.0%} fewer pixels" in str(fig.layout.annotations[1].text)
-    assert "fewer" not in str(plots.schedule_figure(A3).layout.annotations[1].text)  # flat without it
+    flat = plots.schedule_figure(A3)  # a constant train size: no flat panel, the size in the title
+    assert len(flat.data) == 1 and not flat.layout.annotations and "trains at 160 px throughout" in flat.layout.title.text
 
 
 def test_figures_carry_the_values(cat):
@@ -260,3 +261,80 @@ def test_loss_explorer_threshold_adds_the_bce_target():
     ex.controls["threshold_on"].value = True
     assert len(ex.figure.data) == n + 1 and list(ex.figure.data[1].y) == [0, 1, 0, 1, 0]
     assert torch.tensor(ex.figure.data[0].y).sum().item() == pytest.approx(1.0)
+
+
+def _colours(fig) -> dict:
+    """{trace name: colour} of a figure's traces (line, marker or bar colour)."""
+    out = {}
+    for t in fig.data:
+        c = (getattr(t, "line", None) and t.line.color) or (getattr(t, "marker", None) and t.marker.color)
+        if t.name and isinstance(c, str):
+            out[t.name] = c
+    return out
+
+
+def test_one_colour_per_meaning_across_a_notebooks_figures():
+    """explore/losses.ipynb draws the loss figure without and with a threshold, then the widget's: BCE keeps one colour
+    (its loss, its point and its gradient) and CE another, in every figure; the tour's and the train notebook's curves
+    keep theirs whether or not the planned LR is drawn."""
+    from rsbkit.workbook.figures import curves_figure
+
+    figures = [plots.loss_figure(5, 1, 3, 0.7, smoothing=0.1), plots.loss_figure(5, 1, 3, 0.7, smoothing=0.1, threshold=0.2),
+               widgets.loss_explorer(5, lam=0.7, smoothing=0.1).figure]
+    seen: dict = {}
+    for fig in figures:
+        for name, c in _colours(fig).items():
+            seen.setdefault(name, set()).add(c)
+    assert all(len(c) == 1 for c in seen.values()), seen
+    bce = {c for name, cs in seen.items() if name.startswith("BCE ") and "target" not in name for c in cs}
+    ce = {c for name, cs in seen.items() if name.startswith("softmax CE") for c in cs}
+    assert len(bce) == len(ce) == 1 and bce != ce
+    rows = [dict(epoch=e, lr=1e-3, train_loss=1.0 / e, val_top1=10.0 * e, val_top5=90.0) for e in (1, 2, 3)]
+    with_lr, without = curves_figure(rows, schedule=([0, 1, 2, 3], [0, 1e-3, 5e-4, 0])), curves_figure(rows)
+    assert {k: v for k, v in _colours(with_lr).items() if k != "planned LR"} == _colours(without)
+
+
+def test_cutmix_shows_the_lambda_asked_and_the_one_corrected(cat):
+    """Asking lambda 0.40 pastes a box of about 60% of the image; clipped at the border it leaves more of a, and timm
+    corrects lambda to that share: the figure says both, and why, with CutMix's own formula (not mixup's)."""
+    a, b = images.center_square(cat, 64), images.center_square(images.photo("coffee", 128), 64)
+    fig = plots.mix_figure(a, b, 0, 1, ["cat", "coffee"], 0.4, "cutmix", seed=3)
+    corrected = augment.mix_pair(a, b, 0, 1, 2, 0.4, "cutmix", seed=3).lam
+    assert corrected != pytest.approx(0.4, abs=0.005)  # this seed's box is clipped
+    title = fig.layout.title.text.replace("<br>", " ")
+    assert "cutmix: a box of b, area 1 - lam, pasted into a" in title
+    assert f"corrected from 0.40 to {corrected:.2f}" in title and "lam x a + (1 - lam) x b" not in title
+    assert f"asked lam 0.40,<br>the box leaves {corrected:.2f} of a" in fig.layout.annotations[2].text
+    mixup = plots.mix_figure(a, b, 0, 1, ["cat", "coffee"], 0.4, "mixup")
+    assert "mixup: image = lam x a + (1 - lam) x b" in mixup.layout.title.text.replace("<br>", " ")
+
+
+def test_widgets_start_at_the_notebooks_parameters():
+    loss = widgets.loss_explorer(5, lam=0.3, smoothing=0.1, threshold=0.4)
+    assert (loss.controls["lam"].value, loss.controls["smoothing"].value, loss.controls["threshold"].value) == (0.3, 0.1, 0.4)
+    sched = widgets.schedule_explorer("a1", 256, True)
+    assert (sched.controls["recipe"].value, sched.controls["batch_size"].value, sched.controls["grad_accum"].value) == ("a1", 256, True)
+    static = plots.schedule_figure(A1, 256, True)
+    assert list(sched.figure.data[0].y) == list(static.data[0].y)  # the widget opens on the figure above it
+
+
+def test_explorer_text_is_large_enough_for_a_projector(cat):
+    """Every title and subplot title of the explorers' figures at 12 px or more, and no <sub> (about 8 px)."""
+    figs = [plots.randaugment_figure(cat, "rand-m9-mstd0.5-inc1", n=4), plots.rrc_figure(cat, 64),
+            plots.resolution_explore_figure(cat, 64, 96), plots.loss_figure(), plots.schedule_figure(A3),
+            plots.mix_figure(images.center_square(cat, 32), images.center_square(cat, 32), 0, 1, ["a", "b"], 0.5, "cutmix")]
+    for fig in figs:
+        title = fig.layout.title
+        assert title.font.size is None or title.font.size >= 12, title.text
+        assert all(a.font.size is None or a.font.size >= 12 for a in fig.layout.annotations), [a.text for a in fig.layout.annotations]
+        assert "<sub>" not in str(title.text) and all("<sub>" not in str(a.text) for a in fig.layout.annotations)
+    resolution_title = figs[2].layout.title.text
+    assert "ResNet's feature maps" in resolution_title and "<br>ResNet<br>" not in resolution_title
+
+
+def test_the_ingredients_table_has_no_nan():
+    from rsbkit.workbook.paper import ingredients
+
+    table = ingredients()
+    assert not table.isna().any().any() and "nan" not in table.to_string().lower()
+    assert table.loc["BCE instead of CE (with repeated aug)", "A1"] == "" and table.loc["BCE instead of CE (with repeated aug)", "A2"] > 0

@@ -1,0 +1,27 @@
+"""One colour per meaning in every figure rsbkit draws (the explorers', the notebooks', the reports'): a trace of BCE
+is the same red in every panel of every figure, the planned LR the same grey, so a class never has to re-learn a
+legend between two figures. Plotly's default colours go by trace order, which changes whenever a figure gains a
+trace (a threshold, a schedule)."""
+from __future__ import annotations
+
+COLOURS = {
+    # losses
+    "BCE": "#d62728",
+    "softmax CE": "#1f77b4",
+    "target": "#7f7f7f",
+    "BCE target": "#ff7f0e",
+    # training curves
+    "train loss": "#1f77b4",
+    "planned LR": "#7f7f7f",
+    "LR": "#2ca02c",
+    "val top-1": "#9467bd",
+    "EMA top-1": "#ff7f0e",
+    # resolution
+    "apparent size": "#1f77b4",
+    "measured top-1": "#9467bd",
+}
+
+
+def colour(meaning: str) -> str:
+    """The colour of `meaning` (a key of :data:`COLOURS`); a KeyError names a meaning without one."""
+    return COLOURS[meaning]
