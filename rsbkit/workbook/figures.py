@@ -113,13 +113,21 @@ def seed_figure(values: Sequence[float], stats, *, title: str = "", bins: Option
 
 
 def comparison_figure(runs: pandas.DataFrame, *, metric: str = "final_top1", label: str = "name") -> go.Figure:  # noqa: F821
-    """Each run's top-1 (bars) and its cost: top-1 against training wall time (scatter)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(metric, f"{metric} against wall time"))
-    fig.add_trace(go.Bar(x=runs[label], y=runs[metric], name=metric, showlegend=False), 1, 1)
-    fig.add_trace(go.Scatter(x=runs["wall_s"], y=runs[metric], mode="markers+text", text=runs[label],
-                             textposition="top center", showlegend=False), 1, 2)
+    """Each run's top-1 (horizontal bars: whole run names, one per line, however long or many) and its cost: top-1
+    against training wall time, one marker per run named in the legend (labels printed at the markers fell on top
+    of each other when two runs took about as long)."""
+    names = [str(n) for n in runs[label]]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.12,
+                        subplot_titles=(metric, f"{metric} against wall time"))
+    fig.add_trace(go.Bar(y=names, x=runs[metric], orientation="h", showlegend=False, marker_color=colour("val top-1"),
+                         text=[f"{v:.2f}" for v in runs[metric]], textposition="auto"), 1, 1)
+    for name, wall, value in zip(names, runs["wall_s"], runs[metric]):
+        fig.add_trace(go.Scatter(x=[wall], y=[value], mode="markers", name=name, marker_size=10,
+                                 hovertemplate=f"{name}: %{{y:.2f}} in %{{x:.0f}} s<extra></extra>"), 1, 2)
+    fig.update_yaxes(automargin=True, autorange="reversed", row=1, col=1)
     fig.update_xaxes(title_text="wall time (s)", row=1, col=2)
-    fig.update_layout(title=f"{metric} and cost per run", autosize=True, height=HEIGHT + 40)
+    fig.update_layout(title=f"{metric} and cost per run", autosize=True, height=max(HEIGHT + 40, 160 + 28 * len(names)),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=-0.25, yanchor="top"), margin=dict(b=120))
     return fig
 
 

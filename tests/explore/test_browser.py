@@ -1,7 +1,7 @@
 """The explorers and the tour in a real JupyterLab, driven by headless Chromium (Python Playwright
 with Debian's chromium, which scripts/system-packages.sh installs): open each notebook, run all
 cells, move a slider, and check that the widget's figure data changed, that the page logged no
-errors, and that everything fits the page at 1920x1080 and, after the window shrinks, at 1280x800:
+errors, and that everything fits the page at 1920x1080 and, after the window shrinks, at 1440x900 (a projector):
 every figure inside its output area, every legend entry and title with its text inside its
 figure, no control label cut short. Then the notebook is saved from the page: the file holds the
 static figures (PNG copies, for readers without a kernel) and the texts each explorer must print,
@@ -36,7 +36,8 @@ NOTEBOOKS = {
     "explore/schedule": ("batch size", 2, "relative_compute"),
     "tour": (None, 5, "BCE instead of CE (with repeated aug)"),
 }
-VIEWPORTS = ((1920, 1080), (1280, 800))  # large first: figures must also shrink when the window does
+VIEWPORTS = ((1920, 1080), (1440, 900))  # large first: figures must also shrink when the window does; 1440x900: a
+# lecture hall's projector, whose screenshots are docs/screenshots/
 # what does not fit: figures wider than their output area, legend entries and titles outside their figure
 # (or without text), control labels cut short (their text wider than their box)
 FIT = """() => {
@@ -60,6 +61,19 @@ FIT = """() => {
       const r = t.getBoundingClientRect();
       if (!t.textContent.trim()) problems.push(`figure "${name}": a ${t.getAttribute('class')} without text`);
       else if (!inside(r, box)) problems.push(`figure "${name}": "${t.textContent}" (${px(r)}) outside the figure (${px(box)})`);
+    }
+    // a subplot title never lies over an image (RandAugment's three-line titles once covered the draw above them)
+    const images = [...plot.querySelectorAll('.imagelayer image, g.im image')].map(i => i.getBoundingClientRect());
+    for (const t of plot.querySelectorAll('.annotation-text')) {
+      const r = t.getBoundingClientRect();
+      if (images.some(q => r.left < q.right - 1 && q.left < r.right - 1 && r.top < q.bottom - 1 && q.top < r.bottom - 1))
+        problems.push(`figure "${name}": title "${t.textContent}" lies over an image`);
+    }
+    // no text under 12 px: what a projector at the back of a lecture hall still shows
+    for (const t of plot.querySelectorAll('text')) {
+      const size = parseFloat(getComputedStyle(t).fontSize);
+      if (t.textContent.trim() && t.getBoundingClientRect().width && size < 11.5)
+        problems.push(`figure "${name}": "${t.textContent.slice(0, 40)}" at ${size} px`);
     }
     const titles = [...plot.querySelectorAll('.gtitle, .annotation-text')].map(t => [t.textContent, t.getBoundingClientRect()]);
     titles.forEach(([a, r], i) => titles.slice(i + 1).forEach(([b, q]) => {

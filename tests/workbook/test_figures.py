@@ -83,3 +83,25 @@ def test_a_missing_or_broken_chromium_gives_html_instead_of_a_hang(tmp_path):
     lines = out.stdout.splitlines()
     assert len(lines) == 4 and all(line.startswith("None True static PNG export failed (") for line in lines), out.stdout
     assert "kaleido needs a Chromium" in lines[0] and "BrowserFailedError" in lines[2]
+
+
+def test_the_report_figure_keeps_every_run_name_readable():
+    """Two runs with the same time and top-1 and long names: the bars carry the whole names on their own lines, the
+    scatter prints no labels over each other (one legend entry per run instead)."""
+    import pandas as pd
+
+    from rsbkit.workbook.figures import comparison_figure
+
+    runs = pd.DataFrame(dict(name=["demo-20261204-200701", "demo-20261204-200702-with-a-long-name"],
+                             final_top1=[81.8, 81.8], wall_s=[205.0, 205.0]))
+    fig = comparison_figure(runs)
+    bars = fig.data[0]
+    assert bars.orientation == "h" and list(bars.y) == list(runs["name"])
+    scatter = fig.data[1:]
+    assert [t.name for t in scatter] == list(runs["name"]) and all("text" not in (t.mode or "") for t in scatter)
+
+
+def test_the_report_table_fits_a_page():
+    from rsbkit.workbook.run_studies import REPORT_COLUMNS
+
+    assert "run" not in REPORT_COLUMNS and len(REPORT_COLUMNS) <= 12 and "train_images" in REPORT_COLUMNS
