@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Any, Optional
 
+import torch
+
 from .errors import RunError
 
 
@@ -38,6 +40,7 @@ class RunOption:
     choices: tuple[str, ...] = ()
     minimum: Optional[int] = None
     metavar: Optional[str] = None
+    also: tuple[type, ...] = ()  # other types a train() keyword takes (a torch.device for device)
 
     @property
     def flag(self) -> str:
@@ -45,7 +48,7 @@ class RunOption:
 
     def check(self, value: Any) -> None:
         """Raise :class:`RunError` naming the option, the value and what it takes."""
-        if value is None and (self.optional or self.kind is object):
+        if (value is None and (self.optional or self.kind is object)) or isinstance(value, self.also):
             return
         if self.kind is object:
             if not callable(value):
@@ -67,7 +70,8 @@ class RunOption:
 PROGRESS = ("auto", "bar", "line", "none")
 
 RUN_OPTIONS: tuple[RunOption, ...] = (
-    RunOption("device", str, None, "cuda, cuda:1, cpu or auto (default: CUDA when there is one)", optional=True),
+    RunOption("device", str, None, "cuda, cuda:1, cpu or auto (default: CUDA when there is one)", optional=True,
+              also=(torch.device,)),
     RunOption("workers", int, None, "loader worker processes per training process (default: from the cores, the "
               "processes on this machine and the input path)", optional=True, minimum=0, metavar="N"),
     RunOption("resume", bool, False, "continue the run in its folder from last.pt (the same weights as a run that "

@@ -377,7 +377,7 @@ def test_batchnorm_statistics_are_made_equal_only_where_they_differ(recipe, worl
 def test_stop_after_must_be_an_epoch(recipe_file, tmp_path):
     from rsbkit.core.errors import RunError
 
-    with pytest.raises(RunError, match="stop_after=0: give the epoch"):
+    with pytest.raises(RunError, match=r"stop_after=0: give an integer >= 1, or None \(end this call after that epoch"):
         train(recipe_file, "default", tmp_path / "run", device="cpu", stop_after=0)
     assert not (tmp_path / "run").exists()
 

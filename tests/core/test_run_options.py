@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 from conftest import ROOT
 
 import rsbkit.workbook.train_and_evaluate as procedures
@@ -32,7 +33,7 @@ def sample(option):
 def test_settings_are_the_train_options():
     fields = {f.name: f.default for f in dataclasses.fields(Settings)}
     assert fields == {o.name: o.default for o in options_for("train")}
-    assert Settings(check_every=3).check_every == 3
+    assert Settings(check_every=3).check_every == 3 and Settings(device=torch.device("cpu")).device == torch.device("cpu")
     with pytest.raises(RunError, match="check_every=0: give an integer >= 1"):
         Settings(check_every=0)
     with pytest.raises(RunError, match="unknown run option 'stop_afterr'; did you mean 'stop_after'"):
