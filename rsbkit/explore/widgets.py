@@ -90,9 +90,12 @@ def _slider(value, lo, hi, step, description, float_=True, tooltip: str = "", **
 
 def _control(cls, description: str, tooltip: str = "", width: str = "auto", **kw):
     """Any other control with its label in full."""
+    margin = None
     if cls is W.Checkbox:
         kw.setdefault("indent", False)
-    return cls(description=description, style=LABEL, layout=W.Layout(width=width), tooltip=tooltip or description, **kw)
+        margin = "0 28px 0 0"  # apart from the next control's label: "inc variants" and "seed" read as one label
+    return cls(description=description, style=LABEL, layout=W.Layout(width=width, margin=margin), tooltip=tooltip or description,
+               **kw)
 
 
 # ------------------------------------------------------------------ augmentations
@@ -108,9 +111,9 @@ def randaugment_explorer(imgs: dict, aa: str = "rand-m7-mstd0.5-inc1") -> Explor
         m=_slider(int(cfg.magnitude), 0, 10, 1, "magnitude m", float_=False),
         mstd=_slider(float(cfg.magnitude_std), 0.0, 2.0, 0.1, "magnitude noise mstd"),
         n=_slider(cfg.num_ops, 1, 4, 1, "ops per image n", float_=False),
-        inc=_control(W.Checkbox, "inc variants", "timm's increasing variants of the ops (inc1)",
+        inc=_control(W.Checkbox, "increasing ops (inc1)", "timm's increasing variants of the ops (inc1)",
                      value="Increasing" in "".join(cfg.ops)),
-        seed=_slider(0, 0, 50, 1, "seed", float_=False),
+        seed=_slider(0, 0, 50, 1, "draw seed", float_=False),
     ))
 
 

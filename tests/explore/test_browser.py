@@ -81,6 +81,14 @@ FIT = """() => {
         problems.push(`figure "${name}": titles "${a}" and "${b}" overlap`);
     }));
   }
+  // a checkbox's label apart from the next control's on its row (they read as one label when they touch)
+  for (const c of document.querySelectorAll('.jp-Notebook .widget-checkbox')) {
+    const next = c.nextElementSibling;
+    if (!next || !c.offsetParent) continue;
+    const a = c.getBoundingClientRect(), b = next.getBoundingClientRect();
+    if (Math.abs(a.top - b.top) < 5 && b.left - a.right < 12)
+      problems.push(`checkbox "${c.textContent.trim()}" touches the next control "${next.textContent.trim().slice(0, 30)}" (${Math.round(b.left - a.right)} px apart)`);
+  }
   for (const l of document.querySelectorAll('.jp-Notebook .widget-label, .jp-Notebook .widget-label-basic')) {
     if (!l.offsetParent || !l.textContent.trim()) continue;
     if (l.scrollWidth > l.clientWidth + 1) problems.push(`control label "${l.textContent}" cut short (${l.clientWidth} of ${l.scrollWidth} px)`);
