@@ -206,7 +206,8 @@ def unlike_columns(table, group_by: list, allow: list) -> dict[str, list]:
 
 def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] = None, out_dir: Optional[str] = None,
            allow_unlike: Optional[list] = None):
-    """Gather runs into (runs table, per-group summary or None, folder); writes report.csv. Grouping pools only runs
+    """Gather runs into (runs table, per-group summary or None, folder); writes report.csv (every column; the table
+    is shown through :func:`report_view`). Grouping pools only runs
     that agree on everything but the grouped columns (and the seed): otherwise it refuses, naming each column that
     differs and its values; `allow_unlike` lists the columns to pool over anyway."""
 
@@ -220,7 +221,6 @@ def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] =
     if unknown:
         raise RunError(f"{unknown} are not run columns; choose from {', '.join(map(str, table.columns))}")
     folder = out_folder(out_dir, stamped_folder("report"))
-    shown = table[[c for c in REPORT_COLUMNS if c in table.columns]]
     atomic_write_text(folder / "report.csv", table.to_csv(index=False))
     groups = None
     if group_by:
@@ -232,4 +232,9 @@ def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] =
                            f"add those columns to group_by, choose runs that agree, or pass allow_unlike="
                            f"{sorted(differ)} to pool them anyway")
         groups = done.groupby(group_by)[metric].agg(["count", "mean", "std", "min", "max"]).reset_index()
-    return shown, groups, folder
+    return table, groups, folder
+
+
+def report_view(table):
+    """The report's table as a page shows it: :data:`REPORT_COLUMNS` (report.csv holds the rest)."""
+    return table[[c for c in REPORT_COLUMNS if c in table.columns]]

@@ -206,14 +206,28 @@ def _fits(page, name: str, viewport: tuple[int, int]) -> None:
         if state == "drawn":
             static = page.locator(".jp-Notebook .jp-Cell-outputArea > .jp-OutputArea-child .jp-RenderedPlotly")
             for figure in static.all():  # the notebooks' static figures (not the explorers' own, redrawn as sliders move)
-                figure.scroll_into_view_if_needed()
-                figure.hover(position={"x": 5, "y": 5})
+                _draw(figure)
             page.wait_for_timeout(1500)
         problems = page.evaluate(FIT)
         assert problems == [], f"at {viewport[0]}x{viewport[1]}, {state}: " + "; ".join(problems)
     if NOTEBOOKS[name][0]:  # an explorer: its own figure in view
         page.locator(".widget-vbox .js-plotly-plot").first.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / f"{tag}.png"))
+
+
+def _draw(figure, tries: int = 3) -> None:
+    """Bring a static figure into view and point at it, so JupyterLab draws it interactively. JupyterLab may replace
+    the output's element while the page relays out (seen once at 1440x900: 'Element is not attached to the DOM'):
+    the locator finds the new one on the next try."""
+    for attempt in range(tries):
+        try:
+            figure.scroll_into_view_if_needed(timeout=10_000)
+            figure.hover(position={"x": 5, "y": 5}, timeout=10_000)
+            return
+        except Exception as exc:  # playwright's Error (imported with the browser, in the fixture)
+            if attempt == tries - 1 or "not attached" not in str(exc):
+                raise
+            figure.page.wait_for_timeout(500)
 
 
 def _save(page, path) -> None:

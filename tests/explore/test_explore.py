@@ -328,6 +328,11 @@ def test_explorer_text_is_large_enough_for_a_projector(cat):
         assert title.font.size is None or title.font.size >= 12, title.text
         assert all(a.font.size is None or a.font.size >= 12 for a in fig.layout.annotations), [a.text for a in fig.layout.annotations]
         assert "<sub>" not in str(title.text) and all("<sub>" not in str(a.text) for a in fig.layout.annotations)
+    import pandas as pd
+
+    measured = pd.DataFrame(dict(test_res=[64, 96, 128], top1=[57.55, 63.86, 70.18]))
+    axis = plots.resolution_explore_figure(cat, 64, 96, measured=measured).layout.yaxis4
+    assert axis.tickmode == "auto" and axis.tickformat == ".0f"  # its own round ticks, not the left axis's positions
     resolution_title = figs[2].layout.title.text
     assert "ResNet's feature maps" in resolution_title and "<br>ResNet<br>" not in resolution_title
 
