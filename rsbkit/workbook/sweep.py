@@ -12,7 +12,17 @@ A sweep file (``params/sweeps/*.yaml``)::
     seeds: [0, 1, 2]                             # optional: every grid point once per seed
 
 or, instead of ``grid``, ``points:`` a list of mappings (one point each), for a
-table whose rows are not a product, like the paper's Table 6.
+table whose rows are not a product, like the paper's Table 6; or ``steps:``, a list
+of cumulative steps, each point the step before it plus its own changes, for an
+additive study like ResNet-RS's Table 1::
+
+    steps:
+      - {name: baseline, paper: 79.0}     # the parameters as they are; ResNet-RS's baseline ResNet-200
+      - {name: cosine, sched: cosine}     # + cosine decay
+      - {name: ema, model_ema: true}      # + EMA, with the cosine decay kept
+
+A step's ``name`` labels it (its folder is ``NN-name``, NN its place in the order) and
+``paper`` (optional) is the published value beside it; every other key is a change.
 
 Keys of ``parameters`` and ``grid`` are the notebook's parameters; for a notebook
 with an ``overrides`` parameter (train.ipynb), recipe fields are accepted too and
@@ -35,6 +45,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -60,6 +71,7 @@ SWEEP_KEYS = {
     "parameters": "notebook parameters shared by every point",
     "grid": "parameter -> list of values; every combination is a point",
     "points": "instead of grid: a list of mappings, one point each",
+    "steps": "instead of grid: cumulative steps, each the step before plus its changes ({name:, paper:, field: value})",
     "seeds": "list of seeds; every grid point runs once per seed",
     "kernel": "Jupyter kernel name (default python3)",
 }
@@ -74,6 +86,7 @@ class Point:
     name: str  # the point's folder name, from the values that vary
     parameters: dict[str, Any]  # what papermill injects
     run_dir: Path
+    step: Optional[dict[str, Any]] = None  # a cumulative sweep's step: index, name, its own changes, the paper's value
 
 
 @dataclass(frozen=True)
@@ -180,20 +193,29 @@ def point_label(value: Any) -> str:
 
 def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Optional[dict[str, Any]] = None,
            grid: Optional[dict[str, list]] = None, seeds: Optional[list[int]] = None, *,
-           points: Optional[list[dict[str, Any]]] = None, kernel: str = "python3", where: str = "sweep") -> Sweep:
-    """The points of a grid or a list of points (times seeds), routed and validated; nothing runs."""
+           points: Optional[list[dict[str, Any]]] = None, steps: Optional[list[dict[str, Any]]] = None,
+           kernel: str = "python3", where: str = "sweep") -> Sweep:
+    """The points of a grid, a list of points or cumulative steps (times seeds), routed and validated; nothing runs."""
     notebook, out = find_notebook(notebook), Path(out)
     declared = notebook_parameters(notebook)
+    if steps is not None:
+        if grid or points is not None:
+            raise SweepError(f"{where}: give one of 'grid', 'points' and 'steps'")
+        points, labels = cumulative_steps(steps, where)
+    else:
+        labels = None
     grid = dict(grid or {})
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise SweepError(f"{where}: grid {key!r} needs a non-empty list of values, got {values!r}")
-    if points is not None:
+    if points is not None and labels is None:  # a step may change nothing (the baseline): steps are checked above
         if grid:
             raise SweepError(f"{where}: give either 'grid' or 'points', not both")
         if not isinstance(points, list) or not points or not all(isinstance(p, dict) and p for p in points):
             raise SweepError(f"{where}: points needs a non-empty list of non-empty mappings, got {points!r}")
     rows = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else list(points or [])
+    if labels is not None:  # a step's folder is named by its place and name, not by all its accumulated values
+        rows = [{"step": label, **row} for label, row in zip(labels, rows)]
     if seeds is not None:
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
             raise SweepError(f"{where}: seeds needs a non-empty list of integers, got {seeds!r}")
@@ -205,7 +227,14 @@ def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Option
     base = dict(parameters or {})
     out_points, names = [], set()
     for varying in rows:
-        name = "_".join(f"{k}={point_label(v)}" for k, v in varying.items())
+        step = None
+        if labels is not None:
+            varying = dict(varying)
+            label = varying.pop("step")
+            step = dict(labels[label], label=label)
+            name = label + "".join(f"_{k}={point_label(v)}" for k, v in varying.items() if k == "seed")
+        else:
+            name = "_".join(f"{k}={point_label(v)}" for k, v in varying.items())
         if name in names:
             raise SweepError(f"{where}: two points share the folder name {name}; make the grid values distinct")
         names.add(name)
@@ -214,8 +243,32 @@ def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Option
         if "out_dir" in declared:
             params["out_dir"] = str(run_dir)
         _check_recipe(params, f"{where}, point {name}")
-        out_points.append(Point(name, params, run_dir))
+        out_points.append(Point(name, params, run_dir, step))
     return Sweep(notebook, out, tuple(out_points), kernel)
+
+
+STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
+
+
+def cumulative_steps(steps: Any, where: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """A ``steps:`` list as (each step's accumulated changes, {folder label: index, name, own changes, paper})."""
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
+        raise SweepError(f"{where}: steps needs a non-empty list of mappings ({{name: ..., field: value}}), got {steps!r}")
+    rows, labels, current, seen = [], {}, {}, set()
+    for index, step in enumerate(steps):
+        name = step.get("name")
+        if not isinstance(name, str) or not STEP_NAME.match(name) or name in seen:
+            raise SweepError(f"{where}: step {index + 1} needs a name of its own, lower-case letters, digits and _.+- "
+                             f"(it names the step's folder), got {name!r}")
+        seen.add(name)
+        paper = step.get("paper")
+        if paper is not None and not isinstance(paper, (int, float)):
+            raise SweepError(f"{where}: step {name!r}: paper is the published value (a number), got {paper!r}")
+        changes = {k: v for k, v in step.items() if k not in ("name", "paper")}
+        current = {**current, **changes}
+        rows.append(dict(current))
+        labels[f"{index:02d}-{name}"] = dict(index=index, name=name, changes=changes, paper=paper)
+    return rows, labels
 
 
 def load_sweep(path: Union[str, Path], out: Union[str, Path, None] = None) -> Sweep:
@@ -242,7 +295,7 @@ def load_sweep(path: Union[str, Path], out: Union[str, Path, None] = None) -> Sw
             raise SweepError(f"{path}, line {lines[key]}: {key} must be a mapping (name: value)")
     where = output_path(out or spec.get("out") or Path("runs") / "sweeps" / path.stem)  # runs/: the checkout's
     return expand(spec["notebook"], where,
-                  spec.get("parameters"), spec.get("grid"), spec.get("seeds"), points=spec.get("points"),
+                  spec.get("parameters"), spec.get("grid"), spec.get("seeds"), points=spec.get("points"), steps=spec.get("steps"),
                   kernel=spec.get("kernel", "python3"), where=str(path))
 
 
@@ -333,7 +386,7 @@ def _run_locked_point(notebook: Path, point: Point, *, kernel: str, env: Optiona
     attempt = 1
     if (run_dir / SWEEP_POINT).is_file():
         attempt = int(json.loads((run_dir / SWEEP_POINT).read_text()).get("attempt", 1)) + 1
-    record = dict(name=point.name, notebook=str(notebook), parameters=params, status="running", error=None,
+    record = dict(name=point.name, notebook=str(notebook), parameters=params, step=point.step, status="running", error=None,
                   attempt=attempt, resumed=bool(params.get("resume")), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
     cmd = [sys.executable, "-m", "papermill", str(notebook), str(working), "-f", str(param_file), "-k", kernel,
@@ -516,8 +569,11 @@ def summarize(sweep: Sweep, ran: dict[str, PointResult], *, log: Callable[[str],
     rows = []
     for p in sweep.points:
         r = ran.get(p.name)
-        rows.append(dict(point=p.name, status=r.status if r else SKIPPED_COMPLETED,
-                         error=r.error if r else None, wall_s=r.wall_s if r else None, run_dir=str(p.run_dir)))
+        row = dict(point=p.name, status=r.status if r else SKIPPED_COMPLETED, error=r.error if r else None,
+                   wall_s=r.wall_s if r else None, run_dir=str(p.run_dir))
+        if p.step is not None:  # a cumulative sweep's rows keep the steps' order and names
+            row.update(step_index=p.step["index"], step=p.step["name"], paper=p.step["paper"])
+        rows.append(row)
     sweep.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep.out / "sweep.json", json.dumps(
         dict(notebook=str(sweep.notebook), points=[{**r, "final_status": point_status(r["run_dir"])} for r in rows]),

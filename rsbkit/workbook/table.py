@@ -94,7 +94,7 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
     trained and evaluated), ``limit_train`` and ``limit_val`` (the limits asked for, if any), ``warnings`` (what
     the run's start said about it, e.g. a schedule that never left warmup), ``lr_used`` and ``effective_batch`` as the
     run resolved them, ``error``, and ``param.<name>`` for a sweep point's notebook
-    parameters, and ``source`` (``rsbkit``, or ``timm`` for a train.py output folder: args.yaml read through
+    parameters (and ``step_index``, ``step``, ``step_paper`` for a cumulative sweep's step), and ``source`` (``rsbkit``, or ``timm`` for a train.py output folder: args.yaml read through
     rsbkit.core.recipes.from_timm_args, the results from summary.csv). A run that never finished has status
     ``running`` (or none) and empty metrics; it is listed, not dropped.
     """
@@ -136,6 +136,8 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
         if point.is_file():
             info = json.loads(point.read_text())
             row.update({f"param.{k}": _cell(v) for k, v in info.get("parameters", {}).items()})
+            if info.get("step"):  # a cumulative sweep's step: its place, name and published value
+                row.update(step_index=info["step"]["index"], step=info["step"]["name"], step_paper=info["step"].get("paper"))
             if row["status"] is None:
                 row["status"], row["error"] = info.get("status"), info.get("error")
         rows.append(row)

@@ -45,6 +45,51 @@ def test_points_list_for_tables_that_are_not_a_product(tmp_path):
     assert a2[0].parameters["recipe"] == "params/a2.yaml" and a2[0].parameters["seed"] == 0
 
 
+def test_cumulative_steps_each_add_to_the_one_before(tmp_path):
+    """steps: each point is the step before it plus its own changes (an additive study); seeds cross every step;
+    folders keep the order and the names; each point records its step (index, name, own changes, paper value)."""
+    path = write(tmp_path, f"""
+notebook: {TRAIN}
+out: {tmp_path / 'out'}
+parameters: {{recipe: params/smoke.yaml, overrides: {{epochs: 2}}}}
+steps:
+  - {{name: baseline, paper: 10.0}}
+  - {{name: ls, smoothing: 0.1, paper: 12.5}}
+  - {{name: no-mixup, mixup: 0.0, cutmix: 0.0}}
+  - {{name: ls-off, smoothing: 0.0}}
+seeds: [0, 1]
+""")
+    sweep = load_sweep(path)
+    assert [p.name for p in sweep.points] == ["00-baseline_seed=0", "00-baseline_seed=1", "01-ls_seed=0", "01-ls_seed=1",
+                                              "02-no-mixup_seed=0", "02-no-mixup_seed=1", "03-ls-off_seed=0", "03-ls-off_seed=1"]
+    overrides = [p.parameters["overrides"] for p in sweep.points[::2]]
+    assert overrides == [{"epochs": 2}, {"epochs": 2, "smoothing": 0.1},
+                         {"epochs": 2, "smoothing": 0.1, "mixup": 0.0, "cutmix": 0.0},
+                         {"epochs": 2, "smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0}]
+    steps = [p.step for p in sweep.points[::2]]
+    assert [(s["index"], s["name"], s["paper"]) for s in steps] == [(0, "baseline", 10.0), (1, "ls", 12.5), (2, "no-mixup", None),
+                                                                    (3, "ls-off", None)]
+    assert steps[2]["changes"] == {"mixup": 0.0, "cutmix": 0.0} and sweep.points[1].parameters["seed"] == 1
+    from rsbkit.workbook.sweep import summarize
+
+    table = summarize(sweep, {}, log=lambda line: None)  # the sweep's table keeps the steps' order and names
+    assert list(table["step"][::2]) == ["baseline", "ls", "no-mixup", "ls-off"] and list(table["step_index"][::2]) == [0, 1, 2, 3]
+    assert table["paper"].iloc[2] == 12.5
+
+
+def test_a_steps_run_carries_its_step_into_the_run_table(smoke_run, tmp_path):
+    import shutil
+
+    from rsbkit.workbook.table import SWEEP_POINT
+
+    run = tmp_path / "out" / "01-ls_seed=0"
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("*.pt"))
+    step = dict(index=1, name="ls", changes={"smoothing": 0.1}, paper=12.5, label="01-ls")
+    (run / SWEEP_POINT).write_text(json.dumps(dict(status="completed", parameters={"seed": 0}, step=step)))
+    row = load_runs(tmp_path / "out").iloc[0]
+    assert (row["step_index"], row["step"], row["step_paper"]) == (1, "ls", 12.5)
+
+
 @pytest.mark.parametrize("text, message", [
     ("notebook: NB\ngrid: {loss: [bce]}\nparalel: 2\n", "line 3: unknown key 'paralel'"),
     ("notebook: NB\ngrid: {}\n", "the grid is empty"),
@@ -56,6 +101,12 @@ def test_points_list_for_tables_that_are_not_a_product(tmp_path):
     ("notebook: NB\ngrid: {loss: [bce]}\npoints: [{loss: ce}]\n", "either 'grid' or 'points'"),
     ("notebook: notebooks/nope.ipynb\nseeds: [0]\n", "notebook notebooks/nope.ipynb does not exist"),
     ("grid: {loss: [bce]}\n", "no 'notebook:'"),
+    ("notebook: NB\ngrid: {loss: [bce]}\nsteps: [{name: a}]\n", "give one of 'grid', 'points' and 'steps'"),
+    ("notebook: NB\nsteps: [{name: a}, {name: a, loss: ce}]\n", "step 2 needs a name of its own"),
+    ("notebook: NB\nsteps: [{sched: cosine}]\n", "step 1 needs a name of its own"),
+    ("notebook: NB\nsteps: [{name: a, paper: high}]\n", "step 'a': paper is the published value (a number)"),
+    ("notebook: NB\nparameters: {recipe: params/smoke.yaml}\nsteps: [{name: a}, {name: b, loss: focal}]\n",
+     "point 01-b: unknown loss (loss) 'focal'"),
 ])
 def test_bad_sweep_files_are_rejected_before_anything_runs(tmp_path, text, message):
     path = write(tmp_path, text.replace("NB", TRAIN) + f"out: {tmp_path / 'out'}\n")
