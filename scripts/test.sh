@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv and the Debian packages if missing, then run the whole test suite (CPU, 2 cores: 11 min 7 s from a fresh clone on 2026-12-04, setup included).
+# Set up .venv and the Debian packages if missing, then run the whole test suite (CPU, 2 cores: 11 to 11.5 minutes from a fresh clone on 2026-12-04, setup included).
 # Extra arguments go to pytest (e.g. -k recipes, -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
