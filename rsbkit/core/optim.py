@@ -1,6 +1,7 @@
 """Optimizer and LR schedule from a recipe, both built by timm."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Optional
 
 import torch
@@ -51,20 +52,27 @@ def create_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per
     return scheduler
 
 
-def lr_schedule(recipe: Recipe, steps_per_epoch: int, lr: float) -> list[float]:
-    """The LR of every optimizer step of the run (`total_epochs` x `steps_per_epoch`), from the
-    same timm scheduler driven the same way as the training loop."""
+def _driven_lrs(recipe: Recipe, steps_per_epoch: int, lr: float, updates: Iterable[int]) -> Iterator[tuple[int, float]]:
+    """(update, LR) at each of `updates` (0-based optimizer steps, increasing), from the same timm scheduler driven the
+    same way as the training loop: ``step(epoch)`` as each epoch starts, ``step_update(n)`` after the n-th step (one
+    of the two acts, as `sched_on_updates` says)."""
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=lr)
     scheduler = create_scheduler(optimizer, recipe, steps_per_epoch)
-    out, updates = [], 0
-    for epoch in range(recipe.total_epochs):
-        scheduler.step(epoch)
-        for _ in range(steps_per_epoch):
-            out.append(optimizer.param_groups[0]["lr"])
-            updates += 1
-            scheduler.step_update(updates)
-    return out
+    epoch = None
+    for update in updates:
+        if update // steps_per_epoch != epoch:
+            epoch = update // steps_per_epoch
+            scheduler.step(epoch)
+        if update:
+            scheduler.step_update(update)
+        yield update, optimizer.param_groups[0]["lr"]
+
+
+def lr_schedule(recipe: Recipe, steps_per_epoch: int, lr: float) -> list[float]:
+    """The LR of every optimizer step of the run (`total_epochs` x `steps_per_epoch`), from the
+    same timm scheduler driven the same way as the training loop."""
+    return [value for _, value in _driven_lrs(recipe, steps_per_epoch, lr, range(recipe.total_epochs * steps_per_epoch))]
 
 
 def schedule_warning(recipe: Recipe, steps_per_epoch: int, lr: float, samples: int = 2000) -> Optional[str]:
@@ -72,17 +80,10 @@ def schedule_warning(recipe: Recipe, steps_per_epoch: int, lr: float, samples: i
     of a recipe with warmup trains at ``warmup_lr`` throughout), or the schedule is so short that the LR peaks under
     90% of the recipe's (timm decays from epoch 0, so the cosine has moved on when warmup ends: 97.6% for the
     demo's 1 warmup epoch of 10, 50% for 1 of 2). Such a run says little about the recipe."""
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=lr)
-    scheduler = create_scheduler(optimizer, recipe, steps_per_epoch)
     total = recipe.total_epochs * steps_per_epoch
-    stride = max(1, total // samples) if recipe.sched_on_updates else steps_per_epoch
-    peak, at = 0.0, 0
-    for update in range(0, total, stride):
-        scheduler.step(update // steps_per_epoch)
-        scheduler.step_update(update)
-        if optimizer.param_groups[0]["lr"] > peak:
-            peak, at = optimizer.param_groups[0]["lr"], update // steps_per_epoch
+    stride = max(1, total // samples) if recipe.sched_on_updates else steps_per_epoch  # per epoch: one LR an epoch
+    update, peak = max(_driven_lrs(recipe, steps_per_epoch, lr, range(0, total, stride)), key=lambda pair: pair[1])
+    at = update // steps_per_epoch
     if recipe.total_epochs <= recipe.warmup_epochs:
         return (f"every epoch of this run is warmup ({recipe.total_epochs} epoch(s), warmup_epochs "
                 f"{recipe.warmup_epochs}): the LR peaks at {peak:.3g}, never the recipe's {lr:.3g}, and the results say "

@@ -178,6 +178,7 @@ class Spec:
     steps_per_epoch: int
     augment_on: str  # "loader" or "device"
     input: str  # the input path (rsbkit.core.data.input_kind)
+    eval_input: str  # where validation images are decoded: "loader" or "device" (rsbkit.core.data.eval_kind)
     workers: int
     amp_dtype: Optional[torch.dtype]
     progress: str  # "bar", "line" or "none"
@@ -210,7 +211,7 @@ class Spec:
             steps_per_epoch=self.steps_per_epoch, total_steps=self.steps_per_epoch * recipe.total_epochs,
             lr_scale=lr_scaling(recipe), device=str(self.device),
             precision=recipe.amp_dtype if self.amp_dtype else "float32", channels_last=recipe.channels_last,
-            augment_on=self.augment_on, input=self.input, eval_on=eval_kind(self.data.val, recipe.eval_on, self.device),
+            augment_on=self.augment_on, input=self.input, eval_on=self.eval_input,
             workers=self.workers, data=self.data.describe(),
         )
 
@@ -337,7 +338,7 @@ def resolve(recipe: Union[Recipe, str, Path], data: Union[Data, str, Path, None]
                        f"{len(data.train)} training images of {data.name}; lower batch_size")
     spec = Spec(
         recipe=recipe, data=data, run=run, job=job, device=device, plan=plan, steps_per_epoch=steps_per_epoch,
-        augment_on=augment_on, input=kind,
+        augment_on=augment_on, input=kind, eval_input=eval_kind(data.val, recipe.eval_on, device),
         workers=default_workers(device, decoding=kind != "arrays") if s.workers is None else s.workers,
         amp_dtype=getattr(torch, recipe.amp_dtype) if (cuda and recipe.amp) else None,
         progress=("bar" if sys.stderr.isatty() else "line") if s.progress == "auto" else s.progress,
@@ -420,7 +421,7 @@ def make_eval_input(spec: Spec):
     r, cuda = spec.recipe, spec.cuda
     shard = eval_shard(spec.data.val, spec.job.rank, spec.job.world_size)
     batch = spec.settings.eval_batch_size or min(256, 2 * r.batch_size)
-    if eval_kind(spec.data.val, r.eval_on, spec.device) == "device":
+    if spec.eval_input == "device":
         return EvalInput(shard, r.test_res, r.crop_pct, r.interpolation, device=spec.device, batch_size=batch,
                          workers=spec.workers, pin_memory=cuda)
     return eval_loader(shard, eval_transform(r.test_res, r.crop_pct, r.interpolation), batch_size=batch,

@@ -289,8 +289,8 @@ def load_data(
     needs_train = not isinstance(spec, Data)  # a Data was checked when it was made
     if isinstance(spec, Data):
         data = spec
-    elif (classes or num_classes) and find_path(str(spec)).is_dir() and not (find_path(str(spec)) / "train").is_dir():
-        data, needs_train = class_folders(find_path(str(spec)), classes, num_classes), False  # a validation split only
+    elif (classes or num_classes) and (folder := find_path(str(spec))).is_dir() and not (folder / "train").is_dir():
+        data, needs_train = class_folders(folder, classes, num_classes), False  # a validation split only
     else:
         text = "default" if spec is None else str(spec)
         root = Path(root or os.environ.get("RSBKIT_DATA_ROOT", Path.home() / ".cache" / "rsbkit" / "datasets"))

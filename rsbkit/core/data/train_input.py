@@ -193,19 +193,16 @@ class EncodedFiles(Dataset):
         return len(self.base)
 
     def __getitem__(self, key: Union[int, tuple[int, int]]):
-        path, label = self.base.samples[key[0] if isinstance(key, tuple) else key]  # (index, seed) in training
+        index = key[0] if isinstance(key, tuple) else key  # (index, seed) in training
+        path, label = self.base.samples[index]
         try:
             data = np.fromfile(path, dtype=np.uint8)
         except OSError as exc:
             return SkippedImage(path, f"{type(exc).__name__}: {exc}")
         if is_jpeg(data[:3].tobytes()) and nvjpeg_can_batch(data[:65536]):
             return data, label, path
-        try:
-            with Image.open(path) as img:
-                pixels = np.asarray(img.convert("RGB"))  # convert() decodes now, so truncation shows here
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            return SkippedImage(path, f"{type(exc).__name__}: {exc}")
-        return Decoded(pixels), label, path
+        item = self.base[index]  # PIL, as the loader path reads it: an RGB image, or a SkippedImage naming why not
+        return item if isinstance(item, SkippedImage) else (Decoded(np.asarray(item[0])), label, path)
 
 
 class Decoded(NamedTuple):
@@ -547,7 +544,7 @@ def ahead_parallel(items, prepare: Callable, device: torch.device, streams: list
         while True:
             with ready:
                 while index not in results and not (state["end"] is not None and index >= state["end"]):
-                    if not any(t.is_alive() for t in threads) and index not in results:
+                    if not any(t.is_alive() for t in threads):
                         break
                     ready.wait(0.1)
                 if index not in results:
