@@ -126,8 +126,9 @@ class Recipe:
     eval_on: str = "auto"  # validation images: loader (timm's PIL eval transform in the workers, as its train.py) |
     # device (a folder's JPEGs decoded by decode_jpeg, nvJPEG on CUDA, resized and centre-cropped by torchvision's
     # antialiased tensor functions on the device: the same sizes, pixels within a few grey levels of PIL's) | auto
-    # (device on CUDA for a folder of mostly JPEGs: PIL in the workers decodes 50,000 ImageNet images in about as
-    # long as an A3 epoch takes on 8 GPUs; loader otherwise, so every CPU run evaluates as timm's train.py)
+    # (device on CUDA for a folder of mostly JPEGs: PIL in the workers decodes ImageNet's 50,000 validation images at
+    # every evaluation, estimated, not measured, at about an A3 epoch on 8 GPUs; loader otherwise, so every CPU run
+    # evaluates as timm's train.py)
     eval_every: int = 1  # evaluate every N epochs (the last always), as timm's train.py evaluates every epoch
     # numerics and speed (amp on CUDA only: CPU runs float32)
     amp: bool = True  # mixed precision autocast
