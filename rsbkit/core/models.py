@@ -52,6 +52,21 @@ def width_kwargs(name: str, width: float) -> dict[str, Any]:
     return kwargs
 
 
+def attn_kwargs(name: str, attn_layer: Optional[str]) -> dict[str, Any]:
+    """timm ResNet arguments that put `attn_layer` (timm.layers.get_attn's name) in every residual block.
+
+    ``se`` on ``resnet18`` builds what timm's ``seresnet18`` is: the same blocks with timm's SEModule
+    (reduction 1/16) after each block's last BatchNorm."""
+    if attn_layer is None:
+        return {}
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    if not isinstance(model, ResNet):
+        raise RecipeError(f"attn_layer={attn_layer!r}: attention in every block is defined for timm's ResNet family "
+                          f"(resnet*, resnet*d, resnext*), not {name!r} ({type(model).__name__}); set attn_layer: none")
+    return dict(block_args=dict(attn_layer=attn_layer))
+
+
 RESNET_PLANES = (64, 128, 256, 512)  # timm ResNet's stage widths (before the bottleneck expansion)
 
 
@@ -59,6 +74,7 @@ def create_model(recipe, num_classes: int) -> nn.Module:
     """The recipe's timm model for `num_classes`, with its width, and `init` weights when set."""
     kwargs: dict[str, Any] = dict(num_classes=num_classes, drop_rate=recipe.drop, drop_path_rate=recipe.drop_path)
     kwargs.update(width_kwargs(recipe.model, recipe.width))
+    kwargs.update(attn_kwargs(recipe.model, recipe.attn_layer))
     cfg = timm.get_pretrained_cfg(recipe.model.split(".")[0]) if hasattr(timm, "get_pretrained_cfg") else None
     if cfg is not None and getattr(cfg, "fixed_input_size", False):
         kwargs["dynamic_img_size"] = True  # ViTs: any resolution (position embeddings interpolated)

@@ -700,6 +700,7 @@ def result(spec: Spec, state: TrainState, status: str, error: Optional[str] = No
         status=status, error=error, run_dir=str(spec.run.path), recipe=recipe.name, model=recipe.model,
         epochs=recipe.total_epochs, epochs_done=len(history),
         final_top1=last.get("val_top1"), final_top5=last.get("val_top5"), final_loss=last.get("val_loss"),
+        final_ema_top1=last.get("ema_top1"),  # the EMA weights' top-1 at the end (model_ema), else None
         best_top1=best["val_top1"] if best else None, best_top5=best["val_top5"] if best else None,
         best_epoch=best["epoch"] if best else None,
         wall_s=round(wall_s(spec, state), 2),

@@ -23,6 +23,8 @@ additive study like ResNet-RS's Table 1::
 
 A step's ``name`` labels it (its folder is ``NN-name``, NN its place in the order) and
 ``paper`` (optional) is the published value beside it; every other key is a change.
+A ``grid`` beside ``steps`` crosses every step (folders ``NN-name_weight_decay=4e-05``), for a
+table whose rows are cumulative and whose columns are a parameter, like ResNet-RS's weight-decay study.
 
 Keys of ``parameters`` and ``grid`` are the notebook's parameters; for a notebook
 with an ``overrides`` parameter (train.ipynb), recipe fields are accepted too and
@@ -71,7 +73,7 @@ SWEEP_KEYS = {
     "parameters": "notebook parameters shared by every point",
     "grid": "parameter -> list of values; every combination is a point",
     "points": "instead of grid: a list of mappings, one point each",
-    "steps": "instead of grid: cumulative steps, each the step before plus its changes ({name:, paper:, field: value})",
+    "steps": "cumulative steps, each the step before plus its changes ({name:, paper:, field: value}); a grid crosses them",
     "seeds": "list of seeds; every grid point runs once per seed",
     "kernel": "Jupyter kernel name (default python3)",
 }
@@ -198,24 +200,31 @@ def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Option
     """The points of a grid, a list of points or cumulative steps (times seeds), routed and validated; nothing runs."""
     notebook, out = find_notebook(notebook), Path(out)
     declared = notebook_parameters(notebook)
-    if steps is not None:
-        if grid or points is not None:
-            raise SweepError(f"{where}: give one of 'grid', 'points' and 'steps'")
-        points, labels = cumulative_steps(steps, where)
-    else:
-        labels = None
     grid = dict(grid or {})
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise SweepError(f"{where}: grid {key!r} needs a non-empty list of values, got {values!r}")
+    if steps is not None:
+        if points is not None:
+            raise SweepError(f"{where}: give either 'steps' or 'points', not both")
+        points, labels = cumulative_steps(steps, where)
+        crossing = {k for step in points for k in step} & set(grid)
+        if crossing:
+            raise SweepError(f"{where}: {', '.join(sorted(crossing))} is both in the grid and changed by a step; "
+                             "give it in one of them")
+    else:
+        labels = None
     if points is not None and labels is None:  # a step may change nothing (the baseline): steps are checked above
         if grid:
             raise SweepError(f"{where}: give either 'grid' or 'points', not both")
         if not isinstance(points, list) or not points or not all(isinstance(p, dict) and p for p in points):
             raise SweepError(f"{where}: points needs a non-empty list of non-empty mappings, got {points!r}")
-    rows = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else list(points or [])
-    if labels is not None:  # a step's folder is named by its place and name, not by all its accumulated values
-        rows = [{"step": label, **row} for label, row in zip(labels, rows)]
+    combos = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else [{}]
+    if labels is not None:  # a step's folder is named by its place and name, not by all its accumulated values;
+        # a grid beside the steps crosses every step (the weight-decay study: regularizers added in turn x WD)
+        rows = [{"step": label, **row, **combo} for label, row in zip(labels, points) for combo in combos]
+    else:
+        rows = combos if grid else list(points or [])
     if seeds is not None:
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
             raise SweepError(f"{where}: seeds needs a non-empty list of integers, got {seeds!r}")
@@ -232,7 +241,7 @@ def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Option
             varying = dict(varying)
             label = varying.pop("step")
             step = dict(labels[label], label=label)
-            name = label + "".join(f"_{k}={point_label(v)}" for k, v in varying.items() if k == "seed")
+            name = label + "".join(f"_{k}={point_label(v)}" for k, v in varying.items() if k in grid or k == "seed")
         else:
             name = "_".join(f"{k}={point_label(v)}" for k, v in varying.items())
         if name in names:

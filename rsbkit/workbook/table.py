@@ -89,7 +89,7 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
     Columns: ``run`` (folder), ``name`` (its last part), ``recipe`` (the recipe's
     name), ``status``, every other recipe field (``model``, ``lr``,
     ``loss`` ...), the final metrics (``final_top1``, ``best_top1``, ``best_epoch``,
-    ``final_top5``, ``epochs_done``), the cost (``wall_s``, ``imgs_per_s``,
+    ``final_top5``, ``epochs_done``; ``final_ema_top1``, the EMA weights' at the end, for a run with model_ema), the cost (``wall_s``, ``imgs_per_s``,
     ``peak_mem_mb``, ``device_name``), ``data`` (the dataset's name), ``train_images`` and ``val_images`` (as
     trained and evaluated), ``limit_train`` and ``limit_val`` (the limits asked for, if any), ``warnings`` (what
     the run's start said about it, e.g. a schedule that never left warmup), ``lr_used`` and ``effective_batch`` as the
@@ -125,6 +125,8 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
         for key in ("final_top1", "best_top1", "best_epoch", "final_top5", "final_loss", "epochs_done",
                     "wall_s", "imgs_per_s", "peak_mem_mb", "device_name", "num_skipped", "code_version", "error"):
             row[key] = result.get(key)
+        ema = [r.get("ema_top1") for r in run["metrics"] or [] if r.get("ema_top1") is not None]
+        row["final_ema_top1"] = result.get("final_ema_top1", ema[-1] if ema and result else None)
         data = result.get("data") or {}
         row["data"] = data.get("name")
         for key in ("train_images", "val_images", "limit_train", "limit_val"):  # a 512-image smoke run is not the demo

@@ -101,7 +101,9 @@ def test_a_steps_run_carries_its_step_into_the_run_table(smoke_run, tmp_path):
     ("notebook: NB\ngrid: {loss: [bce]}\npoints: [{loss: ce}]\n", "either 'grid' or 'points'"),
     ("notebook: notebooks/nope.ipynb\nseeds: [0]\n", "notebook notebooks/nope.ipynb does not exist"),
     ("grid: {loss: [bce]}\n", "no 'notebook:'"),
-    ("notebook: NB\ngrid: {loss: [bce]}\nsteps: [{name: a}]\n", "give one of 'grid', 'points' and 'steps'"),
+    ("notebook: NB\npoints: [{loss: bce}]\nsteps: [{name: a}]\n", "give either 'steps' or 'points'"),
+    ("notebook: NB\ngrid: {smoothing: [0.1]}\nsteps: [{name: a}, {name: b, smoothing: 0.2}]\n",
+     "smoothing is both in the grid and changed by a step"),
     ("notebook: NB\nsteps: [{name: a}, {name: a, loss: ce}]\n", "step 2 needs a name of its own"),
     ("notebook: NB\nsteps: [{sched: cosine}]\n", "step 1 needs a name of its own"),
     ("notebook: NB\nsteps: [{name: a, paper: high}]\n", "step 'a': paper is the published value (a number)"),
@@ -186,7 +188,8 @@ def test_every_committed_sweep_file_validates(path, monkeypatch, capsys):
 
     monkeypatch.chdir(ROOT)  # the files name recipes and notebooks relative to the repository root
     spec = yaml.safe_load(path.read_text())
-    rows = len(spec["points"]) if "points" in spec else math.prod(len(v) for v in (spec.get("grid") or {}).values())
+    rows = (len(spec["points"]) if "points" in spec else len(spec.get("steps") or [None])
+            * math.prod(len(v) for v in (spec.get("grid") or {}).values()))
     expected = rows * len(spec.get("seeds") or [None])
     assert main(["sweep", str(path), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()

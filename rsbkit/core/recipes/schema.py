@@ -58,6 +58,8 @@ class Recipe:
     drop_path: float = 0.0  # stochastic depth rate, scaled linearly over blocks by timm
     drop: float = 0.0  # dropout before the classifier
     width: float = 1.0  # channel multiplier of a timm ResNet's stages (ResNet-RS width scaling)
+    attn_layer: Optional[str] = None  # attention in every block of a timm ResNet (its block_args attn_layer): se is
+    # squeeze-and-excitation as in timm's seresnet* (reduction 1/16); none keeps the model's own
     init: Optional[str] = None  # starting weights: a run folder, a checkpoint, or a timm pretrained name (fine-tuning)
     # batch and length
     epochs: int = 100
@@ -308,6 +310,9 @@ def _check(r: Recipe) -> None:
     _in_range(r, "drop_path", 0 <= r.drop_path < 1, unit_open)
     _in_range(r, "drop", 0 <= r.drop < 1, unit_open)
     _in_range(r, "width", 0 < r.width <= 8, "in (0, 8]; 1.0 is the model as defined")
+    if r.attn_layer is not None and r.attn_layer not in ATTN_LAYERS:
+        raise RecipeError(did_you_mean("attn_layer (attention in every ResNet block)", r.attn_layer, ATTN_LAYERS)
+                          + "; or none for the model's own")
     _in_range(r, "train_res", r.train_res >= 8, ">= 8 px")
     _in_range(r, "test_res", r.test_res >= 8, ">= 8 px")
     _in_range(r, "train_res_start", r.train_res_start is None or r.train_res_start >= 8, ">= 8 px or none (off)")
@@ -349,6 +354,9 @@ def _check(r: Recipe) -> None:
         raise RecipeError(did_you_mean("model", r.model, _timm_models()))
     if r.aa:
         _check_magnitude(r.aa, _check_aa(r.aa))
+
+
+ATTN_LAYERS = ("se", "ese", "eca", "ecam", "ge", "gc", "cbam", "lcbam")  # timm.layers.get_attn names a block takes
 
 
 @functools.cache

@@ -232,6 +232,7 @@ def to_timm_args(recipe: Recipe, world_size: int = 1) -> tuple[dict[str, Any], l
                      "the recipe read back has 0")
     defaults = Recipe()
     for field, why in (("width", "train.py has no width: pass the model's own kwargs with --model-kwargs"),
+                       ("attn_layer", f"train.py: --model-kwargs block_args=\"{{'attn_layer': '{recipe.attn_layer}'}}\""),
                        ("init", "train.py starts from --initial-checkpoint PATH or --pretrained"),
                        ("decay_norm_bias", "train.py never decays norm and bias weights"),
                        ("lamb_clip", "train.py's LAMB clips the global gradient norm at 1.0 (--opt-kwargs max_grad_norm=...)")):
