@@ -16,6 +16,10 @@ COLOURS = {
     "LR": "#2ca02c",
     "val top-1": "#9467bd",
     "EMA top-1": "#ff7f0e",
+    # ResNet-RS's studies
+    "training change": "#2ca02c",
+    "architecture change": "#8c564b",
+    "paper": "#7f7f7f",
     # resolution
     "apparent size": "#1f77b4",
     "measured top-1": "#9467bd",

@@ -418,3 +418,74 @@ def pareto_figure(table: pandas.DataFrame, front: pandas.DataFrame, published: O
         fig.update_yaxes(title_text="ImageNet top-1 % (published)", row=1, col=2)
     fig.update_layout(title="speed against accuracy", autosize=True, height=HEIGHT + 80)
     return fig
+
+
+def additive_figure(table: pandas.DataFrame, split: dict[str, Any], *, title: str = "") -> go.Figure:  # noqa: F821
+    """ResNet-RS's additive study as a waterfall: each step's bar runs from the step before's mean top-1 to its own,
+    coloured by kind (training or architecture), its error bar the noise band of that delta; beside it, the gain
+    of the training changes and of the architecture changes here and in the paper."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.72, 0.28], horizontal_spacing=0.1,
+                        subplot_titles=("top-1 by step (whisker: noise band of the step)", "gain by kind"))
+    first = table.iloc[0]
+    fig.add_trace(go.Scatter(x=[first["step"]], y=[first["mean"]], mode="markers", name="baseline",
+                             marker=dict(color=colour("paper"), size=12, symbol="line-ew-open", line_width=3),
+                             showlegend=False, hovertemplate="%{x}: %{y:.2f}<extra></extra>"), row=1, col=1)
+    for kind in ("training", "architecture"):
+        rows = table.iloc[1:][table.iloc[1:]["kind"] == kind]
+        if rows.empty:
+            continue
+        fig.add_trace(go.Bar(x=rows["step"], y=rows["delta"], base=rows["mean"] - rows["delta"], name=f"{kind} change",
+                             marker_color=colour(f"{kind} change"), legendgroup=kind,
+                             error_y=dict(type="data", array=rows["band"].fillna(0), visible=True, color="#333"),
+                             customdata=rows[["mean", "n"]].to_numpy(),
+                             hovertemplate="%{x}: %{y:+.2f} -> %{customdata[0]:.2f} (%{customdata[1]} seeds)<extra></extra>"),
+                      row=1, col=1)
+    kinds = ["training", "architecture"]
+    ours = [split["training_gain"], split["architecture_gain"]]
+    paper = [split["paper_after_training"] - split["paper_baseline"], split["paper_final"] - split["paper_after_training"]]
+    fig.add_trace(go.Bar(x=kinds, y=ours, name="this run", marker_color=[colour(f"{k} change") for k in kinds],
+                         showlegend=False, text=[f"{v:+.2f}" for v in ours], textposition="outside",
+                         hovertemplate="here, %{x}: %{y:+.2f}<extra></extra>"), row=1, col=2)
+    if not any(map(math.isnan, paper)):
+        fig.add_trace(go.Bar(x=kinds, y=paper, name="ResNet-RS (ImageNet)", marker_color=colour("paper"),
+                             text=[f"{v:+.1f}" for v in paper], textposition="outside",
+                             hovertemplate="ResNet-RS, %{x}: %{y:+.1f}<extra></extra>"), row=1, col=2)
+    low = float((table["mean"] - table["band"].fillna(0)).min())
+    high = float((table["mean"] + table["band"].fillna(0)).max())
+    pad = max(0.5, (high - low) * 0.15)
+    fig.update_yaxes(title_text="top-1 (%)", range=[low - pad, high + pad], row=1, col=1)
+    fig.update_yaxes(title_text="points", row=1, col=2)
+    fig.update_xaxes(tickangle=-35, row=1, col=1)
+    fig.update_layout(title=title or "The additive study: training, regularization and architecture changes",
+                      barmode="group", autosize=True, height=HEIGHT + 120, legend=dict(orientation="h", y=-0.45))
+    return fig
+
+
+def weight_decay_figure(cells: pandas.DataFrame, *, title: str = "") -> go.Figure:  # noqa: F821
+    """Weight decay (columns) against regularizers added in turn (rows) as a heatmap of mean top-1, each cell's
+    mean, spread and seeds written in it, the best weight decay of each row marked with a star."""
+    steps = cells.drop_duplicates("step_index").sort_values("step_index")
+    wds = sorted(cells["weight_decay"].unique(), reverse=True)
+    names = [("" if i == 0 else "+ ") + str(s) for i, s in enumerate(steps["step"])]
+    z, text = [], []
+    for index in steps["step_index"]:
+        zr, tr = [], []
+        for wd in wds:
+            c = cells[(cells["step_index"] == index) & (cells["weight_decay"] == wd)]
+            if c.empty:
+                zr.append(None)
+                tr.append("")
+                continue
+            c = c.iloc[0]
+            spread = f" ± {c['std']:.2f}" if c["n"] > 1 and not math.isnan(c["std"]) else ""
+            tr.append(f"{'★ ' if c['best'] else ''}{c['mean']:.2f}{spread} (n={int(c['n'])})")
+            zr.append(c["mean"])
+        z.append(zr)
+        text.append(tr)
+    fig = go.Figure(go.Heatmap(z=z, x=[f"wd {w:g}" for w in wds], y=names, text=text, texttemplate="%{text}",
+                               textfont=dict(size=13), colorscale="Viridis", colorbar=dict(title="top-1"),
+                               hovertemplate="%{y}, %{x}: %{z:.2f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title=title or "Weight decay against regularization (★: the best weight decay of each row)",
+                      xaxis_title="weight decay", autosize=True, height=160 + 56 * len(names))
+    return fig

@@ -1,0 +1,358 @@
+"""ResNet-RS's two training studies (Bello et al. 2021, "Revisiting ResNets"), run and read:
+
+- the additive study (its Table 1): a baseline improved one change at a time, each step the one before plus
+  its own change (a cumulative sweep, ``steps:``), laid out as the paper's table, each step's delta with its
+  noise band, and the split of the gain between training and architecture changes;
+- weight decay against regularization (its Table 2): regularizers added in turn (rows) times weight decay
+  (columns), the best weight decay per row, and whether it falls as regularizers are added.
+
+What notebooks/studies/additive.ipynb and weight_decay.ipynb call. A run that trained an EMA of its weights is
+read by the EMA's top-1 (as ResNet-RS reports its EMA rows); every other run by its final top-1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..core.errors import RunError
+from ..core.models import create_model
+from ..core.paths import find_path
+from ..core.recipes import load_recipe
+from ..core.runs import atomic_write_text
+from .study_stats import Z95, SeedStats
+from .sweep import Sweep, expand, load_sweep, run_and_load
+from .table import load_runs
+from .train_and_evaluate import none_if_empty, out_folder
+
+ARCHITECTURE_FIELDS = ("model", "attn_layer", "width")  # a step changing one of these changes the architecture
+SCALES = {  # scale -> what it does to every point of the sweep file
+    "demo": "the sweep file as written",
+    "smoke": "1 epoch in 10 (at least 1) on at most 512 train / 256 test images, into <out>-smoke: a look at the "
+             "study's shape in minutes, not a result",
+}
+SMOKE_LIMITS = dict(limit_train=512, limit_val=256)
+DEFAULT_SEED_STATS = Path(__file__).resolve().parents[2] / "findings" / "seed_stats.json"
+
+
+# ------------------------------------------------------------------ the sweep at a scale
+
+
+def scaled_sweep(path: str, *, seeds: Optional[list] = None, scale: str = "demo") -> Sweep:
+    """The sweep file at `path`, with `seeds` in place of its own (when given) and at `scale` (:data:`SCALES`)."""
+    if scale not in SCALES:
+        raise RunError(f"scale={scale!r}: choose {' or '.join(SCALES)} ({'; '.join(f'{k}: {v}' for k, v in SCALES.items())})")
+    sweep = load_sweep(path)  # validates the file as written
+    if not seeds and scale == "demo":
+        return sweep
+    spec = yaml.safe_load(find_path(path).read_text())
+    if seeds:
+        spec["seeds"] = [int(s) for s in seeds]
+    out = sweep.out
+    if scale == "smoke":
+        out = out.with_name(out.name + "-smoke")
+        params = dict(spec.get("parameters") or {})
+        overrides = dict(params.get("overrides") or {})
+        if "recipe" in params:  # the schedule shrinks with the epochs: milestones and warmup in proportion
+            base = load_recipe(params["recipe"], **overrides)
+            epochs = _smoke_epochs(base.epochs)
+            overrides.update(epochs=epochs, warmup_epochs=_smoke_epochs(base.warmup_epochs) if base.warmup_epochs else 0,
+                             decay_milestones=sorted({m for m in (round(m / 10) for m in base.decay_milestones) if 0 < m < epochs}))
+        params.update({k: min(int(params.get(k) or v), v) for k, v in SMOKE_LIMITS.items()}, overrides=overrides)
+        spec["parameters"] = params
+        spec["steps"] = [{k: _smoke_epochs(v) if k == "epochs" else v for k, v in s.items()} if isinstance(s, dict) else s
+                         for s in spec.get("steps") or []] or None
+    return expand(spec["notebook"], out, spec.get("parameters"), spec.get("grid"), spec.get("seeds"),
+                  points=spec.get("points"), steps=spec.get("steps"), kernel=spec.get("kernel", "python3"), where=str(path))
+
+
+def _smoke_epochs(epochs: int) -> int:
+    return max(1, round(int(epochs) / 10))
+
+
+def study_runs(sweep: Optional[str], runs: Optional[str], *, seeds: Optional[list] = None, scale: str = "demo",
+               jobs: int = 1):
+    """Run the sweep (completed points reused) or read a folder of finished runs: (runs table, folder, Sweep or None)."""
+    if none_if_empty(runs):
+        return load_runs(runs), find_path(runs), None
+    if not none_if_empty(sweep):
+        raise RunError("give a sweep file (sweep=...) to run, or a folder of finished runs (runs=...)")
+    spec = scaled_sweep(sweep, seeds=seeds, scale=scale)
+    return run_and_load(spec, jobs=jobs), spec.out, spec
+
+
+def with_top1(runs, metric: str = "final_top1"):
+    """`runs` with ``top1`` (the EMA weights' final top-1 where the run trained an EMA, else `metric`) and
+    ``read_from`` (``ema`` or ``model``)."""
+    if metric not in runs.columns:
+        raise RunError(f"metric {metric!r} is not a run column; use final_top1 or best_top1")
+    import pandas as pd
+
+    out = runs.copy()
+    nothing = pd.Series(math.nan, index=out.index)
+    ema = out["final_ema_top1"].astype(float) if "final_ema_top1" in out.columns else nothing
+    trained_ema = out["model_ema"].fillna(False).astype(bool) if "model_ema" in out.columns else nothing.notna()
+    use = trained_ema & ema.notna()
+    out["top1"] = ema.where(use, out[metric].astype(float))
+    out["read_from"] = use.map({True: "ema", False: "model"})
+    return out
+
+
+def read_seed_stats(seed_stats: Optional[str]) -> Optional[SeedStats]:
+    """A seed study's statistics (``seed_stats.json``); "auto": the committed demo seed study; empty: none."""
+    if seed_stats == "auto":
+        seed_stats = str(DEFAULT_SEED_STATS) if DEFAULT_SEED_STATS.is_file() else None
+    if not none_if_empty(seed_stats):
+        return None
+    path = find_path(seed_stats)
+    if not path.is_file():
+        raise RunError(f"seed_stats {path} does not exist; run notebooks/studies/seed_variance.ipynb first, or give ''")
+    rec = json.loads(path.read_text())
+    return SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"])
+
+
+def band(stats: Optional[SeedStats], n: int, n_other: int, s: float, s_other: float) -> float:
+    """How far apart two means (of `n` and `n_other` seeds, spreads `s` and `s_other`) must be before the
+    difference is more than seed noise (two-sided 95%): the larger of the seed study's band and the two groups'
+    own (Welch's form, when each has 2 seeds or more), as rsbkit.workbook.study_stats.compare_to."""
+    bands = [stats.noise_band(n, n_other=n_other)] if stats is not None else []
+    if n > 1 and n_other > 1 and not (math.isnan(s) or math.isnan(s_other)):
+        bands.append(Z95 * math.sqrt(s ** 2 / n + s_other ** 2 / n_other))
+    return max(bands) if bands else math.nan
+
+
+# ------------------------------------------------------------------ what each step changes, by inspection
+
+
+def step_changes(sweep: Sweep, num_classes: int = 10):
+    """For each step of a cumulative sweep, what it changes, found by building it: the recipe fields whose
+    value differs from the step before (``recipe_changes``), the model's modules added or removed and its
+    parameter count (``model_changes``, ``params_m``), and ``as_declared``: the changed fields are exactly
+    the step's own (a step that names a field at the value it already had, or a field that moves with it,
+    shows here). One row per step, in order."""
+    import pandas as pd
+
+    first = {}
+    for p in sweep.points:
+        if p.step is None:
+            raise RunError(f"{sweep.out}: not a cumulative sweep (steps:); step_changes reads steps")
+        first.setdefault(p.step["index"], p)
+    rows, before, before_model = [], None, None
+    for index in sorted(first):
+        p = first[index]
+        recipe = load_recipe(p.parameters["recipe"], **p.parameters.get("overrides", {}))
+        fields = {k: v for k, v in recipe.to_dict().items() if k not in ("name", "seed")}
+        model = create_model(dataclasses.replace(recipe, init=None), num_classes)
+        modules = Counter(type(m).__name__ for m in model.modules())
+        params = sum(t.numel() for t in model.parameters())
+        if before is None:
+            changed, model_text = {}, ""
+        else:
+            changed = {k: (before[k], v) for k, v in fields.items() if before[k] != v}
+            model_text = module_diff(before_model[0], modules, before_model[1], params)
+        own = set(p.step["changes"])
+        rows.append(dict(step_index=index, step=p.step["name"], declared=", ".join(sorted(own)) or "-",
+                         recipe_changes="; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items()) or "-",
+                         model_changes=model_text or "-", params_m=round(params / 1e6, 3),
+                         kind="architecture" if set(changed) & set(ARCHITECTURE_FIELDS) else "training",
+                         as_declared=set(changed) == own if before is not None else not own))
+        before, before_model = fields, (modules, params)
+    return pd.DataFrame(rows)
+
+
+def module_diff(before: Counter, after: Counter, params_before: int, params_after: int) -> str:
+    """Modules added and removed between two models (by type and count), and the parameter change."""
+    parts = [f"+{after[k] - before[k]} {k}" for k in sorted(after) if after[k] > before[k]]
+    parts += [f"-{before[k] - after[k]} {k}" for k in sorted(before) if before[k] > after[k]]
+    if params_after != params_before:
+        parts.append(f"params {params_after - params_before:+,}")
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------------ the additive study (Table 1)
+
+
+def additive_table(runs, stats: Optional[SeedStats], changes=None):
+    """One row per step, in order: n, mean, std of ``top1`` (:func:`with_top1`), its ``delta`` to the step
+    before and the ``band`` that delta must pass to be more than seed noise (:func:`band`), ``beyond_noise``,
+    the paper's value and delta where the sweep gives them, and ``kind`` (training or architecture: from
+    `changes`, :func:`step_changes`, else from the fields the step names)."""
+    import pandas as pd
+
+    done = runs[(runs["status"] == "completed") & runs["step_index"].notna()] if "step_index" in runs.columns else runs.iloc[0:0]
+    if done.empty:
+        raise RunError("no completed step of a cumulative sweep among these runs; run the sweep (steps:) first")
+    rows = []
+    for index, group in done.groupby("step_index", sort=True):
+        values = group["top1"].astype(float)
+        paper = group["step_paper"].dropna()
+        rows.append(dict(step_index=int(index), step=group["step"].iloc[0], n=len(values), mean=values.mean(),
+                         std=values.std(ddof=1) if len(values) > 1 else math.nan, min=values.min(), max=values.max(),
+                         read_from="/".join(sorted(set(group["read_from"]))),
+                         paper=float(paper.iloc[0]) if len(paper) else math.nan))
+    table = pd.DataFrame(rows)
+    kinds = dict(zip(changes["step_index"], changes["kind"])) if changes is not None else {}
+    table["kind"] = [kinds.get(i, "training") for i in table["step_index"]]
+    table["delta"] = table["mean"].diff()
+    table["band"] = [math.nan] + [band(stats, int(b.n), int(a.n), float(b["std"]), float(a["std"]))
+                                  for (_, a), (_, b) in zip(table.iloc[:-1].iterrows(), table.iloc[1:].iterrows())]
+    table["beyond_noise"] = table["delta"].abs() > table["band"]
+    # the paper's gain since the last step before with a published value (ResNet-RS's rows between them are not given)
+    table["paper_delta"] = table["paper"] - table["paper"].ffill().shift()
+    return table
+
+
+def additive_split(table) -> dict[str, Any]:
+    """The gain from the baseline to the last training step and from there to the last step (architecture),
+    and the training share of the total; the paper's the same way (79.0 -> 82.2 -> 83.4: 73%, "3/4")."""
+    training = table[table["kind"] == "training"]
+    first, last_training, last = table.iloc[0], training.iloc[-1], table.iloc[-1]
+    total = float(last["mean"] - first["mean"])
+    train_gain = float(last_training["mean"] - first["mean"])
+    arch_gain = float(last["mean"] - last_training["mean"])
+    paper = [first["paper"], last_training["paper"], last["paper"]]
+    paper_share = ((paper[1] - paper[0]) / (paper[2] - paper[0])) if not any(map(math.isnan, paper)) and paper[2] != paper[0] else math.nan
+    return dict(baseline=float(first["mean"]), after_training=float(last_training["mean"]), final=float(last["mean"]),
+                training_gain=train_gain, architecture_gain=arch_gain, total_gain=total,
+                training_share=train_gain / total if total > 0 and train_gain >= 0 and arch_gain >= 0 else math.nan,
+                paper_baseline=paper[0], paper_after_training=paper[1], paper_final=paper[2], paper_training_share=paper_share,
+                last_training_step=str(last_training["step"]), last_step=str(last["step"]))
+
+
+def additive_sentence(split: dict[str, Any], n_seeds: int) -> str:
+    """The split between training and architecture changes as one sentence with numbers."""
+    s = split
+    share = (f"training changes give {s['training_share']:.0%} of it" if not math.isnan(s["training_share"])
+             else "the two parts point different ways, so no share is given")
+    paper = (f" (ResNet-RS, ResNet-200 on ImageNet: {s['paper_baseline']:.1f} -> {s['paper_after_training']:.1f} -> "
+             f"{s['paper_final']:.1f}, training {s['paper_training_share']:.0%})") if not math.isnan(s["paper_training_share"]) else ""
+    return (f"Baseline {s['baseline']:.2f} -> {s['after_training']:.2f} after the training changes (through "
+            f"{s['last_training_step']}, {s['training_gain']:+.2f}) -> {s['final']:.2f} after the architecture changes "
+            f"({s['architecture_gain']:+.2f}); of the {s['total_gain']:+.2f} points, {share}{paper}; means of "
+            f"{n_seeds} seed(s) per step.")
+
+
+@dataclass
+class AdditiveStudy:
+    runs: Any  # one row per run, with top1 and read_from
+    table: Any  # one row per step (additive_table)
+    changes: Any  # what each step changes, by inspection (step_changes), or None when read from runs alone
+    split: dict
+    stats: Optional[SeedStats]
+    out_dir: Path
+
+    def summary(self) -> str:
+        n = int(self.table["n"].min())
+        return additive_sentence(self.split, n)
+
+
+def additive_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, seeds: Optional[list] = None,
+                   scale: str = "demo", jobs: int = 1, seed_stats: Optional[str] = "auto", metric: str = "final_top1",
+                   out_dir: Optional[str] = None) -> AdditiveStudy:
+    """Run (or read) a cumulative sweep and lay it out as ResNet-RS's Table 1: writes ``additive.csv`` (one row per
+    step), ``additive_runs.csv`` (one per run) and ``additive_changes.csv`` (what each step changes, by building it)."""
+    table, folder, spec = study_runs(sweep, runs, seeds=seeds, scale=scale, jobs=jobs)
+    runs_table = with_top1(table, metric)
+    changes = step_changes(spec) if spec is not None else None
+    if changes is not None and not changes["as_declared"].all():
+        bad = changes[~changes["as_declared"]]
+        print("steps that change more or less than they name: "
+              + "; ".join(f"{r.step} names {r.declared}, changes {r.recipe_changes}" for r in bad.itertuples()))
+    stats = read_seed_stats(seed_stats)
+    result = additive_table(runs_table, stats, changes)
+    folder = out_folder(out_dir, folder)
+    atomic_write_text(folder / "additive.csv", result.to_csv(index=False))
+    atomic_write_text(folder / "additive_runs.csv", runs_table.to_csv(index=False))
+    if changes is not None:
+        atomic_write_text(folder / "additive_changes.csv", changes.to_csv(index=False))
+    return AdditiveStudy(runs_table, result, changes, additive_split(result), stats, folder)
+
+
+# ------------------------------------------------------------------ weight decay against regularization (Table 2)
+
+
+def weight_decay_table(runs, stats: Optional[SeedStats]):
+    """One row per (step, weight decay): n, mean, std of ``top1``; per step ``best`` marks the best weight decay,
+    ``diff_to_best`` and ``band`` (:func:`band` between that cell and the row's best) say whether the best is
+    better by more than seed noise (``worse_than_best``)."""
+    done = runs[(runs["status"] == "completed") & runs["step_index"].notna()] if "step_index" in runs.columns else runs.iloc[0:0]
+    if done.empty:
+        raise RunError("no completed step of a cumulative sweep among these runs; run the sweep (steps: x grid "
+                       "weight_decay) first")
+    cells = (done.groupby(["step_index", "step", "weight_decay"], sort=True)["top1"]
+             .agg(["count", "mean", "std", "min", "max"]).reset_index().rename(columns={"count": "n"}))
+    cells["best"] = False
+    cells["diff_to_best"], cells["band"] = math.nan, math.nan
+    for _, row_cells in cells.groupby("step_index"):
+        best = row_cells["mean"].idxmax()
+        cells.loc[best, "best"] = True
+        b = cells.loc[best]
+        for i in row_cells.index:
+            c = cells.loc[i]
+            cells.loc[i, "diff_to_best"] = c["mean"] - b["mean"]
+            cells.loc[i, "band"] = band(stats, int(c["n"]), int(b["n"]), float(c["std"]), float(b["std"])) if i != best else math.nan
+    cells["worse_than_best"] = cells["diff_to_best"].abs() > cells["band"]
+    return cells
+
+
+def weight_decay_verdict(cells, recipe_wd: float) -> str:
+    """ResNet-RS's claim answered in one sentence: does the best weight decay fall as regularizers are added,
+    and is the smaller weight decay better than the recipe's by more than seed noise with all of them?"""
+    steps = cells.drop_duplicates("step_index").sort_values("step_index")
+    first, last = steps.iloc[0], steps.iloc[-1]
+    best = {int(i): float(g.loc[g["best"], "weight_decay"].iloc[0]) for i, g in cells.groupby("step_index")}
+    last_cells = cells[cells["step_index"] == last["step_index"]]
+    at_recipe = last_cells[last_cells["weight_decay"] == recipe_wd]
+    b = last_cells[last_cells["best"]].iloc[0]
+    if at_recipe.empty:
+        return f"the recipe's weight decay {recipe_wd:g} is not a column of this grid; no verdict"
+    r = at_recipe.iloc[0]
+    smaller_wins = b["weight_decay"] < recipe_wd and bool(r["worse_than_best"])
+    falls = best[int(last["step_index"])] < best[int(first["step_index"])]
+    if smaller_wins:
+        verdict = "supports ResNet-RS's claim"
+    elif b["weight_decay"] < recipe_wd:
+        verdict = "leans towards ResNet-RS's claim but within seed noise"
+    else:
+        verdict = "does not support ResNet-RS's claim at this scale"
+    return (f"With every regularizer ({last['step']}), weight decay {b['weight_decay']:g} gives {b['mean']:.2f} against "
+            f"{r['mean']:.2f} at the recipe's {recipe_wd:g} ({r['mean'] - b['mean']:+.2f}, noise band +-{r['band']:.2f}); "
+            f"the best weight decay goes from {best[int(first['step_index'])]:g} with {first['step']} to "
+            f"{best[int(last['step_index'])]:g} with all of them ({'falls' if falls else 'does not fall'}): this {verdict}.")
+
+
+@dataclass
+class WeightDecayStudy:
+    runs: Any
+    table: Any  # one row per (step, weight decay): weight_decay_table
+    recipe_wd: float
+    stats: Optional[SeedStats]
+    out_dir: Path
+
+    def summary(self) -> str:
+        return weight_decay_verdict(self.table, self.recipe_wd)
+
+
+def weight_decay_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, seeds: Optional[list] = None,
+                       scale: str = "demo", jobs: int = 1, seed_stats: Optional[str] = "auto", metric: str = "final_top1",
+                       recipe_wd: Optional[float] = None, out_dir: Optional[str] = None) -> WeightDecayStudy:
+    """Run (or read) regularizers added in turn x weight decay and lay it out as ResNet-RS's Table 2: writes
+    ``weight_decay.csv`` (one row per cell) and ``weight_decay_runs.csv``. `recipe_wd`: the recipe's own weight
+    decay (default: the largest of the grid, the recipe's in params/sweeps/weight_decay.yaml)."""
+    table, folder, _ = study_runs(sweep, runs, seeds=seeds, scale=scale, jobs=jobs)
+    if "weight_decay" not in table.columns or table["weight_decay"].nunique() < 2:
+        raise RunError("these runs do not vary weight_decay; give a sweep with steps: and grid: {weight_decay: [...]}")
+    runs_table = with_top1(table, metric)
+    stats = read_seed_stats(seed_stats)
+    cells = weight_decay_table(runs_table, stats)
+    recipe_wd = float(recipe_wd) if recipe_wd else float(cells["weight_decay"].max())
+    folder = out_folder(out_dir, folder)
+    atomic_write_text(folder / "weight_decay.csv", cells.to_csv(index=False))
+    atomic_write_text(folder / "weight_decay_runs.csv", runs_table.to_csv(index=False))
+    return WeightDecayStudy(runs_table, cells, recipe_wd, stats, folder)
