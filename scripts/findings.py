@@ -81,6 +81,11 @@ def main() -> None:
             print(f"\n(skipped {gather.__name__}: no {', '.join(str(runs / n) for n in needs)})")
     if (out / "cliff.csv").is_file():
         cliff_tables(out)
+    for folder, gather in (("additive", additive_findings), ("weight_decay", weight_decay_findings)):
+        if (runs / folder).is_dir():
+            gather(runs, out)
+        else:
+            print(f"\n(skipped {gather.__name__}: no {runs / folder})")
 
 
 def seed_study(runs: Path, out: Path) -> None:
@@ -203,6 +208,68 @@ def cliff_pivot(table: pd.DataFrame) -> pd.DataFrame:
     pivot = table.pivot(index=["test_res", "maps"], columns="column", values="mean").reset_index()
     pivot.columns.name = None
     return pivot.rename(columns={"test_res": "test px"})
+
+# ResNet-RS's two training studies (params/sweeps/additive.yaml, weight_decay.yaml): the run columns a reader needs
+RS_RUN_COLUMNS = ["name", "status", "seed", "step_index", "step", "step_paper", "model", "attn_layer", "epochs", "sched",
+                  "weight_decay", "model_ema", "model_ema_decay", "smoothing", "drop_path", "aa", "drop", "final_top1",
+                  "final_ema_top1", "top1", "read_from", "best_top1", "wall_s", "imgs_per_s", "device_name", "code_version"]
+ADDITIVE_SHOWN = ["step", "kind", "n", "mean", "std", "delta", "band", "beyond_noise", "paper", "paper_delta"]
+WEIGHT_DECAY_SHOWN = ["step", "weight_decay", "n", "mean", "std", "best", "diff_to_best", "band", "worse_than_best"]
+
+
+def rs_runs(folder: Path) -> pd.DataFrame:
+    from rsbkit.workbook.resnet_rs_studies import with_top1
+
+    runs = with_top1(load_runs(folder))
+    return runs[[c for c in RS_RUN_COLUMNS if c in runs.columns]].sort_values("name").reset_index(drop=True)
+
+
+def additive_findings(runs: Path, out: Path) -> None:
+    """11. ResNet-RS's additive study: the step table, what each step changes (built), the split, the waterfall."""
+    from rsbkit.workbook.figures import additive_figure
+    from rsbkit.workbook.resnet_rs_studies import additive_sentence, additive_split, additive_table, read_seed_stats, step_changes
+    from rsbkit.workbook.sweep import load_sweep
+
+    table = rs_runs(runs / "additive")
+    changes = step_changes(load_sweep("params/sweeps/additive.yaml"))
+    result = additive_table(table, read_seed_stats(str(out / "seed_stats.json")), changes)
+    split = additive_split(result)
+    table.to_csv(out / "additive_runs.csv", index=False)
+    result.to_csv(out / "additive.csv", index=False)
+    changes.to_csv(out / "additive_changes.csv", index=False)
+    save_figure(additive_figure(result, split), out / "additive")
+    print("\n## 11. additive study\n")
+    print(markdown(result[ADDITIVE_SHOWN]))
+    print(markdown(changes[["step", "recipe_changes", "model_changes", "params_m"]]))
+    print("\n" + additive_sentence(split, int(result["n"].min())))
+    print(f"CPU time: {table['wall_s'].sum() / 60:.0f} min over {len(table)} runs")
+
+
+def weight_decay_findings(runs: Path, out: Path) -> None:
+    """12. weight decay against regularization: the cells, the best per row, the verdict, the heatmap."""
+    from rsbkit.workbook.figures import weight_decay_figure
+    from rsbkit.workbook.resnet_rs_studies import read_seed_stats, weight_decay_table, weight_decay_verdict
+
+    table = rs_runs(runs / "weight_decay")
+    cells = weight_decay_table(table, read_seed_stats(str(out / "seed_stats.json")))
+    table.to_csv(out / "weight_decay_runs.csv", index=False)
+    cells.to_csv(out / "weight_decay.csv", index=False)
+    save_figure(weight_decay_figure(cells), out / "weight_decay")
+    print("\n## 12. weight decay against regularization\n")
+    print(markdown(weight_decay_pivot(cells)))
+    print("\n" + weight_decay_verdict(cells, load_recipe("params/torchvision_demo.yaml").weight_decay))
+    print(f"CPU time: {table['wall_s'].sum() / 60:.0f} min over {len(table)} runs")
+
+
+def weight_decay_pivot(cells: pd.DataFrame) -> pd.DataFrame:
+    """Rows: the regularizers in turn; columns: weight decay; each cell 'mean ± std', the row's best in bold."""
+    cells = cells.assign(text=[f"{'**' if b else ''}{m:.2f} ± {s:.2f}{'**' if b else ''}"
+                               for m, s, b in zip(cells["mean"], cells["std"], cells["best"])])
+    pivot = cells.pivot(index=["step_index", "step"], columns="weight_decay", values="text")
+    pivot = pivot[sorted(pivot.columns, reverse=True)]
+    pivot.columns = [f"wd {c:g}" for c in pivot.columns]
+    return pivot.reset_index().drop(columns="step_index").rename(columns={"step": "regularizers (cumulative)"})
+
 
 if __name__ == "__main__":
     main()

@@ -38,7 +38,8 @@ SCALES = {  # scale -> what it does to every point of the sweep file
              "study's shape in minutes, not a result",
 }
 SMOKE_LIMITS = dict(limit_train=512, limit_val=256)
-DEFAULT_SEED_STATS = Path(__file__).resolve().parents[2] / "findings" / "seed_stats.json"
+FINDINGS = Path(__file__).resolve().parents[2] / "findings"  # a source checkout's committed studies
+DEFAULT_SEED_STATS = FINDINGS / "seed_stats.json"
 
 
 # ------------------------------------------------------------------ the sweep at a scale
@@ -197,7 +198,7 @@ def additive_table(runs, stats: Optional[SeedStats], changes=None):
                          read_from="/".join(sorted(set(group["read_from"]))),
                          paper=float(paper.iloc[0]) if len(paper) else math.nan))
     table = pd.DataFrame(rows)
-    kinds = dict(zip(changes["step_index"], changes["kind"])) if changes is not None else {}
+    kinds = dict(zip(changes["step_index"], changes["kind"])) if changes is not None else kinds_from_runs(done)
     table["kind"] = [kinds.get(i, "training") for i in table["step_index"]]
     table["delta"] = table["mean"].diff()
     table["band"] = [math.nan] + [band(stats, int(b.n), int(a.n), float(b["std"]), float(a["std"]))
@@ -206,6 +207,18 @@ def additive_table(runs, stats: Optional[SeedStats], changes=None):
     # the paper's gain since the last step before with a published value (ResNet-RS's rows between them are not given)
     table["paper_delta"] = table["paper"] - table["paper"].ffill().shift()
     return table
+
+
+def kinds_from_runs(runs) -> dict[int, str]:
+    """Each step's kind from the recipes its runs recorded: ``architecture`` where a field of
+    :data:`ARCHITECTURE_FIELDS` differs from the step before's, else ``training``."""
+    first = runs.sort_values("step_index").drop_duplicates("step_index")
+    kinds, before = {}, None
+    for _, row in first.iterrows():
+        now = tuple(str(row.get(f)) for f in ARCHITECTURE_FIELDS)
+        kinds[int(row["step_index"])] = "architecture" if before is not None and now != before else "training"
+        before = now
+    return kinds
 
 
 def additive_split(table) -> dict[str, Any]:
@@ -356,3 +369,37 @@ def weight_decay_study(*, sweep: Optional[str] = None, runs: Optional[str] = Non
     atomic_write_text(folder / "weight_decay.csv", cells.to_csv(index=False))
     atomic_write_text(folder / "weight_decay_runs.csv", runs_table.to_csv(index=False))
     return WeightDecayStudy(runs_table, cells, recipe_wd, stats, folder)
+
+
+# ------------------------------------------------------------------ the committed results (the tour)
+
+
+@dataclass
+class CommittedStudies:
+    additive: Any  # additive.csv, or None when the study is not in findings/
+    split: Optional[dict]
+    weight_decay: Any  # weight_decay.csv, or None
+    lines: list  # what to print: each study's sentence, or how to run it
+
+
+def committed_findings(folder: Optional[str] = None, recipe_wd: float = 1e-4) -> CommittedStudies:
+    """Both studies as findings/ holds them (scripts/findings.py wrote them from the runs), read, not run."""
+    import pandas as pd
+
+    folder = find_path(folder) if folder else FINDINGS
+    additive = split = cells = None
+    lines = []
+    if (folder / "additive.csv").is_file():
+        additive = pd.read_csv(folder / "additive.csv")
+        split = additive_split(additive)
+        lines.append("Additive study: " + additive_sentence(split, int(additive["n"].min())))
+    else:
+        lines.append("The additive study is not in findings/ yet: notebooks/studies/additive.ipynb runs it "
+                     "(22 runs at demo scale, about 10 to 20 epochs each)")
+    if (folder / "weight_decay.csv").is_file():
+        cells = pd.read_csv(folder / "weight_decay.csv")
+        lines.append("Weight decay: " + weight_decay_verdict(cells, recipe_wd))
+    else:
+        lines.append("The weight-decay study is not in findings/ yet: notebooks/studies/weight_decay.ipynb runs it "
+                     "(30 runs of 10 epochs at demo scale)")
+    return CommittedStudies(additive, split, cells, lines)

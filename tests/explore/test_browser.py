@@ -36,6 +36,9 @@ NOTEBOOKS = {
     "explore/schedule": ("batch size", 2, "relative_compute"),
     "tour": (None, 5, "BCE instead of CE (with repeated aug)"),
 }
+# the tour also draws ResNet-RS's two studies once findings/ holds them (scripts/findings.py)
+NOTEBOOKS["tour"] = (None, 5 + sum((ROOT / "findings" / f).is_file() for f in ("additive.csv", "weight_decay.csv")),
+                     NOTEBOOKS["tour"][2])
 VIEWPORTS = ((1920, 1080), (1440, 900))  # large first: figures must also shrink when the window does; 1440x900: a
 # lecture hall's projector, whose screenshots are docs/screenshots/
 # what does not fit: figures wider than their output area, legend entries and titles outside their figure

@@ -115,6 +115,8 @@ def test_additive_table_deltas_bands_and_the_papers_split():
     assert table["band"].iloc[1] == pytest.approx(max(1.959964 * 0.25, 1.959964 * math.sqrt(0.02 / 2 + 0.02 / 2)))
     assert list(table["beyond_noise"]) == [False, True, False, False]
     assert math.isnan(table["paper_delta"].iloc[1]) and table["paper_delta"].iloc[2] == pytest.approx(3.2)
+    recorded = runs.assign(model=["resnet18"] * 6 + ["seresnet18"] * 2)  # read from runs: the kind from their recipes
+    assert list(additive_table(with_top1(recorded), STATS)["kind"]) == list(table["kind"])
     split = additive_split(table)
     assert split["training_gain"] == pytest.approx(1.0) and split["architecture_gain"] == pytest.approx(0.4)
     assert split["training_share"] == pytest.approx(1.0 / 1.4)
@@ -205,3 +207,18 @@ def test_the_recipe_of_each_weight_decay_cell_is_its_step_plus_its_column():
     assert (recipe.weight_decay, recipe.drop, recipe.drop_path, recipe.smoothing, recipe.aa, recipe.sched,
             recipe.model_ema, recipe.epochs) == (1e-5, 0.25, 0.1, 0.1, "rand-m10-n2", "cosine", True, 10)
     assert cell.parameters["seed"] == 1
+
+
+def test_the_tour_reads_both_studies_from_findings_or_says_how_to_run_them(tmp_path):
+    from rsbkit.workbook.resnet_rs_studies import committed_findings
+
+    empty = committed_findings(str(tmp_path))
+    assert empty.additive is None and empty.weight_decay is None
+    assert "notebooks/studies/additive.ipynb runs it" in empty.lines[0] and "weight_decay.ipynb" in empty.lines[1]
+    runs = runs_of({(0, "baseline", 79.0): [80.0, 80.2], (1, "less_wd", 82.2): [81.0, 81.2], (2, "se", 83.4): [81.5, 81.5]},
+                   model="resnet18")
+    runs.loc[runs["step"] == "se", "model"] = "seresnet18"
+    additive_table(with_top1(runs), STATS).to_csv(tmp_path / "additive.csv", index=False)
+    found = committed_findings(str(tmp_path))
+    assert found.split["training_gain"] == pytest.approx(1.0)
+    assert found.lines[0].startswith("Additive study: Baseline 80.10 -> 81.10 after the training changes")
