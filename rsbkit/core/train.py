@@ -90,6 +90,7 @@ from .runs import (
     write_result,
     writer_record,
 )
+from .teacher import Teacher, distill_loss, load_teacher, loss_weights
 
 
 class Terminated(KeyboardInterrupt):
@@ -187,6 +188,7 @@ class Spec:
     started: float  # time.perf_counter() at the call's start
     attempts: tuple[dict[str, Any], ...] = ()  # who wrote the run folder: each call's host, PID, command
     warnings: tuple[str, ...] = ()  # what the run's start said about it (a schedule that never reaches its LR)
+    teacher: Optional[dict[str, Any]] = None  # the distillation teacher as loaded: source, checkpoint and its hash
 
     @property
     def cuda(self) -> bool:
@@ -241,6 +243,8 @@ class Step:
     ddp: Optional[torch.nn.parallel.DistributedDataParallel]
     mixup: Any
     loss_fn: torch.nn.Module
+    teacher: Optional[Teacher] = None  # knowledge distillation: its outputs on the same batch are a second target
+    weights: tuple[float, float] = (1.0, 0.0)  # (task, distill) loss weights
 
 
 def train(
@@ -274,6 +278,11 @@ def train(
             spec = resolve(recipe, data, out_dir, job, s, preemption, held)
             state = build_state(spec)
             step = build_step(spec, state)
+            if step.teacher is not None:
+                spec = replace(spec, teacher=step.teacher.describe())
+                spec.log(f"teacher: {step.teacher.model_name} from {step.teacher.checkpoint or 'timm'} "
+                         f"({spec.recipe.kd_target} targets, T={spec.recipe.kd_temperature:g}, task x distill weights "
+                         f"{step.weights[0]:g} x {step.weights[1]:g})")
             source, val_input = make_input(spec), make_eval_input(spec)  # loader workers live for the whole run
             if s.resume:
                 resume(spec, state)
@@ -406,8 +415,12 @@ def build_step(spec: Spec, state: TrainState) -> Step:
         )
     stepped = ddp if ddp is not None else state.model
     mixup = create_mixup(spec.recipe, spec.data.num_classes)
-    return Step(model=torch.compile(stepped) if spec.recipe.torchcompile else stepped, ddp=ddp, mixup=mixup,
-                loss_fn=create_loss(spec.recipe, mixing=mixup is not None).to(spec.device))
+    r = spec.recipe
+    teacher = (load_teacher(r.teacher, num_classes=spec.data.num_classes, classes=spec.data.classes, device=spec.device)
+               if r.teacher else None)
+    return Step(model=torch.compile(stepped) if r.torchcompile else stepped, ddp=ddp, mixup=mixup,
+                loss_fn=create_loss(r, mixing=mixup is not None).to(spec.device), teacher=teacher,
+                weights=loss_weights(r.distill_loss_weight, r.task_loss_weight) if teacher else (1.0, 0.0))
 
 
 def make_input(spec: Spec) -> TrainInput:
@@ -487,7 +500,12 @@ def micro_step(spec: Spec, step: Step, images: torch.Tensor, labels: torch.Tenso
     accum = spec.plan.accum_steps
     with contextlib.nullcontext() if (syncing or step.ddp is None) else step.ddp.no_sync():
         with autocast(spec.device, spec.amp_dtype):
-            loss = step.loss_fn(step.model(images), labels)
+            output = step.model(images)
+            loss = step.loss_fn(output, labels)
+            if step.teacher is not None:  # the same augmented, mixed images (function matching), no gradient
+                task, distill = step.weights
+                loss = task * loss + distill * distill_loss(output, step.teacher.logits(images), spec.recipe.kd_target,
+                                                            spec.recipe.kd_temperature)
         (scaler.scale(loss / accum) if scaler else loss / accum).backward()
     return loss.detach().float()
 
@@ -713,6 +731,7 @@ def result(spec: Spec, state: TrainState, status: str, error: Optional[str] = No
         resolved=spec.resolved(),
         reported=asdict(recipe.reported) if recipe.reported else None,
         attempts=list(spec.attempts),
+        teacher=spec.teacher,
         warnings=list(spec.warnings),  # e.g. a run that never left warmup  # who wrote this folder: host, PID, command of each attempt (resumes appended)
     )
 

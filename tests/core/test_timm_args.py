@@ -122,3 +122,25 @@ def test_the_cli_prints_a_torchrun_command(cli):
     for nproc, why in (("0", "nproc=0: give the number of processes"), ("3", "batch_size 2048 does not split over 3")):
         out = cli("recipe", "a3", "--timm-command", "--nproc", nproc)
         assert out.returncode == 2 and why in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_with_a_teacher_maps_to_the_teacher_fields_and_back():
+    """timm's --kd-* flags (2025): logit distillation from a timm model becomes the recipe's teacher, and the recipe
+    writes them back; feature distillation, which rsbkit does not offer, is refused by name."""
+    recipe, notes = from_timm_args(args(kd_model_name="resnet50.a1_in1k", kd_distill_type="logit", kd_loss_type="kl",
+                                        kd_temperature=2.0, distill_loss_weight=0.5, task_loss_weight=None))
+    assert (recipe.teacher, recipe.kd_target, recipe.kd_temperature, recipe.distill_loss_weight,
+            recipe.task_loss_weight) == ("resnet50.a1_in1k", "soft", 2.0, 0.5, None)
+    assert any(n.startswith("teacher: resnet50.a1_in1k") for n in notes)
+    written, _ = to_timm_args(recipe)
+    assert (written["kd_model_name"], written["kd_distill_type"], written["kd_temperature"],
+            written["distill_loss_weight"]) == ("resnet50.a1_in1k", "logit", 2.0, 0.5)
+    assert from_timm_args(written)[0] == recipe
+    command = timm_command(recipe)
+    assert "--kd-model-name resnet50.a1_in1k --kd-distill-type logit --kd-temperature 2.0 --distill-loss-weight 0.5" in command
+    with pytest.raises(RecipeError, match="kd_distill_type='feature'"):
+        from_timm_args(args(kd_model_name="resnet50", kd_distill_type="feature"))
+    hard = recipe.replace(teacher="runs/teacher", kd_target="hard")
+    notes = to_timm_args(hard)[1]
+    assert any("a run folder or checkpoint has no flag there" in n for n in notes)
+    assert any("kd_target hard" in n for n in notes)

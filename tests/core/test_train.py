@@ -45,11 +45,13 @@ def test_run_folder_records(tmp_path, smoke_recipe):
     assert load_run(run)["metrics"][1]["epoch"] == 2
 
 
-@pytest.mark.parametrize("augment_on, workers", [("device", 0), ("loader", 1)])
-def test_resume_gives_identical_weights_and_metrics(tmp_path, smoke_recipe, augment_on, workers):
+@pytest.mark.parametrize("augment_on, workers, distilled", [("device", 0, True), ("loader", 1, False)])
+def test_resume_gives_identical_weights_and_metrics(tmp_path, smoke_recipe, smoke_run, augment_on, workers, distilled):
     # drop path: RNG inside the model too; 3 repeats: 4 accumulated forward passes per step, RepeatAugSampler's order;
-    # the loader path with a persistent worker: its RNG state carries over epochs, the samples' seeds do not depend on it
-    recipe = smoke_recipe.replace(epochs=2, warmup_epochs=1, drop_path=0.1, aug_repeats=3, augment_on=augment_on)
+    # the loader path with a persistent worker: its RNG state carries over epochs, the samples' seeds do not depend on it;
+    # a teacher (knowledge distillation, soft targets at T=2): loaded again on resume, the same targets
+    recipe = smoke_recipe.replace(epochs=2, warmup_epochs=1, drop_path=0.1, aug_repeats=3, augment_on=augment_on,
+                                  **(dict(teacher=str(smoke_run), kd_temperature=2.0) if distilled else {}))
     settings = {**SMALL, "workers": workers}
     train(recipe, "default", tmp_path / "straight", log=quiet, **settings)
     train(recipe.replace(epochs=1), "default", tmp_path / "tmp", log=quiet, **settings)  # stops after epoch 1 ...
@@ -69,6 +71,8 @@ def test_resume_gives_identical_weights_and_metrics(tmp_path, smoke_recipe, augm
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
     assert strip(load_run(tmp_path / "straight")["metrics"]) == strip(load_run(tmp_path / "resumed")["metrics"])
+    teacher = load_run(tmp_path / "resumed")["result"]["teacher"]
+    assert (teacher["source"] == str(smoke_run) and len(teacher["sha256"]) == 64) if distilled else teacher is None
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, smoke_recipe, monkeypatch):

@@ -89,6 +89,12 @@ class Recipe:
     loss: str = "bce"  # bce | ce
     smoothing: float = 0.0  # label smoothing
     bce_target_thresh: Optional[float] = None  # BCE: targets above it become 1; None = off
+    # a teacher (knowledge distillation on each training batch; timm train.py's --kd-* flags, rsbkit.core.teacher)
+    teacher: Optional[str] = None  # a run folder, an rsbkit checkpoint or a timm pretrained name (--kd-model-name)
+    kd_target: str = "soft"  # soft: its probabilities at kd_temperature (KL x T^2); hard: its argmax (cross-entropy)
+    kd_temperature: float = 4.0  # --kd-temperature (timm's default)
+    distill_loss_weight: Optional[float] = None  # --distill-loss-weight; with task_loss_weight, timm's three modes
+    task_loss_weight: Optional[float] = None  # --task-loss-weight (rsbkit.core.teacher.loss_weights)
     # augmentation (timm.data.create_transform, Mixup, RepeatAugSampler)
     train_res: int = 224  # RandomResizedCrop output size, px (with progressive resizing: the size it ends at)
     train_res_start: Optional[int] = None  # progressive resizing (FFCV's ResNet-50 recipes, 160 -> 192 px; not in RSB): the
@@ -335,6 +341,16 @@ def _check(r: Recipe) -> None:
     _in_range(r, "lamb_clip", r.lamb_clip is None or r.lamb_clip > 0, "> 0 or none")
     _in_range(r, "seed", r.seed >= 0, ">= 0")
     _choice(r, "loss", LOSSES, "loss")
+    _choice(r, "kd_target", ("soft", "hard"), "distillation target")
+    _in_range(r, "kd_temperature", r.kd_temperature > 0, "> 0")
+    for name in ("distill_loss_weight", "task_loss_weight"):
+        _in_range(r, name, getattr(r, name) is None or getattr(r, name) >= 0, ">= 0 or none")
+    if r.teacher is None:
+        stray = [f for f in ("kd_target", "kd_temperature", "distill_loss_weight", "task_loss_weight")
+                 if getattr(r, f) != Recipe.__dataclass_fields__[f].default]
+        if stray:
+            raise RecipeError(f"{', '.join(stray)} set without a teacher; give teacher: (a run folder, a checkpoint or "
+                              "a timm model name) or leave them at their defaults")
     _choice(r, "sched", SCHEDULES, "schedule")
     _choice(r, "interpolation", INTERPOLATIONS[:-1], "test interpolation")
     _choice(r, "train_interpolation", INTERPOLATIONS, "train interpolation")

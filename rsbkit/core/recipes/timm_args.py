@@ -31,6 +31,7 @@ import shlex
 from pathlib import Path
 from typing import Any, Union
 
+import timm
 import yaml
 from timm.models import get_pretrained_cfg
 
@@ -53,7 +54,8 @@ FIELDS = {
 # read into fields below with their own rule
 RULES = ("batch_size", "grad_accum_steps", "lr", "lr_base", "lr_base_size", "lr_base_scale", "bce_loss", "img_size",
          "input_size", "crop_pct", "interpolation", "scale", "ratio", "color_jitter", "aa", "decay_milestones",
-         "drop_path", "torchcompile", "dist_bn", "force_color_jitter")
+         "drop_path", "torchcompile", "dist_bn", "force_color_jitter", "kd_model_name", "kd_distill_type", "kd_loss_type",
+         "kd_temperature", "distill_loss_weight", "task_loss_weight")
 # change what is trained and have no recipe field: refused unless at train.py's default
 NO_FIELD = {
     "gp": None, "bn_eps": None, "bn_momentum": None, "drop_block": None, "drop_connect": None, "layer_decay": None,
@@ -62,11 +64,11 @@ NO_FIELD = {
     "remode": "pixel", "recount": 1, "resplit": False, "aug_splits": 0, "jsd_loss": False, "bce_sum": False,
     "bce_pos_weight": None, "mixup_mode": "batch", "cutmix_minmax": None, "mixup_off_epoch": 0,
     "model_ema_warmup": False, "epoch_repeats": 0.0, "train_img_sizes": None, "train_size_schedule": "constant",
-    "train_batch_sizes": None, "head_init_scale": None, "head_init_bias": None, "kd_model_name": None,
+    "train_batch_sizes": None, "head_init_scale": None, "head_init_bias": None,
     "split_bn": False, "color_jitter_prob": None, "grayscale_prob": None, "gaussian_blur_prob": None, "no_aug": False,
     "train_crop_mode": None, "mean": None, "std": None, "in_chans": None, "pretrained": False,
     "initial_checkpoint": "", "pretrained_path": None, "model_dtype": None, "train_num_samples": None,
-    "train_batches_per_epoch": None, "naflex_loader": False, "distill_loss_weight": None, "task_loss_weight": None,
+    "train_batches_per_epoch": None, "naflex_loader": False,
 }
 # say how or where the run executed, or only matter for a schedule rsbkit does not offer
 NOT_TRAINING = {
@@ -79,7 +81,7 @@ NOT_TRAINING = {
     "model_ema_force_cpu", "validation_batch_size", "val_num_samples", "val_interval", "tta", "decay_epochs",
     "patience_epochs", "lr_cycle_decay", "lr_noise_pct", "lr_noise_std", "layer_decay_min_scale",
     "layer_decay_no_opt_scale", "train_size_probs", "train_size_random_mix", "train_size_schedule_spread",
-    "variable_batch_loss_scale", "kd_distill_type", "kd_loss_type", "kd_temperature", "kd_token_distill_type",
+    "variable_batch_loss_scale", "kd_token_distill_type",
     "kd_student_feature_dim", "kd_teacher_feature_dim", "opt_foreach", "naflex_loss_scale", "naflex_max_seq_len",
     "naflex_patch_size_probs", "naflex_patch_sizes", "naflex_patchify_channels_first", "naflex_train_seq_lens",
 }
@@ -146,6 +148,16 @@ def from_timm_args(source: Union[str, Path, dict[str, Any]], world_size: int = 1
     values["color_jitter"] = jitter
     if values.get("sched") == "multistep":
         values["decay_milestones"] = tuple(args.get("decay_milestones") or ())
+    if args.get("kd_model_name"):  # timm's logit distillation (--kd-model-name, 2025): rsbkit's teacher, soft targets
+        kind, loss = args.get("kd_distill_type") or "logit", args.get("kd_loss_type") or "kl"
+        if (kind, loss) != ("logit", "kl"):
+            raise RecipeError(f"kd_distill_type={kind!r}, kd_loss_type={loss!r}: rsbkit distills a teacher's logits with "
+                              "KL (kd_target: soft) or its argmax (hard); feature, token and other losses are not offered")
+        values.update(teacher=args["kd_model_name"], kd_target="soft", kd_temperature=float(args.get("kd_temperature") or 4.0),
+                      distill_loss_weight=args.get("distill_loss_weight"), task_loss_weight=args.get("task_loss_weight"))
+        notes.append(f"teacher: {args['kd_model_name']} (--kd-model-name), soft targets at T={values['kd_temperature']:g}")
+    elif args.get("distill_loss_weight") is not None or args.get("task_loss_weight") is not None:
+        notes.append("distill_loss_weight/task_loss_weight given without --kd-model-name: train.py ignores them, so does rsbkit")
     values["torchcompile"] = bool(args.get("torchcompile"))
     values["dist_bn"] = args.get("dist_bn") or "none"
     values["name"] = args.get("experiment") or f"timm-{args['model']}"
@@ -184,7 +196,8 @@ FLAG_ORDER = ("model", "drop", "drop_path", "img_size", "crop_pct", "interpolati
               "weight_decay", "momentum", "clip_grad", "sched", "sched_on_updates", "epochs", "cooldown_epochs",
               "warmup_epochs", "warmup_lr", "min_lr", "decay_milestones", "decay_rate", "batch_size", "grad_accum_steps",
               "model_ema", "model_ema_decay", "amp", "amp_dtype", "channels_last", "torchcompile", "sync_bn", "dist_bn",
-              "seed", "experiment")
+              "kd_model_name", "kd_distill_type", "kd_temperature", "distill_loss_weight", "task_loss_weight", "seed",
+              "experiment")
 
 
 def to_timm_args(recipe: Recipe, world_size: int = 1) -> tuple[dict[str, Any], list[str]]:
@@ -220,6 +233,14 @@ def to_timm_args(recipe: Recipe, world_size: int = 1) -> tuple[dict[str, Any], l
                 color_jitter=recipe.color_jitter, aa=recipe.aa, torchcompile="inductor" if recipe.torchcompile else None,
                 dist_bn="" if recipe.dist_bn == "none" else recipe.dist_bn, experiment=recipe.name,
                 decay_milestones=list(recipe.decay_milestones) or None)
+    if recipe.teacher:
+        args.update(kd_model_name=recipe.teacher, kd_distill_type="logit", kd_temperature=recipe.kd_temperature,
+                    distill_loss_weight=recipe.distill_loss_weight, task_loss_weight=recipe.task_loss_weight)
+        if not timm.is_model(recipe.teacher.split(".")[0]):
+            notes.append(f"teacher {recipe.teacher}: train.py's --kd-model-name takes a timm model name (its pretrained "
+                         "weights); a run folder or checkpoint has no flag there")
+        if recipe.kd_target == "hard":
+            notes.append("kd_target hard: train.py's logit distillation is soft (KL) only; the recipe read back has soft")
     if recipe.test_res != recipe.train_res:
         notes.append(f"test_res {recipe.test_res}: train.py validates at --img-size {recipe.train_res}; evaluate at "
                      f"{recipe.test_res} afterwards (rsbkit evaluate --res {recipe.test_res}, or timm's validate.py)")
