@@ -65,11 +65,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_teacher(source: str, *, num_classes: int, classes: Optional[Sequence[str]] = None,
+def load_teacher(source: str, *, num_classes: Optional[int], classes: Optional[Sequence[str]] = None,
                  device: Union[torch.device, str] = "cpu") -> Teacher:
     """The teacher a recipe names: a run folder (its best.pt, else last.pt), an rsbkit checkpoint, or a timm
     pretrained name (downloaded: needs a network). A teacher whose classes are not the student's is refused,
-    naming both."""
+    naming both (`num_classes` None: take the teacher's, as a benchmark does)."""
     from .models import create_model
     from .recipes import Recipe
 
@@ -89,7 +89,8 @@ def load_teacher(source: str, *, num_classes: int, classes: Optional[Sequence[st
             raise CheckpointError(f"teacher {path} records no recipe; give an rsbkit run's checkpoint")
         theirs = int(state.get("num_classes") or 0)
         their_classes = list(state.get("classes") or []) or None
-        check_classes(source, theirs, their_classes, num_classes, classes)
+        if num_classes is not None:
+            check_classes(source, theirs, their_classes, num_classes, classes)
         model = create_model(Recipe(**{k: v for k, v in fields.items() if k != "test_res"}), theirs)
         model.load_state_dict(state["model"])
         checkpoint, sha, name, size = str(path), file_sha256(path), fields["model"], fields.get("test_res")
@@ -103,7 +104,8 @@ def load_teacher(source: str, *, num_classes: int, classes: Optional[Sequence[st
             raise CheckpointError(f"teacher {name!r}: timm could not load its pretrained weights ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:200]}); give a run folder or checkpoint instead") from None
         theirs, their_classes = model.num_classes, None
-        check_classes(source, theirs, None, num_classes, classes)
+        if num_classes is not None:
+            check_classes(source, theirs, None, num_classes, classes)
         checkpoint, sha, size = None, None, model.pretrained_cfg.get("input_size", (3, None, None))[-1]
     model.to(device).eval()
     for p in model.parameters():

@@ -47,6 +47,7 @@ from ..core.losses import create_loss
 from ..core.models import create_model
 from ..core.optim import create_optimizer
 from ..core.recipes import A3, Recipe, load_recipe, plan_batch
+from ..core.teacher import distill_loss, load_teacher, loss_weights
 from ..core.train import train
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina", "immunohistochemistry")
@@ -171,7 +172,9 @@ def model_step(cfg: BenchConfig, device: torch.device, *, plain: bool) -> dict[s
     if cuda:
         torch.backends.cudnn.benchmark = True  # as train() sets it: both entries time cuDNN's fastest kernels
     torch.manual_seed(0)
-    model = create_model(r, 1000 if cuda and not cfg.quick else 10).to(device)
+    # a teacher's classes set the student's (a teacher predicts what it was trained on); its forward is timed alone too
+    teacher = load_teacher(r.teacher, num_classes=None, device=device) if r.teacher else None
+    model = create_model(r, teacher.num_classes if teacher else 1000 if cuda and not cfg.quick else 10).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if compiled else model
@@ -189,7 +192,11 @@ def model_step(cfg: BenchConfig, device: torch.device, *, plain: bool) -> dict[s
             _sync(device)
             t0 = time.perf_counter()
         with autocast(device, amp_dtype):
-            loss = loss_fn(step_model(x), y)
+            out = step_model(x)
+            loss = loss_fn(out, y)
+            if teacher is not None:
+                task, distill = loss_weights(r.distill_loss_weight, r.task_loss_weight)
+                loss = task * loss + distill * distill_loss(out, teacher.logits(x), r.kd_target, r.kd_temperature)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -197,9 +204,18 @@ def model_step(cfg: BenchConfig, device: torch.device, *, plain: bool) -> dict[s
             loss.item()  # the running loss printed every step: a host-device sync
     _sync(device)
     seconds = time.perf_counter() - t0
+    extra = {}
+    if teacher is not None:  # the teacher's forward alone, on the same batches, in the same precision
+        _sync(device)
+        t1 = time.perf_counter()
+        for _ in range(cfg.steps):
+            with autocast(device, amp_dtype):
+                teacher.logits(x)
+        _sync(device)
+        extra = dict(teacher=teacher.model_name, teacher_share=round((time.perf_counter() - t1) / seconds, 3))
     return _entry("model_step_plain" if plain else "model_step", cfg, device, cfg.steps * r.batch_size, seconds,
                   precision=str(amp_dtype).replace("torch.", "") if amp_dtype else "float32", channels_last=channels_last,
-                  compile=compiled, peak_mem_mb=peak_mem_mb(device))
+                  compile=compiled, peak_mem_mb=peak_mem_mb(device), **extra)
 
 
 def _data(cfg: BenchConfig, cache: Path):
@@ -336,6 +352,8 @@ def format_table(record: dict[str, Any]) -> str:
                      f"{e.get('peak_mem_mb') or ''} |")
     lines.append("")
     lines.append("; ".join(f"{k.replace('_', ' ')}: {v:.2f}" for k, v in record["ratios"].items()))
+    lines += [f"teacher {e['teacher']}: {e['teacher_share']:.0%} of {e['name']}'s time" for e in record["entries"]
+              if e.get("teacher")]
     return "\n".join(lines)
 
 

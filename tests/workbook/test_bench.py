@@ -135,3 +135,22 @@ def test_import_guard_refuses_and_names_the_importer(tmp_path):
     assert res.returncode != 0 and "not on the GPU machine's image" in res.stderr
     assert "probe: import plotly" in (tmp_path / "refused-imports.txt").read_text()
     assert "figures.py" in (tmp_path / "refused-imports.txt").read_text()
+
+
+def test_bench_reports_the_teachers_share_of_the_step(smoke_run):
+    """With a teacher in the recipe, the model step includes its forward and distillation loss, and the entry says
+    what share of the step's time the teacher's forward alone takes (timed on the same batches)."""
+    from dataclasses import replace
+
+    import torch
+
+    from rsbkit.workbook.bench import default_config, format_table, model_step
+
+    cpu = torch.device("cpu")
+    cfg = default_config(cpu, quick=True)
+    cfg = replace(cfg, recipe=cfg.recipe.replace(teacher=str(smoke_run)))
+    entry = model_step(cfg, cpu, plain=False)
+    assert entry["teacher"] == "resnet10t" and 0 < entry["teacher_share"] < 1
+    table = format_table(dict(device="cpu", cpu_count=2, torch="t", timm="t", rsbkit="r", date="d", command="c",
+                              entries=[entry], ratios={}))
+    assert f"teacher resnet10t: {entry['teacher_share']:.0%} of model_step's time" in table
