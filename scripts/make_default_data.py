@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rsbkit.core.data import read_idx
+from rsbkit.core.data.datasets import EMBEDDED_SEED as SEED
+from rsbkit.core.data.datasets import EMBEDDED_TEST_PER_CLASS as TEST_PER_CLASS
+from rsbkit.core.data.datasets import EMBEDDED_TRAIN_PER_CLASS as TRAIN_PER_CLASS
+from rsbkit.core.data.datasets import balanced_subset, read_idx
 
-TRAIN_PER_CLASS = 1200  # 12,000 training images
-TEST_PER_CLASS = 200  # 2,000 test images
-SEED = 0
 OUT = Path(__file__).resolve().parents[1] / "rsbkit" / "embedded" / "fashion_mnist_subset"
 
 
@@ -31,11 +31,6 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     # mtime=0 keeps the archive identical from one rebuild to the next
     with gzip.GzipFile(path, "wb", compresslevel=9, mtime=0) as f:
         f.write(header + array.astype(np.uint8).tobytes())
-
-
-def balanced_subset(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    picks = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(10)]
-    return np.sort(np.concatenate(picks))
 
 
 def main() -> None:

@@ -27,7 +27,9 @@ from torch import nn
 
 from .checkpoint import check_format, is_timm_checkpoint, read_checkpoint
 from .errors import CheckpointError, RecipeError
+from .models import create_model
 from .paths import find_path
+from .recipes import Recipe
 
 
 @dataclass
@@ -42,6 +44,10 @@ class Teacher:
     num_classes: int
     classes: Optional[list]  # its class names when its run recorded them
     input_size: Optional[int]  # the size it was evaluated at (its recipe's test_res), None: the batch's
+    crop_pct: float = 0.875  # its evaluation transform (pseudo-labelling): its recipe's, or timm's pretrained config
+    interpolation: str = "bicubic"
+    mean: tuple = (0.485, 0.456, 0.406)
+    std: tuple = (0.229, 0.224, 0.225)
 
     def describe(self) -> dict[str, Any]:
         """What result.json records of the teacher."""
@@ -70,9 +76,6 @@ def load_teacher(source: str, *, num_classes: Optional[int], classes: Optional[S
     """The teacher a recipe names: a run folder (its best.pt, else last.pt), an rsbkit checkpoint, or a timm
     pretrained name (downloaded: needs a network). A teacher whose classes are not the student's is refused,
     naming both (`num_classes` None: take the teacher's, as a benchmark does)."""
-    from .models import create_model
-    from .recipes import Recipe
-
     path = find_path(source)
     if path.is_dir():
         path = path / ("best.pt" if (path / "best.pt").is_file() else "last.pt")
@@ -84,7 +87,9 @@ def load_teacher(source: str, *, num_classes: Optional[int], classes: Optional[S
             raise CheckpointError(f"teacher {source}: a timm train.py checkpoint records no model name or classes; "
                                   "give an rsbkit run folder or checkpoint, or a timm model name")
         state = check_format(state, path)
-        fields = {k: v for k, v in (state.get("recipe") or {}).items() if k in ("model", "width", "attn_layer", "test_res")}
+        recipe = state.get("recipe") or {}
+        fields = {k: v for k, v in recipe.items() if k in ("model", "width", "attn_layer", "test_res")}
+        evaluation = dict(crop_pct=recipe.get("crop_pct", 0.875), interpolation=recipe.get("interpolation", "bicubic"))
         if "model" not in fields:
             raise CheckpointError(f"teacher {path} records no recipe; give an rsbkit run's checkpoint")
         theirs = int(state.get("num_classes") or 0)
@@ -106,11 +111,14 @@ def load_teacher(source: str, *, num_classes: Optional[int], classes: Optional[S
         theirs, their_classes = model.num_classes, None
         if num_classes is not None:
             check_classes(source, theirs, None, num_classes, classes)
-        checkpoint, sha, size = None, None, model.pretrained_cfg.get("input_size", (3, None, None))[-1]
+        cfg = model.pretrained_cfg
+        checkpoint, sha, size = None, None, cfg.get("input_size", (3, None, None))[-1]
+        evaluation = dict(crop_pct=cfg.get("crop_pct", 0.875), interpolation=cfg.get("interpolation", "bicubic"),
+                          mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))))
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return Teacher(model, str(source), checkpoint, sha, name, theirs, their_classes, size)
+    return Teacher(model, str(source), checkpoint, sha, name, theirs, their_classes, size, **evaluation)
 
 
 def check_classes(source: str, theirs: int, their_classes: Optional[list], num_classes: int,

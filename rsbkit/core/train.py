@@ -77,6 +77,7 @@ from .evaluate import evaluate_models
 from .losses import create_loss
 from .models import create_model
 from .optim import create_optimizer, create_scheduler, schedule_warning
+from .pseudo_labels import mix_soft, pseudo_labelled_data, soft_targets
 from .recipes import BatchPlan, Recipe, load_recipe, lr_scaling, plan_batch, split_fields
 from .run_options import check_values, options_for, settings_fields
 from .runs import (
@@ -189,6 +190,8 @@ class Spec:
     attempts: tuple[dict[str, Any], ...] = ()  # who wrote the run folder: each call's host, PID, command
     warnings: tuple[str, ...] = ()  # what the run's start said about it (a schedule that never reaches its LR)
     teacher: Optional[dict[str, Any]] = None  # the distillation teacher as loaded: source, checkpoint and its hash
+    targets: Optional[torch.Tensor] = None  # pseudo-labels: the soft targets a label >= num_classes indexes
+    pseudo: Optional[dict[str, Any]] = None  # their provenance and counts, for result.json
 
     @property
     def cuda(self) -> bool:
@@ -245,6 +248,7 @@ class Step:
     loss_fn: torch.nn.Module
     teacher: Optional[Teacher] = None  # knowledge distillation: its outputs on the same batch are a second target
     weights: tuple[float, float] = (1.0, 0.0)  # (task, distill) loss weights
+    targets: Optional[torch.Tensor] = None  # pseudo-labels' target table, on the device
 
 
 def train(
@@ -338,6 +342,9 @@ def resolve(recipe: Union[Recipe, str, Path], data: Union[Data, str, Path, None]
     check_resume(run.path, s.resume)
     attempts = [*(_earlier_attempts(run) if s.resume else []),
                 {**writer_record(), "resume": s.resume, "world_size": job.world_size}]
+    targets = pseudo = None
+    if recipe.unlabelled:  # Noisy Student: the teacher labels the unlabelled images once, into the run folder
+        data, targets, pseudo = pseudo_labelled_data(recipe, data, run.path, job, device, s.log)
     augment_on = resolve_augment_on(recipe, device)
     kind = input_kind(data, recipe, augment_on, recipe.decode_on, device)
     cuda = device.type == "cuda"
@@ -351,7 +358,7 @@ def resolve(recipe: Union[Recipe, str, Path], data: Union[Data, str, Path, None]
         workers=default_workers(device, decoding=kind != "arrays") if s.workers is None else s.workers,
         amp_dtype=getattr(torch, recipe.amp_dtype) if (cuda and recipe.amp) else None,
         progress=("bar" if sys.stderr.isatty() else "line") if s.progress == "auto" else s.progress,
-        settings=s, preemption=preemption, started=started, attempts=tuple(attempts),
+        settings=s, preemption=preemption, started=started, attempts=tuple(attempts), targets=targets, pseudo=pseudo,
     )
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed-size training batches: cuDNN picks its fastest kernels once
@@ -416,11 +423,14 @@ def build_step(spec: Spec, state: TrainState) -> Step:
     stepped = ddp if ddp is not None else state.model
     mixup = create_mixup(spec.recipe, spec.data.num_classes)
     r = spec.recipe
+    online = r.teacher and not r.unlabelled  # with unlabelled images the teacher labelled them offline (resolve)
     teacher = (load_teacher(r.teacher, num_classes=spec.data.num_classes, classes=spec.data.classes, device=spec.device)
-               if r.teacher else None)
+               if online else None)
+    soft = spec.targets is not None  # pseudo-labels: every label becomes a row of soft targets
     return Step(model=torch.compile(stepped) if r.torchcompile else stepped, ddp=ddp, mixup=mixup,
-                loss_fn=create_loss(r, mixing=mixup is not None).to(spec.device), teacher=teacher,
-                weights=loss_weights(r.distill_loss_weight, r.task_loss_weight) if teacher else (1.0, 0.0))
+                loss_fn=create_loss(r, mixing=mixup is not None or soft).to(spec.device), teacher=teacher,
+                weights=loss_weights(r.distill_loss_weight, r.task_loss_weight) if teacher else (1.0, 0.0),
+                targets=spec.targets.to(spec.device) if soft else None)
 
 
 def make_input(spec: Spec) -> TrainInput:
@@ -597,10 +607,13 @@ def train_epoch(spec: Spec, state: TrainState, step: Step, source: TrainInput, e
                 # optimizer steps; a forward of one blank image whose loss counts 0 does both, leaving BatchNorm alone
                 empty_micro_step(spec, step, size, state.scaler)
             else:
+                if step.targets is not None:  # pseudo-labels: soft targets looked up, then mixed as timm mixes
+                    labels = soft_targets(step.targets, labels.to(step.targets.device), recipe.smoothing)
                 if step.mixup is not None:
                     if len(images) % 2:  # timm's Mixup pairs images by flipping the batch
                         images, labels = images[:-1], labels[:-1]
-                    images, labels = mix(step.mixup, images, labels)
+                    mixer = mix_soft if step.targets is not None else mix
+                    images, labels = mixer(step.mixup, images, labels)
                 loss = micro_step(spec, step, images, labels, state.scaler, syncing=syncing)
                 bad |= ~torch.isfinite(loss)
                 loss_sum += loss * len(images)
@@ -731,7 +744,7 @@ def result(spec: Spec, state: TrainState, status: str, error: Optional[str] = No
         resolved=spec.resolved(),
         reported=asdict(recipe.reported) if recipe.reported else None,
         attempts=list(spec.attempts),
-        teacher=spec.teacher,
+        teacher=spec.teacher, pseudo_labels=spec.pseudo,
         warnings=list(spec.warnings),  # e.g. a run that never left warmup  # who wrote this folder: host, PID, command of each attempt (resumes appended)
     )
 

@@ -147,6 +147,21 @@ def read_idx(path: Union[str, Path]) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+EMBEDDED_SEED, EMBEDDED_TRAIN_PER_CLASS, EMBEDDED_TEST_PER_CLASS = 0, 1200, 200  # scripts/make_default_data.py's draw
+
+
+def balanced_subset(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """`per_class` indices of each class, drawn without replacement, sorted (the embedded subset's draw)."""
+    picks = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(int(labels.max()) + 1)]
+    return np.sort(np.concatenate(picks))
+
+
+def embedded_train_indices(labels: np.ndarray) -> np.ndarray:
+    """The indices into Fashion-MNIST's 60,000 training images of the embedded subset's 12,000 (the draw that
+    scripts/make_default_data.py makes first)."""
+    return balanced_subset(labels, EMBEDDED_TRAIN_PER_CLASS, np.random.default_rng(EMBEDDED_SEED))
+
+
 def _idx_split(folder: Path, prefix: str) -> ArrayImages:
     return ArrayImages(read_idx(folder / f"{prefix}-images-idx3-ubyte.gz"), read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz"))
 

@@ -95,6 +95,10 @@ class Recipe:
     kd_temperature: float = 4.0  # --kd-temperature (timm's default)
     distill_loss_weight: Optional[float] = None  # --distill-loss-weight; with task_loss_weight, timm's three modes
     task_loss_weight: Optional[float] = None  # --task-loss-weight (rsbkit.core.teacher.loss_weights)
+    # pseudo-labels (Noisy Student; rsbkit.core.pseudo_labels): the teacher labels these images once, offline
+    unlabelled: Optional[str] = None  # a folder of images, or fashion-mnist-unused; the teacher then trains nothing online
+    pseudo_ratio: float = 1.0  # pseudo-labelled images per labelled image in each epoch
+    pseudo_threshold: Optional[float] = None  # keep images whose top teacher probability reaches it; none: all
     # augmentation (timm.data.create_transform, Mixup, RepeatAugSampler)
     train_res: int = 224  # RandomResizedCrop output size, px (with progressive resizing: the size it ends at)
     train_res_start: Optional[int] = None  # progressive resizing (FFCV's ResNet-50 recipes, 160 -> 192 px; not in RSB): the
@@ -341,16 +345,7 @@ def _check(r: Recipe) -> None:
     _in_range(r, "lamb_clip", r.lamb_clip is None or r.lamb_clip > 0, "> 0 or none")
     _in_range(r, "seed", r.seed >= 0, ">= 0")
     _choice(r, "loss", LOSSES, "loss")
-    _choice(r, "kd_target", ("soft", "hard"), "distillation target")
-    _in_range(r, "kd_temperature", r.kd_temperature > 0, "> 0")
-    for name in ("distill_loss_weight", "task_loss_weight"):
-        _in_range(r, name, getattr(r, name) is None or getattr(r, name) >= 0, ">= 0 or none")
-    if r.teacher is None:
-        stray = [f for f in ("kd_target", "kd_temperature", "distill_loss_weight", "task_loss_weight")
-                 if getattr(r, f) != Recipe.__dataclass_fields__[f].default]
-        if stray:
-            raise RecipeError(f"{', '.join(stray)} set without a teacher; give teacher: (a run folder, a checkpoint or "
-                              "a timm model name) or leave them at their defaults")
+    _check_teacher(r)
     _choice(r, "sched", SCHEDULES, "schedule")
     _choice(r, "interpolation", INTERPOLATIONS[:-1], "test interpolation")
     _choice(r, "train_interpolation", INTERPOLATIONS, "train interpolation")
@@ -370,6 +365,30 @@ def _check(r: Recipe) -> None:
         raise RecipeError(did_you_mean("model", r.model, _timm_models()))
     if r.aa:
         _check_magnitude(r.aa, _check_aa(r.aa))
+
+
+def _check_teacher(r: Recipe) -> None:
+    """The distillation and pseudo-label fields: in range, and none set without what it needs."""
+    _choice(r, "kd_target", ("soft", "hard"), "distillation target")
+    _in_range(r, "kd_temperature", r.kd_temperature > 0, "> 0")
+    for name in ("distill_loss_weight", "task_loss_weight"):
+        _in_range(r, name, getattr(r, name) is None or getattr(r, name) >= 0, ">= 0 or none")
+    _in_range(r, "pseudo_ratio", r.pseudo_ratio > 0, "> 0")
+    _in_range(r, "pseudo_threshold", r.pseudo_threshold is None or 0 <= r.pseudo_threshold < 1, "[0, 1) or none")
+    if r.unlabelled is None:
+        stray = [f for f in ("pseudo_ratio", "pseudo_threshold") if getattr(r, f) != Recipe.__dataclass_fields__[f].default]
+        if stray:
+            raise RecipeError(f"{', '.join(stray)} set without unlabelled images; give unlabelled: (a folder of images, "
+                              "or fashion-mnist-unused) or leave them at their defaults")
+    elif r.teacher is None:
+        raise RecipeError(f"unlabelled: {r.unlabelled} needs a teacher to label it; give teacher: (a run folder, a "
+                          "checkpoint or a timm model name)")
+    if r.teacher is None:
+        stray = [f for f in ("kd_target", "kd_temperature", "distill_loss_weight", "task_loss_weight")
+                 if getattr(r, f) != Recipe.__dataclass_fields__[f].default]
+        if stray:
+            raise RecipeError(f"{', '.join(stray)} set without a teacher; give teacher: (a run folder, a checkpoint or "
+                              "a timm model name) or leave them at their defaults")
 
 
 ATTN_LAYERS = ("se", "ese", "eca", "ecam", "ge", "gc", "cbam", "lcbam")  # timm.layers.get_attn names a block takes
