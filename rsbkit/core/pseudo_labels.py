@@ -8,7 +8,8 @@ on the labelled and pseudo-labelled images together.
   subset (Debian's ``dataset-fashion-mnist``), their labels dropped.
 - The labels are stored once in the run folder (``pseudo_labels.pt``, written atomically, with their provenance:
   the teacher's checkpoint and its SHA-256, the source, the transform, the date) and reused on resume, so a
-  resumed run trains on the same targets.
+  resumed run trains on the same targets; a copy keyed by the checkpoint's hash (:func:`cache_file`) spares the
+  next student of the same teacher the labelling.
 - Each epoch holds the labelled images and ``pseudo_ratio`` times as many pseudo-labelled ones, drawn once (seeded
   by the recipe's seed) from those whose top probability reaches ``pseudo_threshold`` (Noisy Student: 0.3 on
   ImageNet).
@@ -22,6 +23,7 @@ the loop looks the labels up in before mixing (:func:`mix_soft`).
 from __future__ import annotations
 
 import datetime
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +96,16 @@ def pseudo_label_file(run_path: Path, teacher: Teacher, images: Dataset, source:
             return saved
         raise DataError(f"{path} was made by teacher {saved['provenance']['teacher']} from {saved['provenance']['source']}, "
                         f"not by {teacher.source} from {source}; start a new run folder")
+    cached = cache_file(teacher, source)
+    if cached is not None and cached.is_file():  # the same teacher checkpoint on the same source, labelled before
+        saved = read_checkpoint(cached)
+        if saved["probs"].shape[0] == len(images) and saved["provenance"]["teacher_sha256"] == teacher.sha256:
+            log(f"pseudo-labels: {len(images):,} as this teacher labelled them before ({cached})")
+            record = dict(probs=saved["probs"], provenance=dict(saved["provenance"], teacher=teacher.source,
+                                                                teacher_checkpoint=teacher.checkpoint))
+            run_path.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(path, record)
+            return record
     log(f"pseudo-labels: the teacher labels {len(images):,} unlabelled images ({where}) ...")
     probs = label_images(teacher, images, device=device)
     provenance = dict(teacher=teacher.source, teacher_checkpoint=teacher.checkpoint, teacher_sha256=teacher.sha256,
@@ -104,7 +116,21 @@ def pseudo_label_file(run_path: Path, teacher: Teacher, images: Dataset, source:
     record = dict(probs=probs, provenance=provenance)
     run_path.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, record)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(cached, record)
     return record
+
+
+def cache_file(teacher: Teacher, source: str) -> Optional[Path]:
+    """Where labels of `source` by this teacher checkpoint are kept for the next run with them (the students of a study
+    share a teacher): ``$RSBKIT_CACHE`` or ``~/.cache/rsbkit``, ``pseudo_labels/<sha256>-<source>.pt``; None for a
+    teacher without a checkpoint file (a timm name)."""
+    if teacher.sha256 is None:
+        return None
+    root = Path(os.environ.get("RSBKIT_CACHE", Path.home() / ".cache" / "rsbkit"))
+    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in source)[-80:]
+    return root / "pseudo_labels" / f"{teacher.sha256[:24]}-{slug}.pt"
 
 
 @dataclass

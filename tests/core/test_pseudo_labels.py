@@ -76,6 +76,7 @@ def test_pseudo_labels_reproduce_bit_for_bit_and_a_resumed_run_reuses_them(tmp_p
     first, again = pl.label_images(teacher, pool), pl.label_images(load_teacher(str(smoke_run), num_classes=10), pool)
     assert torch.equal(first, again) and first.shape == (200, 10)
     monkeypatch.setattr(pl, "unlabelled_images", lambda source: (pool, where))
+    monkeypatch.setenv("RSBKIT_CACHE", str(tmp_path / "cache"))
     recipe = smoke_recipe.replace(epochs=2, warmup_epochs=1, teacher=str(smoke_run), unlabelled=pl.FASHION_MNIST_UNUSED,
                                   pseudo_ratio=0.5, kd_target="soft")
     train(recipe, "default", tmp_path / "straight", log=lambda *_: None, **SMALL)
@@ -92,6 +93,8 @@ def test_pseudo_labels_reproduce_bit_for_bit_and_a_resumed_run_reuses_them(tmp_p
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     saved = load_checkpoint(tmp_path / "straight" / pl.PSEUDO_LABELS)
     assert torch.equal(saved["probs"], first)  # the labels the run stored are the teacher's, bit for bit
+    cached = list((tmp_path / "cache" / "pseudo_labels").iterdir())  # the second run took the first's labels
+    assert len(cached) == 1 and cached[0].name.startswith(teacher.sha256[:24])
     result = load_run(tmp_path / "straight")["result"]
     record = result["pseudo_labels"]
     assert (record["teacher"], record["used"], record["labelled"], record["target"]) == (str(smoke_run), 64, 128, "soft")
