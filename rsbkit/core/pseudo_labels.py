@@ -49,16 +49,24 @@ FASHION_MNIST_UNUSED = "fashion-mnist-unused"
 
 
 def unlabelled_images(source: str, folder: Path = DEBIAN_FASHION_MNIST) -> tuple[Dataset, str]:
-    """The unlabelled images a recipe names, with label -1, and where they came from."""
-    if source == FASHION_MNIST_UNUSED:
+    """The unlabelled images a recipe names, with label -1, and where they came from. ``fashion-mnist-unused:N``
+    keeps the first N of the 48,000 (a quick look, a smoke test)."""
+    name, _, count = source.partition(":")
+    if name == FASHION_MNIST_UNUSED:
+        if count and not count.isdigit():
+            raise DataError(f"unlabelled: {source}: after {FASHION_MNIST_UNUSED}: give a number of images, e.g. "
+                            f"{FASHION_MNIST_UNUSED}:2000")
         files = folder / "train-images-idx3-ubyte.gz", folder / "train-labels-idx1-ubyte.gz"
         if not all(f.is_file() for f in files):
             raise DataError(f"unlabelled: {FASHION_MNIST_UNUSED} reads the full Fashion-MNIST from {folder} (Debian's "
                             "dataset-fashion-mnist), which is not there; install it, or give a folder of images")
         images, labels = read_idx(files[0]), read_idx(files[1])
         unused = np.setdiff1d(np.arange(len(images)), embedded_train_indices(labels))
+        if count:
+            unused = unused[:int(count)]
         return (ArrayImages(images[unused], np.full(len(unused), -1)),
-                f"{folder}: the {len(unused):,} Fashion-MNIST training images not in the embedded subset")
+                f"{folder}: {'the' if not count else 'the first'} {len(unused):,} Fashion-MNIST training images not in "
+                "the embedded subset")
     path = find_path(source)
     if not path.is_dir():
         raise DataError(f"unlabelled: {source} is neither {FASHION_MNIST_UNUSED} nor a folder of images")

@@ -207,6 +207,11 @@ def ablation_table(
 
 
 def _same(a: Any, b: Any) -> bool:
+    def empty(v: Any) -> bool:  # a field unset in one table is None, in another (pandas) NaN
+        return v is None or (isinstance(v, float) and math.isnan(v))
+
+    if empty(a) or empty(b):
+        return empty(a) and empty(b)
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
     return str(a).lower() == str(b).lower()

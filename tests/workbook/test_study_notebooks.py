@@ -80,3 +80,23 @@ def test_resnet_rs_scaling_grid_with_pareto_and_published_points(tmp_path, cli):
     assert list(published["timm"]) == ["resnetrs50", "efficientnet_b0"] and (published["infer_imgs_per_s"] > 0).all()
     assert list(published["top1"]) == [78.8, 77.1] and published["device"].str.startswith("CPU").all()
     assert figures(out / "resnet_rs_scaling.ipynb") == 3
+
+
+def test_teacher_study_puts_a_teachers_students_beside_the_labelled_only_recipe(tmp_path, smoke_run, cli, monkeypatch):
+    """The teacher notebook at smoke size with a given teacher and no distillation arm: Noisy Student's students (soft
+    pseudo-labels from 128 of the unused Fashion-MNIST images) and the labelled-only reference over the same two
+    seeds, compared, with the student's own teacher beside it."""
+    monkeypatch.setenv("RSBKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "teacher"
+    res = cli("run", "notebooks/studies/teacher.ipynb", "-p", "recipe", "params/smoke.yaml", "-p", "scale", "smoke",
+              "-p", "teacher", str(smoke_run), "-p", "strong_model", "", "-p", "unlabelled", "fashion-mnist-unused:128",
+              "-p", "targets", "[soft]", "-p", "seeds", "[0, 1]", "-p", "jobs", "2", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = pd.read_csv(out / "teacher.csv")
+    assert list(table["n"]) == [2, 2] and table["variant"].iloc[0] == "smoke (reference)"
+    assert f"teacher={smoke_run.name}" in table["variant"].iloc[1] and "unlabelled=fashion-mnist-unused:128" in table["variant"].iloc[1]
+    assert table["teacher_top1"].iloc[1] == json.loads((smoke_run / "result.json").read_text())["final_top1"]
+    student = next((out / "students").glob("*_seed=1"))
+    record = json.loads((student / "result.json").read_text())["pseudo_labels"]
+    assert (record["used"], record["unlabelled"], record["target"]) == (128, 128, "soft")
+    assert figures(out / "teacher.ipynb") == 1
