@@ -36,12 +36,7 @@ def width_kwargs(name: str, width: float) -> dict[str, Any]:
     """timm ResNet arguments that multiply every stage's channels (and a deep stem's) by `width`."""
     if width == 1:
         return {}
-
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    if not isinstance(model, ResNet):
-        raise RecipeError(f"width={width}: width scaling is defined for timm's ResNet family (resnet*, resnetrs*, "
-                          f"seresnet*, resnext*), not {name!r} ({type(model).__name__}); set width: 1.0")
+    model = _timm_resnet(name, f"width={width}: width scaling", "set width: 1.0")
 
     def scale(c: int) -> int:
         return max(ROUND, int(round(c * width / ROUND)) * ROUND)
@@ -59,12 +54,18 @@ def attn_kwargs(name: str, attn_layer: Optional[str]) -> dict[str, Any]:
     (reduction 1/16) after each block's last BatchNorm."""
     if attn_layer is None:
         return {}
+    _timm_resnet(name, f"attn_layer={attn_layer!r}: attention in every block", "set attn_layer: none")
+    return dict(block_args=dict(attn_layer=attn_layer))
+
+
+def _timm_resnet(name: str, what: str, fix: str) -> ResNet:
+    """timm's `name` built on the meta device (no memory), refused unless it is one of timm's ResNets."""
     with torch.device("meta"):
         model = timm.create_model(name)
     if not isinstance(model, ResNet):
-        raise RecipeError(f"attn_layer={attn_layer!r}: attention in every block is defined for timm's ResNet family "
-                          f"(resnet*, resnet*d, resnext*), not {name!r} ({type(model).__name__}); set attn_layer: none")
-    return dict(block_args=dict(attn_layer=attn_layer))
+        raise RecipeError(f"{what} is defined for timm's ResNet family (resnet*, resnet*d, resnetrs*, seresnet*, "
+                          f"resnext*), not {name!r} ({type(model).__name__}); {fix}")
+    return model
 
 
 RESNET_PLANES = (64, 128, 256, 512)  # timm ResNet's stage widths (before the bottleneck expansion)

@@ -12,7 +12,6 @@ read by the EMA's top-1 (as ResNet-RS reports its EMA rows); every other run by 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from ..core.models import create_model
 from ..core.paths import find_path
 from ..core.recipes import load_recipe
 from ..core.runs import atomic_write_text
+from .run_studies import load_seed_stats
 from .study_stats import Z95, SeedStats
 from .sweep import Sweep, expand, load_sweep, run_and_load
 from .table import load_runs
@@ -109,13 +109,7 @@ def read_seed_stats(seed_stats: Optional[str]) -> Optional[SeedStats]:
     """A seed study's statistics (``seed_stats.json``); "auto": the committed demo seed study; empty: none."""
     if seed_stats == "auto":
         seed_stats = str(DEFAULT_SEED_STATS) if DEFAULT_SEED_STATS.is_file() else None
-    if not none_if_empty(seed_stats):
-        return None
-    path = find_path(seed_stats)
-    if not path.is_file():
-        raise RunError(f"seed_stats {path} does not exist; run notebooks/studies/seed_variance.ipynb first, or give ''")
-    rec = json.loads(path.read_text())
-    return SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"])
+    return load_seed_stats(seed_stats)
 
 
 def band(stats: Optional[SeedStats], n: int, n_other: int, s: float, s_other: float) -> float:

@@ -96,16 +96,21 @@ def find_seed_stats(recipe: Optional[str], data: Optional[str], metric: str = "f
     return None
 
 
-def read_noise_band(seed_stats_json: Optional[str], n_per_cell: int = 1) -> Optional[float]:
-    """The noise band for single runs from a seed study's ``seed_stats.json`` (None when not given)."""
-
+def load_seed_stats(seed_stats_json: Optional[str]) -> Optional[SeedStats]:
+    """A seed study's statistics from its ``seed_stats.json`` (None when not given)."""
     if not none_if_empty(seed_stats_json):
         return None
-    path = Path(seed_stats_json)
+    path = find_path(seed_stats_json)
     if not path.is_file():
         raise RunError(f"seed_stats {path} does not exist; run notebooks/studies/seed_variance.ipynb first, or leave it empty")
     rec = json.loads(path.read_text())
-    return SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"]).noise_band(n_per_cell)
+    return SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"])
+
+
+def read_noise_band(seed_stats_json: Optional[str], n_per_cell: int = 1) -> Optional[float]:
+    """The noise band for single runs from a seed study's ``seed_stats.json`` (None when not given)."""
+    stats = load_seed_stats(seed_stats_json)
+    return None if stats is None else stats.noise_band(n_per_cell)
 
 
 def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs: int = 1,

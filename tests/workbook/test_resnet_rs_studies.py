@@ -147,15 +147,19 @@ def figures(path) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
+def smoke_sweep(tmp_path, body: str):
+    """A sweep file of train-notebook points at smoke size (64 / 32 images) with `body` (steps, grid, seeds)."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"notebook: notebooks/procedures/train.ipynb\nout: {tmp_path / 'points'}\nparameters: "
+                     "{recipe: params/smoke.yaml, device: cpu, workers: 0, limit_train: 64, limit_val: 32}\n" + body)
+    return sweep
+
+
 def test_additive_notebook_runs_the_steps_and_reads_ema_runs_by_their_ema(tmp_path, cli):
-    sweep = tmp_path / "additive.yaml"
-    sweep.write_text(f"""notebook: notebooks/procedures/train.ipynb
-out: {tmp_path / 'points'}
-parameters: {{recipe: params/smoke.yaml, device: cpu, workers: 0, limit_train: 64, limit_val: 32}}
-steps:
-  - {{name: baseline, paper: 79.0}}
-  - {{name: ema, model_ema: true, model_ema_decay: 0.5}}
-  - {{name: se, attn_layer: se, paper: 83.4}}
+    sweep = smoke_sweep(tmp_path, """steps:
+  - {name: baseline, paper: 79.0}
+  - {name: ema, model_ema: true, model_ema_decay: 0.5}
+  - {name: se, attn_layer: se, paper: 83.4}
 seeds: [0]
 """)
     out = tmp_path / "study"
@@ -174,13 +178,9 @@ seeds: [0]
 
 
 def test_weight_decay_notebook_crosses_steps_with_weight_decay(tmp_path, cli):
-    sweep = tmp_path / "wd.yaml"
-    sweep.write_text(f"""notebook: notebooks/procedures/train.ipynb
-out: {tmp_path / 'points'}
-parameters: {{recipe: params/smoke.yaml, device: cpu, workers: 0, limit_train: 64, limit_val: 32}}
-steps:
-  - {{name: none}}
-  - {{name: label_smoothing, smoothing: 0.1}}
+    sweep = smoke_sweep(tmp_path, """steps:
+  - {name: none}
+  - {name: label_smoothing, smoothing: 0.1}
 grid:
   weight_decay: [0.02, 0.002]
 seeds: [0]
