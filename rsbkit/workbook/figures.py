@@ -463,7 +463,8 @@ def additive_figure(table: pandas.DataFrame, split: dict[str, Any], *, title: st
 
 def weight_decay_figure(cells: pandas.DataFrame, *, title: str = "") -> go.Figure:  # noqa: F821
     """Weight decay (columns) against regularizers added in turn (rows) as a heatmap of mean top-1, each cell's
-    mean, spread and seeds written in it, the best weight decay of each row marked with a star."""
+    mean, spread and seeds written in it, the best weight decay of each row marked with a star, and the noise band
+    (the largest a cell needs to be below its row's best by, before that is more than seed noise) in the title."""
     steps = cells.drop_duplicates("step_index").sort_values("step_index")
     wds = sorted(cells["weight_decay"].unique(), reverse=True)
     names = [("" if i == 0 else "+ ") + str(s) for i, s in enumerate(steps["step"])]
@@ -486,6 +487,8 @@ def weight_decay_figure(cells: pandas.DataFrame, *, title: str = "") -> go.Figur
                                textfont=dict(size=13), colorscale="Viridis", colorbar=dict(title="top-1"),
                                hovertemplate="%{y}, %{x}: %{z:.2f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title=title or "Weight decay against regularization (★: the best weight decay of each row)",
+    bands = cells["band"].dropna()
+    noise = f"; noise band up to ±{bands.max():.2f}" if len(bands) else ""
+    fig.update_layout(title=title or f"Weight decay against regularization (★: each row's best{noise})",
                       xaxis_title="weight decay", autosize=True, height=160 + 56 * len(names))
     return fig
