@@ -422,7 +422,8 @@ def pareto_figure(table: pandas.DataFrame, front: pandas.DataFrame, published: O
 
 def additive_figure(table: pandas.DataFrame, split: dict[str, Any], *, title: str = "") -> go.Figure:  # noqa: F821
     """ResNet-RS's additive study as a waterfall: each step's bar runs from the step before's mean top-1 to its own,
-    coloured by kind (training or architecture), its error bar the noise band of that delta; beside it, the gain
+    coloured by kind (training or architecture), hatched where top-1 fell, its error bar the noise band of that
+    delta; beside it, the gain
     of the training changes and of the architecture changes here and in the paper."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.72, 0.28], horizontal_spacing=0.1,
                         subplot_titles=("top-1 by step (whisker: noise band of the step)", "gain by kind"))
@@ -435,7 +436,8 @@ def additive_figure(table: pandas.DataFrame, split: dict[str, Any], *, title: st
         if rows.empty:
             continue
         fig.add_trace(go.Bar(x=rows["step"], y=rows["delta"], base=rows["mean"] - rows["delta"], name=f"{kind} change",
-                             marker_color=colour(f"{kind} change"), legendgroup=kind,
+                             marker_color=colour(f"{kind} change"), legendgroup=kind,  # a step that lost: hatched
+                             marker_pattern_shape=["/" if d < 0 else "" for d in rows["delta"]],
                              error_y=dict(type="data", array=rows["band"].fillna(0), visible=True, color="#333"),
                              customdata=rows[["mean", "n"]].to_numpy(),
                              hovertemplate="%{x}: %{y:+.2f} -> %{customdata[0]:.2f} (%{customdata[1]} seeds)<extra></extra>"),
