@@ -25,11 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import check_format, is_timm_checkpoint, read_checkpoint
-from .errors import CheckpointError, RecipeError
-from .models import create_model
+from .errors import RecipeError
+from .evaluate import load_model
 from .paths import find_path
-from .recipes import Recipe
 
 
 @dataclass
@@ -73,48 +71,24 @@ def file_sha256(path: Path) -> str:
 
 def load_teacher(source: str, *, num_classes: Optional[int], classes: Optional[Sequence[str]] = None,
                  device: Union[torch.device, str] = "cpu") -> Teacher:
-    """The teacher a recipe names: a run folder (its best.pt, else last.pt), an rsbkit checkpoint, or a timm
-    pretrained name (downloaded: needs a network). A teacher whose classes are not the student's is refused,
+    """The teacher a recipe names: a run folder (its best.pt, else last.pt), an rsbkit or timm train.py checkpoint,
+    or a timm pretrained name (downloaded: needs a network), loaded by rsbkit.core.evaluate.load_model. A teacher whose classes are not the student's is refused,
     naming both (`num_classes` None: take the teacher's, as a benchmark does)."""
     path = find_path(source)
     if path.is_dir():
         path = path / ("best.pt" if (path / "best.pt").is_file() else "last.pt")
-    if path.suffix in (".pt", ".pth", ".tar") or path.exists():
-        if not path.is_file():
-            raise CheckpointError(f"teacher {source}: no checkpoint at {path}; give a finished run folder or a .pt file")
-        state = read_checkpoint(path)
-        if is_timm_checkpoint(state):
-            raise CheckpointError(f"teacher {source}: a timm train.py checkpoint records no model name or classes; "
-                                  "give an rsbkit run folder or checkpoint, or a timm model name")
-        state = check_format(state, path)
-        recipe = state.get("recipe") or {}
-        fields = {k: v for k, v in recipe.items() if k in ("model", "width", "attn_layer", "test_res")}
-        evaluation = dict(crop_pct=recipe.get("crop_pct", 0.875), interpolation=recipe.get("interpolation", "bicubic"))
-        if "model" not in fields:
-            raise CheckpointError(f"teacher {path} records no recipe; give an rsbkit run's checkpoint")
-        theirs = int(state.get("num_classes") or 0)
-        their_classes = list(state.get("classes") or []) or None
-        if num_classes is not None:
-            check_classes(source, theirs, their_classes, num_classes, classes)
-        model = create_model(Recipe(**{k: v for k, v in fields.items() if k != "test_res"}), theirs)
-        model.load_state_dict(state["model"])
-        checkpoint, sha, name, size = str(path), file_sha256(path), fields["model"], fields.get("test_res")
-    else:
-        name = str(source)
-        if not timm.is_model(name.split(".")[0]):
-            raise RecipeError(f"teacher {name!r} is neither a run folder, a checkpoint file nor a timm model name")
-        try:
-            model = timm.create_model(name, pretrained=True)
-        except Exception as exc:  # no network, unknown tag
-            raise CheckpointError(f"teacher {name!r}: timm could not load its pretrained weights ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:200]}); give a run folder or checkpoint instead") from None
-        theirs, their_classes = model.num_classes, None
-        if num_classes is not None:
-            check_classes(source, theirs, None, num_classes, classes)
-        cfg = model.pretrained_cfg
-        checkpoint, sha, size = None, None, cfg.get("input_size", (3, None, None))[-1]
-        evaluation = dict(crop_pct=cfg.get("crop_pct", 0.875), interpolation=cfg.get("interpolation", "bicubic"),
-                          mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))))
+    if not path.exists() and not timm.is_model(str(source).split(".")[0]):
+        raise RecipeError(f"teacher {source!r} is neither a run folder, a checkpoint file nor a timm model name")
+    model, recipe = load_model(path if path.exists() else str(source), device=device)  # evaluate's loader: one for all
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    theirs, their_classes = model.num_classes, list(cfg.get("label_names") or []) or None
+    if num_classes is not None:
+        check_classes(source, theirs, their_classes, num_classes, classes)
+    checkpoint, sha = (str(path), file_sha256(path)) if path.exists() else (None, None)
+    name = recipe.model if recipe is not None else str(source)
+    size = cfg.get("input_size", (3, None, None))[-1]
+    evaluation = dict(crop_pct=cfg.get("crop_pct", 0.875), interpolation=cfg.get("interpolation", "bicubic"),
+                      mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))))
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
