@@ -18,7 +18,7 @@ from rsbkit.workbook.study_stats import Z95, best_test_resolution, group_stats
 
 FINDINGS = ROOT / "findings"
 sys.path.insert(0, str(ROOT / "scripts"))
-from findings import FIXRES_TRAIN_RES, cliff_pivot, comparison_row, markdown, progressive_summary  # noqa: E402  (the script that wrote them)
+from findings import FIXRES_TRAIN_RES, active_seconds, cliff_pivot, comparison_row, cpu_time, markdown, progressive_summary  # noqa: E402  (the script that wrote them)
 
 
 def readme() -> str:
@@ -156,6 +156,17 @@ def test_the_cliff_table_is_the_mean_of_its_runs_beside_resnet_maps():
     assert f"scores {rsb[36, 37]:.2f} at 37 px" in verdict
     paths = runs.pivot_table(index=["run", "test_res"], columns="path", values="top1")
     assert (paths["rsbkit"] - paths["torch"]).abs().max() <= 0.2 + 1e-9  # "within 0.2 points per run and size"
+
+
+def test_cpu_time_counts_a_paused_epoch_at_its_runs_median(tmp_path):
+    """A run paused for 600 s in its third epoch: the CPU-time statement counts that epoch at the median."""
+    epochs = [20.0, 21.0, 620.0, 19.0, 20.0]
+    (tmp_path / "metrics.csv").write_text("epoch,epoch_s\n" + "".join(f"{i},{s}\n" for i, s in enumerate(epochs, 1)))
+    (tmp_path / "result.json").write_text(json.dumps({"wall_s": sum(epochs) + 5}))
+    assert active_seconds(tmp_path) == pytest.approx(20.0 * 5 + 5)
+    assert active_seconds(tmp_path / "unfinished") != active_seconds(tmp_path / "unfinished")  # nan: no result yet
+    table = pd.DataFrame({"wall_s": [sum(epochs) + 5, 60.0], "active_s": [105.0, 60.0]})
+    assert cpu_time(table).startswith("CPU time: 3 min of training over 2 runs") and "(13 min wall; 1 run had" in cpu_time(table)
 
 
 def test_the_tour_and_the_readme_link_the_findings():
