@@ -46,7 +46,8 @@ DEFAULT_SEED_STATS = FINDINGS / "seed_stats.json"
 
 
 def scaled_sweep(path: str, *, seeds: Optional[list] = None, scale: str = "demo") -> Sweep:
-    """The sweep file at `path`, with `seeds` in place of its own (when given) and at `scale` (:data:`SCALES`)."""
+    """The sweep file at `path`, with `seeds` in place of its own and of its steps' (when given) and at `scale`
+    (:data:`SCALES`)."""
     if scale not in SCALES:
         raise RunError(f"scale={scale!r}: choose {' or '.join(SCALES)} ({'; '.join(f'{k}: {v}' for k, v in SCALES.items())})")
     sweep = load_sweep(path)  # validates the file as written
@@ -55,6 +56,8 @@ def scaled_sweep(path: str, *, seeds: Optional[list] = None, scale: str = "demo"
     spec = yaml.safe_load(find_path(path).read_text())
     if seeds:
         spec["seeds"] = [int(s) for s in seeds]
+        spec["steps"] = [{k: v for k, v in s.items() if k != "seeds"} if isinstance(s, dict) else s
+                         for s in spec.get("steps") or []] or None
     out = sweep.out
     if scale == "smoke":
         out = out.with_name(out.name + "-smoke")
@@ -389,7 +392,7 @@ def committed_findings(folder: Optional[str] = None, recipe_wd: float = 1e-4) ->
         lines.append("Additive study: " + additive_sentence(split, int(additive["n"].min())))
     else:
         lines.append("The additive study is not in findings/ yet: notebooks/studies/additive.ipynb runs it "
-                     "(22 runs at demo scale, about 10 to 20 epochs each)")
+                     "(25 runs at demo scale, about 10 to 20 epochs each)")
     if (folder / "weight_decay.csv").is_file():
         cells = pd.read_csv(folder / "weight_decay.csv")
         lines.append("Weight decay: " + weight_decay_verdict(cells, recipe_wd))

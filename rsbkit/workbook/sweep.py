@@ -21,8 +21,10 @@ additive study like ResNet-RS's Table 1::
       - {name: cosine, sched: cosine}     # + cosine decay
       - {name: ema, model_ema: true}      # + EMA, with the cosine decay kept
 
-A step's ``name`` labels it (its folder is ``NN-name``, NN its place in the order) and
-``paper`` (optional) is the published value beside it; every other key is a change.
+A step's ``name`` labels it (its folder is ``NN-name``, NN its place in the order),
+``paper`` (optional) is the published value beside it and ``seeds`` (optional) that
+step's own seeds in place of the sweep's (a third seed where a delta sits near its
+noise band; not carried to the next step); every other key is a change.
 A ``grid`` beside ``steps`` crosses every step (folders ``NN-name_weight_decay=4e-05``), for a
 table whose rows are cumulative and whose columns are a parameter, like ResNet-RS's weight-decay study.
 
@@ -73,7 +75,7 @@ SWEEP_KEYS = {
     "parameters": "notebook parameters shared by every point",
     "grid": "parameter -> list of values; every combination is a point",
     "points": "instead of grid: a list of mappings, one point each",
-    "steps": "cumulative steps, each the step before plus its changes ({name:, paper:, field: value}); a grid crosses them",
+    "steps": "cumulative steps, each the step before plus its changes ({name:, paper:, seeds:, field: value}); a grid crosses them",
     "seeds": "list of seeds; every grid point runs once per seed",
     "kernel": "Jupyter kernel name (default python3)",
 }
@@ -225,12 +227,16 @@ def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Option
         rows = [{"step": label, **row, **combo} for label, row in zip(labels, points) for combo in combos]
     else:
         rows = combos if grid else list(points or [])
+    own_seeds = {label: step["seeds"] for label, step in (labels or {}).items() if step["seeds"] is not None}
+    if own_seeds and seeds is None:
+        raise SweepError(f"{where}: step {', '.join(own_seeds)} gives its own seeds in place of the sweep's; give the "
+                         "sweep's seeds too (seeds: [...])")
     if seeds is not None:
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
             raise SweepError(f"{where}: seeds needs a non-empty list of integers, got {seeds!r}")
         if any("seed" in row for row in rows):
             raise SweepError(f"{where}: give the seeds either as 'seeds' or in the grid/points, not both")
-        rows = [{**row, "seed": s} for row in (rows or [{}]) for s in seeds]
+        rows = [{**row, "seed": s} for row in (rows or [{}]) for s in own_seeds.get(row.get("step"), seeds)]
     if not rows:
         raise SweepError(f"{where}: the grid is empty; give 'grid' (parameter -> list of values), 'points' and/or 'seeds'")
     base = dict(parameters or {})
@@ -273,10 +279,13 @@ def cumulative_steps(steps: Any, where: str) -> tuple[list[dict[str, Any]], dict
         paper = step.get("paper")
         if paper is not None and not isinstance(paper, (int, float)):
             raise SweepError(f"{where}: step {name!r}: paper is the published value (a number), got {paper!r}")
-        changes = {k: v for k, v in step.items() if k not in ("name", "paper")}
+        seeds = step.get("seeds")
+        if seeds is not None and not (isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)):
+            raise SweepError(f"{where}: step {name!r}: seeds is the step's own list of seeds, got {seeds!r}")
+        changes = {k: v for k, v in step.items() if k not in ("name", "paper", "seeds")}
         current = {**current, **changes}
         rows.append(dict(current))
-        labels[f"{index:02d}-{name}"] = dict(index=index, name=name, changes=changes, paper=paper)
+        labels[f"{index:02d}-{name}"] = dict(index=index, name=name, changes=changes, paper=paper, seeds=seeds)
     return rows, labels
 
 

@@ -77,6 +77,36 @@ seeds: [0, 1]
     assert table["paper"].iloc[2] == 12.5
 
 
+def test_a_step_may_run_its_own_seeds_and_the_notebooks_seeds_replace_them(tmp_path):
+    """A third seed where a delta sits near its band: a step's seeds replace the sweep's for it alone; the seeds a
+    study notebook is given replace every step's."""
+    from rsbkit.workbook.resnet_rs_studies import scaled_sweep
+
+    text = f"""
+notebook: {TRAIN}
+out: {tmp_path / 'out'}
+parameters: {{recipe: params/smoke.yaml}}
+steps:
+  - {{name: baseline}}
+  - {{name: ls, smoothing: 0.1, seeds: [0, 1, 2]}}
+  - {{name: sd, drop_path: 0.1}}
+grid: {{weight_decay: [0.01, 0.001]}}
+"""
+    sweep = load_sweep(write(tmp_path, text + "seeds: [0, 1]\n"))
+    seeds = {}
+    for p in sweep.points:
+        seeds.setdefault(p.step["name"], []).append(p.parameters["seed"])
+    assert seeds == {"baseline": [0, 1] * 2, "ls": [0, 1, 2] * 2, "sd": [0, 1] * 2}
+    assert "02-sd_weight_decay=0.01_seed=1" in [p.name for p in sweep.points]
+    assert sweep.points[-1].parameters["overrides"] == {"smoothing": 0.1, "drop_path": 0.1, "weight_decay": 0.001}
+    again = scaled_sweep(str(tmp_path / "sweep.yaml"), seeds=[5])
+    assert {p.parameters["seed"] for p in again.points} == {5} and len(again.points) == 6
+    with pytest.raises(SweepError, match="step 01-ls gives its own seeds.*seeds: \\[...\\]"):
+        load_sweep(write(tmp_path, text))
+    with pytest.raises(SweepError, match="step 'ls': seeds is the step's own list of seeds, got 2"):
+        load_sweep(write(tmp_path, text.replace("seeds: [0, 1, 2]", "seeds: 2") + "seeds: [0]\n"))
+
+
 def test_a_steps_run_carries_its_step_into_the_run_table(smoke_run, tmp_path):
     import shutil
 
