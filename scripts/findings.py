@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from rsbkit.core.recipes import load_recipe
@@ -43,7 +45,11 @@ def run_table(folder: Path) -> pd.DataFrame:
 def markdown(table: pd.DataFrame, digits: int = 2) -> str:
     """A DataFrame as a Markdown table, floats to `digits` decimals."""
     def cell(v):
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+        if isinstance(v, (bool, np.bool_)):
+            return "yes" if v else "no"
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
 
     lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
@@ -291,8 +297,8 @@ def weight_decay_findings(runs: Path, out: Path) -> None:
 
 def weight_decay_pivot(cells: pd.DataFrame) -> pd.DataFrame:
     """Rows: the regularizers in turn; columns: weight decay; each cell 'mean ± std', the row's best in bold."""
-    cells = cells.assign(text=[f"{'**' if b else ''}{m:.2f} ± {s:.2f}{'**' if b else ''}"
-                               for m, s, b in zip(cells["mean"], cells["std"], cells["best"])])
+    cells = cells.assign(text=[f"{'**' if b else ''}{m:.2f} ± {s:.2f}{'**' if b else ''} ({n})"
+                               for m, s, b, n in zip(cells["mean"], cells["std"], cells["best"], cells["n"])])
     pivot = cells.pivot(index=["step_index", "step"], columns="weight_decay", values="text")
     pivot = pivot[sorted(pivot.columns, reverse=True)]
     pivot.columns = [f"wd {c:g}" for c in pivot.columns]

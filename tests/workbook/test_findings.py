@@ -14,11 +14,29 @@ from conftest import ROOT
 
 from rsbkit.core.recipes import load_recipe
 from rsbkit.explore.resolution import resnet_maps
+from rsbkit.workbook.resnet_rs_studies import (
+    additive_sentence,
+    additive_split,
+    additive_table,
+    read_seed_stats,
+    weight_decay_table,
+    weight_decay_verdict,
+)
 from rsbkit.workbook.study_stats import Z95, best_test_resolution, group_stats
 
 FINDINGS = ROOT / "findings"
 sys.path.insert(0, str(ROOT / "scripts"))
-from findings import FIXRES_TRAIN_RES, active_seconds, cliff_pivot, comparison_row, cpu_time, markdown, progressive_summary  # noqa: E402  (the script that wrote them)
+from findings import (  # noqa: E402  (the script that wrote them)
+    ADDITIVE_SHOWN,
+    FIXRES_TRAIN_RES,
+    active_seconds,
+    cliff_pivot,
+    comparison_row,
+    cpu_time,
+    markdown,
+    progressive_summary,
+    weight_decay_pivot,
+)
 
 
 def readme() -> str:
@@ -156,6 +174,29 @@ def test_the_cliff_table_is_the_mean_of_its_runs_beside_resnet_maps():
     assert f"scores {rsb[36, 37]:.2f} at 37 px" in verdict
     paths = runs.pivot_table(index=["run", "test_res"], columns="path", values="top1")
     assert (paths["rsbkit"] - paths["torch"]).abs().max() <= 0.2 + 1e-9  # "within 0.2 points per run and size"
+
+
+def test_the_additive_study_is_computed_from_its_runs_and_the_readme_quotes_it():
+    runs = pd.read_csv(FINDINGS / "additive_runs.csv")
+    changes = pd.read_csv(FINDINGS / "additive_changes.csv")
+    table = pd.read_csv(FINDINGS / "additive.csv")
+    again = additive_table(runs, read_seed_stats(str(FINDINGS / "seed_stats.json")), changes)
+    pd.testing.assert_frame_equal(again[ADDITIVE_SHOWN], table[ADDITIVE_SHOWN], check_dtype=False)
+    assert (runs.groupby("step")["seed"].nunique() >= 2).all() and changes["as_declared"].all()
+    for line in markdown(table[ADDITIVE_SHOWN]).splitlines():
+        assert line in readme(), line
+    assert additive_sentence(additive_split(table), int(table["n"].min())) in " ".join(readme().split())
+
+
+def test_the_weight_decay_study_is_computed_from_its_runs_and_the_readme_quotes_it():
+    runs = pd.read_csv(FINDINGS / "weight_decay_runs.csv")
+    cells = pd.read_csv(FINDINGS / "weight_decay.csv")
+    again = weight_decay_table(runs, read_seed_stats(str(FINDINGS / "seed_stats.json")))
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), cells, check_dtype=False)
+    assert len(cells) == 15 and (cells["n"] >= 2).all()
+    for line in markdown(weight_decay_pivot(cells)).splitlines():
+        assert line in readme(), line
+    assert weight_decay_verdict(cells, 1e-4) in " ".join(readme().split())
 
 
 def test_cpu_time_counts_a_paused_epoch_at_its_runs_median(tmp_path):
