@@ -218,9 +218,12 @@ def test_every_committed_sweep_file_validates(path, monkeypatch, capsys):
 
     monkeypatch.chdir(ROOT)  # the files name recipes and notebooks relative to the repository root
     spec = yaml.safe_load(path.read_text())
-    rows = (len(spec["points"]) if "points" in spec else len(spec.get("steps") or [None])
-            * math.prod(len(v) for v in (spec.get("grid") or {}).values()))
-    expected = rows * len(spec.get("seeds") or [None])
+    seeds = len(spec.get("seeds") or [None])
+    columns = math.prod(len(v) for v in (spec.get("grid") or {}).values())
+    if "points" in spec:
+        expected = len(spec["points"]) * seeds
+    else:  # a step may run its own seeds
+        expected = sum(len(s.get("seeds") or [None] * seeds) for s in spec.get("steps") or [{}]) * columns
     assert main(["sweep", str(path), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == expected and all(line.startswith(f"{spec['out']}/") for line in lines)
