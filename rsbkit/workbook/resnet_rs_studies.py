@@ -398,5 +398,5 @@ def committed_findings(folder: Optional[str] = None, recipe_wd: float = 1e-4) ->
         lines.append("Weight decay: " + weight_decay_verdict(cells, recipe_wd))
     else:
         lines.append("The weight-decay study is not in findings/ yet: notebooks/studies/weight_decay.ipynb runs it "
-                     "(39 runs of 10 epochs at demo scale)")
+                     "(36 runs of 10 epochs at demo scale)")
     return CommittedStudies(additive, split, cells, lines)
