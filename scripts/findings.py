@@ -260,7 +260,8 @@ def additive_findings(runs: Path, out: Path) -> None:
 
     table = rs_runs(runs / "additive")
     changes = step_changes(load_sweep("params/sweeps/additive.yaml"))
-    result = additive_table(table, read_seed_stats(str(out / "seed_stats.json")), changes)
+    stats = read_seed_stats(str(out / "seed_stats.json"))
+    result = additive_table(table, stats, changes)
     split = additive_split(result)
     table.to_csv(out / "additive_runs.csv", index=False)
     result.to_csv(out / "additive.csv", index=False)
@@ -270,7 +271,7 @@ def additive_findings(runs: Path, out: Path) -> None:
     print(markdown(result[ADDITIVE_SHOWN]))
     print(markdown(changes[["step", "recipe_changes", "model_changes", "params_m"]]))
     print("\n" + additive_sentence(split, int(result["n"].min())))
-    live = additive_table(table.assign(top1=table["final_top1"]), read_seed_stats(str(out / "seed_stats.json")))
+    live = additive_table(table.assign(top1=table["final_top1"]), stats)
     print("Read by the live model instead of the EMA: " + additive_sentence(additive_split(live), int(live["n"].min())))
     print(cpu_time(table))
 
@@ -281,7 +282,8 @@ def weight_decay_findings(runs: Path, out: Path) -> None:
     from rsbkit.workbook.resnet_rs_studies import read_seed_stats, weight_decay_table, weight_decay_verdict
 
     table = rs_runs(runs / "weight_decay")
-    cells = weight_decay_table(table, read_seed_stats(str(out / "seed_stats.json")))
+    stats = read_seed_stats(str(out / "seed_stats.json"))
+    cells = weight_decay_table(table, stats)
     table.to_csv(out / "weight_decay_runs.csv", index=False)
     cells.to_csv(out / "weight_decay.csv", index=False)
     save_figure(weight_decay_figure(cells), out / "weight_decay")
@@ -289,7 +291,7 @@ def weight_decay_findings(runs: Path, out: Path) -> None:
     print(markdown(weight_decay_pivot(cells)))
     recipe_wd = load_recipe("params/torchvision_demo.yaml").weight_decay
     print("\n" + weight_decay_verdict(cells, recipe_wd))
-    live = weight_decay_table(table.assign(top1=table["final_top1"]), read_seed_stats(str(out / "seed_stats.json")))
+    live = weight_decay_table(table.assign(top1=table["final_top1"]), stats)
     print(markdown(weight_decay_pivot(live)))
     print("Read by the live model instead of the EMA: " + weight_decay_verdict(live, recipe_wd))
     print(cpu_time(table))
