@@ -610,6 +610,9 @@ def single_point(notebook: Union[str, Path], parameters: dict[str, Any], out: Un
     notebook = find_notebook(notebook)
     declared = notebook_parameters(notebook)
     params = route_parameters(notebook, parameters, declared, f"parameters of {notebook}")
+    if out is not None and params.get("out_dir") and Path(params["out_dir"]) != Path(out):
+        raise SweepError(f"{notebook}: -p out_dir {params['out_dir']} and --out {out} name two run folders: "
+                         "give one of them")
     if out is None:
         out = params.get("out_dir") or stamped_folder(point_label(params.get("recipe", notebook.stem)))
     if "out_dir" in declared:

@@ -53,7 +53,6 @@ def _points(out: Path, base: dict[str, Any], points: list[dict[str, Any]], seeds
     return expand(TRAIN_NOTEBOOK, out, base, points=points, seeds=seeds, where=f"teacher study {out}")
 
 
-
 def teacher_study(*, recipe: str = "params/demo.yaml", data: str = "default", teacher: str = "",
                   strong_model: str = "resnet50", strong_teacher: str = "", unlabelled: str = "fashion-mnist-unused",
                   ratio: float = 1.0, threshold: Optional[float] = None, targets: Optional[list] = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -158,6 +159,9 @@ def test_single_point_chooses_the_run_folder():
     point = single_point(TRAIN, {"recipe": "params/demo.yaml"})
     assert point.run_dir.parent.name == "runs" and point.run_dir.name.startswith("demo-")
     assert point.parameters["out_dir"] == str(point.run_dir)
+    assert single_point(TRAIN, {"out_dir": "runs/x"}, "runs/x").run_dir == Path("runs/x")  # the same folder twice
+    with pytest.raises(SweepError, match="-p out_dir runs/a and --out runs/b name two run folders"):
+        single_point(TRAIN, {"out_dir": "runs/a"}, "runs/b")  # the -p would be dropped without a word
 
 
 @pytest.mark.timeout(600)
