@@ -270,9 +270,9 @@ def additive_findings(runs: Path, out: Path) -> None:
     print("\n## 11. additive study\n")
     print(markdown(result[ADDITIVE_SHOWN]))
     print(markdown(changes[["step", "recipe_changes", "model_changes", "params_m"]]))
-    print("\n" + additive_sentence(split, int(result["n"].min())))
+    print("\n" + additive_sentence(split, result["n"]))
     live = additive_table(table.assign(top1=table["final_top1"]), stats)
-    print("Read by the live model instead of the EMA: " + additive_sentence(additive_split(live), int(live["n"].min())))
+    print("Read by the live model instead of the EMA: " + additive_sentence(additive_split(live), live["n"]))
     print(cpu_time(table))
 
 

@@ -235,9 +235,12 @@ def additive_split(table) -> dict[str, Any]:
                 last_training_step=str(last_training["step"]), last_step=str(last["step"]))
 
 
-def additive_sentence(split: dict[str, Any], n_seeds: int) -> str:
-    """The split between training and architecture changes as one sentence with numbers."""
+def additive_sentence(split: dict[str, Any], n_seeds: Any) -> str:
+    """The split between training and architecture changes as one sentence with numbers; `n_seeds` is the
+    steps' seed counts (the table's ``n`` column)."""
     s = split
+    low, high = int(min(n_seeds)), int(max(n_seeds))
+    seeds = f"{low} seed{'s' if low != 1 else ''}" if low == high else f"{low} to {high} seeds"
     share = (f"training changes give {s['training_share']:.0%} of it" if not math.isnan(s["training_share"])
              else "the two parts point different ways, so no share is given")
     paper = (f" (ResNet-RS, ResNet-200 on ImageNet: {s['paper_baseline']:.1f} -> {s['paper_after_training']:.1f} -> "
@@ -245,7 +248,7 @@ def additive_sentence(split: dict[str, Any], n_seeds: int) -> str:
     return (f"Baseline {s['baseline']:.2f} -> {s['after_training']:.2f} after the training changes (through "
             f"{s['last_training_step']}, {s['training_gain']:+.2f}) -> {s['final']:.2f} after the architecture changes "
             f"({s['architecture_gain']:+.2f}); of the {s['total_gain']:+.2f} points, {share}{paper}; means of "
-            f"{n_seeds} seed(s) per step.")
+            f"{seeds} per step.")
 
 
 @dataclass
@@ -258,8 +261,7 @@ class AdditiveStudy:
     out_dir: Path
 
     def summary(self) -> str:
-        n = int(self.table["n"].min())
-        return additive_sentence(self.split, n)
+        return additive_sentence(self.split, self.table["n"])
 
 
 def additive_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, seeds: Optional[list] = None,
@@ -389,7 +391,7 @@ def committed_findings(folder: Optional[str] = None, recipe_wd: float = 1e-4) ->
     if (folder / "additive.csv").is_file():
         additive = pd.read_csv(folder / "additive.csv")
         split = additive_split(additive)
-        lines.append("Additive study: " + additive_sentence(split, int(additive["n"].min())))
+        lines.append("Additive study: " + additive_sentence(split, additive["n"]))
     else:
         lines.append("The additive study is not in findings/ yet: notebooks/studies/additive.ipynb runs it "
                      "(25 runs at demo scale, about 10 to 20 epochs each)")

@@ -195,6 +195,11 @@ def point_label(value: Any) -> str:
 # ------------------------------------------------------------------ sweep files
 
 
+def is_seed_list(seeds: Any) -> bool:
+    """A non-empty list of integers (``true`` is not a seed, though Python counts it as an int)."""
+    return isinstance(seeds, list) and bool(seeds) and all(type(s) is int for s in seeds)
+
+
 def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Optional[dict[str, Any]] = None,
            grid: Optional[dict[str, list]] = None, seeds: Optional[list[int]] = None, *,
            points: Optional[list[dict[str, Any]]] = None, steps: Optional[list[dict[str, Any]]] = None,
@@ -232,7 +237,7 @@ def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Option
         raise SweepError(f"{where}: step {', '.join(own_seeds)} gives its own seeds in place of the sweep's; give the "
                          "sweep's seeds too (seeds: [...])")
     if seeds is not None:
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        if not is_seed_list(seeds):
             raise SweepError(f"{where}: seeds needs a non-empty list of integers, got {seeds!r}")
         if any("seed" in row for row in rows):
             raise SweepError(f"{where}: give the seeds either as 'seeds' or in the grid/points, not both")
@@ -280,7 +285,7 @@ def cumulative_steps(steps: Any, where: str) -> tuple[list[dict[str, Any]], dict
         if paper is not None and not isinstance(paper, (int, float)):
             raise SweepError(f"{where}: step {name!r}: paper is the published value (a number), got {paper!r}")
         seeds = step.get("seeds")
-        if seeds is not None and not (isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)):
+        if seeds is not None and not is_seed_list(seeds):
             raise SweepError(f"{where}: step {name!r}: seeds is the step's own list of seeds, got {seeds!r}")
         changes = {k: v for k, v in step.items() if k not in ("name", "paper", "seeds")}
         current = {**current, **changes}
