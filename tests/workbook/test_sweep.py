@@ -129,7 +129,7 @@ def test_a_steps_run_carries_its_step_into_the_run_table(smoke_run, tmp_path):
     ("notebook: NB\nparameters: {recipe: params/smoke.yaml}\ngrid: {loss: [bce, focal]}\n", "point loss=focal: unknown loss (loss) 'focal'; valid: bce, ce"),
     ("notebook: NB\nparameters: {recipe: a9}\nseeds: [0]\n", "point seed=0: unknown recipe 'a9'"),
     ("notebook: NB\ngrid: {seed: [1]}\nseeds: [0]\n", "either as 'seeds' or in the grid"),
-    ("notebook: NB\ngrid: {loss: [bce]}\nseeds: [true]\n", "seeds needs a non-empty list of integers, got \\[True\\]"),
+    ("notebook: NB\ngrid: {loss: [bce]}\nseeds: [true]\n", "seeds needs a non-empty list of integers, got [True]"),
     ("notebook: NB\ngrid: {loss: [bce]}\npoints: [{loss: ce}]\n", "either 'grid' or 'points'"),
     ("notebook: notebooks/nope.ipynb\nseeds: [0]\n", "notebook notebooks/nope.ipynb does not exist"),
     ("grid: {loss: [bce]}\n", "no 'notebook:'"),
