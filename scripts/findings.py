@@ -317,9 +317,9 @@ def teacher_findings(runs: Path, out: Path) -> None:
     folder = runs / "teacher"
     table = pd.read_csv(folder / "teacher.csv")
     pooled = pd.read_csv(folder / "teacher_runs.csv")
-    teachers = run_table(folder / "teachers")
-    timed = pd.concat([load_runs(folder / arm).assign(active_s=lambda t, arm=arm: [
-        active_seconds(folder / arm / n) for n in t["name"]]) for arm in ("teachers", "students", "reference")])
+    arms = {arm: load_runs(folder / arm) for arm in ("teachers", "students", "reference")}
+    timed = pd.concat([t.assign(active_s=[active_seconds(folder / arm / n) for n in t["name"]]) for arm, t in arms.items()])
+    teachers = arms["teachers"][[c for c in RUN_COLUMNS if c in arms["teachers"].columns]].sort_values("name")
     pooled = pooled[[c for c in TEACHER_RUN_COLUMNS if c in pooled.columns]]
     table.to_csv(out / "teacher.csv", index=False)
     pooled.to_csv(out / "teacher_runs.csv", index=False)

@@ -6,10 +6,13 @@ at any scale. Each arm is a set of train-notebook points run through the sweep r
   ``ratio`` times as many pseudo-labelled ones from `unlabelled`, for each target kind (soft, hard);
 - online distillation: the reference recipe with a stronger teacher (a larger model trained on the same data, or a
   run folder given) on every training batch;
-- the reference: the reference recipe alone over the same seeds (labelled only, no teacher).
+- the reference: the reference recipe alone over the same seeds (labelled only, no teacher);
+- the steps control: the reference recipe trained for ``epochs x (1 + ratio)`` epochs, as many images and optimizer
+  steps as a Noisy Student sees (its epochs hold the pseudo-labelled images too), so that a student's gain can be
+  told apart from the longer training it gets.
 
 Every arm is set against the reference's seeds with rsbkit.workbook.study_stats.compare_variants (difference, noise
-band, verdict), and each student arm against its own teacher's single run.
+band, verdict); each student of pseudo-labels also against the steps control and its own teacher's single run.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from ..core.errors import RunError
 from ..core.paths import output_path
 from ..core.recipes import load_recipe, recipe_fields
 from ..core.runs import atomic_write_text, load_run
-from .study_stats import compare_variants
+from .study_stats import compare_to, compare_variants
 from .sweep import expand, run_and_load
 from .train_and_evaluate import none_if_empty, out_folder
 
@@ -32,7 +35,8 @@ SMOKE = dict(limit_train=256, limit_val=128)  # a look at the study's shape in m
 @dataclass
 class TeacherStudy:
     runs: Any  # every run of the arms and the reference, labelled in 'variant'
-    table: Any  # one row per arm: mean, std, n, diff to the reference, band, beyond_noise, teacher_top1
+    table: Any  # one row per arm: mean, std, n, diff to the reference, band, beyond_noise, teacher_top1, and
+    # control_diff, control_band, beyond_control: against the steps control (NaN without one)
     teachers: dict  # arm's teacher -> its final top-1
     out_dir: Path
 
@@ -44,6 +48,9 @@ class TeacherStudy:
             verdict = "more than seed noise" if row.beyond_noise else "within seed noise"
             own = (f"; its teacher {row.teacher_top1:.2f} ({row.mean - row.teacher_top1:+.2f})"
                    if row.teacher_top1 == row.teacher_top1 else "")
+            if row.control_diff == row.control_diff:
+                own += (f"; {row.control_diff:+.2f} against the reference trained as long ("
+                        f"{'more than' if row.beyond_control else 'within'} seed noise: +-{row.control_band:.2f})")
             lines.append(f"{row.variant}: {row.mean:.2f} +- {row.std:.2f} over {row.n} seeds, {row.diff:+.2f} against the "
                          f"reference ({verdict}: +-{row.band:.2f}){own}")
         return "\n".join(lines)
@@ -53,11 +60,43 @@ def _points(out: Path, base: dict[str, Any], points: list[dict[str, Any]], seeds
     return expand(TRAIN_NOTEBOOK, out, base, points=points, seeds=seeds, where=f"teacher study {out}")
 
 
+def study_arms(*, teacher: str, strong_teacher: str, unlabelled: str, ratio: float, threshold: Optional[float],
+               targets: list, epochs: int, steps_control: bool = True) -> list[dict[str, Any]]:
+    """The students' points: a Noisy Student per target kind, the distilled student (a strong teacher given), and the
+    steps control (the reference recipe for ``round(epochs * (1 + ratio))`` epochs) when there are Noisy Students."""
+    arms: list[dict[str, Any]] = [dict(teacher=teacher, unlabelled=unlabelled, pseudo_ratio=ratio, kd_target=t,
+                                       **({"pseudo_threshold": threshold} if threshold is not None else {}))
+                                  for t in targets]
+    if strong_teacher:
+        arms.append(dict(teacher=strong_teacher))
+    if steps_control and targets:
+        arms.append(dict(epochs=round(epochs * (1 + ratio))))
+    return arms
+
+
+def against_control(table: Any, stats: Any, epochs: int) -> Any:
+    """The Noisy Students' rows against the steps control (``epochs=<n>``): ``control_diff``, ``control_band``,
+    ``beyond_control`` (the band as :func:`rsbkit.workbook.study_stats.compare_to` gives it); NaN elsewhere."""
+    table = table.copy()
+    control = f"epochs={epochs}"
+    for column in ("control_diff", "control_band", "beyond_control"):
+        table[column] = float("nan")
+    if control not in set(table["variant"]):
+        return table
+    compared = compare_to(table[["variant", "mean", "std", "n", "min", "max"]], "variant", control, stats)
+    students = table["variant"].str.contains("unlabelled=", regex=False)
+    table.loc[students, "control_diff"] = compared.loc[students, "diff"]
+    table.loc[students, "control_band"] = compared.loc[students, "band"]
+    table["beyond_control"] = table["beyond_control"].astype(object)
+    table.loc[students, "beyond_control"] = compared.loc[students, "beyond_noise"]
+    return table
+
+
 def teacher_study(*, recipe: str = "params/demo.yaml", data: str = "default", teacher: str = "",
                   strong_model: str = "resnet50", strong_teacher: str = "", unlabelled: str = "fashion-mnist-unused",
                   ratio: float = 1.0, threshold: Optional[float] = None, targets: Optional[list] = None,
                   seeds: Optional[list] = None, scale: str = "demo", jobs: int = 1, metric: str = "final_top1",
-                  out_dir: Optional[str] = None) -> TeacherStudy:
+                  out_dir: Optional[str] = None, steps_control: bool = True) -> TeacherStudy:
     """Train (or reuse) the teachers, the students and the reference, then compare them. Writes teacher.csv (one row
     per arm) and teacher_runs.csv (one per run) to `out_dir` (default runs/sweeps/teacher, -smoke at smoke scale)."""
     if scale not in ("demo", "smoke"):
@@ -68,7 +107,7 @@ def teacher_study(*, recipe: str = "params/demo.yaml", data: str = "default", te
     base: dict[str, Any] = dict(recipe=recipe, data=data, **(SMOKE if scale == "smoke" else {}))
     if scale == "smoke":
         base["overrides"] = dict(epochs=1, warmup_epochs=0)
-    load_recipe(recipe)  # a bad recipe fails here, before anything trains
+    epochs = load_recipe(recipe, **base.get("overrides", {})).epochs  # a bad recipe fails here, before anything trains
     wanted = ([{"seed": 0}] if not none_if_empty(teacher) else []) + (
         [{"model": strong_model, "seed": 0}] if not none_if_empty(strong_teacher) and strong_model else [])
     if wanted:  # the teachers first (the reference recipe at seed 0, the larger model): every student reads them
@@ -77,15 +116,13 @@ def teacher_study(*, recipe: str = "params/demo.yaml", data: str = "default", te
         folders = iter(str(p.run_dir) for p in made.points)
         teacher = teacher or next(folders)
         strong_teacher = strong_teacher or (next(folders) if strong_model else "")
-    arms = [dict(teacher=teacher, unlabelled=unlabelled, pseudo_ratio=ratio, kd_target=t,
-                 **({"pseudo_threshold": threshold} if threshold is not None else {})) for t in targets]
-    if strong_teacher:
-        arms.append(dict(teacher=strong_teacher))
+    arms = study_arms(teacher=teacher, strong_teacher=strong_teacher, unlabelled=unlabelled, ratio=ratio,
+                      threshold=threshold, targets=targets, epochs=epochs, steps_control=steps_control)
     students = run_and_load(_points(out / "students", base, arms, seeds), jobs=jobs)
     reference = run_and_load(expand(TRAIN_NOTEBOOK, out / "reference", base, seeds=seeds, where=f"teacher study {out}"),
                              jobs=jobs)
     fields = [f for f in recipe_fields() if f in students.columns and f in reference.columns]
-    runs, table, _ = compare_variants(students, reference, fields, metric)
+    runs, table, stats = compare_variants(students, reference, fields, metric)
     teachers = {t: load_run(t)["result"]["final_top1"] for t in {teacher, strong_teacher} if t}
     own = {}
     for _, r in runs.iterrows():
@@ -93,6 +130,7 @@ def teacher_study(*, recipe: str = "params/demo.yaml", data: str = "default", te
         if isinstance(t, str) and t in teachers and isinstance(r.get("unlabelled"), str):  # students of a labeller
             own[r["variant"]] = teachers[t]
     table["teacher_top1"] = [own.get(v, float("nan")) for v in table["variant"]]
+    table = against_control(table, stats, round(epochs * (1 + ratio)))
     for path in teachers:  # a label names a teacher by its folder, not its full path
         for frame in (runs, table):
             frame["variant"] = frame["variant"].str.replace(path, Path(path).name, regex=False)

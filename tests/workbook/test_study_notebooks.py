@@ -90,10 +90,12 @@ def test_teacher_study_puts_a_teachers_students_beside_the_labelled_only_recipe(
     out = tmp_path / "teacher"
     res = cli("run", "notebooks/studies/teacher.ipynb", "-p", "recipe", "params/smoke.yaml", "-p", "scale", "smoke",
               "-p", "teacher", str(smoke_run), "-p", "strong_model", "", "-p", "unlabelled", "fashion-mnist-unused:128",
-              "-p", "targets", "[soft]", "-p", "seeds", "[0, 1]", "-p", "jobs", "2", "--out", str(out))
+              "-p", "targets", "[soft]", "-p", "seeds", "[0, 1]", "-p", "jobs", "2", "-p", "steps_control", "false",
+              "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     table = pd.read_csv(out / "teacher.csv")
     assert list(table["n"]) == [2, 2] and table["variant"].iloc[0] == "smoke (reference)"
+    assert table["control_diff"].isna().all()  # no steps control asked for (tests/workbook/test_teacher_studies.py)
     assert f"teacher={smoke_run.name}" in table["variant"].iloc[1] and "unlabelled=fashion-mnist-unused:128" in table["variant"].iloc[1]
     assert table["teacher_top1"].iloc[1] == json.loads((smoke_run / "result.json").read_text())["final_top1"]
     student = next((out / "students").glob("*_seed=1"))

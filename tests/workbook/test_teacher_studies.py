@@ -1,0 +1,46 @@
+"""The teacher study's arms (rsbkit.workbook.teacher_studies): which students it trains, and the Noisy Students set
+against the steps control. The notebook itself runs at smoke size in tests/workbook/test_study_notebooks.py."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from rsbkit.workbook.study_stats import Z95, seed_stats
+from rsbkit.workbook.teacher_studies import against_control, study_arms
+
+
+def test_the_arms_are_a_noisy_student_per_target_the_distilled_student_and_the_steps_control():
+    arms = study_arms(teacher="runs/t", strong_teacher="runs/big", unlabelled="pool", ratio=1.5, threshold=0.3,
+                      targets=["soft", "hard"], epochs=10)
+    assert arms == [
+        dict(teacher="runs/t", unlabelled="pool", pseudo_ratio=1.5, kd_target="soft", pseudo_threshold=0.3),
+        dict(teacher="runs/t", unlabelled="pool", pseudo_ratio=1.5, kd_target="hard", pseudo_threshold=0.3),
+        dict(teacher="runs/big"),
+        dict(epochs=25),  # 10 epochs of 2.5 times the labelled images: as many steps as a student
+    ]
+    assert study_arms(teacher="runs/t", strong_teacher="", unlabelled="pool", ratio=1.0, threshold=None,
+                      targets=["soft"], epochs=1, steps_control=False) == [
+        dict(teacher="runs/t", unlabelled="pool", pseudo_ratio=1.0, kd_target="soft")]
+    # distillation alone trains no longer than the reference: no control
+    assert study_arms(teacher="", strong_teacher="runs/big", unlabelled="pool", ratio=1.0, threshold=None,
+                      targets=[], epochs=10) == [dict(teacher="runs/big")]
+
+
+def test_noisy_students_are_set_against_the_steps_control():
+    table = pd.DataFrame(dict(
+        variant=["demo (reference)", "teacher=t, unlabelled=pool, kd_target=soft", "teacher=big", "epochs=20"],
+        mean=[81.0, 83.0, 81.5, 82.0], std=[0.2, 0.3, 0.2, 0.4], n=[3, 3, 3, 3],
+        min=[80.8, 82.7, 81.3, 81.6], max=[81.2, 83.3, 81.7, 82.4]))
+    stats = seed_stats([80.8, 81.0, 81.2])
+    out = against_control(table, stats, 20)
+    student = out.iloc[1]
+    assert student["control_diff"] == pytest.approx(1.0)  # 83.0 against the control's 82.0, not the reference's 81.0
+    own = Z95 * math.sqrt(0.4 ** 2 / 3 + 0.3 ** 2 / 3)  # the two groups' own spreads (Welch's form)
+    assert student["control_band"] == pytest.approx(max(own, stats.noise_band(3, n_other=3)))
+    assert student["control_band"] == pytest.approx(own) and student["beyond_control"]  # 1.0 > 0.57
+    for i in (0, 2, 3):  # only the Noisy Students have a control
+        assert math.isnan(out["control_diff"].iloc[i]) and math.isnan(out["control_band"].iloc[i])
+    without = against_control(table.iloc[:3], stats, 20)  # no control trained: the columns are empty
+    assert without["control_diff"].isna().all()
