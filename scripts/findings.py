@@ -308,7 +308,7 @@ def weight_decay_pivot(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 TEACHER_RUN_COLUMNS = ["variant", "run", "seed", "model", "teacher", "kd_target", "unlabelled", "pseudo_ratio",
-                       "final_top1", "best_top1", "wall_s", "code_version"]
+                       "final_top1", "best_top1", "wall_s", "active_s", "code_version"]
 
 
 def teacher_findings(runs: Path, out: Path) -> None:
@@ -317,9 +317,10 @@ def teacher_findings(runs: Path, out: Path) -> None:
     folder = runs / "teacher"
     table = pd.read_csv(folder / "teacher.csv")
     pooled = pd.read_csv(folder / "teacher_runs.csv")
-    arms = {arm: load_runs(folder / arm) for arm in ("teachers", "students", "reference")}
-    timed = pd.concat([t.assign(active_s=[active_seconds(folder / arm / n) for n in t["name"]]) for arm, t in arms.items()])
-    teachers = arms["teachers"][[c for c in RUN_COLUMNS if c in arms["teachers"].columns]].sort_values("name")
+    teachers = load_runs(folder / "teachers")
+    teachers = teachers[[c for c in RUN_COLUMNS if c in teachers.columns]].sort_values("name")
+    teachers["active_s"] = [active_seconds(folder / "teachers" / n) for n in teachers["name"]]
+    pooled["active_s"] = [active_seconds(folder / Path(r).parent.name / Path(r).name) for r in pooled["run"]]
     pooled = pooled[[c for c in TEACHER_RUN_COLUMNS if c in pooled.columns]]
     table.to_csv(out / "teacher.csv", index=False)
     pooled.to_csv(out / "teacher_runs.csv", index=False)
@@ -327,9 +328,21 @@ def teacher_findings(runs: Path, out: Path) -> None:
     shutil.copy(folder / "teacher.png", out / "teacher.png")
     print("\n## 13. teachers\n")
     print(comparison_markdown(table))
-    print(markdown(table[["variant", "mean", "teacher_top1"]]))
+    print(markdown(student_table(table)))
     print(markdown(teachers[["name", "model", "final_top1", "wall_s"]]))
-    print(cpu_time(timed))
+    print(cpu_time(pd.concat([teachers, pooled])))
+
+
+def student_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The Noisy Students against the steps control and against their own teacher (findings section 13)."""
+    students = table[table["control_diff"].notna()]
+    return pd.DataFrame({
+        "student": students["variant"], "top-1 (mean)": students["mean"],
+        "against the steps control": [f"{d:+.2f}" for d in students["control_diff"]],
+        "noise band (95%)": [f"±{b:.2f}" for b in students["control_band"]],
+        "more than noise": students["beyond_control"].astype(bool),
+        "its teacher": students["teacher_top1"],
+        "student − teacher": [f"{d:+.2f}" for d in students["mean"] - students["teacher_top1"]]})
 
 
 if __name__ == "__main__":
