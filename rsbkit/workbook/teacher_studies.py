@@ -74,22 +74,56 @@ def study_arms(*, teacher: str, strong_teacher: str, unlabelled: str, ratio: flo
     return arms
 
 
-def against_control(table: Any, stats: Any, epochs: int) -> Any:
-    """The Noisy Students' rows against the steps control (``epochs=<n>``): ``control_diff``, ``control_band``,
-    ``beyond_control`` (the band as :func:`rsbkit.workbook.study_stats.compare_to` gives it); NaN elsewhere."""
+NOISY_STUDENT = "Noisy Student"
+
+
+def control_name(epochs: int) -> str:
+    return f"steps control ({epochs} epochs)"
+
+
+def arm_name(run: Any, epochs: int, teacher_models: dict[str, str]) -> str:
+    """What an arm is, for the table and the figure (the fields it changes stay in ``changes``): a Noisy Student and
+    its target kind, the teacher a student is distilled from, or the steps control; else its variant label."""
+    if isinstance(run.get("unlabelled"), str):
+        return f"{NOISY_STUDENT}, {run['kd_target']} pseudo-labels"
+    if isinstance(run.get("teacher"), str):
+        return f"distilled from {teacher_models.get(run['teacher'], Path(run['teacher']).name)}"
+    if not str(run["variant"]).endswith("(reference)") and int(run["epochs"]) != epochs:
+        return control_name(int(run["epochs"]))
+    return str(run["variant"])
+
+
+def against_control(table: Any, stats: Any, control: str) -> Any:
+    """The Noisy Students' rows against the steps control (the arm named `control`): ``control_diff``,
+    ``control_band``, ``beyond_control`` (the band as :func:`rsbkit.workbook.study_stats.compare_to` gives it); NaN
+    elsewhere, and everywhere when no control was trained."""
     table = table.copy()
-    control = f"epochs={epochs}"
     for column in ("control_diff", "control_band", "beyond_control"):
         table[column] = float("nan")
     if control not in set(table["variant"]):
         return table
     compared = compare_to(table[["variant", "mean", "std", "n", "min", "max"]], "variant", control, stats)
-    students = table["variant"].str.contains("unlabelled=", regex=False)
+    students = table["variant"].str.startswith(NOISY_STUDENT)
     table.loc[students, "control_diff"] = compared.loc[students, "diff"]
     table.loc[students, "control_band"] = compared.loc[students, "band"]
     table["beyond_control"] = table["beyond_control"].astype(object)
     table.loc[students, "beyond_control"] = compared.loc[students, "beyond_noise"]
     return table
+
+
+def _name_arms(runs: Any, table: Any, epochs: int, teachers: dict[str, dict]) -> None:
+    """Each arm's name in ``variant`` (:func:`arm_name`), its variant label (teachers by folder name) in ``changes``;
+    the student of a labelling teacher gets that teacher's top-1 in ``teacher_top1``."""
+    models = {t: r["model"] for t, r in teachers.items()}
+    names = {r["variant"]: arm_name(r, epochs, models) for _, r in runs.drop_duplicates("variant").iterrows()}
+    own = {r["variant"]: teachers[r["teacher"]]["final_top1"] for _, r in runs.iterrows()
+           if isinstance(r.get("unlabelled"), str) and r.get("teacher") in teachers}
+    table["teacher_top1"] = [own.get(v, float("nan")) for v in table["variant"]]
+    for frame in (runs, table):
+        frame["changes"] = frame["variant"]
+        for path in teachers:  # a label names a teacher by its folder, not its full path
+            frame["changes"] = frame["changes"].str.replace(path, Path(path).name, regex=False)
+        frame["variant"] = frame["variant"].map(names)
 
 
 def teacher_study(*, recipe: str = "params/demo.yaml", data: str = "default", teacher: str = "",
@@ -123,18 +157,10 @@ def teacher_study(*, recipe: str = "params/demo.yaml", data: str = "default", te
                              jobs=jobs)
     fields = [f for f in recipe_fields() if f in students.columns and f in reference.columns]
     runs, table, stats = compare_variants(students, reference, fields, metric)
-    teachers = {t: load_run(t)["result"]["final_top1"] for t in {teacher, strong_teacher} if t}
-    own = {}
-    for _, r in runs.iterrows():
-        t = r.get("teacher")
-        if isinstance(t, str) and t in teachers and isinstance(r.get("unlabelled"), str):  # students of a labeller
-            own[r["variant"]] = teachers[t]
-    table["teacher_top1"] = [own.get(v, float("nan")) for v in table["variant"]]
-    table = against_control(table, stats, round(epochs * (1 + ratio)))
-    for path in teachers:  # a label names a teacher by its folder, not its full path
-        for frame in (runs, table):
-            frame["variant"] = frame["variant"].str.replace(path, Path(path).name, regex=False)
+    teachers = {t: load_run(t)["result"] for t in (teacher, strong_teacher) if t}
+    _name_arms(runs, table, epochs, teachers)
+    table = against_control(table, stats, control_name(round(epochs * (1 + ratio))))
     folder = out_folder(str(out), out)
     atomic_write_text(folder / "teacher.csv", table.to_csv(index=False))
     atomic_write_text(folder / "teacher_runs.csv", runs.to_csv(index=False))
-    return TeacherStudy(runs, table, teachers, folder)
+    return TeacherStudy(runs, table, {t: r["final_top1"] for t, r in teachers.items()}, folder)

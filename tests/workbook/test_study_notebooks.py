@@ -96,7 +96,8 @@ def test_teacher_study_puts_a_teachers_students_beside_the_labelled_only_recipe(
     table = pd.read_csv(out / "teacher.csv")
     assert list(table["n"]) == [2, 2] and table["variant"].iloc[0] == "smoke (reference)"
     assert table["control_diff"].isna().all()  # no steps control asked for (tests/workbook/test_teacher_studies.py)
-    assert f"teacher={smoke_run.name}" in table["variant"].iloc[1] and "unlabelled=fashion-mnist-unused:128" in table["variant"].iloc[1]
+    assert table["variant"].iloc[1] == "Noisy Student, soft pseudo-labels"
+    assert f"teacher={smoke_run.name}" in table["changes"].iloc[1] and "unlabelled=fashion-mnist-unused:128" in table["changes"].iloc[1]
     assert table["teacher_top1"].iloc[1] == json.loads((smoke_run / "result.json").read_text())["final_top1"]
     student = next((out / "students").glob("*_seed=1"))
     record = json.loads((student / "result.json").read_text())["pseudo_labels"]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from rsbkit.workbook.study_stats import Z95, seed_stats
-from rsbkit.workbook.teacher_studies import against_control, study_arms
+from rsbkit.workbook.teacher_studies import against_control, arm_name, study_arms
 
 
 def test_the_arms_are_a_noisy_student_per_target_the_distilled_student_and_the_steps_control():
@@ -30,11 +30,12 @@ def test_the_arms_are_a_noisy_student_per_target_the_distilled_student_and_the_s
 
 def test_noisy_students_are_set_against_the_steps_control():
     table = pd.DataFrame(dict(
-        variant=["demo (reference)", "teacher=t, unlabelled=pool, kd_target=soft", "teacher=big", "epochs=20"],
+        variant=["demo (reference)", "Noisy Student, soft pseudo-labels", "distilled from resnet50",
+                 "steps control (20 epochs)"],
         mean=[81.0, 83.0, 81.5, 82.0], std=[0.2, 0.3, 0.2, 0.4], n=[3, 3, 3, 3],
         min=[80.8, 82.7, 81.3, 81.6], max=[81.2, 83.3, 81.7, 82.4]))
     stats = seed_stats([80.8, 81.0, 81.2])
-    out = against_control(table, stats, 20)
+    out = against_control(table, stats, "steps control (20 epochs)")
     student = out.iloc[1]
     assert student["control_diff"] == pytest.approx(1.0)  # 83.0 against the control's 82.0, not the reference's 81.0
     own = Z95 * math.sqrt(0.4 ** 2 / 3 + 0.3 ** 2 / 3)  # the two groups' own spreads (Welch's form)
@@ -42,5 +43,16 @@ def test_noisy_students_are_set_against_the_steps_control():
     assert student["control_band"] == pytest.approx(own) and student["beyond_control"]  # 1.0 > 0.57
     for i in (0, 2, 3):  # only the Noisy Students have a control
         assert math.isnan(out["control_diff"].iloc[i]) and math.isnan(out["control_band"].iloc[i])
-    without = against_control(table.iloc[:3], stats, 20)  # no control trained: the columns are empty
+    without = against_control(table.iloc[:3], stats, "steps control (20 epochs)")  # no control trained: the columns are empty
     assert without["control_diff"].isna().all()
+
+
+def test_each_arm_is_named_by_what_it_is():
+    models = {"runs/t/teachers/model=resnet50_seed=0": "resnet50"}
+    def name(**run):
+        return arm_name({"variant": "label", "epochs": 10, **run}, 10, models)
+    assert name(teacher="runs/t/teachers/seed=0", unlabelled="pool", kd_target="hard") == "Noisy Student, hard pseudo-labels"
+    assert name(teacher="runs/t/teachers/model=resnet50_seed=0") == "distilled from resnet50"
+    assert name(teacher="resnet50.a1_in1k") == "distilled from resnet50.a1_in1k"  # not one of the study's teachers
+    assert name(epochs=20, teacher=float("nan")) == "steps control (20 epochs)"
+    assert name(variant="demo (reference)") == "demo (reference)" and name(teacher=None) == "label"
