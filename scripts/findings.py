@@ -307,7 +307,7 @@ def weight_decay_pivot(cells: pd.DataFrame) -> pd.DataFrame:
     return pivot.reset_index().drop(columns="step_index").rename(columns={"step": "regularizers (cumulative)"})
 
 
-TEACHER_RUN_COLUMNS = ["variant", "run", "seed", "model", "teacher", "kd_target", "unlabelled", "pseudo_ratio",
+TEACHER_RUN_COLUMNS = ["variant", "changes", "run", "seed", "model", "teacher", "kd_target", "unlabelled", "pseudo_ratio",
                        "final_top1", "best_top1", "wall_s", "active_s", "code_version"]
 
 
@@ -329,8 +329,22 @@ def teacher_findings(runs: Path, out: Path) -> None:
     print("\n## 13. teachers\n")
     print(comparison_markdown(table))
     print(markdown(student_table(table)))
+    print("\n" + soft_against_hard(table, pooled))
     print(markdown(teachers[["name", "model", "final_top1", "wall_s"]]))
     print(cpu_time(pd.concat([teachers, pooled])))
+
+
+def soft_against_hard(table: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """The soft Noisy Student against the hard one, with the band compare_to gives (the reference's seed spread and
+    both arms' own)."""
+    from rsbkit.workbook.study_stats import compare_to, seed_stats
+
+    hard = "Noisy Student, hard pseudo-labels"
+    stats = seed_stats(runs.loc[runs["variant"] == table["variant"].iloc[0], "final_top1"])
+    row = compare_to(table[["variant", "mean", "std", "n"]], "variant", hard, stats).set_index("variant").loc[
+        "Noisy Student, soft pseudo-labels"]
+    return (f"Soft against hard pseudo-labels: {row['diff']:+.2f} (noise band ±{row['band']:.2f}, "
+            f"{'more than' if row['beyond_noise'] else 'within'} seed noise).")
 
 
 def student_table(table: pd.DataFrame) -> pd.DataFrame:
