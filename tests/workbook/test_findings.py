@@ -22,7 +22,8 @@ from rsbkit.workbook.resnet_rs_studies import (
     weight_decay_table,
     weight_decay_verdict,
 )
-from rsbkit.workbook.study_stats import Z95, best_test_resolution, group_stats
+from rsbkit.workbook.study_stats import Z95, best_test_resolution, compare_to, group_stats, seed_stats
+from rsbkit.workbook.teacher_studies import against_control
 
 FINDINGS = ROOT / "findings"
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -35,6 +36,8 @@ from findings import (  # noqa: E402  (the script that wrote them)
     cpu_time,
     markdown,
     progressive_summary,
+    soft_against_hard,
+    student_table,
     weight_decay_pivot,
 )
 
@@ -80,7 +83,8 @@ def test_the_comparison_is_computed_from_its_runs_and_the_readme_quotes_it():
         own = Z95 * math.sqrt(stats["std"] ** 2 / stats["n"] + row.std ** 2 / row.n)
         assert row.band == pytest.approx(max(row.noise_band, own))
         assert row.diff == pytest.approx(row.mean - stats["mean"]) and row.beyond_noise == (abs(row.diff) > row.band)
-        quoted = [line for line in readme().splitlines() if line.startswith(f"| {row.variant} |")]
+        before_teachers = readme().split("## 13.")[0]  # section 13 has a reference of its own, over 3 seeds
+        quoted = [line for line in before_teachers.splitlines() if line.startswith(f"| {row.variant} |")]
         assert quoted and set(quoted) == {comparison_row(row)}, row.variant
     # every run is one of the committed sweeps' runs, with the same top-1
     sweeps = pd.concat([pd.read_csv(FINDINGS / f"{name}_runs.csv").assign(sweep=name)
@@ -197,6 +201,35 @@ def test_the_weight_decay_study_is_computed_from_its_runs_and_the_readme_quotes_
     for line in markdown(weight_decay_pivot(cells)).splitlines():
         assert line in readme(), line
     assert weight_decay_verdict(cells, 1e-4) in " ".join(readme().split())
+
+
+def test_the_teacher_study_is_computed_from_its_runs_and_the_readme_quotes_it():
+    """13. Every arm's statistics against the reference and, for the Noisy Students, against the steps control and
+    their own teacher, recomputed from the runs; the README's rows are those; one code version trained them all."""
+    table = pd.read_csv(FINDINGS / "teacher.csv")
+    runs = pd.read_csv(FINDINGS / "teacher_runs.csv")
+    teachers = pd.read_csv(FINDINGS / "teacher_teachers.csv")
+    reference = table["variant"].iloc[0]
+    stats = seed_stats(runs.loc[runs["variant"] == reference, "final_top1"])
+    again = compare_to(group_stats(runs, ["variant"], "final_top1"), "variant", reference, stats)
+    again = against_control(again, stats, "steps control (20 epochs)").set_index("variant")
+    assert len(table) == 5 and (table["n"] >= 3).all()  # the reference, soft, hard, distilled, the steps control
+    for row in table.itertuples():
+        expected = again.loc[row.variant]
+        for column in ("mean", "std", "n", "diff", "band", "control_diff", "control_band"):
+            assert getattr(row, column) == pytest.approx(expected[column], nan_ok=True), (row.variant, column)
+        assert row.beyond_noise == expected["beyond_noise"], row.variant
+        assert comparison_row(row) in readme(), row.variant
+    labeller = teachers.loc[teachers["model"] == "resnet18", "final_top1"].item()
+    students = table[table["control_diff"].notna()]
+    assert len(students) == 2 and (students["teacher_top1"] == labeller).all()
+    for line in markdown(student_table(table)).splitlines():
+        assert line in readme(), line
+    assert set(runs["code_version"]) == set(teachers["code_version"]) and runs["code_version"].nunique() == 1
+    for line in markdown(teachers[["name", "model", "final_top1", "wall_s"]]).splitlines():
+        assert line in readme(), line
+    assert cpu_time(pd.concat([teachers, runs])) in readme()
+    assert soft_against_hard(table, runs) in readme()
 
 
 def test_cpu_time_counts_a_paused_epoch_at_its_runs_median(tmp_path):
