@@ -110,7 +110,7 @@ def test_two_sweeps_over_one_folder_run_each_point_once(tmp_path):
     cmd = [sys.executable, "-m", "rsbkit", "sweep", str(sweep_file)]
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert all(p.returncode == 0 for p in procs), [(p.returncode, o[0][-2000:], o[1][-2000:]) for p, o in zip(procs, outs)]
     logs = "".join(o[0] for o in outs)
     for name in ("lr=0.001", "lr=0.002"):
         assert logs.count(f"  start {name}") == 1, logs
