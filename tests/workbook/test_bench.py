@@ -12,7 +12,7 @@ from PIL import Image
 
 from rsbkit.workbook.bench import IMAGENET_SIZE, write_jpegs
 
-pytestmark = pytest.mark.cost(75)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+pytestmark = pytest.mark.cost(175)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 
 # What the GPU machine's image lacks of what rsbkit's extras install, from the device tool's description of the

@@ -8,7 +8,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.cost(120)  # seconds in the suite on 2 cores: files start costliest first (conftest)
+pytestmark = pytest.mark.cost(180)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 SMOKE = ["-p", "recipe", "params/smoke.yaml", "-p", "limit_train", "64", "-p", "limit_val", "32", "-p", "device", "cpu",
          "-p", "workers", "0", "-p", "jobs", "2"]
