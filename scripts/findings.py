@@ -338,11 +338,12 @@ def soft_against_hard(table: pd.DataFrame, runs: pd.DataFrame) -> str:
     """The soft Noisy Student against the hard one, with the band compare_to gives (the reference's seed spread and
     both arms' own)."""
     from rsbkit.workbook.study_stats import compare_to, seed_stats
+    from rsbkit.workbook.teacher_studies import NOISY_STUDENT
 
-    hard = "Noisy Student, hard pseudo-labels"
+    hard = f"{NOISY_STUDENT}, hard pseudo-labels"
     stats = seed_stats(runs.loc[runs["variant"] == table["variant"].iloc[0], "final_top1"])
     row = compare_to(table[["variant", "mean", "std", "n"]], "variant", hard, stats).set_index("variant").loc[
-        "Noisy Student, soft pseudo-labels"]
+        f"{NOISY_STUDENT}, soft pseudo-labels"]
     return (f"Soft against hard pseudo-labels: {row['diff']:+.2f} (noise band ±{row['band']:.2f}, "
             f"{'more than' if row['beyond_noise'] else 'within'} seed noise).")
 

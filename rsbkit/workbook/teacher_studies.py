@@ -60,17 +60,22 @@ def _points(out: Path, base: dict[str, Any], points: list[dict[str, Any]], seeds
     return expand(TRAIN_NOTEBOOK, out, base, points=points, seeds=seeds, where=f"teacher study {out}")
 
 
+def control_epochs(epochs: int, ratio: float) -> int:
+    """The steps control's epochs: as many images, so as many steps, as a Noisy Student's `epochs` at `ratio`."""
+    return round(epochs * (1 + ratio))
+
+
 def study_arms(*, teacher: str, strong_teacher: str, unlabelled: str, ratio: float, threshold: Optional[float],
                targets: list, epochs: int, steps_control: bool = True) -> list[dict[str, Any]]:
     """The students' points: a Noisy Student per target kind, the distilled student (a strong teacher given), and the
-    steps control (the reference recipe for ``round(epochs * (1 + ratio))`` epochs) when there are Noisy Students."""
+    steps control (the reference recipe for :func:`control_epochs`) when there are Noisy Students."""
     arms: list[dict[str, Any]] = [dict(teacher=teacher, unlabelled=unlabelled, pseudo_ratio=ratio, kd_target=t,
                                        **({"pseudo_threshold": threshold} if threshold is not None else {}))
                                   for t in targets]
     if strong_teacher:
         arms.append(dict(teacher=strong_teacher))
     if steps_control and targets:
-        arms.append(dict(epochs=round(epochs * (1 + ratio))))
+        arms.append(dict(epochs=control_epochs(epochs, ratio)))
     return arms
 
 
@@ -159,7 +164,7 @@ def teacher_study(*, recipe: str = "params/demo.yaml", data: str = "default", te
     runs, table, stats = compare_variants(students, reference, fields, metric)
     teachers = {t: load_run(t)["result"] for t in (teacher, strong_teacher) if t}
     _name_arms(runs, table, epochs, teachers)
-    table = against_control(table, stats, control_name(round(epochs * (1 + ratio))))
+    table = against_control(table, stats, control_name(control_epochs(epochs, ratio)))
     folder = out_folder(str(out), out)
     atomic_write_text(folder / "teacher.csv", table.to_csv(index=False))
     atomic_write_text(folder / "teacher_runs.csv", runs.to_csv(index=False))
