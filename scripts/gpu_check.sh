@@ -53,8 +53,9 @@ fi
 steps="env:10 data:40 cuda_tests:30 race:20 census:40 threads:30 bench:60 demo:20 a1_free:25 a1_capped:35 a3_jpeg:35"
 # --quick (under 2 minutes): env, data, race, census (2 and 6 steps), demo (1 epoch)
 [ -n "$quick" ] && steps="env:10 data:40 race:15 census:30 demo:15"
-# a dry run shares a loaded CPU with the test suite: the limits there are 4x (they bound a hang, not a GPU budget)
-scale=1; [ -n "$dry" ] && scale=4
+# a dry run shares a loaded CPU with the test suite: the limits there are 4x (they bound a hang, not a GPU budget),
+# times RSBKIT_TIME_SCALE, how many times slower this host is than the suite's reference host (tests/clock.py)
+scale=1; [ -n "$dry" ] && scale=$(awk -v s="${RSBKIT_TIME_SCALE:-1}" 'BEGIN { if (s + 0 < 1) s = 1; print 4 * s }')
 {
   echo "gpu_check $(date -u +%FT%TZ) on $(hostname) $quick $dry"
   echo "ulimit -n: $(ulimit -n); /dev/shm: $(df -h /dev/shm 2>/dev/null | tail -1)"
@@ -62,7 +63,7 @@ scale=1; [ -n "$dry" ] && scale=4
   command -v nvidia-smi >/dev/null && nvidia-smi 2>&1 | head -20
 } > "$out/env.txt"
 for item in $steps; do
-  step=${item%%:*} limit=$(( ${item##*:} * scale ))
+  step=${item%%:*} limit=$(awk -v l="${item##*:}" -v s="$scale" 'BEGIN { printf "%d", l * s + 0.5 }')
   echo "== $step (limit ${limit} s)"
   rm -f "$out/$step.json"
   timeout --kill-after=5 "$limit" "$python" scripts/gpu_check.py "$step" --out "$out" --limit "$limit" $quick $dry > "$out/$step.log" 2>&1

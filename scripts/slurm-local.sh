@@ -34,9 +34,14 @@ commands=(munged mariadbd mariadb-install-db slurmdbd slurmctld slurmd sbatch sa
 
 say() { echo "slurm-local: $*"; }
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# RSBKIT_TIME_SCALE: how many times slower this host is than the one these waits were written on (the test suite
+# measures it, tests/clock.py); every wait below is multiplied by it
+scale=$(awk -v s="${RSBKIT_TIME_SCALE:-1}" 'BEGIN { if (s + 0 < 1) s = 1; print s }')
+scaled() { awk -v t="$1" -v s="$scale" 'BEGIN { printf "%d", t * s + 0.5 }'; }
 wait_for() {  # seconds, what, command...
-  local t="$1" what="$2"; shift 2
-  for _ in $(seq $((t * 5))); do timeout 5 "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  local t; t=$(scaled "$1"); local what="$2"; shift 2
+  local deadline=$((SECONDS + t))
+  while [ "$SECONDS" -lt "$deadline" ]; do timeout "$(scaled 5)" "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
   say "$what did not come up in $t s; its log: $(ls "$dir"/log/*.log 2>/dev/null | tr '\n' ' ')" >&2
   return 1
 }
@@ -196,7 +201,7 @@ stop_daemons() {  # SIGTERM to all at once (each takes 1-3 s to stop; in turn it
   for d in "$@"; do
     if alive "$dir/run/$d.pid"; then pids+=("$(cat "$dir/run/$d.pid")"); names+=("$d"); kill "${pids[-1]}" 2>/dev/null || true; fi
   done
-  for _ in $(seq 150); do
+  for _ in $(seq "$(scaled 150)"); do
     local left=0 p; for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && left=1; done
     [ "$left" = 0 ] && break; sleep 0.1
   done
@@ -211,7 +216,7 @@ down_quiet() {
   if [ -f "$dir/etc/slurm.conf" ] && alive "$dir/run/slurmctld.pid"; then
     export SLURM_CONF="$dir/etc/slurm.conf"
     scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
-    for _ in $(seq 150); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.1; done
+    for _ in $(seq "$(scaled 150)"); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.1; done
     [ -n "$(squeue -h -o %i 2>/dev/null)" ] && say "jobs still listed after 15 s: $(squeue -h -o '%i %T' | tr '\n' ' ')"
   fi
   # shellcheck disable=SC2046

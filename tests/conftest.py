@@ -1,6 +1,7 @@
 """Shared fixtures: real images in ImageNet folder layout, a smoke recipe, the repo root."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,33 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Every process the suite starts skips the interpreter's final garbage collections (rsbkit.workbook.fast_exit:
 # about a second each, for about a hundred kernels, torchrun workers and Slurm jobs).
 os.environ.setdefault("RSBKIT_FAST_EXIT", "1")
+
+
+def pytest_configure(config):
+    """Measure this host once, in the main process before the workers start (tests/clock.py): every limit in the
+    suite is multiplied by how many times slower it is than the reference host. The workers and every command
+    the tests start read the factor from the environment."""
+    if hasattr(config, "workerinput"):  # a worker: the main process measured
+        return
+    import clock
+
+    if clock.SCALE_ENV in os.environ:
+        config.rsbkit_clock = f"rsbkit time scale {clock.time_scale():.2f} (limits x {clock.time_scale():.2f}): " \
+                              f"set by {clock.SCALE_ENV} in the environment"
+        return
+    measured = clock.measure()
+    scale = clock.scale_from(measured)
+    os.environ[clock.SCALE_ENV] = f"{scale:.2f}"
+    config.rsbkit_clock = clock.describe(measured, scale)
+
+
+def pytest_report_header(config):
+    return getattr(config, "rsbkit_clock", None)
+
+
+def pytest_terminal_summary(terminalreporter, config):  # again at the end, where a failure's reader looks
+    if getattr(config, "rsbkit_clock", None):
+        terminalreporter.write_line(config.rsbkit_clock)
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest without the xdist plugin (-p no:xdist, or an image without it) still runs
@@ -44,6 +72,16 @@ def pytest_collection_modifyitems(items):
     def cost(item) -> float:
         marker = item.get_closest_marker("cost")
         return marker.args[0] if marker else 0.0
+
+    import clock
+
+    scale = clock.time_scale()
+    default = float(items[0].config.getini("timeout") or 0) if items else 0.0
+    for item in items:  # pytest-timeout's limit (a hang's), per test, on this host's clock
+        marker = item.get_closest_marker("timeout")
+        written = float(marker.args[0]) if marker and marker.args else default
+        if written and scale != 1:
+            item.add_marker(pytest.mark.timeout(written * scale))
 
     items.sort(key=lambda item: -cost(item))
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -101,10 +139,28 @@ def smoke_recipe():
     return smoke(A3, batch_size=16)
 
 
-def run_cli(*args: str, timeout: int = 600):
+def run_whole(cmd, *, timeout: float, **kwargs):
+    """subprocess.run(cmd, capture_output=True, text=True) with `timeout` (seconds on the reference host, scaled
+    by tests/clock.py) ending the command whole: it runs in a session of its own, and a timeout, or the test
+    being stopped, kills that session, not only its first process."""
+    import signal
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "rsbkit", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    import clock
+
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          **kwargs) as proc:
+        try:
+            out, err = proc.communicate(timeout=clock.limit(timeout))
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_cli(*args: str, timeout: float = 600):
+    return run_whole([sys.executable, "-m", "rsbkit", *args], timeout=timeout, cwd=ROOT)
 
 
 @pytest.fixture

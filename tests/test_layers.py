@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from clock import limit
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rsbkit"
 # imported inside functions on purpose: heavy or optional, not needed to train a recipe
@@ -119,5 +120,5 @@ def test_only_rsbkits_own_processes_skip_the_final_garbage_collection(env, froze
     environ = {k: v for k, v in os.environ.items() if k != "RSBKIT_FAST_EXIT"}
     if env is not None:
         environ["RSBKIT_FAST_EXIT"] = env
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=environ)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=limit(60), env=environ)
     assert out.returncode == 0 and out.stdout.strip() == f"frozen {frozen}", out

@@ -29,6 +29,7 @@ from timm.utils import distribute_bn
 
 from .devices import pick_device
 from .errors import DistributedError, RsbkitError, RunError
+from .processes import die_with_parent
 
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 BACKENDS = ("nccl", "gloo")
@@ -247,7 +248,8 @@ def stream(cmd: Sequence[str], *, log: Callable[[str], None] = print, env: Optio
     it prints: a quiet process (``--progress none``) is followed all the same."""
 
     log("$ " + shlex.join(cmd))
-    with subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd) as proc:
+    with subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                          preexec_fn=die_with_parent()) as proc:  # torchrun ends with the kernel that started it
         assert proc.stdout is not None
         fd, pending = proc.stdout.fileno(), b""
         try:

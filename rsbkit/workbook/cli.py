@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Optional
@@ -134,10 +135,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that what it started is stopped on the way out as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv is None:  # a process of its own (python -m rsbkit, the rsbkit script), not a call from Python
         os.environ[FAST_EXIT] = "1"  # and the kernels, torchrun workers and sweep points it starts
         fast_exit()
+        # SIGTERM (a timeout's, a scheduler's) stops a notebook or sweep whole: its kernels save what they have and end.
+        # SIGKILL cannot be caught: the children end by their parent-death signal (rsbkit.core.processes).
+        signal.signal(signal.SIGTERM, _terminate)
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for records
     try:
@@ -145,9 +157,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RsbkitError as exc:
         print(f"rsbkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"rsbkit {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"rsbkit {args.command}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 def _run(args: argparse.Namespace) -> int:

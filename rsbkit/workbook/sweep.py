@@ -65,6 +65,7 @@ import yaml
 
 from ..core.errors import RsbkitError, RunLockedError, RunWriteError
 from ..core.paths import find_path, output_path
+from ..core.processes import die_with_parent
 from ..core.recipes import load_recipe, recipe_fields
 from ..core.runs import POINT_LOCK_FILE, RunLock, atomic_file, atomic_write_text, stamped_folder, write_failure
 from .table import SWEEP_POINT, load_runs
@@ -414,30 +415,31 @@ def _run_locked_point(notebook: Path, point: Point, *, kernel: str, env: Optiona
     atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
     cmd = [sys.executable, "-m", "papermill", str(notebook), str(working), "-f", str(param_file), "-k", kernel,
            "--cwd", os.getcwd(), "--log-output", "--no-progress-bar"]
-    t0 = time.perf_counter()
+    t0, interrupted = time.perf_counter(), None
     with open(run_dir / "papermill.log", "a" if attempt > 1 else "w") as logfile:  # earlier attempts' logs stay
         if attempt > 1:
             logfile.write(f"\n===== attempt {attempt}{' (resumes from last.pt)' if record['resumed'] else ''} =====\n")
             logfile.flush()
         for start in range(1, KERNEL_STARTS + 1):
             begin = logfile.tell()
-            with subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **PAPERMILL_ENV, **(env or {})}) as proc:
+            with subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **PAPERMILL_ENV, **(env or {})},
+                                  preexec_fn=die_with_parent()) as proc:  # papermill, and so its kernel, end with us
                 if started is not None:
                     started(proc)
                 try:
                     code = proc.wait()
-                except BaseException:  # interrupted here: stop the kernel too, it would train on unseen
+                except BaseException as exc:  # Ctrl-C or SIGTERM here: stop the kernel too, it would train on unseen
                     stop_point(proc)
-                    raise
+                    code, interrupted = proc.poll() or -1, exc
             logfile.flush()
-            if code == 0 or start == KERNEL_STARTS or not kernel_port_clash(_read_from(logfile.name, begin)):
+            if interrupted is not None or code == 0 or start == KERNEL_STARTS or not kernel_port_clash(_read_from(logfile.name, begin)):
                 break
             # nothing ran: the kernel could not bind its ports (another kernel starting at the same moment took one)
             logfile.write(f"\n===== the kernel did not start (port already in use); starting it again ({start + 1}/{KERNEL_STARTS}) =====\n")
             logfile.flush()
     wall = round(time.perf_counter() - t0, 2)
-    error = None
-    if code != 0:
+    error = f"interrupted ({interrupted or type(interrupted).__name__})" if interrupted is not None else None
+    if code != 0 and error is None:
         error = _notebook_error(working) if working.exists() else None
         if error is None:
             tail = (run_dir / "papermill.log").read_text().strip().splitlines()[-1:] or [f"exit code {code}"]
@@ -456,6 +458,8 @@ def _run_locked_point(notebook: Path, point: Point, *, kernel: str, env: Optiona
         atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
     except RsbkitError as exc:
         record.update(status="failed", error=f"{error}; {exc}" if error else str(exc))
+    if interrupted is not None:  # recorded, the notebook kept: now the interruption goes on its way
+        raise interrupted
     return PointResult(point.name, record["status"], record["error"], wall, run_dir, output)
 
 
@@ -550,14 +554,20 @@ def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print
     log(f"sweep {sweep.out}: {len(sweep.points)} points, {len(sweep.points) - len(todo)} already completed, "
         f"running {len(todo)} ({jobs} at a time{f' over GPUs {gpus}' if len(gpus) > 1 else ''})")
 
+    running: dict[str, subprocess.Popen] = {}  # each running point's papermill: stopped whole if we are interrupted
+    stopping = False
+
     def one(point: Point) -> PointResult:
         slot = slots.get()
         try:
+            if stopping:
+                return PointResult(point.name, "interrupted", None, 0.0, point.run_dir, point.run_dir / sweep.notebook.name)
             env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if len(gpus) > 1 else None
             said = False
 
-            def started(_proc) -> None:  # the point's lock is held and it was not completed: it runs here
+            def started(proc) -> None:  # the point's lock is held and it was not completed: it runs here
                 nonlocal said
+                running[point.name] = proc
                 if not said:  # once, also when a kernel that could not bind its port is started again
                     said = True
                     log(f"  start {point.name}" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if env else ""))
@@ -575,8 +585,16 @@ def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print
         finally:
             slots.put(slot)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         ran = {r.name: r for r in pool.map(one, todo)}
+    except BaseException:  # Ctrl-C, or SIGTERM through the command line: the running points stop as a whole, now
+        stopping = True
+        for proc in list(running.values()):
+            stop_point(proc)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return summarize(sweep, ran, log=log)
 
 

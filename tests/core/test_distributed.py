@@ -13,7 +13,8 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, free_port
+from clock import limit
+from conftest import ROOT, free_port, run_whole
 
 from rsbkit.core.distributed import Dist, launcher_env, pick_backend, torchrun_command
 from rsbkit.core.errors import DistributedError
@@ -33,8 +34,7 @@ DATA_ARGS = ["--limit-train", "64", "--limit-val", "32", "--device", "cpu", "--w
 
 
 def torchrun(nproc: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    cmd = torchrun_command(nproc, [*args])
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return run_whole(torchrun_command(nproc, [*args]), timeout=timeout, cwd=ROOT)
 
 
 def weights(run_dir) -> dict[str, torch.Tensor]:
@@ -176,7 +176,7 @@ def test_two_nodes_train_like_two_local_processes(recipe_file, standalone_two, t
     """``torchrun --nnodes=2 --nproc_per_node=1 --rdzv-backend=c10d``: the same weights as the 2-process
     ``--standalone`` run (which matches one process, test above), rank 0 alone writes the folder."""
     nodes = two_nodes(str(recipe_file), "--out", str(tmp_path / "nodes"), *DATA_ARGS)
-    outs = [node.communicate(timeout=300)[0] for node in nodes]
+    outs = [node.communicate(timeout=limit(300))[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
     a, b = weights(standalone_two[0]), weights(tmp_path / "nodes")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -194,10 +194,10 @@ def test_a_lost_node_stops_the_other_with_a_message(recipe_file, tmp_path, cli):
     out = tmp_path / "run"
     nodes = two_nodes(str(recipe_file), "--out", str(out), "--set", "epochs=200", *DATA_ARGS)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + limit(180)
         while not (out / "last.pt").exists() and time.monotonic() < deadline and all(n.poll() is None for n in nodes):
             time.sleep(0.1)
-        assert (out / "last.pt").exists(), nodes[0].communicate(timeout=60)[0][-3000:]
+        assert (out / "last.pt").exists(), nodes[0].communicate(timeout=limit(60))[0][-3000:]
         # one writer across the nodes: a third process cannot train into the folder
         third = cli("train", str(recipe_file), "--out", str(out), *DATA_ARGS)
         assert third.returncode == 2 and "is in use by another writer" in third.stderr, third.stderr
@@ -214,7 +214,7 @@ def test_a_lost_node_stops_the_other_with_a_message(recipe_file, tmp_path, cli):
             proc.kill()
         t0 = time.monotonic()
         [survivor] = [n for n in nodes if n is not lost]
-        said = survivor.communicate(timeout=120)[0]
+        said = survivor.communicate(timeout=limit(120))[0]
         took = time.monotonic() - t0
     finally:
         for node in nodes:
@@ -241,12 +241,12 @@ def test_sigterm_records_interrupted_and_keeps_the_checkpoint(recipe_file, tmp_p
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "rsbkit", "train", str(recipe_file), "--out", str(out),
                              "--set", "epochs=200", *DATA_ARGS], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + limit(120)
     while not (out / "last.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert (out / "last.pt").exists(), proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=limit(60))
     assert proc.returncode == 130 and "rsbkit train: interrupted" in err
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "interrupted" and result["error"] == "Terminated: signal SIGTERM"
@@ -343,7 +343,7 @@ def test_batchnorm_statistics_are_averaged_over_processes(tmp_path):
     recipe.write_text(A3.replace(**{**DETERMINISTIC, "model": "resnet10t", "epochs": 1}).to_yaml())  # BatchNorm
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(probe), str(tmp_path),
            str(recipe)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    res = run_whole(cmd, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     params = [torch.load(tmp_path / f"params-rank{r}.pt") for r in range(2)]
     assert max_difference(*params) == 0
@@ -406,9 +406,9 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
     procs = [ctx.Process(target=_flag_on_rank, args=(r, init, answers)) for r in range(2)]
     for p in procs:
         p.start()
-    got = sorted(answers.get(timeout=120) for _ in procs)
+    got = sorted(answers.get(timeout=limit(120)) for _ in procs)
     for p in procs:
-        p.join(timeout=60)
+        p.join(timeout=limit(60))
     assert got == [(0, True, False), (1, True, False)]
 
 

@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from clock import limit
 from PIL import Image
 
 from rsbkit.core.augment import DeviceAugment, Policy, decode_images, draw
@@ -360,7 +361,7 @@ def test_many_files_per_batch_fit_a_small_descriptor_limit(tmp_path, embedded):
         n = sum(len(images) for images, _, _ in source.epoch(0, torch.Generator().manual_seed(0)))
         print("images", n)
     """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=limit(120))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "images 896" in res.stdout  # 7 whole batches of 128
 

@@ -19,6 +19,7 @@ import time
 import urllib.request
 
 import pytest
+from clock import limit
 from conftest import ROOT, figures, free_port, outputs, texts
 
 from rsbkit.workbook.sweep import export_html
@@ -132,10 +133,10 @@ def lab(tmp_path_factory):
          f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={base / 'root'}"],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    deadline = time.time() + limit(120)
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r:
+            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=limit(2)) as r:
                 if r.status == 200:
                     break
         except OSError:
@@ -147,7 +148,7 @@ def lab(tmp_path_factory):
     yield url, token, base / "root"
     server.terminate()
     try:
-        server.wait(timeout=20)
+        server.wait(timeout=limit(20))
     except subprocess.TimeoutExpired:
         server.kill()
     log.close()
@@ -187,8 +188,8 @@ def _run_all_cells(page, seen: list[str], timeout_s: float = 300) -> None:
         idle = not state["busy"]
         idle_since = (idle_since or time.time()) if idle else None
         if attempts == 0 or (idle_since and time.time() - idle_since > 10 and attempts < 4):
-            page.get_by_role("menuitem", name="Run").first.click(timeout=10_000)
-            page.get_by_text("Run All Cells", exact=True).click(timeout=10_000)
+            page.get_by_role("menuitem", name="Run").first.click(timeout=limit(10) * 1000)
+            page.get_by_text("Run All Cells", exact=True).click(timeout=limit(10) * 1000)
             attempts, idle_since = attempts + 1, None
         page.wait_for_timeout(500)
     raise AssertionError(f"the cells did not all run within {timeout_s:.0f} s ({attempts} x Run All Cells): {state}")
@@ -224,8 +225,8 @@ def _draw(figure, tries: int = 3) -> None:
     the locator finds the new one on the next try."""
     for attempt in range(tries):
         try:
-            figure.scroll_into_view_if_needed(timeout=10_000)
-            figure.hover(position={"x": 5, "y": 5}, timeout=10_000)
+            figure.scroll_into_view_if_needed(timeout=limit(10) * 1000)
+            figure.hover(position={"x": 5, "y": 5}, timeout=limit(10) * 1000)
             return
         except Exception as exc:  # playwright's Error (imported with the browser, in the fixture)
             if attempt == tries - 1 or "not attached" not in str(exc):
@@ -238,9 +239,9 @@ def _save(page, path) -> None:
     Jupyter writes the file in place (after a backup copy), so a read can catch it half written: wait until it
     parses, holds outputs and has not changed for half a second."""
     before = path.stat().st_mtime_ns
-    page.get_by_role("menuitem", name="File").first.click(timeout=10_000)
-    page.get_by_text("Save Notebook", exact=True).first.click(timeout=10_000)
-    deadline, seen = time.time() + 60, None
+    page.get_by_role("menuitem", name="File").first.click(timeout=limit(10) * 1000)
+    page.get_by_text("Save Notebook", exact=True).first.click(timeout=limit(10) * 1000)
+    deadline, seen = time.time() + limit(60), None
     while True:
         assert time.time() < deadline, f"{path.name} was not saved within 60 s"
         page.wait_for_timeout(500)
@@ -274,13 +275,13 @@ def _explore(browser, url: str, token: str, name: str, attempt: int, root) -> li
     page.on("pageerror", lambda e: None if PLOTLY_RESIZE in str(e) else errors.append(f"page error: {e}"))
     try:
         page.goto(f"{url}/lab/workspaces/test-{tag}-{attempt}/tree/{name}.ipynb?reset&token={token}")
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=limit(120) * 1000)
         _run_all_cells(page, dialogs)
         assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
         label = NOTEBOOKS[name][0]
         if label:
             plot = page.locator(".widget-vbox .js-plotly-plot").first  # the explorer's figure
-            plot.wait_for(state="attached", timeout=60_000)
+            plot.wait_for(state="attached", timeout=limit(60) * 1000)
             plot.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / f"{tag}-ran.png"))
             before = plot.evaluate("el => JSON.stringify(el.data)")
@@ -291,7 +292,7 @@ def _explore(browser, url: str, token: str, name: str, attempt: int, root) -> li
             handle = slider.locator(".noUi-handle").first
             handle.focus()
             handle.press("ArrowLeft")
-            deadline = time.time() + 60
+            deadline = time.time() + limit(60)
             after = before
             while after == before and time.time() < deadline:
                 page.wait_for_timeout(250)
@@ -301,7 +302,7 @@ def _explore(browser, url: str, token: str, name: str, attempt: int, root) -> li
             assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
         else:
             figures = page.locator(".jp-Notebook .jp-RenderedPlotly, .jp-Notebook .jp-RenderedImage img")
-            figures.last.wait_for(state="attached", timeout=60_000)
+            figures.last.wait_for(state="attached", timeout=limit(60) * 1000)
             assert figures.count() >= 4, f"the tour shows {figures.count()} figures"
         for viewport in VIEWPORTS:
             _fits(page, name, viewport)

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from clock import limit
+from conftest import ROOT, run_whole
 from PIL import Image
 
 from rsbkit.workbook.bench import IMAGENET_SIZE, write_jpegs
@@ -29,8 +30,7 @@ def gpu_check_dry_run(tmp_path_factory):
     import os
 
     out = tmp_path_factory.mktemp("gpu-check")
-    res = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT,
+    res = run_whole(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--out", str(out)], timeout=600, cwd=ROOT,
                          env={**os.environ, "GPU_CHECK_REFUSE": ",".join(GPU_IMAGE_LACKS)})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return out, res.stdout
@@ -130,7 +130,7 @@ def test_import_guard_refuses_and_names_the_importer(tmp_path):
             f"gpu_check._guard_imports(pathlib.Path({str(tmp_path)!r}), 'probe'); import rsbkit.workbook.figures")
     import os
 
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=limit(120),
                          env={**os.environ, "GPU_CHECK_REFUSE": "plotly"})
     assert res.returncode != 0 and "not on the GPU machine's image" in res.stderr
     assert "probe: import plotly" in (tmp_path / "refused-imports.txt").read_text()

@@ -8,6 +8,7 @@ import sys
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from clock import limit
 
 from rsbkit.workbook.figures import PLOTLY_MIME, bundle, cliff_figure, curves_figure, save_figure
 
@@ -78,7 +79,7 @@ def test_a_missing_or_broken_chromium_gives_html_instead_of_a_hang(tmp_path):
             "    for i in range(2):\n"
             f"        files = figures.save_figure(go.Figure(go.Scatter(x=[1, 2], y=[2, 1])), r'{tmp_path}/fig' + str(i))\n"
             "        print(files.png, files.html is not None and files.html.is_file(), files.note)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=limit(90))
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     assert len(lines) == 4 and all(line.startswith("None True static PNG export failed (") for line in lines), out.stdout

@@ -13,7 +13,8 @@ import nbformat
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, figures, texts
+from clock import limit
+from conftest import ROOT, figures, run_whole, texts
 
 pytestmark = pytest.mark.cost(130)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
@@ -42,7 +43,7 @@ def test_reading_a_notebook_builds_no_iri_parser():
     """nbformat (papermill, the HTML export, Jupyter) imports jsonschema's format checkers; from 4.25 these import
     rfc3987-syntax, which builds a Lark parser: 1.2-1.5 s per process (pyproject.toml keeps jsonschema below it)."""
     code = "import sys, nbformat, nbformat.validator; print(sorted(m for m in sys.modules if m.startswith(('rfc3987', 'lark'))))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=limit(60))
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
@@ -71,7 +72,7 @@ def test_train_notebook_bad_field_fails_in_the_validation_cell(tmp_path):
     failed = tmp_path / "failed.ipynb"
     out = subprocess.run([sys.executable, "-m", "papermill", "notebooks/procedures/train.ipynb", str(failed), "-k", "python3",
                           "-p", "recipe", "params/smoke.yaml", "-y", "overrides: {lrr: 0.1}"],
-                         capture_output=True, text=True, cwd=ROOT)
+                         capture_output=True, text=True, cwd=ROOT, timeout=limit(300))
     assert out.returncode != 0 and "unknown recipe field 'lrr'; did you mean 'lr'" in out.stderr
     nb = nbformat.read(failed, as_version=4)
     assert "papermill-error-cell-tag" in nb.cells[0].metadata.get("tags", [])  # papermill's banner on top
@@ -113,7 +114,7 @@ def installed(tmp_path_factory) -> Path:
 def run_installed(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """A command with the installed copy first on the path, from a folder that is not the checkout."""
     env = {**os.environ, "PYTHONPATH": str(installed)}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return run_whole([sys.executable, *args], cwd=cwd, env=env, timeout=600)
 
 
 def test_the_wheel_ships_every_notebook_and_the_library_finds_them(installed, tmp_path):

@@ -14,7 +14,8 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from clock import limit
+from conftest import ROOT, run_cli, run_whole
 
 from rsbkit.core.checkpoint import load_checkpoint
 from rsbkit.core.distributed import torchrun_command
@@ -68,7 +69,7 @@ def test_a_second_writer_fails_at_once_and_a_killed_holder_leaves_no_lock(tmp_pa
     assert result["status"] == "running" and [a["pid"] for a in result["attempts"]] == [first.pid]
     # kill -9: the lock goes with the process (the file stays), and the next launch proceeds
     first.send_signal(signal.SIGKILL)
-    first.wait(timeout=60)
+    first.wait(timeout=limit(60))
     assert (out / LOCK_FILE).exists()
     done = run_cli("train", "params/smoke.yaml", "--out", str(out), "--resume", "--stop-after", "2", *DATA,
                    "--set", "epochs=200")
@@ -85,7 +86,7 @@ def test_torchrun_ranks_all_stop_when_the_folder_is_in_use(tmp_path):
     out = tmp_path / "run"
     with RunLock(out):  # this test process holds the folder
         cmd = torchrun_command(2, ["params/smoke.yaml", "--out", str(out), *DATA])
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        res = run_whole(cmd, timeout=300, cwd=ROOT)
     assert res.returncode != 0
     assert f"rsbkit train: error: run folder {out} is in use by another writer: host" in res.stderr
     assert f"PID {os.getpid()}" in res.stderr
@@ -109,7 +110,7 @@ def test_two_sweeps_over_one_folder_run_each_point_once(tmp_path):
                           "grid: {lr: [0.001, 0.002]}\n")
     cmd = [sys.executable, "-m", "rsbkit", "sweep", str(sweep_file)]
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
+    outs = [p.communicate(timeout=limit(600)) for p in procs]
     assert all(p.returncode == 0 for p in procs), [(p.returncode, o[0][-2000:], o[1][-2000:]) for p, o in zip(procs, outs)]
     logs = "".join(o[0] for o in outs)
     for name in ("lr=0.001", "lr=0.002"):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from clock import limit
 from conftest import free_port
 
 from rsbkit.core.checkpoint import load_checkpoint
@@ -54,7 +55,7 @@ def sweep_file(folder: Path, grid: dict, **parameters) -> Path:
 
 
 def slurm_cmd(*args: str) -> str:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=60, check=True).stdout
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=limit(60), check=True).stdout
 
 
 def job_ids(out: Path) -> dict[str, str]:
@@ -72,7 +73,7 @@ def wait_for(condition, seconds: float, what: str) -> None:
 def slurm(tmp_path_factory):
     """The local cluster, up for this file; SLURM_CONF points at it."""
     folder = tmp_path_factory.mktemp("slurm")
-    up = subprocess.run(["bash", SLURM, "up", str(folder)], capture_output=True, text=True, timeout=300)
+    up = subprocess.run(["bash", SLURM, "up", str(folder)], capture_output=True, text=True, timeout=limit(300))
     if up.returncode != 0 and "is not installed" in up.stderr and os.geteuid() != 0:
         pytest.skip(f"no Slurm here and no root to install it: {up.stderr.strip()}")
     logs = "".join(f"\n--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted((folder / "log").glob("*.log")))
@@ -84,7 +85,7 @@ def slurm(tmp_path_factory):
         yield folder
     finally:
         patch.undo()
-        down = subprocess.run(["bash", SLURM, "down", str(folder)], capture_output=True, text=True, timeout=120)
+        down = subprocess.run(["bash", SLURM, "down", str(folder)], capture_output=True, text=True, timeout=limit(120))
         assert down.returncode == 0, down.stdout + down.stderr
         assert "jobs still listed" not in down.stdout, down.stdout
 
@@ -191,7 +192,7 @@ def test_one_run_on_two_nodes_through_srun_and_torchrun(slurm, tmp_path):
     job = subprocess.run(["sbatch", "--wait", "--nodes=2", "-o", str(tmp_path / "job.out"), str(ROOT / "scripts/slurm-train.sbatch"),
                           str(ROOT / "params/smoke.yaml"), "--out", str(out), "--limit-train", "64", "--limit-val", "32",
                           "--device", "cpu", "--workers", "0", "--progress", "line"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+                         capture_output=True, text=True, timeout=limit(300), cwd=ROOT, env=env)
     log = (tmp_path / "job.out").read_text() if (tmp_path / "job.out").exists() else ""
     assert job.returncode == 0, job.stdout + job.stderr + log[-3000:]
     result = json.loads((out / "result.json").read_text())
