@@ -314,7 +314,9 @@ class Draws:
     bicubic: Optional[torch.Tensor] = None  # (layers, B) bool: resampling of the geometric ops; None = bilinear
 
 
-INTERPOLATIONS = ("bilinear", "bicubic", "random")
+# The train_interpolation values (rsbkit.core.recipes.INTERPOLATIONS) RandAugment's geometric ops resample with here:
+# timm's, but for nearest, which only its loader path has (check_device_recipe sends such a recipe there).
+DEVICE_INTERPOLATIONS = ("bilinear", "bicubic", "random")
 
 
 def draw(policy: Policy, batch: int, *, device=None, generator: Optional[torch.Generator] = None,
@@ -329,8 +331,8 @@ def draw(policy: Policy, batch: int, *, device=None, generator: Optional[torch.G
         magnitude = magnitude + policy.magnitude_std * torch.randn(shape, device=device, generator=generator)
     magnitude = magnitude.clamp(0.0, policy.magnitude_max or LEVEL_DENOM)
     negate = torch.rand(shape, device=device, generator=generator) > 0.5
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation={interpolation!r}: use one of {', '.join(INTERPOLATIONS)}")
+    if interpolation not in DEVICE_INTERPOLATIONS:
+        raise ValueError(f"interpolation={interpolation!r}: use one of {', '.join(DEVICE_INTERPOLATIONS)}")
     bicubic = None
     if interpolation == "random":  # timm: random.choice((BILINEAR, BICUBIC)) per op call
         bicubic = torch.rand(shape, device=device, generator=generator) < 0.5
@@ -443,6 +445,9 @@ def check_device_recipe(recipe) -> None:
     if recipe.aa and not str(recipe.aa).startswith("rand"):
         raise RecipeError(f"{recipe.name}: aa={recipe.aa!r} runs only in the loader (the device path has timm's RandAugment); "
                           "set augment_on: loader, or a rand-... string")
+    if recipe.aa and recipe.train_interpolation not in DEVICE_INTERPOLATIONS:
+        raise RecipeError(f"{recipe.name}: train_interpolation {recipe.train_interpolation!r} has no device RandAugment here "
+                          f"({', '.join(DEVICE_INTERPOLATIONS)}); set augment_on: loader (timm's per-image transform)")
 
 
 def supports_device(recipe) -> bool:

@@ -43,6 +43,12 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     return contextlib.nullcontext()
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA's; a CPU's is done already): what a timed section starts and ends with."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def cpu_cores() -> int:
     """Cores this process may run on (the affinity mask: what Slurm or taskset granted)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .checkpoint import check_format, is_timm_checkpoint, read_checkpoint, timm_weights
-from .devices import autocast, device_name, pick_device
+from .devices import autocast, device_name, pick_device, synchronize
 from .errors import CheckpointError, RecipeError
 from .recipes import Recipe
 
@@ -153,11 +153,6 @@ def count_macs(model: nn.Module, res: int, device: Union[str, torch.device] = "c
     return counter.get_total_flops() / 2 / 1e9
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_speed(model: nn.Module, res: int, *, batch: int, device: torch.device, train: bool, steps: int = 10,
                   warmup: int = 3, amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False) -> dict[str, Any]:
     """Images per second of training steps (forward, backward, SGD step) or inference, timed between
@@ -183,13 +178,13 @@ def measure_speed(model: nn.Module, res: int, *, batch: int, device: torch.devic
 
     for _ in range(warmup):
         step()
-    _sync(device)
+    synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - t0
     peak = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
     return dict(imgs_per_s=round(batch * steps / seconds, 1), peak_mem_mb=peak)

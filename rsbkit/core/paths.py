@@ -18,6 +18,13 @@ def project_root() -> Optional[Path]:
     return root if ok else None
 
 
+def checkout_path(*parts: str) -> Optional[Path]:
+    """`parts` inside the source checkout (``checkout_path("findings")``), or None for an installed rsbkit, which has
+    no checkout: params/, findings/ and the rest of the repository are not in the wheel."""
+    root = project_root()
+    return root.joinpath(*parts) if root is not None else None
+
+
 def _inside_root() -> Optional[Path]:
     root = project_root()
     if root is None:

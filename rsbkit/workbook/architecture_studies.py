@@ -24,8 +24,8 @@ from ..core.models import profile, profile_models
 from ..core.recipes import load_recipe
 from .paper import PUBLISHED_POINTS, TABLE3, TABLE5
 from .sweep import Point, Sweep, expand, find_notebook, notebook_parameters, point_label, route_parameters, run_and_load
+from .train_and_evaluate import TRAIN_NOTEBOOK
 
-TRAIN_NOTEBOOK = "notebooks/procedures/train.ipynb"  # found in the checkout or the installed package (sweep.find_notebook)
 RUN_COLUMNS = ["status", "final_top1", "best_top1", "wall_s", "imgs_per_s", "error"]
 
 

@@ -41,14 +41,16 @@ from PIL import Image
 
 from ..core import __version__
 from ..core.data import Data, ImageFiles, TrainInput, input_kind, load_data
-from ..core.devices import autocast, cpu_cores, default_workers, device_name, peak_mem_mb, pick_device
+from ..core.devices import autocast, cpu_cores, default_workers, device_name, peak_mem_mb, pick_device, synchronize
 from ..core.errors import RunError
 from ..core.losses import create_loss
 from ..core.models import create_model
 from ..core.optim import create_optimizer
+from ..core.paths import checkout_path
 from ..core.recipes import A3, Recipe, load_recipe, plan_batch
 from ..core.teacher import distill_loss, load_teacher, loss_weights
 from ..core.train import train
+from .train_and_evaluate import DEMO_RECORD
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina", "immunohistochemistry")
 IMAGENET_SIZE = (500, 375)  # the most common ImageNet image size (width, height)
@@ -78,9 +80,14 @@ def default_config(device: torch.device, quick: bool = False, data: Optional[str
         return BenchConfig(recipe, data or "jpegs", steps=3, warmup=1, jpegs=96, device=str(device), quick=True)
     if device.type == "cuda":
         return BenchConfig(A3.replace(batch_size=256), data or "jpegs", device=str(device), end_to_end_steps=100)
-    demo = Path(__file__).resolve().parents[2] / "params" / "demo.yaml"
-    recipe = load_recipe(demo) if demo.is_file() else A3.replace(model="resnet18", train_res=32, test_res=32, batch_size=256)
-    return BenchConfig(recipe, data or "default", steps=20, warmup=3, device=str(device))
+    return BenchConfig(load_recipe(demo_recipe()), data or "default", steps=20, warmup=3, device=str(device))
+
+
+def demo_recipe() -> Path:
+    """The demo recipe's file: params/demo.yaml in a source checkout; in an installed rsbkit, whose wheel has no
+    params/, the resolved recipe.yaml of the demo run the package ships (the same recipe, tests/workbook/test_bench.py
+    checks it)."""
+    return checkout_path("params", "demo.yaml") or DEMO_RECORD / "recipe.yaml"
 
 
 # ---------------------------------------------------------------- ImageNet-like JPEGs
@@ -150,11 +157,6 @@ def _entry(name: str, cfg: BenchConfig, device: torch.device, images: int, secon
                 images=images, seconds=round(seconds, 3), device=str(device))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _reset_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -189,7 +191,7 @@ def model_step(cfg: BenchConfig, device: torch.device, *, plain: bool) -> dict[s
     model.train()
     for i in range(cfg.warmup + cfg.steps):
         if i == cfg.warmup:
-            _sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
         with autocast(device, amp_dtype):
             out = step_model(x)
@@ -202,16 +204,16 @@ def model_step(cfg: BenchConfig, device: torch.device, *, plain: bool) -> dict[s
         optimizer.zero_grad(set_to_none=True)
         if plain:
             loss.item()  # the running loss printed every step: a host-device sync
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - t0
     extra = {}
     if teacher is not None:  # the teacher's forward alone, on the same batches, in the same precision
-        _sync(device)
+        synchronize(device)
         t1 = time.perf_counter()
         for _ in range(cfg.steps):
             with autocast(device, amp_dtype):
                 teacher.logits(x)
-        _sync(device)
+        synchronize(device)
         extra = dict(teacher=teacher.model_name, teacher_share=round((time.perf_counter() - t1) / seconds, 3))
     return _entry("model_step_plain" if plain else "model_step", cfg, device, cfg.steps * r.batch_size, seconds,
                   precision=str(amp_dtype).replace("torch.", "") if amp_dtype else "float32", channels_last=channels_last,
@@ -245,14 +247,14 @@ def input_path(cfg: BenchConfig, device: torch.device, data, augment_on: str) ->
                 continue
             batches += 1
             if batches == warmup:
-                _sync(device)
+                synchronize(device)
                 t0 = time.perf_counter()
             elif batches > warmup:
                 n += len(images)
             if batches == warmup + cfg.steps:
                 break
         epoch += 1
-    _sync(device)
+    synchronize(device)
     return _entry(f"input_{augment_on}", cfg, device, n, time.perf_counter() - t0, workers=workers, input=kind,
                   channels_last=r.channels_last)
 

@@ -22,10 +22,10 @@ import yaml
 
 from ..core.errors import RunError
 from ..core.models import create_model
-from ..core.paths import find_path
+from ..core.paths import checkout_path, find_path
 from ..core.recipes import load_recipe
 from ..core.runs import atomic_write_text
-from .run_studies import load_seed_stats
+from .run_studies import COMMITTED_SEED_STATS, SMOKE_LIMITS, load_seed_stats
 from .study_stats import Z95, SeedStats
 from .sweep import Sweep, expand, load_sweep, run_and_load
 from .table import load_runs
@@ -34,12 +34,10 @@ from .train_and_evaluate import none_if_empty, out_folder
 ARCHITECTURE_FIELDS = ("model", "attn_layer", "width")  # a step changing one of these changes the architecture
 SCALES = {  # scale -> what it does to every point of the sweep file
     "demo": "the sweep file as written",
-    "smoke": "1 epoch in 10 (at least 1) on at most 512 train / 256 test images, into <out>-smoke: a look at the "
-             "study's shape in minutes, not a result",
+    "smoke": f"1 epoch in 10 (at least 1) on at most {SMOKE_LIMITS['limit_train']} train / {SMOKE_LIMITS['limit_val']} "
+             "test images, into <out>-smoke: a look at the study's shape in minutes, not a result",
 }
-SMOKE_LIMITS = dict(limit_train=512, limit_val=256)
-FINDINGS = Path(__file__).resolve().parents[2] / "findings"  # a source checkout's committed studies
-DEFAULT_SEED_STATS = FINDINGS / "seed_stats.json"
+FINDINGS = checkout_path("findings")  # a source checkout's committed studies (None for an installed rsbkit)
 
 
 # ------------------------------------------------------------------ the sweep at a scale
@@ -111,7 +109,7 @@ def with_top1(runs, metric: str = "final_top1"):
 def read_seed_stats(seed_stats: Optional[str]) -> Optional[SeedStats]:
     """A seed study's statistics (``seed_stats.json``); "auto": the committed demo seed study; empty: none."""
     if seed_stats == "auto":
-        seed_stats = str(DEFAULT_SEED_STATS) if DEFAULT_SEED_STATS.is_file() else None
+        seed_stats = str(COMMITTED_SEED_STATS) if COMMITTED_SEED_STATS and COMMITTED_SEED_STATS.is_file() else None
     return load_seed_stats(seed_stats)
 
 
@@ -388,14 +386,14 @@ def committed_findings(folder: Optional[str] = None, recipe_wd: float = 1e-4) ->
     folder = find_path(folder) if folder else FINDINGS
     additive = split = cells = None
     lines = []
-    if (folder / "additive.csv").is_file():
+    if folder and (folder / "additive.csv").is_file():
         additive = pd.read_csv(folder / "additive.csv")
         split = additive_split(additive)
         lines.append("Additive study: " + additive_sentence(split, additive["n"]))
     else:
         lines.append("The additive study is not in findings/ yet: notebooks/studies/additive.ipynb runs it "
                      "(25 runs at demo scale, about 10 to 20 epochs each)")
-    if (folder / "weight_decay.csv").is_file():
+    if folder and (folder / "weight_decay.csv").is_file():
         cells = pd.read_csv(folder / "weight_decay.csv")
         lines.append("Weight decay: " + weight_decay_verdict(cells, recipe_wd))
     else:

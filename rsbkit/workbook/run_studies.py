@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import RunError
-from ..core.paths import find_path
+from ..core.paths import checkout_path, find_path
 from ..core.recipes import EXECUTION_FIELDS, recipe_fields
 from ..core.runs import atomic_write_text, stamped_folder
 from .study_stats import SeedStats, ablation_table, compare_variants, noise_table, seed_stats
@@ -17,7 +17,8 @@ from .sweep import load_sweep, run_and_load
 from .table import load_runs
 from .train_and_evaluate import none_if_empty, out_folder
 
-NOTEBOOK_PROGRESS = ("line", "none")  # a tqdm bar in a saved notebook is noise
+# the studies' smoke scale: at most this many train / test images a run, a look at a study's shape in minutes
+SMOKE_LIMITS = dict(limit_train=512, limit_val=256)
 
 
 def sweep_runs(sweep: Optional[str], runs: Optional[str], jobs: int = 1):
@@ -78,10 +79,10 @@ def _sole(table, column: str) -> Optional[str]:
     return values.pop() if len(values) == 1 else None
 
 
+COMMITTED_SEED_STATS = checkout_path("findings", "seed_stats.json")  # the demo seed study (None when installed)
 # where the ablation looks for a seed study of its own recipe: the seed sweep's folder
 # (params/sweeps/seeds.yaml), then the statistics committed with the findings (a source checkout)
-SEED_STATS_PLACES = (Path("runs") / "sweeps" / "seeds" / "seed_stats.json",
-                     Path(__file__).resolve().parents[2] / "findings" / "seed_stats.json")
+SEED_STATS_PLACES = tuple(p for p in (Path("runs") / "sweeps" / "seeds" / "seed_stats.json", COMMITTED_SEED_STATS) if p)
 
 
 def find_seed_stats(recipe: Optional[str], data: Optional[str], metric: str = "final_top1") -> Optional[Path]:

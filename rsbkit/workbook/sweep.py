@@ -64,7 +64,7 @@ import torch
 import yaml
 
 from ..core.errors import RsbkitError, RunLockedError, RunWriteError
-from ..core.paths import find_path, output_path
+from ..core.paths import checkout_path, find_path, output_path
 from ..core.processes import die_with_parent
 from ..core.recipes import load_recipe, recipe_fields
 from ..core.runs import POINT_LOCK_FILE, RunLock, atomic_file, atomic_write_text, stamped_folder, write_failure
@@ -115,8 +115,9 @@ class PointResult:
 # ------------------------------------------------------------------ notebook parameters
 
 
-SOURCE_NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"  # a source checkout's notebooks/
+SOURCE_NOTEBOOKS = checkout_path("notebooks")  # a source checkout's notebooks/ (None for an installed rsbkit)
 PACKAGED_NOTEBOOKS = Path(__file__).resolve().parents[1] / "_notebooks"  # the same files in an installed rsbkit
+NOTEBOOK_ROOTS = tuple(root for root in (SOURCE_NOTEBOOKS, PACKAGED_NOTEBOOKS) if root is not None)  # in this order
 
 
 def find_notebook(notebook: Union[str, Path]) -> Path:
@@ -133,10 +134,10 @@ def find_notebook(notebook: Union[str, Path]) -> Path:
         return path
     if not path.is_absolute():
         relative = Path(*path.parts[1:]) if path.parts[:1] == ("notebooks",) else path
-        for root in (SOURCE_NOTEBOOKS, PACKAGED_NOTEBOOKS):
+        for root in NOTEBOOK_ROOTS:
             if (root / relative).is_file():
                 return root / relative
-    known = sorted(str(p.relative_to(root)) for root in (SOURCE_NOTEBOOKS, PACKAGED_NOTEBOOKS) if root.is_dir()
+    known = sorted(str(p.relative_to(root)) for root in NOTEBOOK_ROOTS if root.is_dir()
                    for p in root.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     raise SweepError(f"notebook {path} does not exist (relative paths are read from {Path.cwd()}); give a notebook "
                      f"file, or one of rsbkit's own: {', '.join(f'notebooks/{k}' for k in dict.fromkeys(known))}")

@@ -24,12 +24,14 @@ from ..core.errors import RunError
 from ..core.paths import output_path
 from ..core.recipes import load_recipe, recipe_fields
 from ..core.runs import atomic_write_text, load_run
+from .run_studies import SMOKE_LIMITS
 from .study_stats import compare_to, compare_variants
 from .sweep import expand, run_and_load
-from .train_and_evaluate import none_if_empty, out_folder
+from .train_and_evaluate import TRAIN_NOTEBOOK, none_if_empty, out_folder
 
-TRAIN_NOTEBOOK = "notebooks/procedures/train.ipynb"
-SMOKE = dict(limit_train=256, limit_val=128)  # a look at the study's shape in minutes, not a result
+# smoke scale, a look at the study's shape in minutes, not a result: half the images of the other studies' smoke
+# scale (SMOKE_LIMITS), every arm for one epoch
+SMOKE = {name: limit // 2 for name, limit in SMOKE_LIMITS.items()}
 
 
 @dataclass

@@ -31,6 +31,7 @@ from .paper import FIXRES_TIMM, TABLE9_CROP
 from .table import epoch_hooks
 
 NOTEBOOK_PROGRESS = ("line", "none")  # a tqdm bar in a saved notebook is noise
+TRAIN_NOTEBOOK = "notebooks/procedures/train.ipynb"  # found in the checkout or the installed package (sweep.find_notebook)
 
 
 def none_if_empty(value: Any) -> Any:
@@ -147,7 +148,7 @@ class TrainSetup:
         if kept:
             return f"the executed notebook is kept in the run folder: {self.run_dir / kept[0]}"
         return (f"no executed notebook in {self.run_dir}: run this notebook with `python -m rsbkit run "
-                f"notebooks/procedures/train.ipynb --out {self.run_dir}` (or give papermill an output path inside "
+                f"{TRAIN_NOTEBOOK} --out {self.run_dir}` (or give papermill an output path inside "
                 "the run folder) to keep it with the run")
 
 

@@ -192,7 +192,11 @@ def test_the_device_path_refuses_what_it_cannot_do():
         A3.replace(augment_on="device", aa="augmix-m5-w4-d2")
     from rsbkit.core.train import resolve_augment_on
 
+    with pytest.raises(RecipeError, match="train_interpolation 'nearest' has no device RandAugment"):
+        A3.replace(augment_on="device", train_interpolation="nearest")  # timm's loader path takes it
     assert resolve_augment_on(A3.replace(color_jitter=0.4), torch.device("cpu")) == "loader"  # auto falls back
+    assert resolve_augment_on(A3.replace(train_interpolation="nearest"), torch.device("cpu")) == "loader"
+    assert resolve_augment_on(A3.replace(train_interpolation="nearest", aa=None), torch.device("cpu")) == "device"
     assert resolve_augment_on(A3, torch.device("cpu")) == "device"
 
 

@@ -116,6 +116,22 @@ def _gpu_check_module():
     return module
 
 
+def test_the_cpu_default_is_the_demo_recipe_installed_or_not(monkeypatch):
+    """On a CPU bench runs params/demo.yaml; an installed rsbkit (no params/ in the wheel) reads the shipped demo run's
+    recipe.yaml instead, which must stay the same recipe."""
+    import torch
+
+    import rsbkit.workbook.bench as bench
+    from rsbkit.core.recipes import load_recipe
+    from rsbkit.workbook.train_and_evaluate import DEMO_RECORD
+
+    demo = load_recipe(ROOT / "params" / "demo.yaml")
+    assert bench.default_config(torch.device("cpu")).recipe == demo
+    assert load_recipe(DEMO_RECORD / "recipe.yaml") == demo
+    monkeypatch.setattr(bench, "checkout_path", lambda *parts: None)
+    assert bench.demo_recipe() == DEMO_RECORD / "recipe.yaml"
+
+
 @pytest.mark.parametrize("version, ok", [("1.0.31", True), ("1.0.30", False), ("1.0.9", False), ("1.1.0.dev0", True),
                                          ("0.9.16", False), ("1.0.32+local", True), ("2.0", True)])
 def test_timm_floor(version, ok):
