@@ -109,20 +109,27 @@ def options_for(entry: str) -> tuple[RunOption, ...]:
     return tuple(o for o in RUN_OPTIONS if entry in o.entries)
 
 
-def check_values(values: dict[str, Any], entry: str) -> None:
-    """Every name known to `entry` (an unknown one is named, with the closest known), every value valid."""
-    known = {o.name: o for o in options_for(entry)}
-    for name, value in values.items():
+def check_names(values: Iterable[str], entry: str) -> None:
+    """Every name known to `entry`: an unknown one is named, with the closest known."""
+    known = [o.name for o in options_for(entry)]
+    for name in values:
         if name not in known:
             close = get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}" if close else ""
             raise RunError(f"unknown run option {name!r}{hint}; known: {', '.join(known)}")
-        known[name].check(value)
 
 
-def add_flags(parser: argparse.ArgumentParser, entry: str = "cli") -> None:
-    """A flag for each option of `entry`, its default and help from the declaration."""
-    for o in options_for(entry):
+def check_values(values: dict[str, Any], entry: str) -> None:
+    """Every name known to `entry` (:func:`check_names`), every value valid."""
+    check_names(values, entry)
+    for name, value in values.items():
+        BY_NAME[name].check(value)
+
+
+def add_flags(parser: argparse.ArgumentParser, entry: str = "cli", names: Optional[Iterable[str]] = None) -> None:
+    """A flag for each option of `entry` (or for the options `names` only: ``rsbkit evaluate`` and ``bench`` take a
+    few), its default and help from the declaration."""
+    for o in options_for(entry) if names is None else [BY_NAME[name] for name in names]:
         if o.kind is bool:
             parser.add_argument(o.flag, dest=o.name, action="store_true", help=o.help)
         else:

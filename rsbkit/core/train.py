@@ -79,7 +79,7 @@ from .models import create_model
 from .optim import create_optimizer, create_scheduler, schedule_warning
 from .pseudo_labels import mix_soft, pseudo_labelled_data, soft_targets
 from .recipes import BatchPlan, Recipe, load_recipe, lr_scaling, plan_batch, split_fields
-from .run_options import check_values, options_for, settings_fields
+from .run_options import check_names, options_for, settings_fields
 from .runs import (
     RunFolder,
     RunLock,
@@ -154,7 +154,7 @@ def _check_settings(self) -> None:
 
 
 def _settings_of(cls, settings: dict[str, Any]) -> Settings:
-    check_values(settings, "train")
+    check_names(settings, "train")  # an unknown keyword named, with the closest; the values checked by __post_init__
     return cls(**settings)
 
 
@@ -259,19 +259,9 @@ def train(
 ) -> dict[str, Any]:
     """Train `recipe` on `data`, writing a run folder to `out_dir`; return the run's result.
 
-    Keyword arguments (:class:`Settings`): `device` (``auto``: CUDA when present);
-    `workers` (loader workers per process; default from the cores, the processes
-    on this machine and the input path); `resume` continues from
-    ``out_dir/last.pt``; `on_epoch` gets each metrics row (for live plots);
-    `progress`: ``bar`` (a tqdm bar), ``line`` (one line per epoch), ``none``, or
-    ``auto`` (bar in an interactive terminal, else line); `limit_train` /
-    `limit_val`: fixed random subsets (smoke runs); `micro_batch`: images per
-    forward pass in each process (the rest is accumulated; by default the recipe's
-    plan, halved on an out-of-memory error in the first step of a one-process
-    run); `backend`: the process group's (``nccl`` on CUDA, ``gloo`` on CPU);
-    `stop_after`: end this call after that epoch with status ``stopped``
-    (``resume`` continues it), e.g. to fit a cluster's time limit;
-    `check_every`: optimizer steps between checks of the loss for inf/NaN.
+    The keyword arguments (:class:`Settings`: device, workers, resume, progress, limit_train, ...) are the
+    ``train`` options of :data:`rsbkit.core.run_options.RUN_OPTIONS`, each declared there with its default
+    and help line; an unknown or invalid one fails before anything starts.
     """
     s = Settings.of(settings)
     job = distributed.launcher_env()

@@ -71,8 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--v2", default=None, metavar="PATH", help="--paper-table: ImageNet-V2's folder (class folders 0..999)")
     p.add_argument("--paper-table", action="store_true",
                    help="val / ReaL (--real) / V2 (--v2) top-1 at the first --res and --crop, beside the paper's row")
-    p.add_argument("--device", default=None)
-    p.add_argument("--limit-val", type=int, default=None, metavar="N")
+    add_flags(p, names=("device", "limit_val"))
 
     p = sub.add_parser("export", help="write a run's weights and pretrained config for timm.create_model('local-dir:OUT')")
     p.add_argument("source", help="run folder or checkpoint")
@@ -118,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="images/s of the model step, the input path and training end to end; writes a JSON")
     p.add_argument("--quick", action="store_true", help="tiny sizes: seconds on a CPU")
-    p.add_argument("--device", default=None, help="cuda, cpu or auto (default)")
+    add_flags(p, names=("device",))
     p.add_argument("--data", default=None,
                    help="dataset for the input and end-to-end entries: your ImageNet folder, 'default', or 'jpegs' "
                         "(a folder of ImageNet-like JPEGs this command writes; the default on CUDA)")
@@ -128,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="torch.compile the model step")
     p.add_argument("--steps", type=int, default=None, help="measured steps per entry")
-    p.add_argument("--workers", type=int, default=None, help="loader workers (default: from the cores)")
+    add_flags(p, names=("workers",))
     p.add_argument("--jpegs", type=int, default=None, help="files in the generated JPEG folder (default 4096)")
     p.add_argument("--out", default="benchmarks/results", help="folder of the JSON files")
     p.add_argument("--cache", default=None, help="where the generated JPEGs are kept (default ~/.cache/rsbkit/bench)")
@@ -162,84 +161,105 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 143 if isinstance(exc, Terminated) else 130
 
 
+def _recipe(args: argparse.Namespace) -> int:
+    if args.from_timm:
+        recipe, notes = from_timm_args(args.from_timm, world_size=args.nproc)
+        print(params_yaml(recipe.replace(**parse_overrides(args.overrides)), notes), end="")
+        return 0
+    if args.source is None:
+        raise RecipeError("give a recipe name or YAML file, or --from-timm ARGS_YAML")
+    recipe = load_recipe(args.source, **parse_overrides(args.overrides))
+    print(timm_command(recipe, args.nproc, args.data_dir) if args.timm_command else recipe.to_yaml(), end="")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.config, **parse_overrides(args.overrides))
+    out = args.out or default_run_dir(recipe)
+    options = from_args(args)
+    with epoch_hooks(out, tensorboard=options["tensorboard"]) as on_epoch:
+        result = train(recipe, args.data, out, on_epoch=on_epoch, **train_values(options))
+    if launcher_env().main:
+        print(f"run folder: {result['run_dir']}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    model, recipe = load_model(args.source, ema=args.ema, device="cpu")
+    data = load_data_for(model, args.data, limit_val=args.limit_val)
+    res = args.res or [recipe.test_res if recipe else 224]
+    crops = args.crop or [recipe.crop_pct if recipe else 0.95]
+    interp = recipe.interpolation if recipe else "bicubic"
+    if args.paper_table:
+        table = paper_table(model, reported_of(args.source, recipe), data, test_res=res[0], crop_pct=crops[0], interpolation=interp,
+                            real_json=args.real, v2=args.v2, device=args.device)
+        print(table.to_string(float_format=lambda v: f"{v:.2f}", na_rep="-"))
+        print(f"paper: {table.attrs['source']}")
+    elif args.real:
+        print(evaluate(model, data, test_res=res[0], crop_pct=crops[0], interpolation=interp,
+                       device=args.device, real_json=args.real))
+    else:
+        print(resolution_sweep(model, data, res, crops, interpolation=interp, device=args.device).to_string(index=False))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    out = export_for_timm(args.source, args.out, ema=args.ema)
+    print(f"wrote {out}: timm.create_model('local-dir:{out.resolve()}', pretrained=True)")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    data = load_data(args.spec, root=args.data_root)
+    for key, value in data.describe().items():
+        print(f"{key}: {value}")
+    print(f"classes: {', '.join(map(str, data.classes[:20]))}{' ...' if data.num_classes > 20 else ''}")
+    return 0
+
+
+def _run_notebook(args: argparse.Namespace) -> int:
+    params = {name: yaml.safe_load(value) for name, value in args.parameter}
+    notebook = find_notebook(args.notebook)
+    point = single_point(notebook, params, args.out)
+    print(f"running {notebook} into {point.run_dir}")
+    res = run_point(notebook, point, kernel=args.kernel)
+    if res.status != "completed":
+        print(f"rsbkit run: failed: {res.error}\nthe failed notebook: {res.notebook} "
+              f"(log: {point.run_dir / 'papermill.log'})", file=sys.stderr)
+        return 1
+    print(f"executed notebook: {res.notebook} (HTML beside it); run folder: {point.run_dir}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    sweep = load_sweep(args.file, out=args.out)
+    if args.dry_run:
+        for point in sweep.points:
+            print(f"{point.run_dir}: {point.parameters}")
+        return 0
+    if args.executor == "pool":
+        table = run_sweep(sweep, jobs=args.jobs)
+    else:
+        options = ClusterOptions(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time,
+                                 mem_gb=args.mem, account=args.account, qos=args.qos, constraint=args.constraint,
+                                 max_requeues=args.max_requeues,
+                                 signal_s=args.signal_before)
+        table = run_cluster_sweep(sweep, executor=args.executor, options=options, jobs=args.jobs,
+                                  block=not args.no_wait, collect=args.collect)
+        if table is None:
+            return 0
+    return 1 if (table["status"] == "failed").any() else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    run_bench(config_from_args(args), args.out, cache=args.cache, command=shlex.join(["python", "-m", "rsbkit", *args.argv]))
+    return 0
+
+
+# each subcommand of _parser, and the function that runs it (its exit status)
+COMMANDS = {"recipe": _recipe, "train": _train, "evaluate": _evaluate, "export": _export, "data": _data,
+            "run": _run_notebook, "sweep": _sweep, "bench": _bench}
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "recipe":
-        if args.from_timm:
-            recipe, notes = from_timm_args(args.from_timm, world_size=args.nproc)
-            print(params_yaml(recipe.replace(**parse_overrides(args.overrides)), notes), end="")
-            return 0
-        if args.source is None:
-            raise RecipeError("give a recipe name or YAML file, or --from-timm ARGS_YAML")
-        recipe = load_recipe(args.source, **parse_overrides(args.overrides))
-        print(timm_command(recipe, args.nproc, args.data_dir) if args.timm_command else recipe.to_yaml(), end="")
-        return 0
-    if args.command == "train":
-        recipe = load_recipe(args.config, **parse_overrides(args.overrides))
-        out = args.out or default_run_dir(recipe)
-        options = from_args(args)
-        with epoch_hooks(out, tensorboard=options["tensorboard"]) as on_epoch:
-            result = train(recipe, args.data, out, on_epoch=on_epoch, **train_values(options))
-        if launcher_env().main:
-            print(f"run folder: {result['run_dir']}")
-        return 0
-    if args.command == "evaluate":
-        model, recipe = load_model(args.source, ema=args.ema, device="cpu")
-        data = load_data_for(model, args.data, limit_val=args.limit_val)
-        res = args.res or [recipe.test_res if recipe else 224]
-        crops = args.crop or [recipe.crop_pct if recipe else 0.95]
-        interp = recipe.interpolation if recipe else "bicubic"
-        if args.paper_table:
-            table = paper_table(model, reported_of(args.source, recipe), data, test_res=res[0], crop_pct=crops[0], interpolation=interp,
-                                real_json=args.real, v2=args.v2, device=args.device)
-            print(table.to_string(float_format=lambda v: f"{v:.2f}", na_rep="-"))
-            print(f"paper: {table.attrs['source']}")
-        elif args.real:
-            print(evaluate(model, data, test_res=res[0], crop_pct=crops[0], interpolation=interp,
-                           device=args.device, real_json=args.real))
-        else:
-            print(resolution_sweep(model, data, res, crops, interpolation=interp, device=args.device).to_string(index=False))
-        return 0
-    if args.command == "export":
-        out = export_for_timm(args.source, args.out, ema=args.ema)
-        print(f"wrote {out}: timm.create_model('local-dir:{out.resolve()}', pretrained=True)")
-        return 0
-    if args.command == "data":
-        data = load_data(args.spec, root=args.data_root)
-        for key, value in data.describe().items():
-            print(f"{key}: {value}")
-        print(f"classes: {', '.join(map(str, data.classes[:20]))}{' ...' if data.num_classes > 20 else ''}")
-        return 0
-    if args.command == "run":
-        params = {name: yaml.safe_load(value) for name, value in args.parameter}
-        notebook = find_notebook(args.notebook)
-        point = single_point(notebook, params, args.out)
-        print(f"running {notebook} into {point.run_dir}")
-        res = run_point(notebook, point, kernel=args.kernel)
-        if res.status != "completed":
-            print(f"rsbkit run: failed: {res.error}\nthe failed notebook: {res.notebook} "
-                  f"(log: {point.run_dir / 'papermill.log'})", file=sys.stderr)
-            return 1
-        print(f"executed notebook: {res.notebook} (HTML beside it); run folder: {point.run_dir}")
-        return 0
-    if args.command == "sweep":
-        sweep = load_sweep(args.file, out=args.out)
-        if args.dry_run:
-            for point in sweep.points:
-                print(f"{point.run_dir}: {point.parameters}")
-            return 0
-        if args.executor == "pool":
-            table = run_sweep(sweep, jobs=args.jobs)
-        else:
-            options = ClusterOptions(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time,
-                                     mem_gb=args.mem, account=args.account, qos=args.qos, constraint=args.constraint,
-                                     max_requeues=args.max_requeues,
-                                     signal_s=args.signal_before)
-            table = run_cluster_sweep(sweep, executor=args.executor, options=options, jobs=args.jobs,
-                                      block=not args.no_wait, collect=args.collect)
-            if table is None:
-                return 0
-        return 1 if (table["status"] == "failed").any() else 0
-    if args.command == "bench":
-        run_bench(config_from_args(args), args.out, cache=args.cache, command=shlex.join(["python", "-m", "rsbkit", *args.argv]))
-        return 0
-    raise AssertionError(args.command)
+    return COMMANDS[args.command](args)

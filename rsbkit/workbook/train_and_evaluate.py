@@ -41,7 +41,8 @@ def none_if_empty(value: Any) -> Any:
 @dataclass
 class TrainSetup:
     """A validated training procedure: what train.ipynb runs. `options` are its run options
-    (rsbkit.core.run_options, the notebook's), checked; `device` is the one they resolved to."""
+    (rsbkit.core.run_options, the notebook's), as :func:`train_setup` checked them; `device` is the one they
+    resolved to."""
 
     recipe: Recipe
     data: Data
@@ -51,9 +52,6 @@ class TrainSetup:
     launch: dict[str, Any] = field(default_factory=dict, repr=False)  # the data arguments torchrun's processes get
     base: Optional[Recipe] = field(default=None, repr=False)  # the named recipe this one builds on (recipes.base_recipe)
     _schedule: Optional[tuple[list[float], list[float]]] = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        check_values(self.options, "notebook")
 
     def option(self, name: str) -> Any:
         return self.options.get(name, BY_NAME[name].default)

@@ -3,6 +3,7 @@ train notebook and train_setup, and the torchrun command line all take every opt
 defaults, and a value survives the trip through a command line."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 
@@ -10,10 +11,10 @@ import pytest
 import torch
 from conftest import ROOT
 
-import rsbkit.workbook.train_and_evaluate as procedures
 from rsbkit.core.errors import RunError
-from rsbkit.core.run_options import RUN_OPTIONS, from_args, in_namespace, options_for, to_flags
+from rsbkit.core.run_options import BY_NAME, RUN_OPTIONS, from_args, in_namespace, options_for, to_flags
 from rsbkit.core.train import Settings
+from rsbkit.workbook import train_and_evaluate
 from rsbkit.workbook.cli import _parser
 
 pytestmark = pytest.mark.cost(3)
@@ -49,6 +50,18 @@ def test_every_cli_option_is_a_flag_and_survives_a_command_line():
     assert from_args(defaults) == {o.name: o.default for o in options_for("cli")} and to_flags(from_args(defaults)) == []
 
 
+def test_evaluate_and_bench_flags_are_the_declared_options():
+    """`rsbkit evaluate` and `rsbkit bench` take some run options: their flags are the declarations', not copies."""
+    subcommands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for command, names in (("evaluate", ("device", "limit_val")), ("bench", ("device", "workers"))):
+        actions = {a.dest: a for a in subcommands[command]._actions}
+        for o in map(BY_NAME.get, names):
+            flag = actions[o.name]
+            assert (flag.option_strings, flag.type, flag.default, flag.help) == ([o.flag], o.kind, o.default, o.help)
+    args = _parser().parse_args(["evaluate", "runs/x", "--device", "cpu", "--limit-val", "64"])
+    assert (args.device, args.limit_val) == ("cpu", 64)
+
+
 def _parameters_cell() -> dict:
     nb = json.loads((ROOT / "notebooks" / "procedures" / "train.ipynb").read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
@@ -70,11 +83,11 @@ def test_the_train_notebook_takes_every_notebook_option(tmp_path, monkeypatch):
     values = {o.name: sample(o) for o in options_for("notebook") if o.name not in ("resume", "progress", "device", "nproc")}
     values.update(device="cpu", progress="none", limit_train=64, limit_val=32, data_root=str(tmp_path))
     injected = {**cell, **values}  # what papermill -p puts into the notebook's namespace
-    setup = procedures.train_setup(recipe="params/smoke.yaml", out_dir=str(tmp_path / "run"), options={},
+    setup = train_and_evaluate.train_setup(recipe="params/smoke.yaml", out_dir=str(tmp_path / "run"), options={},
                                    **in_namespace(injected))
     assert {k: setup.options[k] for k in values} == values
     seen = {}
-    monkeypatch.setattr(procedures, "train", lambda recipe, data, out, **kwargs: seen.update(kwargs) or {})
+    monkeypatch.setattr(train_and_evaluate, "train", lambda recipe, data, out, **kwargs: seen.update(kwargs) or {})
     setup.train()
     expected = {o.name for o in options_for("train")} - {"log", "limit_train", "limit_val", "data_root"}  # data: loaded
     assert set(seen) == expected and seen["check_every"] == values["check_every"] == 57
@@ -86,7 +99,7 @@ def test_torchrun_gets_every_option_the_notebook_was_given(tmp_path, embedded):
 
     options = {o.name: sample(o) for o in options_for("cli") if o.name != "tensorboard"}
     options.update(device="cpu", nproc=2)
-    setup = procedures.TrainSetup(smoke(A3), embedded, tmp_path, "cpu", options=options, launch=dict(data="default"))
+    setup = train_and_evaluate.TrainSetup(smoke(A3), embedded, tmp_path, "cpu", options=options, launch=dict(data="default"))
     cmd = setup.torchrun_command()
     args = _parser().parse_args(cmd[cmd.index("rsbkit") + 1:])
     assert from_args(args) == {**{o.name: o.default for o in options_for("cli")}, **{k: v for k, v in options.items()

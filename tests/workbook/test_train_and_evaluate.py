@@ -108,7 +108,7 @@ def test_the_ablation_finds_the_seed_study_of_its_own_recipe_and_data(smoke_run,
     looked up in the seed sweep's folder, then in the committed findings; none for another recipe."""
     import json
 
-    from rsbkit.workbook import run_studies as procedures
+    from rsbkit.workbook import run_studies
 
     def stats(path, **fields):
         record = dict(metric="final_top1", recipe="a3-smoke", data="default", n=5, mean=50.0, std=0.5, min=49.0, max=51.0)
@@ -117,19 +117,19 @@ def test_the_ablation_finds_the_seed_study_of_its_own_recipe_and_data(smoke_run,
         return path
 
     runs_place, findings_place = tmp_path / "runs" / "seed_stats.json", tmp_path / "findings" / "seed_stats.json"
-    monkeypatch.setattr(procedures, "SEED_STATS_PLACES", (runs_place, findings_place))
+    monkeypatch.setattr(run_studies, "SEED_STATS_PLACES", (runs_place, findings_place))
     stats(findings_place, std=0.25)
-    assert procedures.find_seed_stats("a3-smoke", "default") == findings_place
+    assert run_studies.find_seed_stats("a3-smoke", "default") == findings_place
     stats(runs_place, recipe="demo")  # another recipe's seed study does not apply
-    assert procedures.find_seed_stats("a3-smoke", "default") == findings_place
-    assert procedures.find_seed_stats("a3-smoke", "fashion-mnist") is None
-    assert procedures.find_seed_stats("a3-smoke", "default", metric="best_top1") is None
-    table, noise, _ = procedures.ablation_study(runs=str(smoke_run), reference={}, seed_stats="auto", out_dir=str(tmp_path / "a"))
+    assert run_studies.find_seed_stats("a3-smoke", "default") == findings_place
+    assert run_studies.find_seed_stats("a3-smoke", "fashion-mnist") is None
+    assert run_studies.find_seed_stats("a3-smoke", "default", metric="best_top1") is None
+    table, noise, _ = run_studies.ablation_study(runs=str(smoke_run), reference={}, seed_stats="auto", out_dir=str(tmp_path / "a"))
     assert noise == pytest.approx(1.959964 * 0.25 * 2 ** 0.5) and table.attrs["noise_source"] == str(findings_place)
     stats(runs_place)  # the sweep folder's own study first
-    assert procedures.ablation_study(runs=str(smoke_run), reference={}, seed_stats="auto",
+    assert run_studies.ablation_study(runs=str(smoke_run), reference={}, seed_stats="auto",
                                      out_dir=str(tmp_path / "a"))[1] == pytest.approx(1.959964 * 0.5 * 2 ** 0.5)
-    assert procedures.ablation_study(runs=str(smoke_run), reference={}, seed_stats="", out_dir=str(tmp_path / "a"))[1] is None
+    assert run_studies.ablation_study(runs=str(smoke_run), reference={}, seed_stats="", out_dir=str(tmp_path / "a"))[1] is None
 
 
 def test_torchrun_rows_come_from_metrics_csv_even_when_the_run_prints_nothing(tmp_path, embedded, monkeypatch):
