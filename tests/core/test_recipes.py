@@ -16,6 +16,7 @@ from rsbkit.core.recipes import (
     RESNET_RS_TABLE,
     TORCHVISION,
     Recipe,
+    batch_lr,
     get_recipe,
     load_recipe,
     parse_overrides,
@@ -23,6 +24,7 @@ from rsbkit.core.recipes import (
     recipe_from_yaml,
     resnet_rs,
     smoke,
+    split_batch,
 )
 
 REPORTED = {"a1": (80.4, 85.7, 68.7, 110, 22.1), "a2": (79.8, 85.4, 67.9, 55, 22.1), "a3": (78.1, 84.5, 66.1, 15, 11.4)}
@@ -160,6 +162,17 @@ def test_grad_accum_keeps_lr():
     assert (plan.lr, plan.accum_steps, plan.effective_batch) == (8e-3, 8, 2048)
     with pytest.raises(RecipeError, match=r"lr_base_size \(2048\) to be a multiple of batch_size \(300\)"):
         plan_batch(A3.replace(batch_size=300, grad_accum=True))
+
+
+def test_the_plan_is_the_lr_for_the_batch_then_its_split():
+    """plan_batch joins two steps that can be asked for apart: the LR for the global batch, then its split."""
+    scaled = batch_lr(A3.replace(batch_size=256, grad_accum=True))
+    assert (scaled.lr, scaled.batch) == (8e-3, 2048)  # accumulated to the batch the LR is defined for
+    assert split_batch(A1, 2048) == (512, 4) and split_batch(A1, 2048, world_size=8) == (256, 1)
+    plan = plan_batch(A1.replace(batch_size=1024), world_size=2)
+    scaled = batch_lr(A1.replace(batch_size=1024))
+    assert (plan.lr, plan.effective_batch) == (scaled.lr, scaled.batch) and plan.rule.startswith(scaled.rule + "; ")
+    assert (plan.micro_batch, plan.accum_steps) == split_batch(A1.replace(batch_size=1024), 1024, world_size=2)
 
 
 def test_unchanged_batch_keeps_lr():

@@ -1,5 +1,6 @@
 """A recipe's batch on a given number of processes: the LR for the batch (timm's scaling
-rules) and its split into processes, forward passes and accumulation steps (:func:`plan_batch`)."""
+rules, :func:`batch_lr`), its split into processes, forward passes and accumulation steps
+(:func:`split_batch`), and both as one plan (:func:`plan_batch`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,45 +35,48 @@ def lr_scaling(recipe: Recipe) -> str:
     return "sqrt" if any(k in recipe.opt.lower() for k in ("ada", "lamb")) else "linear"
 
 
-def plan_batch(recipe: Recipe, world_size: int = 1, micro_batch: Optional[int] = None) -> BatchPlan:
-    """The LR for the run's batch and the batch's split over processes and forward passes.
+@dataclass(frozen=True)
+class BatchLR:
+    """The LR for a recipe's batch: what :func:`batch_lr` decides, before the batch is split over processes."""
 
-    The LR: unchanged when batch_size == lr_base_size or with `grad_accum`
-    (accumulate to lr_base_size); otherwise scaled by `lr_scale` (see
-    :func:`lr_scaling`): sqrt ``lr x (batch / base) ** 0.5``, linear ``lr x batch / base``
-    (Goyal et al. 2017), or none (``lr`` as given, as 2021's train.py did with --lr).
-    Then the step's images split over `world_size` ranks in forward passes of
-    `micro_batch` (default ``batch_size / world_size``), accumulating the rest.
-    With repeated augmentation the default makes at least `aug_repeats` forward
-    passes per step over all processes, so an image's copies (consecutive in timm's
-    order) never share a BatchNorm batch: one process takes 4 x 512 for A1's 2048,
-    as each of the paper's 4 GPUs took 512.
+    lr: float  # the peak LR the optimizer gets
+    batch: int  # images per optimizer step, over all processes (lr_base_size when grad_accum accumulates to it)
+    rule: str  # one line saying what was done
 
-    The optimizer step, and so the LR, depends only on the global batch: the
-    same recipe on 1 or 8 processes makes the same updates.
-    """
+
+def batch_lr(recipe: Recipe) -> BatchLR:
+    """The LR for the run's batch: unchanged when batch_size == lr_base_size or with `grad_accum`
+    (accumulate to lr_base_size); otherwise scaled by `lr_scale` (see :func:`lr_scaling`): sqrt
+    ``lr x (batch / base) ** 0.5``, linear ``lr x batch / base`` (Goyal et al. 2017), or none (``lr`` as
+    given, as 2021's train.py did with --lr). It depends only on the global batch: the same recipe on 1 or 8
+    processes makes the same updates."""
     b, base = recipe.batch_size, recipe.lr_base_size
     if b == base:
-        lr, batch, rule = recipe.lr, b, f"batch {b}: lr {recipe.lr:g} as defined by the recipe"
-    elif recipe.grad_accum:
+        return BatchLR(recipe.lr, b, f"batch {b}: lr {recipe.lr:g} as defined by the recipe")
+    if recipe.grad_accum:
         if base % b:
             raise RecipeError(
                 f"grad_accum needs lr_base_size ({base}) to be a multiple of batch_size ({b}); "
                 f"use a batch_size that divides {base}, or grad_accum: false to scale the LR"
             )
-        lr, batch, rule = recipe.lr, base, f"batch {b} x {base // b} accumulation steps = {base}: lr {recipe.lr:g} unchanged"
-    else:
-        how = lr_scaling(recipe)
-        batch = b
-        why = " (timm's rule for " + recipe.opt + ")" if recipe.lr_scale == "auto" else ""
-        if how == "none":
-            lr = recipe.lr
-            rule = f"batch {b} (the recipe's LR is for {base}): lr {lr:g} used as given (lr_scale: none)"
-        else:
-            lr = recipe.lr * (b / base) ** (0.5 if how == "sqrt" else 1.0)
-            formula = f"sqrt({b}/{base})" if how == "sqrt" else f"{b}/{base}"
-            rule = (f"batch {b} (the recipe's LR is for {base}): lr {recipe.lr:g} x {formula} = {lr:.4g} ({how} scaling{why}; "
-                    f"grad_accum: true accumulates to {base} instead)")
+        return BatchLR(recipe.lr, base, f"batch {b} x {base // b} accumulation steps = {base}: lr {recipe.lr:g} unchanged")
+    how = lr_scaling(recipe)
+    why = " (timm's rule for " + recipe.opt + ")" if recipe.lr_scale == "auto" else ""
+    if how == "none":
+        return BatchLR(recipe.lr, b, f"batch {b} (the recipe's LR is for {base}): lr {recipe.lr:g} used as given (lr_scale: none)")
+    lr = recipe.lr * (b / base) ** (0.5 if how == "sqrt" else 1.0)
+    formula = f"sqrt({b}/{base})" if how == "sqrt" else f"{b}/{base}"
+    return BatchLR(lr, b, f"batch {b} (the recipe's LR is for {base}): lr {recipe.lr:g} x {formula} = {lr:.4g} ({how} scaling{why}; "
+                          f"grad_accum: true accumulates to {base} instead)")
+
+
+def split_batch(recipe: Recipe, batch: int, world_size: int = 1, micro_batch: Optional[int] = None) -> tuple[int, int]:
+    """(micro_batch, accumulation steps): a step's `batch` images split over `world_size` ranks in forward passes
+    of `micro_batch` (default ``batch_size / world_size``), accumulating the rest. With repeated augmentation
+    the default makes at least `aug_repeats` forward passes per step over all processes, so an image's copies
+    (consecutive in timm's order) never share a BatchNorm batch: one process takes 4 x 512 for A1's 2048, as
+    each of the paper's 4 GPUs took 512."""
+    b = recipe.batch_size
     if world_size < 1:
         raise DistributedError(f"world_size={world_size}: need at least one process")
     if batch % world_size:
@@ -107,8 +111,17 @@ def plan_batch(recipe: Recipe, world_size: int = 1, micro_batch: Optional[int] =
                 f"a micro_batch of at most {per_rank * world_size // repeats} dividing {per_rank}" if given else
                 f"a batch that splits into {repeats} or more parts") + ", or aug_repeats: 0"
         )
-    if world_size > 1 or micro_batch != b:
+    return micro_batch, accum
+
+
+def plan_batch(recipe: Recipe, world_size: int = 1, micro_batch: Optional[int] = None) -> BatchPlan:
+    """The LR for the run's batch (:func:`batch_lr`) and the batch's split over processes and forward passes
+    (:func:`split_batch`), with one line saying both."""
+    scaled = batch_lr(recipe)
+    micro_batch, accum = split_batch(recipe, scaled.batch, world_size, micro_batch)
+    rule = scaled.rule
+    if world_size > 1 or micro_batch != recipe.batch_size:
         rule += f"; {world_size} process(es) x {micro_batch} images x {accum} accumulation step(s) per update"
-        if repeats > 1:
-            rule += f" (aug_repeats {repeats}: an image's copies in different forward passes)"
-    return BatchPlan(lr, accum, batch, rule, world_size, micro_batch)
+        if recipe.aug_repeats > 1:
+            rule += f" (aug_repeats {recipe.aug_repeats}: an image's copies in different forward passes)"
+    return BatchPlan(scaled.lr, accum, scaled.batch, rule, world_size, micro_batch)
