@@ -1,7 +1,11 @@
 """One colour per meaning in every figure rsbkit draws (the explorers', the notebooks', the reports'): a trace of BCE
 is the same red in every panel of every figure, the planned LR the same grey, so a class never has to re-learn a
 legend between two figures. Plotly's default colours go by trace order, which changes whenever a figure gains a
-trace (a threshold, a schedule)."""
+trace (a threshold, a schedule).
+
+Training never uses it; it is in core because two sibling layers draw with it, the explorers (rsbkit.explore.plots)
+and the notebooks' figures (rsbkit.workbook.figures): explore may not import workbook (tests/test_layers.py) and
+workbook is built on core alone, so core, below both, is the one place both can import."""
 from __future__ import annotations
 
 COLOURS = {

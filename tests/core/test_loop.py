@@ -10,8 +10,7 @@ import pytest
 import torch
 from timm.utils import ModelEmaV3
 
-import rsbkit.core.train as loop
-from rsbkit.core import distributed
+from rsbkit.core import distributed, train
 from rsbkit.core.errors import DistributedError, NonFiniteLossError
 from rsbkit.core.optim import create_optimizer, create_scheduler, lr_schedule
 from rsbkit.core.recipes import A3, plan_batch, smoke
@@ -21,16 +20,16 @@ def resolve(tmp_path, recipe, **settings):
     settings = {"device": "cpu", "workers": 0, "limit_train": 256, "limit_val": 64, "progress": "none",
                 "log": lambda line: None, **settings}
     with contextlib.ExitStack() as held:
-        return loop.resolve(recipe, "default", tmp_path / "run", distributed.launcher_env({}), loop.Settings.of(settings),
-                            loop.Preemption(), held)
+        return train.resolve(recipe, "default", tmp_path / "run", distributed.launcher_env({}), train.Settings.of(settings),
+                            train.Preemption(), held)
 
 
-def tiny_state(spec, ema: bool = False) -> loop.TrainState:
+def tiny_state(spec, ema: bool = False) -> train.TrainState:
     """The recipe's optimizer and schedule on a 12-weight model."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 3))
     optimizer = create_optimizer(model, spec.recipe, spec.plan.lr)
-    return loop.TrainState(model=model, ema=ModelEmaV3(model, decay=0.5) if ema else None, optimizer=optimizer,
+    return train.TrainState(model=model, ema=ModelEmaV3(model, decay=0.5) if ema else None, optimizer=optimizer,
                            scheduler=create_scheduler(optimizer, spec.recipe, spec.steps_per_epoch), scaler=None)
 
 
@@ -47,7 +46,7 @@ class FakeInput:
             yield torch.randn(self.batch, 3, 1, 1, generator=g), torch.randint(0, 3, (self.batch,), generator=g), []
 
 
-def fake_step(model, poison_at=None) -> loop.Step:
+def fake_step(model, poison_at=None) -> train.Step:
     calls = {"n": 0}
 
     def loss_fn(logits, target):
@@ -55,7 +54,7 @@ def fake_step(model, poison_at=None) -> loop.Step:
         value = torch.nn.functional.cross_entropy(logits, target)
         return value * float("nan") if calls["n"] == poison_at else value
 
-    return loop.Step(model=model, ddp=None, mixup=None, loss_fn=loss_fn)
+    return train.Step(model=model, ddp=None, mixup=None, loss_fn=loss_fn)
 
 
 def test_sync_bn_on_cpu_processes_is_refused_before_training(tmp_path):
@@ -64,8 +63,8 @@ def test_sync_bn_on_cpu_processes_is_refused_before_training(tmp_path):
     spec = resolve(tmp_path, smoke(A3, batch_size=16).replace(sync_bn=True))
     message = "sync_bn needs CUDA devices (PyTorch's SyncBatchNorm), but this run is on cpu; set sync_bn: false"
     with pytest.raises(DistributedError, match=re.escape(message)):
-        loop.build_state(dataclasses.replace(spec, job=distributed.Dist(0, 2, 0, "gloo")))
-    loop.build_state(spec)  # one process: nothing to synchronise, no error
+        train.build_state(dataclasses.replace(spec, job=distributed.Dist(0, 2, 0, "gloo")))
+    train.build_state(spec)  # one process: nothing to synchronise, no error
 
 
 def test_spec_resolves_the_plan_and_steps(tmp_path):
@@ -80,7 +79,7 @@ def test_spec_resolves_the_plan_and_steps(tmp_path):
 def test_grad_accum_steps_the_optimizer_once_per_accumulated_batch(tmp_path):
     spec = resolve(tmp_path, smoke(A3, batch_size=16, lr_base_size=64, grad_accum=True))
     state = tiny_state(spec)
-    trained = loop.train_epoch(spec, state, fake_step(state.model), FakeInput(n=100, batch=16), epoch=0)
+    trained = train.train_epoch(spec, state, fake_step(state.model), FakeInput(n=100, batch=16), epoch=0)
     assert state.updates == 4  # 16 micro-batches of 16 = 4 steps of 64; the rest of the input is not read
     assert trained["images"] == 16 * 16
 
@@ -90,7 +89,7 @@ def test_lr_of_each_step_follows_timm_schedule(tmp_path):
     spec = resolve(tmp_path, recipe)
     state, used = tiny_state(spec), []
     for epoch in range(3):
-        trained = loop.train_epoch(spec, state, fake_step(state.model), FakeInput(n=16, batch=16), epoch)
+        trained = train.train_epoch(spec, state, fake_step(state.model), FakeInput(n=16, batch=16), epoch)
         used.append(trained["lr"])
     expected = lr_schedule(recipe, 16, plan_batch(recipe).lr)
     assert spec.steps_per_epoch == 16 and state.updates == 48
@@ -108,7 +107,7 @@ def test_optimizer_step_clips_counts_schedules_and_updates_ema(tmp_path):
     for p in state.model.parameters():
         p.grad = torch.full_like(p, 3.0)  # norm 3 x sqrt(12) = 10.39
     schedule = lr_schedule(recipe, spec.steps_per_epoch, 0.5)  # warmup from timm's warmup_lr
-    lr = loop.optimizer_step(state, clip_grad=1.0)
+    lr = train.optimizer_step(state, clip_grad=1.0)
     assert lr == pytest.approx(schedule[0]) and state.updates == 1
     norm = sum(((a - p.detach()) ** 2).sum() for a, p in zip(before, state.model.parameters())) ** 0.5
     assert float(norm) == pytest.approx(lr * 1.0, rel=1e-4)  # the gradient clipped to norm 1
@@ -120,7 +119,7 @@ def test_optimizer_step_clips_counts_schedules_and_updates_ema(tmp_path):
     ema_before = [p.detach().clone() for p in state.ema.module.parameters()]
     for p in state.model.parameters():
         p.grad = torch.full_like(p, 3.0)
-    loop.optimizer_step(state, clip_grad=1.0)
+    train.optimizer_step(state, clip_grad=1.0)
     assert state.updates == 2
     for e0, e1, p in zip(ema_before, state.ema.module.parameters(), state.model.parameters()):
         assert torch.allclose(e1, 0.5 * e0 + 0.5 * p.detach(), atol=1e-6) and not torch.equal(e0, p)
@@ -131,21 +130,21 @@ def test_non_finite_loss_names_its_window(tmp_path):
     state = tiny_state(spec)
     state.updates = 16  # epoch 2 starts at step 17
     with pytest.raises(NonFiniteLossError, match=r"not finite within steps 20 to 22 \(epoch 2\); no checkpoint yet"):
-        loop.train_epoch(spec, state, fake_step(state.model, poison_at=4), FakeInput(n=16, batch=16), epoch=1)
+        train.train_epoch(spec, state, fake_step(state.model, poison_at=4), FakeInput(n=16, batch=16), epoch=1)
     # by default the check waits for the device every 50 steps and at the epoch's end
     spec = resolve(tmp_path / "b", smoke(A3, batch_size=16))
     state = tiny_state(spec)
     state.updates = 16
     with pytest.raises(NonFiniteLossError, match=r"not finite within steps 17 to 32 \(epoch 2\)"):
-        loop.train_epoch(spec, state, fake_step(state.model, poison_at=4), FakeInput(n=16, batch=16), epoch=1)
+        train.train_epoch(spec, state, fake_step(state.model, poison_at=4), FakeInput(n=16, batch=16), epoch=1)
     assert state.updates == 32  # it waited for the epoch's end
 
 
 def test_epochs_are_seeded_by_seed_and_epoch_alone(tmp_path):
     spec = resolve(tmp_path, smoke(A3, batch_size=16))
     source = FakeInput(n=16, batch=16)
-    loop.train_epoch(spec, tiny_state(spec), fake_step(tiny_state(spec).model), source, epoch=3)
-    assert source.seeds == [loop.epoch_seed(spec.recipe.seed, 3)]
+    train.train_epoch(spec, tiny_state(spec), fake_step(tiny_state(spec).model), source, epoch=3)
+    assert source.seeds == [train.epoch_seed(spec.recipe.seed, 3)]
 
 
 def test_out_of_memory_fit_halves_the_micro_batch_from_the_same_state(tmp_path):
@@ -153,7 +152,7 @@ def test_out_of_memory_fit_halves_the_micro_batch_from_the_same_state(tmp_path):
     state = tiny_state(spec)
     weights = {k: v.clone() for k, v in state.model.state_dict().items()}
     tried, lines = [], []
-    spec = loop.replace(spec, settings=loop.replace(spec.settings, log=lines.append))
+    spec = train.replace(spec, settings=train.replace(spec.settings, log=lines.append))
 
     def run_epoch(spec, source):
         tried.append((spec.plan.micro_batch, source))
@@ -164,7 +163,7 @@ def test_out_of_memory_fit_halves_the_micro_batch_from_the_same_state(tmp_path):
         return {"lr": spec.plan.lr}
 
     before = state.model[1].weight.detach().clone()
-    trained, fitted, source = loop.fit_first_epoch(spec, state, "input@16", run_epoch, make=lambda s: f"input@{s.plan.micro_batch}")
+    trained, fitted, source = train.fit_first_epoch(spec, state, "input@16", run_epoch, make=lambda s: f"input@{s.plan.micro_batch}")
     assert tried == [(16, "input@16"), (8, "input@8"), (4, "input@4")]
     assert (fitted.plan.micro_batch, fitted.plan.accum_steps, fitted.plan.effective_batch) == (4, 4, 16)
     assert trained["lr"] == spec.plan.lr == fitted.plan.lr and source == "input@4"
@@ -185,41 +184,41 @@ def test_out_of_memory_fit_lets_other_errors_through(tmp_path, why):
         raise (ValueError("bad") if why == "not memory" else torch.OutOfMemoryError("CUDA out of memory (injected)"))
 
     with pytest.raises((torch.OutOfMemoryError, ValueError)):
-        loop.fit_first_epoch(spec, state, None, run_epoch, make=lambda s: None)
+        train.fit_first_epoch(spec, state, None, run_epoch, make=lambda s: None)
 
 
 def test_result_from_a_hand_built_state(tmp_path):
     spec = resolve(tmp_path, smoke(A3, batch_size=16, epochs=3))
     state = tiny_state(spec)
-    rows = [loop.epoch_row(e, 16 * (e + 1), {"lr": 0.1, "loss_sum": 8.0, "images": 256},
+    rows = [train.epoch_row(e, 16 * (e + 1), {"lr": 0.1, "loss_sum": 8.0, "images": 256},
                            {"model": {"top1": t, "top5": 99.0, "loss": 0.5}}, train_s=2.0, epoch_s=2.5,
                            peak_mb=m, skipped=0) for e, t, m in ((0, 50.0, 10.0), (1, 70.0, 30.0))]
     state.history, state.best, state.epoch, state.updates = rows, rows[1], 2, 32
     state.skipped = {"a.jpg": "truncated"}
     state.wall_s = 100.0
-    out = loop.result(spec, state, "stopped")
+    out = train.result(spec, state, "stopped")
     assert rows[0]["train_loss"] == 8.0 / 256 and rows[0]["imgs_per_s"] == 128.0 and rows[1]["epoch"] == 2
     assert (out["status"], out["epochs"], out["epochs_done"], out["final_top1"], out["best_top1"], out["best_epoch"]) == (
         "stopped", 3, 2, 70.0, 70.0, 2)
     assert out["imgs_per_s"] == 128.0 and out["peak_mem_mb"] == 30.0 and out["wall_s"] >= 100.0
     assert out["skipped_files"] == [{"path": "a.jpg", "reason": "truncated"}] and out["num_skipped"] == 1
     assert out["resolved"] == spec.resolved() and out["attempts"][-1]["resume"] is False
-    ckpt = loop.checkpoint(spec, state, optimizer=False)
+    ckpt = train.checkpoint(spec, state, optimizer=False)
     assert (ckpt["epoch"], ckpt["updates"], ckpt["optimizer"], ckpt["best"]["val_top1"]) == (2, 32, None, 70.0)
-    assert "scaler" not in ckpt and "scaler" in loop.checkpoint(spec, state, optimizer=True)
+    assert "scaler" not in ckpt and "scaler" in train.checkpoint(spec, state, optimizer=True)
 
 
 def test_preemption_holds_a_signal_until_the_write_is_whole():
     import os
     import signal
 
-    with loop.Preemption() as preemption:
-        with pytest.raises(loop.Terminated, match="SIGTERM"):
+    with train.Preemption() as preemption:
+        with pytest.raises(train.Terminated, match="SIGTERM"):
             with preemption.writes_whole():
                 os.kill(os.getpid(), signal.SIGTERM)
                 done = True  # reached: the signal waits for the block's end
         assert done
-        with pytest.raises(loop.Terminated):
+        with pytest.raises(train.Terminated):
             os.kill(os.getpid(), signal.SIGTERM)
             signal.sigtimedwait([], 0) if hasattr(signal, "sigtimedwait") else None
     assert signal.getsignal(signal.SIGTERM) is not preemption._handler
