@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up .venv and the Debian packages if missing, then run the whole test suite (CPU, 2 cores: 11 to 11.5 minutes from a fresh clone on 2026-12-04, setup included).
+# Set up .venv and the Debian packages if missing, then run the whole test suite (its time on the hosts measured:
+# README.md; dated runs: benchmarks/README.md). Its limits scale with the host (tests/clock.py).
 # Extra arguments go to pytest (e.g. -k recipes, -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -285,14 +285,15 @@ def _notebook_name(job) -> str:
 
 
 def _record_failure(point: Point, error: str) -> None:
-    """A point whose job died mid-run still says 'running': say 'failed' and why (unless something runs it)."""
+    """A point whose job died mid-run still says 'running' (or 'interrupted', when its job was signalled): say
+    'failed' and why (unless something runs it)."""
     record_file = point.run_dir / SWEEP_POINT
     if not record_file.is_file():
         return
     try:
         with RunLock(point.run_dir, POINT_LOCK_FILE, timeout=0, what="sweep point"):
             record = json.loads(record_file.read_text())
-            if record.get("status") in ("running", None):
+            if record.get("status") in ("running", "interrupted", None):
                 record.update(status="failed", error=error, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
                 atomic_write_text(record_file, json.dumps(record, indent=2, default=str) + "\n")
     except RunLockedError:  # a new attempt runs it now: its record is the true one

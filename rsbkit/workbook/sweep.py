@@ -453,7 +453,7 @@ def _run_locked_point(notebook: Path, point: Point, *, kernel: str, env: Optiona
             export_html(output)
     except RsbkitError as exc:  # a full disk: say so, keep what was there
         code, error = code or 1, str(exc)
-    record.update(status="completed" if code == 0 else "failed", error=error, wall_s=wall,
+    record.update(status="completed" if code == 0 else "interrupted" if interrupted is not None else "failed", error=error, wall_s=wall,
                   finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     try:
         atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")

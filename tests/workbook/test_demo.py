@@ -11,7 +11,7 @@ for one more run (about 1% false alarms for the two together; another CPU's kern
 another seed). What this costs in
 coverage: the suite no longer sees epochs 4 to 10 or the final >= 80% (the README's first command and
 benchmarks/README.md measure those); a fault that only shows late in training (the cosine tail, the last checkpoint)
-is left to the resume and schedule tests of tests/core. It saves about 6 of the demo's 9 minutes of one worker."""
+is left to the resume and schedule tests of tests/core."""
 from __future__ import annotations
 
 import csv

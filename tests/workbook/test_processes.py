@@ -59,7 +59,8 @@ def test_a_killed_or_terminated_run_leaves_no_papermill_or_kernel(tmp_path):
         assert not alive, [" ".join(p.cmdline()) for p in alive]
         # the terminated point's record says so; its notebook is kept with what ran
         record = json.loads((tmp_path / "SIGTERM" / "sweep_point.json").read_text())
-        assert record["status"] == "failed" and (tmp_path / "SIGTERM" / "SIGTERM.ipynb").is_file()
+        assert record["status"] == "interrupted" and record["error"] == "interrupted (signal SIGTERM)"
+        assert (tmp_path / "SIGTERM" / "SIGTERM.ipynb").is_file()
     finally:
         for p in left + [psutil.Process(proc.pid) for _, proc in runs.values() if proc.poll() is None]:
             p.kill() if p.is_running() else None
