@@ -18,6 +18,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ import pandas as pd
 from rsbkit.core.recipes import load_recipe
 from rsbkit.core.runs import read_metrics
 from rsbkit.workbook.figures import cliff_figure, resolution_figure, save_figure
-from rsbkit.workbook.study_stats import best_test_resolution, group_stats
+from rsbkit.workbook.study_stats import best_test_resolution, compare_to, group_stats, noise_table, seed_stats
 from rsbkit.workbook.table import load_runs
 
 RUN_COLUMNS = ["name", "recipe", "status", "seed", "model", "epochs", "batch_size", "opt", "lr", "lr_used", "weight_decay",
@@ -56,26 +57,47 @@ def markdown(table: pd.DataFrame, digits: int = 2) -> str:
     return "\n".join(lines)
 
 
-COMPARISON_HEADER = "| variant | final top-1 (%), mean ± std | seeds | range | difference | noise band (95%) | more than noise |"
+COMPARISON_HEADER = ("| variant | final top-1 (%), mean ± std | seeds | range | difference | 95% interval | verdict | "
+                     "detectable (80% power) |")
 
 
 def comparison_row(row) -> str:
     """One variant as findings/README.md shows it (tests/workbook/test_findings.py reads these rows back)."""
     first = row.variant.endswith("(reference)")
     return (f"| {row.variant} | {row.mean:.2f} ± {row.std:.2f} | {row.n} | {row.min:.2f} .. {row.max:.2f} | "
-            + ("| | |" if first else f"{row.diff:+.2f} | ±{row.band:.2f} | {'yes' if row.beyond_noise else 'no'} |"))
+            + ("| | | |" if first else f"{row.diff:+.2f} | {row.low:+.2f} .. {row.high:+.2f} | {row.verdict} | "
+                                       f"{row.detectable:.2f} |"))
 
 
 def comparison_markdown(table: pd.DataFrame) -> str:
-    return "\n".join([COMPARISON_HEADER, "|---|---|---|---|---|---|---|"] + [comparison_row(r) for r in table.itertuples()])
+    return "\n".join([COMPARISON_HEADER, "|---|---|---|---|---|---|---|---|"] + [comparison_row(r) for r in table.itertuples()])
+
+
+def compared_again(table: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
+    """A comparison table (comparison.csv, variants.csv, teacher.csv) recomputed from its runs (``pooled``: one row
+    per run with ``variant`` and ``final_top1``) by rsbkit.workbook.study_stats.compare_to, against its first row
+    (the reference, whose seeds are the seed study); the table's other columns kept."""
+    groups = group_stats(pooled, ["variant"], "final_top1").set_index("variant").loc[table["variant"]].reset_index()
+    stats = seed_stats(pooled.loc[pooled["variant"] == table["variant"].iloc[0], "final_top1"])
+    again = compare_to(groups, "variant", table["variant"].iloc[0], stats)
+    keep = [c for c in table.columns if c not in again.columns and c not in OLD_COMPARISON_COLUMNS]
+    return pd.concat([again, table[keep]], axis=1)
+
+
+OLD_COMPARISON_COLUMNS = ("control_diff", "control_band", "beyond_control", "control_verdict")  # recomputed after
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/sweeps", help="the folder the sweep files write into")
     parser.add_argument("--out", default="findings")
+    parser.add_argument("--reread", action="store_true",
+                        help="recompute the committed study tables from their run CSVs by the current rule (no runs needed)")
     args = parser.parse_args()
     runs, out = Path(args.runs), Path(args.out)
+    if args.reread:
+        reread(out)
+        return
     out.mkdir(exist_ok=True)
     # each study is gathered when its runs are here (a checkout holds the findings, not the checkpoints)
     for needs, gather in ((["seeds/seed_stats.json"], seed_study), (["comparison/comparison.csv"], variant_study),
@@ -220,8 +242,10 @@ def cliff_pivot(table: pd.DataFrame) -> pd.DataFrame:
 RS_RUN_COLUMNS = ["name", "status", "seed", "step_index", "step", "step_paper", "model", "attn_layer", "epochs", "sched",
                   "weight_decay", "model_ema", "model_ema_decay", "smoothing", "drop_path", "aa", "drop", "final_top1",
                   "final_ema_top1", "top1", "read_from", "best_top1", "wall_s", "active_s", "imgs_per_s", "device_name", "code_version"]
-ADDITIVE_SHOWN = ["step", "kind", "n", "mean", "std", "delta", "band", "beyond_noise", "paper", "paper_delta"]
-WEIGHT_DECAY_SHOWN = ["step", "weight_decay", "n", "mean", "std", "best", "diff_to_best", "band", "worse_than_best"]
+ADDITIVE_SHOWN = ["step", "kind", "n", "mean", "std", "delta", "low", "high", "verdict", "seeds_added_after", "paper",
+                  "paper_delta"]
+WEIGHT_DECAY_SHOWN = ["step", "weight_decay", "n", "mean", "std", "best", "diff_to_best", "low", "high", "verdict",
+                      "seeds_added_after"]
 
 
 def rs_runs(folder: Path) -> pd.DataFrame:
@@ -290,10 +314,10 @@ def weight_decay_findings(runs: Path, out: Path) -> None:
     print("\n## 12. weight decay against regularization\n")
     print(markdown(weight_decay_pivot(cells)))
     recipe_wd = load_recipe("params/torchvision_demo.yaml").weight_decay
-    print("\n" + weight_decay_verdict(cells, recipe_wd))
+    print("\n" + weight_decay_verdict(cells, recipe_wd, stats))
     live = weight_decay_table(table.assign(top1=table["final_top1"]), stats)
     print(markdown(weight_decay_pivot(live)))
-    print("Read by the live model instead of the EMA: " + weight_decay_verdict(live, recipe_wd))
+    print("Read by the live model instead of the EMA: " + weight_decay_verdict(live, recipe_wd, stats))
     print(cpu_time(table))
 
 
@@ -337,15 +361,14 @@ def teacher_findings(runs: Path, out: Path) -> None:
 def soft_against_hard(table: pd.DataFrame, runs: pd.DataFrame) -> str:
     """The soft Noisy Student against the hard one, with the band compare_to gives (the reference's seed spread and
     both arms' own)."""
-    from rsbkit.workbook.study_stats import compare_to, seed_stats
+    from rsbkit.workbook.study_stats import interval
     from rsbkit.workbook.teacher_studies import NOISY_STUDENT
 
     hard = f"{NOISY_STUDENT}, hard pseudo-labels"
     stats = seed_stats(runs.loc[runs["variant"] == table["variant"].iloc[0], "final_top1"])
     row = compare_to(table[["variant", "mean", "std", "n"]], "variant", hard, stats).set_index("variant").loc[
         f"{NOISY_STUDENT}, soft pseudo-labels"]
-    return (f"Soft against hard pseudo-labels: {row['diff']:+.2f} (noise band ±{row['band']:.2f}, "
-            f"{'more than' if row['beyond_noise'] else 'within'} seed noise).")
+    return f"Soft against hard pseudo-labels: {interval(SimpleNamespace(**row.to_dict()), against='the hard ones')}."
 
 
 def student_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -354,10 +377,71 @@ def student_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "student": students["variant"], "top-1 (mean)": students["mean"],
         "against the steps control": [f"{d:+.2f}" for d in students["control_diff"]],
-        "noise band (95%)": [f"±{b:.2f}" for b in students["control_band"]],
-        "more than noise": students["beyond_control"].astype(bool),
+        "95% interval": [f"{d - b:+.2f} .. {d + b:+.2f}" for d, b in zip(students["control_diff"], students["control_band"])],
+        "verdict": students["control_verdict"],
         "its teacher": students["teacher_top1"],
         "student − teacher": [f"{d:+.2f}" for d in students["mean"] - students["teacher_top1"]]})
+
+
+def reread(out: Path) -> None:
+    """Every study table of `out` recomputed from the run CSVs committed beside it by the library's current rule
+    (rsbkit.workbook.study_stats: Student-t intervals, three verdicts), written back; prints each verdict that
+    changed from the table as it was. For a change of rule, when the run folders are not at hand."""
+    from rsbkit.workbook.resnet_rs_studies import additive_table, read_seed_stats, weight_decay_table
+    from rsbkit.workbook.sweep import load_sweep
+    from rsbkit.workbook.teacher_studies import against_control
+
+    changed = []
+    seed = json.loads((out / "seed_stats.json").read_text())  # its noise table, by the current rule
+    stats = seed_stats(seed["values"])
+    seed.update(noise_band_1=stats.noise_band(1), noise_table=noise_table(stats).to_dict("records"))
+    (out / "seed_stats.json").write_text(json.dumps(seed, indent=2) + "\n")
+
+    def note(name: str, label: str, before: bool, verdict: str, late: bool = False) -> None:
+        if before != (verdict == "beyond noise") or verdict == "cannot tell at this number of seeds":
+            changed.append(f"{name}: {label}: {'beyond noise' if before else 'within noise'} -> {verdict}"
+                           + (" (seeds added after results)" if late else ""))
+
+    for name in ("comparison", "variants", "teacher"):
+        table, pooled = pd.read_csv(out / f"{name}.csv"), pd.read_csv(out / f"{name}_runs.csv")
+        again = compared_again(table, pooled)
+        if name == "teacher":
+            control = next(v for v in again["variant"] if v.startswith("steps control"))
+            stats = seed_stats(pooled.loc[pooled["variant"] == again["variant"].iloc[0], "final_top1"])
+            again = against_control(again, stats, control)
+            for old, new in zip(table.itertuples(), again.itertuples()):
+                if isinstance(new.control_verdict, str):
+                    note(name, f"{new.variant} against the steps control", bool(old.beyond_control), new.control_verdict)
+        for old, new in zip(table.iloc[1:].itertuples(), again.iloc[1:].itertuples()):
+            note(name, new.variant, bool(old.beyond_noise), new.verdict)
+        again.to_csv(out / f"{name}.csv", index=False)
+    stats = read_seed_stats(str(out / "seed_stats.json"))
+
+    def marked(name: str) -> pd.DataFrame:  # the runs, with the steps whose seeds came after results as the sweep file says
+        late = {p.step["name"] for p in load_sweep(f"params/sweeps/{name}.yaml").points if p.step.get("seeds_added_after")}
+        runs = pd.read_csv(out / f"{name}_runs.csv")
+        runs["seeds_added_after"] = runs["step"].isin(late)
+        runs.to_csv(out / f"{name}_runs.csv", index=False)
+        return runs
+
+    old = pd.read_csv(out / "additive.csv")
+    again = additive_table(marked("additive"), stats, pd.read_csv(out / "additive_changes.csv"))
+    for o, n in zip(old.iloc[1:].itertuples(), again.iloc[1:].itertuples()):
+        note("additive", n.step, bool(o.beyond_noise), n.verdict, n.seeds_added_after)
+    again.to_csv(out / "additive.csv", index=False)
+    old = pd.read_csv(out / "weight_decay.csv")
+    again = weight_decay_table(marked("weight_decay"), stats)
+    for o, n in zip(old.itertuples(), again.itertuples()):
+        if not n.best:
+            note("weight_decay", f"{n.step}, wd {n.weight_decay:g} against the row's best", bool(o.worse_than_best), n.verdict,
+                 n.seeds_added_after)
+    again.to_csv(out / "weight_decay.csv", index=False)
+    old = pd.read_csv(out / "fixres_best.csv")
+    again = best_test_resolution(pd.read_csv(out / "fixres_resolution_runs.csv"), FIXRES_TRAIN_RES)
+    for o, n in zip(old.itertuples(), again.itertuples()):
+        note("fixres_best", f"crop {n.crop_pct}", bool(o.beyond_noise), "beyond noise" if n.beyond_noise else "within noise")
+    again.to_csv(out / "fixres_best.csv", index=False)
+    print("verdicts that changed or cannot be told:\n" + "\n".join(changed))
 
 
 if __name__ == "__main__":

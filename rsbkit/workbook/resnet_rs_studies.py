@@ -16,17 +16,20 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
+import numpy as np
 import yaml
 
 from ..core.errors import RunError
 from ..core.models import create_model
+from ..core.optim import lr_schedule
 from ..core.paths import checkout_path, find_path
-from ..core.recipes import load_recipe
+from ..core.recipes import batch_lr, load_recipe
 from ..core.runs import atomic_write_text
-from .run_studies import COMMITTED_SEED_STATS, SMOKE_LIMITS, load_seed_stats
-from .study_stats import Z95, SeedStats
+from .run_studies import SMOKE_LIMITS, find_seed_stats, load_seed_stats
+from .study_stats import COMPARISON_COLUMNS, SeedStats, comparison_row, interval, reference_row
 from .sweep import Sweep, expand, load_sweep, run_and_load
 from .table import load_runs
 from .train_and_evaluate import none_if_empty, out_folder
@@ -54,7 +57,7 @@ def scaled_sweep(path: str, *, seeds: Optional[list] = None, scale: str = "demo"
     spec = yaml.safe_load(find_path(path).read_text())
     if seeds:
         spec["seeds"] = [int(s) for s in seeds]
-        spec["steps"] = [{k: v for k, v in s.items() if k != "seeds"} if isinstance(s, dict) else s
+        spec["steps"] = [{k: v for k, v in s.items() if k not in ("seeds", "seeds_added_after")} if isinstance(s, dict) else s
                          for s in spec.get("steps") or []] or None
     out = sweep.out
     if scale == "smoke":
@@ -106,21 +109,30 @@ def with_top1(runs, metric: str = "final_top1"):
     return out
 
 
-def read_seed_stats(seed_stats: Optional[str]) -> Optional[SeedStats]:
-    """A seed study's statistics (``seed_stats.json``); "auto": the committed demo seed study; empty: none."""
+def read_seed_stats(seed_stats: Optional[str], runs: Any = None, metric: str = "final_top1") -> Optional[SeedStats]:
+    """A seed study's statistics (``seed_stats.json``); empty: none; "auto": what it means everywhere
+    (:func:`rsbkit.workbook.run_studies.find_seed_stats`), a seed study of the same recipe, data and metric as the
+    `runs`' first step, else none (the groups' own spreads then make the bands)."""
     if seed_stats == "auto":
-        seed_stats = str(COMMITTED_SEED_STATS) if COMMITTED_SEED_STATS and COMMITTED_SEED_STATS.is_file() else None
+        found = None
+        if runs is not None and len(runs) and {"recipe", "data"} <= set(runs.columns):
+            base = runs.sort_values("step_index").iloc[0] if "step_index" in runs.columns else runs.iloc[0]
+            found = find_seed_stats(str(base["recipe"]), str(base["data"]), metric)
+        seed_stats = str(found) if found else None
     return load_seed_stats(seed_stats)
 
 
-def band(stats: Optional[SeedStats], n: int, n_other: int, s: float, s_other: float) -> float:
-    """How far apart two means (of `n` and `n_other` seeds, spreads `s` and `s_other`) must be before the
-    difference is more than seed noise (two-sided 95%): the larger of the seed study's band and the two groups'
-    own (Welch's form, when each has 2 seeds or more), as rsbkit.workbook.study_stats.compare_to."""
-    bands = [stats.noise_band(n, n_other=n_other)] if stats is not None else []
-    if n > 1 and n_other > 1 and not (math.isnan(s) or math.isnan(s_other)):
-        bands.append(Z95 * math.sqrt(s ** 2 / n + s_other ** 2 / n_other))
-    return max(bands) if bands else math.nan
+def compared(stats: Optional[SeedStats], diff: float, n: int, n_other: int, s: float, s_other: float,
+             late: bool = False) -> dict:
+    """A difference of two means (of `n` and `n_other` seeds, spreads `s` and `s_other`) read by
+    :func:`rsbkit.workbook.study_stats.compare_means`: its band, 95% interval, verdict and detectable difference;
+    `late`: either group got seeds after other results were seen."""
+    return comparison_row(diff, n, n_other, seed=stats, s=s, s_ref=s_other, seeds_added_after=late)
+
+
+def _late(group) -> bool:
+    """Whether a step's (or cell's) runs were seeds added after results (the sweep file's seeds_added_after)."""
+    return bool(group["seeds_added_after"].fillna(False).astype(bool).any()) if "seeds_added_after" in group else False
 
 
 # ------------------------------------------------------------------ what each step changes, by inspection
@@ -176,7 +188,7 @@ def module_diff(before: Counter, after: Counter, params_before: int, params_afte
 
 def additive_table(runs, stats: Optional[SeedStats], changes=None):
     """One row per step, in order: n, mean, std of ``top1`` (:func:`with_top1`), its ``delta`` to the step
-    before and the ``band`` that delta must pass to be more than seed noise (:func:`band`), ``beyond_noise``,
+    before and its reading by :func:`compared` (``band``, ``low``/``high``, ``verdict``, ``detectable``), ``beyond_noise``,
     the paper's value and delta where the sweep gives them, and ``kind`` (training or architecture: from
     `changes`, :func:`step_changes`, else from the fields the step names)."""
     import pandas as pd
@@ -188,7 +200,7 @@ def additive_table(runs, stats: Optional[SeedStats], changes=None):
     for index, group in done.groupby("step_index", sort=True):
         values = group["top1"].astype(float)
         paper = group["step_paper"].dropna()
-        rows.append(dict(step_index=int(index), step=group["step"].iloc[0], n=len(values), mean=values.mean(),
+        rows.append(dict(step_index=int(index), step=group["step"].iloc[0], n=len(values), mean=values.mean(), late=_late(group),
                          std=values.std(ddof=1) if len(values) > 1 else math.nan, min=values.min(), max=values.max(),
                          read_from="/".join(sorted(set(group["read_from"]))),
                          paper=float(paper.iloc[0]) if len(paper) else math.nan))
@@ -196,9 +208,12 @@ def additive_table(runs, stats: Optional[SeedStats], changes=None):
     kinds = dict(zip(changes["step_index"], changes["kind"])) if changes is not None else kinds_from_runs(done)
     table["kind"] = [kinds.get(i, "training") for i in table["step_index"]]
     table["delta"] = table["mean"].diff()
-    table["band"] = [math.nan] + [band(stats, int(b.n), int(a.n), float(b["std"]), float(a["std"]))
-                                  for (_, a), (_, b) in zip(table.iloc[:-1].iterrows(), table.iloc[1:].iterrows())]
-    table["beyond_noise"] = table["delta"].abs() > table["band"]
+    rows = [dict(reference_row(), diff=math.nan)] + [
+        compared(stats, float(b["mean"] - a["mean"]), int(b.n), int(a.n), float(b["std"]), float(a["std"]), a.late or b.late)
+        for (_, a), (_, b) in zip(table.iloc[:-1].iterrows(), table.iloc[1:].iterrows())]
+    table = table.drop(columns="late")
+    for column in COMPARISON_COLUMNS:
+        table[column] = [r[column] for r in rows]
     # the paper's gain since the last step before with a published value (ResNet-RS's rows between them are not given)
     table["paper_delta"] = table["paper"] - table["paper"].ffill().shift()
     return table
@@ -226,11 +241,29 @@ def additive_split(table) -> dict[str, Any]:
     arch_gain = float(last["mean"] - last_training["mean"])
     paper = [first["paper"], last_training["paper"], last["paper"]]
     paper_share = ((paper[1] - paper[0]) / (paper[2] - paper[0])) if not any(map(math.isnan, paper)) and paper[2] != paper[0] else math.nan
+    share = train_gain / total if total > 0 and train_gain >= 0 and arch_gain >= 0 else math.nan
     return dict(baseline=float(first["mean"]), after_training=float(last_training["mean"]), final=float(last["mean"]),
-                training_gain=train_gain, architecture_gain=arch_gain, total_gain=total,
-                training_share=train_gain / total if total > 0 and train_gain >= 0 and arch_gain >= 0 else math.nan,
+                training_gain=train_gain, architecture_gain=arch_gain, total_gain=total, training_share=share,
+                training_share_interval=share_interval(first, last_training, last) if not math.isnan(share) else (math.nan,) * 2,
                 paper_baseline=paper[0], paper_after_training=paper[1], paper_final=paper[2], paper_training_share=paper_share,
                 last_training_step=str(last_training["step"]), last_step=str(last["step"]))
+
+
+def share_interval(first, middle, last, draws: int = 100_000) -> tuple[float, float]:
+    """The 95% interval of (middle - first) / (last - first) over three steps' means, each drawn from its
+    Student-t (mean, std / sqrt(n), n - 1 degrees of freedom; seeded, so the same numbers give the same interval):
+    how well 2 or 3 seeds per step place a share of a gain."""
+    rng = np.random.default_rng(0)
+
+    def mean_of(step) -> np.ndarray:
+        n = int(step["n"])
+        if n < 2 or math.isnan(float(step["std"])):
+            return np.full(draws, float(step["mean"]))
+        return float(step["mean"]) + float(step["std"]) / math.sqrt(n) * rng.standard_t(n - 1, draws)
+
+    a, m, b = mean_of(first), mean_of(middle), mean_of(last)
+    low, high = np.percentile((m - a) / (b - a), [2.5, 97.5])
+    return float(low), float(high)
 
 
 def additive_sentence(split: dict[str, Any], n_seeds: Any) -> str:
@@ -239,7 +272,9 @@ def additive_sentence(split: dict[str, Any], n_seeds: Any) -> str:
     s = split
     low, high = int(min(n_seeds)), int(max(n_seeds))
     seeds = f"{low} seed{'s' if low != 1 else ''}" if low == high else f"{low} to {high} seeds"
-    share = (f"training changes give {s['training_share']:.0%} of it" if not math.isnan(s["training_share"])
+    low_share, high_share = s.get("training_share_interval", (math.nan, math.nan))
+    share = (f"training changes give {s['training_share']:.0%} of it (95% interval {low_share:.0%} to {high_share:.0%}, "
+             "each step's mean drawn from its Student-t)" if not math.isnan(s["training_share"])
              else "the two parts point different ways, so no share is given")
     paper = (f" (ResNet-RS, ResNet-200 on ImageNet: {s['paper_baseline']:.1f} -> {s['paper_after_training']:.1f} -> "
              f"{s['paper_final']:.1f}, training {s['paper_training_share']:.0%})") if not math.isnan(s["paper_training_share"]) else ""
@@ -274,7 +309,7 @@ def additive_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, s
         bad = changes[~changes["as_declared"]]
         print("steps that change more or less than they name: "
               + "; ".join(f"{r.step} names {r.declared}, changes {r.recipe_changes}" for r in bad.itertuples()))
-    stats = read_seed_stats(seed_stats)
+    stats = read_seed_stats(seed_stats, table, metric)
     result = additive_table(runs_table, stats, changes)
     folder = out_folder(out_dir, folder)
     atomic_write_text(folder / "additive.csv", result.to_csv(index=False))
@@ -289,7 +324,7 @@ def additive_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, s
 
 def weight_decay_table(runs, stats: Optional[SeedStats]):
     """One row per (step, weight decay): n, mean, std of ``top1``; per step ``best`` marks the best weight decay,
-    ``diff_to_best`` and ``band`` (:func:`band` between that cell and the row's best) say whether the best is
+    ``diff_to_best`` and its reading by :func:`compared` against the row's best (``band``, ``verdict``) say whether the best is
     better by more than seed noise (``worse_than_best``)."""
     done = runs[(runs["status"] == "completed") & runs["step_index"].notna()] if "step_index" in runs.columns else runs.iloc[0:0]
     if done.empty:
@@ -297,44 +332,68 @@ def weight_decay_table(runs, stats: Optional[SeedStats]):
                        "weight_decay) first")
     cells = (done.groupby(["step_index", "step", "weight_decay"], sort=True)["top1"]
              .agg(["count", "mean", "std", "min", "max"]).reset_index().rename(columns={"count": "n"}))
+    late = {key: _late(g) for key, g in done.groupby(["step_index", "weight_decay"])}
     cells["best"] = False
-    cells["diff_to_best"], cells["band"] = math.nan, math.nan
+    rows = {}
     for _, row_cells in cells.groupby("step_index"):
         best = row_cells["mean"].idxmax()
         cells.loc[best, "best"] = True
         b = cells.loc[best]
         for i in row_cells.index:
             c = cells.loc[i]
-            cells.loc[i, "diff_to_best"] = c["mean"] - b["mean"]
-            cells.loc[i, "band"] = band(stats, int(c["n"]), int(b["n"]), float(c["std"]), float(b["std"])) if i != best else math.nan
-    cells["worse_than_best"] = cells["diff_to_best"].abs() > cells["band"]
+            rows[i] = reference_row() if i == best else \
+                compared(stats, float(c["mean"] - b["mean"]), int(c["n"]), int(b["n"]), float(c["std"]), float(b["std"]),
+                         late[(c["step_index"], c["weight_decay"])] or late[(b["step_index"], b["weight_decay"])])
+    cells["diff_to_best"] = cells["mean"] - cells.groupby("step_index")["mean"].transform("max")
+    for column in COMPARISON_COLUMNS:
+        if column != "diff":
+            cells[column] = [rows[i][column] for i in cells.index]
+    cells["worse_than_best"] = cells["beyond_noise"]
     return cells
 
 
-def weight_decay_verdict(cells, recipe_wd: float) -> str:
-    """ResNet-RS's claim answered in one sentence: does the best weight decay fall as regularizers are added,
-    and is the smaller weight decay better than the recipe's by more than seed noise with all of them?"""
+PAPER_WEIGHT_DECAY = 4e-5  # ResNet-RS's smaller weight decay (docs/sources.md, section 3)
+
+
+def weight_decay_verdict(cells, recipe_wd: float, stats: Optional[SeedStats] = None, paper_wd: float = PAPER_WEIGHT_DECAY) -> str:
+    """ResNet-RS's claim answered in one sentence, on the paper's own pair: with every regularizer, is `paper_wd`
+    (the grid's next weight decay below the recipe's when `paper_wd` is not a column) better than the recipe's
+    `recipe_wd`, beyond noise? Also whether the row's best weight decay falls as regularizers are added (a
+    best-of-three reading, so only a direction)."""
     steps = cells.drop_duplicates("step_index").sort_values("step_index")
     first, last = steps.iloc[0], steps.iloc[-1]
     best = {int(i): float(g.loc[g["best"], "weight_decay"].iloc[0]) for i, g in cells.groupby("step_index")}
-    last_cells = cells[cells["step_index"] == last["step_index"]]
-    at_recipe = last_cells[last_cells["weight_decay"] == recipe_wd]
-    b = last_cells[last_cells["best"]].iloc[0]
-    if at_recipe.empty:
-        return f"the recipe's weight decay {recipe_wd:g} is not a column of this grid; no verdict"
-    r = at_recipe.iloc[0]
-    smaller_wins = b["weight_decay"] < recipe_wd and bool(r["worse_than_best"])
-    falls = best[int(last["step_index"])] < best[int(first["step_index"])]
-    if smaller_wins:
-        verdict = "supports ResNet-RS's claim"
-    elif b["weight_decay"] < recipe_wd:
-        verdict = "leans towards ResNet-RS's claim but within seed noise"
+    last_cells = cells[cells["step_index"] == last["step_index"]].set_index("weight_decay")
+    smaller = sorted(wd for wd in last_cells.index if wd < recipe_wd)
+    if recipe_wd not in last_cells.index or not smaller:
+        return f"the recipe's weight decay {recipe_wd:g} and a smaller one are not both columns of this grid; no verdict"
+    named = "ResNet-RS's weight decay" if paper_wd in last_cells.index else "the grid's next smaller weight decay"
+    paper_wd = paper_wd if paper_wd in last_cells.index else smaller[-1]
+    r, p = last_cells.loc[recipe_wd], last_cells.loc[paper_wd]
+    late = bool(r.get("seeds_added_after", False)) or bool(p.get("seeds_added_after", False))
+    row = SimpleNamespace(**comparison_row(float(p["mean"] - r["mean"]), int(p["n"]), int(r["n"]), s=float(p["std"]),
+                                           s_ref=float(r["std"]), seeds_added_after=late, seed=stats))
+    if row.verdict == "beyond noise":
+        verdict = "supports ResNet-RS's claim" if row.diff > 0 else "goes against ResNet-RS's claim"
     else:
-        verdict = "does not support ResNet-RS's claim at this scale"
-    return (f"With every regularizer ({last['step']}), weight decay {b['weight_decay']:g} gives {b['mean']:.2f} against "
-            f"{r['mean']:.2f} at the recipe's {recipe_wd:g} ({r['mean'] - b['mean']:+.2f}, noise band +-{r['band']:.2f}); "
-            f"the best weight decay goes from {best[int(first['step_index'])]:g} with {first['step']} to "
-            f"{best[int(last['step_index'])]:g} with all of them ({'falls' if falls else 'does not fall'}): this {verdict}.")
+        verdict = "says nothing of ResNet-RS's claim either way"
+    falls = best[int(last["step_index"])] < best[int(first["step_index"])]
+    return (f"With every regularizer ({last['step']}), {named} {paper_wd:g} gives {p['mean']:.2f} against "
+            f"{r['mean']:.2f} at the recipe's {recipe_wd:g}: {interval(row, against='the recipe')}, which {verdict}; the "
+            f"row's best of three goes from {best[int(first['step_index'])]:g} with {first['step']} to "
+            f"{best[int(last['step_index'])]:g} with all of them ({'falls' if falls else 'does not fall'}), a direction "
+            "read from noisy cells.")
+
+
+def weight_decay_shrinkage(recipe, steps_per_epoch: int) -> float:
+    """How much weight decay alone shrinks the weights over a whole run: 1 - prod(1 - lr_t x wd / (1 - momentum))
+    over its steps (SGD's L2 decay through momentum's steady state; the LR from the same timm scheduler the loop
+    drives). Some 2% over 470 steps of the demo's torchvision baseline at 1e-4, where ResNet-RS's 350 epochs
+    go through many e-foldings: what a weight-decay study at that length can and cannot test."""
+    lr = batch_lr(recipe).lr
+    momentum = recipe.momentum if recipe.opt in ("sgd", "momentum", "nesterov") else 0.0
+    log_kept = sum(math.log1p(-step_lr * recipe.weight_decay / (1 - momentum)) for step_lr in lr_schedule(recipe, steps_per_epoch, lr))
+    return 1 - math.exp(log_kept)
 
 
 @dataclass
@@ -346,7 +405,7 @@ class WeightDecayStudy:
     out_dir: Path
 
     def summary(self) -> str:
-        return weight_decay_verdict(self.table, self.recipe_wd)
+        return weight_decay_verdict(self.table, self.recipe_wd, self.stats)
 
 
 def weight_decay_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, seeds: Optional[list] = None,
@@ -359,7 +418,7 @@ def weight_decay_study(*, sweep: Optional[str] = None, runs: Optional[str] = Non
     if "weight_decay" not in table.columns or table["weight_decay"].nunique() < 2:
         raise RunError("these runs do not vary weight_decay; give a sweep with steps: and grid: {weight_decay: [...]}")
     runs_table = with_top1(table, metric)
-    stats = read_seed_stats(seed_stats)
+    stats = read_seed_stats(seed_stats, table, metric)
     cells = weight_decay_table(runs_table, stats)
     recipe_wd = float(recipe_wd) if recipe_wd else float(cells["weight_decay"].max())
     folder = out_folder(out_dir, folder)
@@ -395,7 +454,8 @@ def committed_findings(folder: Optional[str] = None, recipe_wd: float = 1e-4) ->
                      "(25 runs at demo scale, about 10 to 20 epochs each)")
     if folder and (folder / "weight_decay.csv").is_file():
         cells = pd.read_csv(folder / "weight_decay.csv")
-        lines.append("Weight decay: " + weight_decay_verdict(cells, recipe_wd))
+        stats = read_seed_stats(str(folder / "seed_stats.json")) if (folder / "seed_stats.json").is_file() else None
+        lines.append("Weight decay: " + weight_decay_verdict(cells, recipe_wd, stats))
     else:
         lines.append("The weight-decay study is not in findings/ yet: notebooks/studies/weight_decay.ipynb runs it "
                      "(36 runs of 10 epochs at demo scale)")

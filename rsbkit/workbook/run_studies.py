@@ -12,7 +12,7 @@ from ..core.errors import RunError
 from ..core.paths import checkout_path, find_path
 from ..core.recipes import EXECUTION_FIELDS, recipe_fields
 from ..core.runs import atomic_write_text, stamped_folder
-from .study_stats import SeedStats, ablation_table, compare_variants, noise_table, seed_stats
+from .study_stats import SeedStats, ablation_table, compare_variants, interval, noise_table, seed_stats
 from .sweep import load_sweep, run_and_load
 from .table import load_runs
 from .train_and_evaluate import none_if_empty, out_folder
@@ -48,8 +48,9 @@ class SeedStudy:
         s = self.stats
         return (f"{s.n} seeds: {self.metric} {s.mean:.2f} +- {s.std:.2f} (std), range {s.min:.2f} - {s.max:.2f} "
                 f"({s.range:.2f} points). Two single runs must differ by more than {s.noise_band(1):.2f} points, "
-                f"two means of 5 seeds by more than {s.noise_band(5):.2f}, before the difference is more than seed "
-                "noise (two-sided 95%).")
+                f"two means of 5 seeds by more than {s.noise_band(5):.2f}, before the difference is beyond seed "
+                f"noise (two-sided 95%, Student's t with {s.n - 1} degrees of freedom: the spread is itself measured "
+                f"from {s.n} seeds).")
 
 
 def seed_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs: int = 1,
@@ -139,7 +140,7 @@ def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, j
 @dataclass
 class ComparisonStudy:
     runs: Any  # DataFrame: the reference's seeds and every variant's runs, labelled in 'variant'
-    table: Any  # DataFrame: one row per variant (mean, std, n, min, max, diff, noise_band, own_band, band, beyond_noise)
+    table: Any  # DataFrame: one row per variant (mean, std, n, min, max, and study_stats.compare_to's columns)
     stats: Any  # studies.SeedStats of the reference's seeds
     metric: str
     out_dir: Path
@@ -147,9 +148,7 @@ class ComparisonStudy:
     def summary(self) -> str:
         lines = []
         for row in self.table.iloc[1:].itertuples(index=False):
-            verdict = "more than seed noise" if row.beyond_noise else "within seed noise"
-            lines.append(f"{row.variant}: {row.mean:.2f} +- {row.std:.2f} over {row.n} seeds, {row.diff:+.2f} points "
-                         f"against the reference ({verdict}: +-{row.band:.2f})")
+            lines.append(f"{row.variant}: {row.mean:.2f} +- {row.std:.2f} over {row.n} seeds, {interval(row)}")
         ref = self.table.iloc[0]
         return "\n".join([f"{ref.variant}: {ref['mean']:.2f} +- {ref['std']:.2f} over {ref.n} seeds"] + lines)
 

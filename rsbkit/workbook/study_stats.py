@@ -1,7 +1,22 @@
-"""The arithmetic behind the study notebooks: seed statistics and the ablation table.
+"""The arithmetic behind the study notebooks: seed statistics, the verdict of every comparison, and the ablation
+table. The one home of rsbkit's noise bands: no other module computes one.
 
 Plain functions over numbers and DataFrames (from ``runs.load_runs``), so each
 is tested on known input and a notebook only calls them.
+
+How a difference of two means is read (:func:`compare_means`): its 95% interval uses Student's t with the degrees
+of freedom of the spread it rests on, ``n - 1`` of the seed study when that study's spread is used for both
+groups, Welch-Satterthwaite's when each group's own spread is; the wider of the two is kept. The verdict is one
+of three:
+
+- ``beyond noise``: the interval excludes 0;
+- ``within noise``: it includes 0 and lies inside +-`margin`, the smallest difference worth detecting (by default
+  twice one run's seed-to-seed standard deviation): any real difference is smaller than that;
+- ``cannot tell at this number of seeds``: it includes 0 but reaches past the margin; more seeds would say.
+
+Each comparison also gives the smallest difference this design detects with 80% power, ``(t(0.975) + t(0.8)) x
+SE``: what "not beyond noise" could have missed. With 2 to 5 seeds the t quantiles are 2.8 to 12.7 against the
+normal's 1.96: a band from the normal quantile would be 30% to 6x too narrow.
 """
 from __future__ import annotations
 
@@ -11,11 +26,122 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from ..core.errors import RunError
 from .paper import TABLE6_A2
 
-Z95 = 1.959964  # two-sided 95% quantile of the standard normal
+BEYOND, WITHIN, CANNOT_TELL = "beyond noise", "within noise", "cannot tell at this number of seeds"
+VERDICTS = (BEYOND, WITHIN, CANNOT_TELL)
+# what every study table carries for each comparison (Comparison.row)
+COMPARISON_COLUMNS = ("diff", "band", "low", "high", "df", "band_source", "margin", "detectable", "verdict",
+                      "beyond_noise", "seeds_added_after")
+LEVEL, POWER = 0.95, 0.80  # the interval's coverage (two-sided) and the power of the detectable difference
+MARGIN_SDS = 2.0  # the default margin of "within noise": this many single-run seed standard deviations
+
+
+def t_quantile(df: float, level: float = LEVEL) -> float:
+    """The two-sided `level` quantile of Student's t with `df` degrees of freedom (``t(0.975, 4) = 2.776``)."""
+    if not df > 0:
+        raise RunError(f"a t quantile needs degrees of freedom > 0, got {df}: at least 2 seeds in a group")
+    return float(scipy_stats.t.ppf(0.5 + level / 2, df))
+
+
+def welch_df(s1: float, n1: int, s2: float, n2: int) -> float:
+    """Welch-Satterthwaite degrees of freedom of a difference of two means with their own spreads."""
+    a, b = s1 ** 2 / n1, s2 ** 2 / n2
+    if a + b == 0:
+        return float(n1 + n2 - 2)
+    return (a + b) ** 2 / (a ** 2 / (n1 - 1) + b ** 2 / (n2 - 1))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A difference of two means (a group minus its reference) and how far seed noise carries it."""
+
+    diff: float
+    se: float  # its standard error
+    df: float  # the degrees of freedom of that standard error
+    source: str  # "seed study" (its spread for both groups, n - 1 df) or "own spreads" (Welch)
+    margin: float  # the smallest difference worth detecting: "within noise" needs the interval inside +-margin
+    seeds_added_after: bool = False  # a group got seeds after other results were seen (optional stopping)
+
+    @property
+    def band(self) -> float:
+        """Half the 95% interval: how far apart the means must be before the difference is beyond noise."""
+        return t_quantile(self.df) * self.se
+
+    @property
+    def low(self) -> float:
+        return self.diff - self.band
+
+    @property
+    def high(self) -> float:
+        return self.diff + self.band
+
+    @property
+    def detectable(self) -> float:
+        """The smallest true difference this design finds beyond noise with 80% power."""
+        return (t_quantile(self.df) + t_quantile(self.df, 2 * POWER - 1)) * self.se
+
+    @property
+    def verdict(self) -> str:
+        if self.low > 0 or self.high < 0:
+            return BEYOND
+        if -self.margin <= self.low and self.high <= self.margin:
+            return WITHIN
+        return CANNOT_TELL
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.verdict == BEYOND
+
+    def row(self) -> dict[str, Any]:
+        """The columns every study table carries for a comparison."""
+        return dict(diff=self.diff, band=self.band, low=self.low, high=self.high, df=self.df, band_source=self.source,
+                    margin=self.margin, detectable=self.detectable, verdict=self.verdict, beyond_noise=self.beyond_noise,
+                    seeds_added_after=self.seeds_added_after)
+
+
+def compare_means(diff: float, n: int, n_ref: int, *, seed: Optional[SeedStats] = None, s: float = math.nan,
+                  s_ref: float = math.nan, margin: Optional[float] = None, seeds_added_after: bool = False) -> Comparison:
+    """The comparison of a group's mean (`n` seeds, spread `s`) with its reference's (`n_ref`, `s_ref`), `diff` apart.
+
+    Two readings of the noise, the wider kept: the seed study's spread (`seed`) for both groups, with its ``n - 1``
+    degrees of freedom; and the groups' own spreads (Welch), where each has 2 seeds or more. `margin`: the smallest
+    difference worth detecting (default: twice the seed study's standard deviation, else twice the larger own
+    one)."""
+    readings = []
+    if seed is not None:
+        readings.append((seed.std * math.sqrt(1 / n + 1 / n_ref), seed.n - 1.0, "seed study"))
+    if n > 1 and n_ref > 1 and not (math.isnan(s) or math.isnan(s_ref)):
+        readings.append((math.sqrt(s ** 2 / n + s_ref ** 2 / n_ref), welch_df(s, n, s_ref, n_ref), "own spreads"))
+    if not readings:
+        raise RunError(f"cannot measure the noise of this difference: no seed study and {min(n, n_ref)} seed(s) in a "
+                       "group; give seed_stats (notebooks/studies/seed_variance.ipynb) or run 2 seeds or more per group")
+    se, df, source = max(readings, key=lambda r: t_quantile(r[1]) * r[0])
+    if margin is None:
+        spread = seed.std if seed is not None else max(x for x in (s, s_ref) if not math.isnan(x))
+        margin = MARGIN_SDS * spread
+    return Comparison(diff=float(diff), se=float(se), df=float(df), source=source, margin=float(margin),
+                      seeds_added_after=bool(seeds_added_after))
+
+
+def reference_row() -> dict[str, Any]:
+    """The comparison columns of a row that is itself the reference (or a row's best): empty, no verdict."""
+    empty = dict.fromkeys(("band", "low", "high", "df", "margin", "detectable"), math.nan)
+    return dict(empty, diff=0.0, band_source=None, verdict=None, beyond_noise=False, seeds_added_after=False)
+
+
+def comparison_row(diff: float, n: int, n_ref: int, **kwargs: Any) -> dict[str, Any]:
+    """:meth:`Comparison.row` of :func:`compare_means`, or, where the noise cannot be measured (one seed in a
+    group and no seed study), the same columns empty with the verdict ``cannot tell``: a table keeps every row."""
+    try:
+        return compare_means(diff, n, n_ref, **kwargs).row()
+    except RunError:
+        empty = dict.fromkeys(("band", "low", "high", "df", "margin", "detectable"), math.nan)
+        return dict(empty, diff=diff, band_source=None, verdict=CANNOT_TELL, beyond_noise=False,
+                    seeds_added_after=bool(kwargs.get("seeds_added_after", False)))
 
 
 @dataclass(frozen=True)
@@ -32,19 +158,15 @@ class SeedStats:
     def range(self) -> float:
         return self.max - self.min
 
-    def noise_band(self, n_per_recipe: int = 1, z: float = Z95, n_other: Optional[int] = None) -> float:
-        """How far apart two recipes' means (of `n_per_recipe` seeds each) must be before
-        the difference is unlikely (two-sided 95%) to be seed noise alone.
+    def noise_band(self, n_per_recipe: int = 1, n_other: Optional[int] = None) -> float:
+        """How far apart two recipes' means (of `n_per_recipe` seeds each; `n_other` for the other when it differs)
+        must be before the difference is beyond seed noise (two-sided 95%), both taken to have this spread.
 
-        Both means carry noise of std/sqrt(n), so their difference has std
-        std*sqrt(2/n); a difference beyond z times that is significant. Assumes the
-        two recipes have this seed spread (the paper: 0.08-0.15 points at ImageNet scale)
-        and treats the std as known: estimated from few seeds it is itself uncertain,
-        so with under ~10 seeds read the band as a lower bound. `n_other`: the other
-        recipe's number of seeds when it differs (std*sqrt(1/n + 1/n_other)).
-        """
+        The difference has standard error std * sqrt(1/n + 1/n_other); the std is estimated from this study's n
+        seeds, so the quantile is Student's t with n - 1 degrees of freedom (2.78 for 5 seeds), not the normal's
+        1.96, which would treat it as known."""
         other = n_per_recipe if n_other is None else n_other
-        return z * self.std * math.sqrt(1.0 / n_per_recipe + 1.0 / other)
+        return t_quantile(self.n - 1) * self.std * math.sqrt(1.0 / n_per_recipe + 1.0 / other)
 
     def gaussian_pdf(self, x: Sequence[float]) -> np.ndarray:
         """The Gaussian fit (mean, std) evaluated at `x`: the curve drawn over the histogram."""
@@ -62,10 +184,19 @@ def seed_stats(values: Iterable[float]) -> SeedStats:
 
 
 def noise_table(stats: SeedStats, ns: Sequence[int] = (1, 2, 3, 5, 10)) -> pandas.DataFrame:  # noqa: F821
-    """For n seeds per recipe: the smallest difference of means that means something."""
+    """For n seeds per recipe: the smallest difference of means that is beyond seed noise, and the smallest true
+    difference such a comparison finds with 80% power.
+
+    For a student: the spread of one run, std, is measured from this study's seeds. Two means of n seeds differ by
+    noise alone with a standard error of std x sqrt(2/n). Because std itself is estimated from few seeds, the
+    multiplier is Student's t with (seeds in this study - 1) degrees of freedom, larger than the normal's 1.96: a
+    band that admits it does not know the spread exactly. A difference beyond the band is beyond noise; one inside
+    it may still be real, and the last column says how large a real one this many seeds would usually catch."""
     import pandas as pd
 
-    return pd.DataFrame(dict(seeds_per_recipe=list(ns), min_significant_diff=[stats.noise_band(n) for n in ns]))
+    rows = [compare_means(0.0, n, n, seed=stats) for n in ns]
+    return pd.DataFrame(dict(seeds_per_recipe=list(ns), min_significant_diff=[c.band for c in rows],
+                             detectable_80pct=[c.detectable for c in rows]))
 
 
 def group_stats(table: pandas.DataFrame, by: Sequence[str], value: str) -> pandas.DataFrame:  # noqa: F821
@@ -76,31 +207,47 @@ def group_stats(table: pandas.DataFrame, by: Sequence[str], value: str) -> panda
     return out.sort_values(list(by)).reset_index(drop=True)
 
 
-def compare_to(groups: pandas.DataFrame, by: str, reference: Any, stats: SeedStats) -> pandas.DataFrame:  # noqa: F821
-    """:func:`group_stats` rows with their difference from the `reference` group's mean and how large a
-    difference seed noise makes (two-sided 95%) for those numbers of seeds:
+def compare_to(groups: pandas.DataFrame, by: str, reference: Any, stats: Optional[SeedStats],  # noqa: F821
+               margin: Optional[float] = None) -> pandas.DataFrame:  # noqa: F821
+    """:func:`group_stats` rows, each compared with the `reference` group's mean by :func:`compare_means`:
 
-    - ``noise_band``: from the seed study's spread (`stats`), as if both groups had it;
-    - ``own_band``: from both groups' own spreads, ``z * sqrt(s_ref^2 / n_ref + s^2 / n)`` (Welch's form,
-      normal quantile; empty when a group has a single run): a variant whose seeds scatter more than the
-      reference's needs a larger difference;
-    - ``band``: the larger of the two, and ``beyond_noise``: ``|diff| > band``.
+    - ``noise_band``: the band from the seed study's spread (`stats`) for both groups, t with its n - 1 df;
+    - ``own_band``: the band from both groups' own spreads (Welch's t; empty when a group has a single run);
+    - ``band`` (the wider), ``low``/``high`` (the 95% interval of ``diff``), ``df``, ``detectable`` (80% power),
+      ``verdict`` (beyond noise, within noise, cannot tell at this number of seeds) and ``beyond_noise``.
 
-    With 3 to 5 seeds the standard deviations are themselves uncertain: read ``beyond_noise`` as a
-    screening verdict, not a test at exactly 5%.
-    """
+    A ``seeds_added_after`` column in `groups` (True where seeds were added after other results were seen) is
+    carried into the verdicts."""
     ref = groups[groups[by] == reference]
     if len(ref) != 1:
         raise RunError(f"reference {by}={reference!r} is not one of the groups: {list(groups[by])}")
     ref_mean, ref_n, ref_std = float(ref["mean"].iloc[0]), int(ref["n"].iloc[0]), float(ref["std"].iloc[0])
+    added = groups["seeds_added_after"] if "seeds_added_after" in groups else [False] * len(groups)
+    rows = []
+    for (_, g), late in zip(groups.iterrows(), added):
+        n, sd = int(g["n"]), float(g["std"])
+        if g[by] == reference:
+            rows.append(dict(reference_row(), noise_band=stats.noise_band(n) if stats is not None else math.nan,
+                             own_band=math.nan))
+            continue
+        c = compare_means(float(g["mean"]) - ref_mean, n, ref_n, seed=stats, s=sd, s_ref=ref_std, margin=margin,
+                          seeds_added_after=bool(late))
+        own = compare_means(c.diff, n, ref_n, s=sd, s_ref=ref_std, margin=c.margin).band \
+            if n > 1 and ref_n > 1 and not math.isnan(sd) and not math.isnan(ref_std) else math.nan
+        rows.append(dict(c.row(), noise_band=stats.noise_band(n, n_other=ref_n) if stats is not None else math.nan,
+                         own_band=own))
     out = groups.copy()
-    out["diff"] = out["mean"] - ref_mean
-    out["noise_band"] = [stats.noise_band(int(n), n_other=ref_n) for n in out["n"]]
-    out["own_band"] = [Z95 * math.sqrt(ref_std ** 2 / ref_n + float(sd) ** 2 / int(n)) if int(n) > 1 and ref_n > 1 else math.nan
-                       for sd, n in zip(out["std"], out["n"])]
-    out["band"] = out[["noise_band", "own_band"]].max(axis=1)  # NaN own_band: the seed study's band alone
-    out["beyond_noise"] = out["diff"].abs() > out["band"]
+    for column in ("noise_band", "own_band", *COMPARISON_COLUMNS):
+        out[column] = [r[column] for r in rows]
     return out
+
+
+def interval(row: Any, unit: str = " points", against: str = "the reference") -> str:
+    """One comparison row of :func:`compare_to` in words: ``-0.58 points against the reference (95% interval -1.47
+    to +0.31; cannot tell at this number of seeds; detects 1.20 with 80% power)``."""
+    late = "; seeds added after results" if bool(getattr(row, "seeds_added_after", False)) else ""
+    return (f"{row.diff:+.2f}{unit} against {against} (95% interval {row.low:+.2f} to {row.high:+.2f}; {row.verdict}"
+            f"{late}; detects {row.detectable:.2f} with 80% power)")
 
 
 TRAINING_COLUMNS_IGNORED = ("seed", "name")  # what a seed study varies, or only labels a run
@@ -226,7 +373,7 @@ def best_test_resolution(rows: pandas.DataFrame, train_res: int, value: str = "t
     ``run``, ``test_res``, ``crop_pct`` and `value`).
 
     One row per crop ratio: ``best_res`` (the peak of the mean curve over runs) and its mean, the mean
-    at ``train_res``, ``gain`` (their difference), ``band`` (1.96 x the standard error of the per-run
+    at ``train_res``, ``gain`` (their difference), ``band`` (t(n - 1) x the standard error of the per-run
     gains at ``best_res``: paired, each run against itself), ``beyond_noise`` (gain > band), and
     ``run_best`` (each run's own best test sizes, sorted)."""
     import pandas as pd
@@ -241,7 +388,7 @@ def best_test_resolution(rows: pandas.DataFrame, train_res: int, value: str = "t
         best = int(curve.idxmax())
         gains = by_run[best] - by_run[train_res]
         n = int(gains.count())
-        band = Z95 * float(gains.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+        band = t_quantile(n - 1) * float(gains.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
         gain = float(curve[best] - curve[train_res])
         out.append(dict(crop_pct=float(crop), train_res=int(train_res), best_res=best, best_mean=float(curve[best]),
                         at_train_res=float(curve[train_res]), gain=gain, band=band, beyond_noise=bool(n > 1 and gain > band), n=n,

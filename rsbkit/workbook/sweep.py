@@ -289,10 +289,15 @@ def cumulative_steps(steps: Any, where: str) -> tuple[list[dict[str, Any]], dict
         seeds = step.get("seeds")
         if seeds is not None and not is_seed_list(seeds):
             raise SweepError(f"{where}: step {name!r}: seeds is the step's own list of seeds, got {seeds!r}")
-        changes = {k: v for k, v in step.items() if k not in ("name", "paper", "seeds")}
+        added = step.get("seeds_added_after", False)
+        if not isinstance(added, bool) or (added and seeds is None):
+            raise SweepError(f"{where}: step {name!r}: seeds_added_after is true when the step's own seeds were added "
+                             f"after other results were seen (give them in seeds:), got {added!r}")
+        changes = {k: v for k, v in step.items() if k not in ("name", "paper", "seeds", "seeds_added_after")}
         current = {**current, **changes}
         rows.append(dict(current))
-        labels[f"{index:02d}-{name}"] = dict(index=index, name=name, changes=changes, paper=paper, seeds=seeds)
+        labels[f"{index:02d}-{name}"] = dict(index=index, name=name, changes=changes, paper=paper, seeds=seeds,
+                                             seeds_added_after=added)
     return rows, labels
 
 

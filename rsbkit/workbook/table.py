@@ -139,7 +139,8 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
             info = json.loads(point.read_text())
             row.update({f"param.{k}": _cell(v) for k, v in info.get("parameters", {}).items()})
             if info.get("step"):  # a cumulative sweep's step: its place, name and published value
-                row.update(step_index=info["step"]["index"], step=info["step"]["name"], step_paper=info["step"].get("paper"))
+                row.update(step_index=info["step"]["index"], step=info["step"]["name"], step_paper=info["step"].get("paper"),
+                           seeds_added_after=bool(info["step"].get("seeds_added_after", False)))
             if row["status"] is None:
                 row["status"], row["error"] = info.get("status"), info.get("error")
         rows.append(row)

@@ -25,7 +25,7 @@ from ..core.paths import output_path
 from ..core.recipes import load_recipe, recipe_fields
 from ..core.runs import atomic_write_text, load_run
 from .run_studies import SMOKE_LIMITS
-from .study_stats import compare_to, compare_variants
+from .study_stats import compare_to, compare_variants, interval
 from .sweep import expand, run_and_load
 from .train_and_evaluate import TRAIN_NOTEBOOK, none_if_empty, out_folder
 
@@ -47,14 +47,12 @@ class TeacherStudy:
         ref = self.table.iloc[0]
         lines.append(f"{ref['variant']}: {ref['mean']:.2f} +- {ref['std']:.2f} over {int(ref['n'])} seeds (labelled only)")
         for row in self.table.iloc[1:].itertuples(index=False):
-            verdict = "more than seed noise" if row.beyond_noise else "within seed noise"
             own = (f"; its teacher {row.teacher_top1:.2f} ({row.mean - row.teacher_top1:+.2f})"
                    if row.teacher_top1 == row.teacher_top1 else "")
             if row.control_diff == row.control_diff:
-                own += (f"; {row.control_diff:+.2f} against the reference trained as long ("
-                        f"{'more than' if row.beyond_control else 'within'} seed noise: +-{row.control_band:.2f})")
-            lines.append(f"{row.variant}: {row.mean:.2f} +- {row.std:.2f} over {row.n} seeds, {row.diff:+.2f} against the "
-                         f"reference ({verdict}: +-{row.band:.2f}){own}")
+                own += (f"; {row.control_diff:+.2f} against the reference trained as long ({row.control_verdict}: "
+                        f"+-{row.control_band:.2f})")
+            lines.append(f"{row.variant}: {row.mean:.2f} +- {row.std:.2f} over {row.n} seeds, {interval(row)}{own}")
         return "\n".join(lines)
 
 
@@ -105,7 +103,7 @@ def against_control(table: Any, stats: Any, control: str) -> Any:
     ``control_band``, ``beyond_control`` (the band as :func:`rsbkit.workbook.study_stats.compare_to` gives it); NaN
     elsewhere, and everywhere when no control was trained."""
     table = table.copy()
-    for column in ("control_diff", "control_band", "beyond_control"):
+    for column in ("control_diff", "control_band", "beyond_control", "control_verdict"):
         table[column] = float("nan")
     if control not in set(table["variant"]):
         return table
@@ -115,6 +113,8 @@ def against_control(table: Any, stats: Any, control: str) -> Any:
     table.loc[students, "control_band"] = compared.loc[students, "band"]
     table["beyond_control"] = table["beyond_control"].astype(object)
     table.loc[students, "beyond_control"] = compared.loc[students, "beyond_noise"]
+    table["control_verdict"] = table["control_verdict"].astype(object)
+    table.loc[students, "control_verdict"] = compared.loc[students, "verdict"]
     return table
 
 

@@ -19,10 +19,11 @@ from rsbkit.workbook.resnet_rs_studies import (
     additive_split,
     additive_table,
     read_seed_stats,
+    weight_decay_shrinkage,
     weight_decay_table,
     weight_decay_verdict,
 )
-from rsbkit.workbook.study_stats import Z95, best_test_resolution, compare_to, group_stats, seed_stats
+from rsbkit.workbook.study_stats import VERDICTS, best_test_resolution, compare_means, compare_to, group_stats, seed_stats
 from rsbkit.workbook.teacher_studies import against_control
 
 FINDINGS = ROOT / "findings"
@@ -40,6 +41,18 @@ from findings import (  # noqa: E402  (the script that wrote them)
     student_table,
     weight_decay_pivot,
 )
+
+
+def t95(df: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df))
+
+
+def assert_verdict(row, expected) -> None:
+    """A table row's interval and verdict are the library's for its numbers, and the verdict is one of the three."""
+    assert (row.low, row.high) == (pytest.approx(expected.low), pytest.approx(expected.high)), row
+    assert row.verdict == expected.verdict and row.verdict in VERDICTS, row
 
 
 def readme() -> str:
@@ -76,13 +89,14 @@ def test_the_comparison_is_computed_from_its_runs_and_the_readme_quotes_it():
     runs = pd.read_csv(FINDINGS / "comparison_runs.csv")
     stats = json.loads((FINDINGS / "seed_stats.json").read_text())
     recomputed = group_stats(runs, ["variant"], "final_top1").set_index("variant")
+    seed = seed_stats(stats["values"])
     for row in table.itertuples():
         again = recomputed.loc[row.variant]
         assert (row.mean, row.std, row.n) == (pytest.approx(again["mean"]), pytest.approx(again["std"]), again["n"])
-        assert row.noise_band == pytest.approx(Z95 * stats["std"] * math.sqrt(1 / row.n + 1 / stats["n"]))
-        own = Z95 * math.sqrt(stats["std"] ** 2 / stats["n"] + row.std ** 2 / row.n)
-        assert row.band == pytest.approx(max(row.noise_band, own))
-        assert row.diff == pytest.approx(row.mean - stats["mean"]) and row.beyond_noise == (abs(row.diff) > row.band)
+        assert row.noise_band == pytest.approx(t95(stats["n"] - 1) * stats["std"] * math.sqrt(1 / row.n + 1 / stats["n"]))
+        assert row.diff == pytest.approx(row.mean - stats["mean"])
+        if row.Index:  # the reference itself has no verdict
+            assert_verdict(row, compare_means(row.diff, row.n, stats["n"], seed=seed, s=row.std, s_ref=stats["std"]))
         before_teachers = readme().split("## 13.")[0]  # section 13 has a reference of its own, over 3 seeds
         quoted = [line for line in before_teachers.splitlines() if line.startswith(f"| {row.variant} |")]
         assert quoted and set(quoted) == {comparison_row(row)}, row.variant
@@ -113,7 +127,11 @@ def test_the_variants_are_computed_from_their_sweeps_and_the_readme_quotes_them(
     for row in table.itertuples():
         again = recomputed.loc[row.variant]
         assert (row.mean, row.std, row.n) == (pytest.approx(again["mean"]), pytest.approx(again["std"]), again["n"])
-        assert row.diff == pytest.approx(row.mean - table["mean"][0]) and row.beyond_noise == (abs(row.diff) > row.band)
+        assert row.diff == pytest.approx(row.mean - table["mean"][0])
+        if row.Index:
+            ref = table.iloc[0]
+            assert_verdict(row, compare_means(row.diff, row.n, ref["n"], seed=seed_stats(runs.loc[runs["variant"] == ref["variant"],
+                           "final_top1"]), s=row.std, s_ref=ref["std"]))
         quoted = [line for line in readme().splitlines() if line.startswith(f"| {row.variant} |")]
         assert comparison_row(row) in quoted, row.variant
     sweeps = pd.concat([pd.read_csv(FINDINGS / f"{name}_runs.csv").assign(sweep=name)
@@ -200,7 +218,13 @@ def test_the_weight_decay_study_is_computed_from_its_runs_and_the_readme_quotes_
     assert len(cells) == 15 and (cells["n"] >= 2).all()
     for line in markdown(weight_decay_pivot(cells)).splitlines():
         assert line in readme(), line
-    assert weight_decay_verdict(cells, 1e-4) in " ".join(readme().split())
+    stats = read_seed_stats(str(FINDINGS / "seed_stats.json"))
+    assert weight_decay_verdict(cells, 1e-4, stats) in " ".join(readme().split())
+    # the weight decay's whole effect over the run, as the section states it
+    base = load_recipe("params/torchvision_demo.yaml", sched="cosine")
+    shrink = [weight_decay_shrinkage(base.replace(weight_decay=wd), 47) for wd in (1e-4, 4e-5, 1e-5)]
+    assert "shrinks the weights by {:.1%} in all at 1e-4, {:.1%} at 4e-5 and {:.2%} at 1e-5".format(*shrink) in \
+        " ".join(readme().split())
 
 
 def test_the_teacher_study_is_computed_from_its_runs_and_the_readme_quotes_it():
@@ -218,7 +242,7 @@ def test_the_teacher_study_is_computed_from_its_runs_and_the_readme_quotes_it():
         expected = again.loc[row.variant]
         for column in ("mean", "std", "n", "diff", "band", "control_diff", "control_band"):
             assert getattr(row, column) == pytest.approx(expected[column], nan_ok=True), (row.variant, column)
-        assert row.beyond_noise == expected["beyond_noise"], row.variant
+        assert row.beyond_noise == expected["beyond_noise"] and str(row.verdict) == str(expected["verdict"]), row.variant
         assert comparison_row(row) in readme(), row.variant
     labeller = teachers.loc[teachers["model"] == "resnet18", "final_top1"].item()
     students = table[table["control_diff"].notna()]
@@ -230,6 +254,44 @@ def test_the_teacher_study_is_computed_from_its_runs_and_the_readme_quotes_it():
         assert line in readme(), line
     assert cpu_time(pd.concat([teachers, runs])) in readme()
     assert soft_against_hard(table, runs) in readme()
+
+
+def section(heading: str) -> str:
+    """One section of findings/README.md (from its heading to the next), whitespace collapsed."""
+    text = readme().split(f"\n## {heading}", 1)[1]
+    return " ".join(text.split("\n## ", 1)[0].split())
+
+
+# (section, table, variant, what the section's prose says of it): each verdict the prose states, with its interval
+VERDICT_SENTENCES = [
+    ("2. Loss", "comparison", "loss=ce", "Cannot tell at this number of seeds: CE is 0.13 points higher"),
+    ("3. Procedure", "comparison", "torchvision_demo", "Beyond noise: the RSB ingredients win by 1.02 points"),
+    ("5. Repeated augmentation", "comparison", "aug_repeats=3", "Cannot tell at this number of seeds: 0.49 points lower"),
+    ("6. Learning rate", "comparison", "lr=0.004", "Halving the LR costs 1.37 points, beyond noise"),
+    ("6. Learning rate", "comparison", "lr=0.016", "doubling it gains 0.21, and this design cannot tell that from noise"),
+    ("9. BCE target threshold", "variants", "bce_target_thresh=0.2", "0.2 costs 1.27 points, beyond noise"),
+    ("9. BCE target threshold", "variants", "train_res_start=24, train_res_ramp=(7, 9), train_res_step=4",
+     "4.74 points lower than the demo, beyond noise"),
+]
+
+
+@pytest.mark.parametrize("heading, name, variant, said", VERDICT_SENTENCES, ids=[v for _, _, v, _ in VERDICT_SENTENCES])
+def test_each_verdict_the_prose_states_is_its_tables(heading, name, variant, said):
+    """The prose's verdict and numbers for a comparison are the table's under the current rule: a sentence that
+    still said "within noise" (or "beyond" where the interval includes 0) fails here, and so does its interval."""
+    row = pd.read_csv(FINDINGS / f"{name}.csv").set_index("variant").loc[variant]
+    text = section(heading)
+    assert said in text, (heading, said)
+    verdict = "cannot tell" if row["verdict"].startswith("cannot tell") else row["verdict"]
+    assert verdict in said.lower() and f"{abs(row['diff']):.2f}" in said, (said, row["verdict"], row["diff"])
+    assert f"{row['low']:+.2f}".replace("-", "−") in text or f"{-row['high']:.2f} to {-row['low']:.2f}" in text, row
+
+
+def test_every_section_says_what_its_testbed_can_test():
+    for number in range(1, 14):
+        heading = next(h for h in re.findall(r"^## (.+)$", readme(), re.M) if h.startswith(f"{number}.") or
+                       h.startswith(f"{number - 1}.") and f"and {number}." in h)
+        assert "What this testbed can test" in section(heading), heading
 
 
 def test_cpu_time_counts_a_paused_epoch_at_its_runs_median(tmp_path):

@@ -16,6 +16,8 @@ import yaml
 from clock import limit
 from conftest import ROOT, figures, run_whole, texts
 
+from rsbkit.workbook.study_stats import VERDICTS
+
 pytestmark = pytest.mark.cost(130)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
 NOTEBOOKS = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in str(p))
@@ -161,7 +163,7 @@ def test_seed_variance_notebook_runs_the_seeds_and_reports_their_spread(seed_stu
         assert (seed_study / "points" / f"seed={s}" / "train.ipynb").is_file()
     assert stats["mean"] == pytest.approx(statistics.mean(finals.values()))
     assert stats["std"] == pytest.approx(statistics.stdev(finals.values()))
-    assert stats["noise_band_1"] == pytest.approx(1.959964 * stats["std"] * 2 ** 0.5)
+    assert stats["noise_band_1"] == pytest.approx(12.706205 * stats["std"] * 2 ** 0.5)  # t(0.975) with 2 - 1 df
     executed = seed_study / "study" / "seed_variance.ipynb"
     assert len(figures(executed)) == 1 and "Gaussian fit" in json.dumps(figures(executed)[0]["application/vnd.plotly.v1+json"])
     assert "2 seeds: final_top1" in texts(executed)
@@ -194,9 +196,14 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path, cli):
     assert list(compare["variant"]) == ["smoke (reference)", "same as the reference", "loss=ce"]
     assert list(compare["n"]) == [2, 1, 1] and compare["mean"][0] == pytest.approx(stats["mean"])
     assert compare["diff"][2] == pytest.approx(top1["ce"] - stats["mean"])
-    assert compare["noise_band"][2] == pytest.approx(1.959964 * stats["std"] * (1 + 1 / 2) ** 0.5)
+    assert compare["noise_band"][2] == pytest.approx(12.706205 * stats["std"] * (1 + 1 / 2) ** 0.5)
     assert len(pd.read_csv(tmp_path / "compare" / "comparison_runs.csv")) == 4
     assert (tmp_path / "compare" / "comparison.png").is_file() and "loss=ce: " in texts(tmp_path / "compare" / "compare.ipynb")
+    # each variant's 95% interval and its verdict, one of three, in the table and in the printed summary
+    row = compare.iloc[2]
+    assert row["low"] == pytest.approx(row["diff"] - row["band"]) and row["verdict"] in VERDICTS
+    said = texts(tmp_path / "compare" / "compare.ipynb")
+    assert f"(95% interval {row['low']:+.2f} to {row['high']:+.2f}; {row['verdict']}" in said
 
     # the report gathers the ablation's runs and groups them
     res = cli("run", "notebooks/report.ipynb", "-p", "runs", f"[{tmp_path / 'points'}]", "-p", "group_by", "[loss]",

@@ -12,17 +12,19 @@ import timm
 
 from rsbkit.core.errors import RecipeError
 from rsbkit.core.models import create_model
+from rsbkit.core.optim import lr_schedule
 from rsbkit.core.recipes import Recipe, load_recipe
 from rsbkit.workbook.resnet_rs_studies import (
     additive_split,
     additive_table,
     scaled_sweep,
     step_changes,
+    weight_decay_shrinkage,
     weight_decay_table,
     weight_decay_verdict,
     with_top1,
 )
-from rsbkit.workbook.study_stats import SeedStats
+from rsbkit.workbook.study_stats import SeedStats, t_quantile, welch_df
 from rsbkit.workbook.sweep import load_sweep, pending
 
 pytestmark = pytest.mark.cost(60)  # seconds in the suite on 2 cores (the two notebooks): costliest files start first
@@ -111,9 +113,12 @@ def test_additive_table_deltas_bands_and_the_papers_split():
     table = additive_table(with_top1(runs), STATS, changes)
     assert list(table["step"]) == ["baseline", "cosine", "less_wd", "se"]
     assert table["delta"].round(6).tolist()[1:] == [0.6, 0.4, 0.4]
-    # the band: the seed study's for 2 against 2 seeds (1.96 * 0.25 * 1) against the steps' own spread
-    assert table["band"].iloc[1] == pytest.approx(max(1.959964 * 0.25, 1.959964 * math.sqrt(0.02 / 2 + 0.02 / 2)))
-    assert list(table["beyond_noise"]) == [False, True, False, False]
+    # the band: the seed study's for 2 against 2 seeds (t with its n - 1 df x 0.25 x 1) against the steps' own
+    # spread (Welch: 2 degrees of freedom here), the wider kept
+    seed_t, own_t = t_quantile(STATS.n - 1), t_quantile(welch_df(math.sqrt(0.02), 2, math.sqrt(0.02), 2))
+    assert table["band"].iloc[1] == pytest.approx(max(seed_t * 0.25, own_t * math.sqrt(0.02 / 2 + 0.02 / 2)))
+    assert list(table["beyond_noise"]) == [False, False, False, False]  # 0.6 with 2 seeds a step: not enough
+    assert list(table["verdict"][1:]) == ["cannot tell at this number of seeds"] * 3
     assert math.isnan(table["paper_delta"].iloc[1]) and table["paper_delta"].iloc[2] == pytest.approx(3.2)
     recorded = runs.assign(model=["resnet18"] * 6 + ["seresnet18"] * 2)  # read from runs: the kind from their recipes
     assert list(additive_table(with_top1(recorded), STATS)["kind"]) == list(table["kind"])
@@ -131,12 +136,25 @@ def test_weight_decay_table_marks_each_rows_best_and_answers_the_claim():
     cells = weight_decay_table(with_top1(runs), STATS)
     best = cells[cells["best"]].set_index("step")["weight_decay"]
     assert best.to_dict() == {"none": 1e-4, "dropout": 1e-5}
-    verdict = weight_decay_verdict(cells, 1e-4)
-    assert "gives 81.50 against 80.10 at the recipe's 0.0001 (-1.40" in verdict
-    assert "goes from 0.0001 with none to 1e-05 with all of them (falls)" in verdict and verdict.endswith("supports ResNet-RS's claim.")
+    # the paper's own pair (here 1e-5 stands for it) with every regularizer: +1.40, beyond noise
+    verdict = weight_decay_verdict(cells, 1e-4, STATS, paper_wd=1e-5)
+    assert "weight decay 1e-05 gives 81.50 against 80.10 at the recipe's 0.0001: +1.40 points against the recipe" in verdict
+    assert "beyond noise" in verdict and "which supports ResNet-RS's claim" in verdict
+    assert "goes from 0.0001 with none to 1e-05 with all of them (falls)" in verdict
     flat = runs.assign(final_top1=[81.0, 81.2, 81.0, 81.1, 81.0, 81.2, 81.0, 81.1])
-    assert weight_decay_verdict(weight_decay_table(with_top1(flat), STATS), 1e-4).endswith(
-        "does not support ResNet-RS's claim at this scale.")
+    assert "which says nothing of ResNet-RS's claim either way" in \
+        weight_decay_verdict(weight_decay_table(with_top1(flat), STATS), 1e-4, STATS, paper_wd=1e-5)
+    assert "the grid's next smaller weight decay 1e-05 gives 81.50" in weight_decay_verdict(cells, 1e-4, STATS)  # no 4e-5 here
+    assert "no verdict" in weight_decay_verdict(cells, 1e-5, STATS)  # nothing below the recipe's
+
+
+def test_weight_decay_shrinks_the_demo_baselines_weights_by_a_few_percent():
+    """What a weight-decay study of 470 steps can test: SGD's decay through momentum, summed over the cosine schedule."""
+    base = load_recipe("params/torchvision_demo.yaml", sched="cosine")
+    shrink = weight_decay_shrinkage(base, 47)
+    lrs = lr_schedule(base, 47, 0.1)
+    assert len(lrs) == 470 and shrink == pytest.approx(1 - math.prod(1 - lr * 1e-4 / 0.1 for lr in lrs))
+    assert 0.02 < shrink < 0.03 and weight_decay_shrinkage(base.replace(weight_decay=1e-5), 47) < shrink / 9
 
 
 # ------------------------------------------------------------------ the notebooks under papermill

@@ -6,10 +6,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from rsbkit.core.errors import RunError
 from rsbkit.workbook.paper import TABLE6_A2, TABLE9_CROP
-from rsbkit.workbook.study_stats import Z95, ablation_table, best_test_resolution, noise_table, paper_table6, seed_stats
+from rsbkit.workbook.study_stats import ablation_table, best_test_resolution, noise_table, paper_table6, seed_stats
 
 
 def test_seed_stats_on_known_values():
@@ -17,11 +18,12 @@ def test_seed_stats_on_known_values():
     assert (s.n, s.min, s.max) == (3, 79.5, 79.9)
     assert s.mean == pytest.approx(79.7) and s.std == pytest.approx(0.2)  # sample std, ddof=1
     assert s.range == pytest.approx(0.4)
-    # two single runs: 1.96 * 0.2 * sqrt(2); two means of 5 seeds: 1.96 * 0.2 * sqrt(2/5)
-    assert s.noise_band(1) == pytest.approx(0.5544, abs=1e-4)
-    assert s.noise_band(5) == pytest.approx(0.2479, abs=1e-4)
+    # a spread measured from 3 seeds: t(0.975, 2 df) = 4.303, not 1.96. Two single runs: 4.303 * 0.2 * sqrt(2);
+    # two means of 5 seeds: 4.303 * 0.2 * sqrt(2/5)
+    assert s.noise_band(1) == pytest.approx(1.2170, abs=1e-4)
+    assert s.noise_band(5) == pytest.approx(0.5443, abs=1e-4)
     table = noise_table(s, ns=(1, 5))
-    assert list(table["seeds_per_recipe"]) == [1, 5] and table["min_significant_diff"].iloc[1] == pytest.approx(0.2479, abs=1e-4)
+    assert list(table["seeds_per_recipe"]) == [1, 5] and table["min_significant_diff"].iloc[1] == pytest.approx(0.5443, abs=1e-4)
     # the fitted Gaussian peaks at the mean with height 1/(std sqrt(2 pi))
     assert s.gaussian_pdf([79.7])[0] == pytest.approx(1 / (0.2 * math.sqrt(2 * math.pi)))
 
@@ -81,18 +83,23 @@ def test_group_stats_and_comparison_with_the_seed_noise():
     ]
     stats = seed_stats([80, 81, 82, 81, 81])  # std sqrt(0.5)
     table = compare_to(groups, "loss", "bce", stats).set_index("loss")
-    seed_band = 1.959964 * math.sqrt(0.5) * math.sqrt(1 / 3 + 1 / 5)
+    t4 = scipy_stats.t.ppf(0.975, 4)  # the seed study's 5 seeds: 4 degrees of freedom
+    seed_band = t4 * math.sqrt(0.5) * math.sqrt(1 / 3 + 1 / 5)
     assert table.loc["ce", "diff"] == -2.0 and table.loc["ce", "noise_band"] == pytest.approx(seed_band)
-    # the variant's own spread, Welch's form: wider than the seed study's band here, still under 2 points
-    assert table.loc["ce", "own_band"] == pytest.approx(1.959964 * math.sqrt(0.5 / 5 + 1 / 3))
-    assert table.loc["ce", "band"] == table.loc["ce", "own_band"] and bool(table.loc["ce", "beyond_noise"])
+    # the variant's own spread, Welch's t: wider than the seed study's band here, and just wider than 2 points
+    welch = scipy_stats.ttest_ind([78, 79, 80], [80, 81, 82, 81, 81], equal_var=False).confidence_interval(0.95)
+    assert table.loc["ce", "own_band"] == pytest.approx((welch.high - welch.low) / 2)
+    assert table.loc["ce", "band"] == table.loc["ce", "own_band"] and table.loc["ce", "verdict"] == "cannot tell at this number of seeds"
+    assert (table.loc["ce", "low"], table.loc["ce", "high"]) == (pytest.approx(welch.low), pytest.approx(welch.high))
     # the same mean from seeds 3 points apart: beyond the seed study's band, not beyond its own spread
     assert table.loc["mse", "diff"] == -2.0 and table.loc["mse", "noise_band"] == pytest.approx(seed_band)
-    assert table.loc["mse", "band"] == pytest.approx(1.959964 * math.sqrt(0.5 / 5 + 9 / 3))
+    welch = scipy_stats.ttest_ind([76, 79, 82], [80, 81, 82, 81, 81], equal_var=False).confidence_interval(0.95)
+    assert table.loc["mse", "band"] == pytest.approx((welch.high - welch.low) / 2)
     assert not bool(table.loc["mse", "beyond_noise"])
     # one run has no spread of its own: the seed study's band alone
     assert math.isnan(table.loc["hinge", "own_band"])
-    assert table.loc["hinge", "band"] == pytest.approx(1.959964 * math.sqrt(0.5) * math.sqrt(1 + 1 / 5))
+    assert table.loc["hinge", "band"] == pytest.approx(t4 * math.sqrt(0.5) * math.sqrt(1 + 1 / 5))
+    assert table.loc["hinge", "verdict"] == "cannot tell at this number of seeds"  # -2.0 against a band of 2.15
     assert not bool(table.loc["bce", "beyond_noise"])
     assert stats.noise_band(3, n_other=3) == pytest.approx(stats.noise_band(3))
     with pytest.raises(RunError, match="reference loss='l1' is not one of the groups"):
@@ -116,9 +123,11 @@ def test_variants_are_labelled_by_what_they_change_and_set_against_the_seed_nois
     assert list(table["variant"]) == ["demo (reference)", "loss=ce", "lr=0.004, aug_repeats=3", "torchvision_demo"]
     assert list(table["n"]) == [5, 3, 3, 3] and len(pooled) == 14  # the failed run is left out
     assert list(table["diff"]) == pytest.approx([0.0, -2.0, 0.0, -5.0])
-    band = 1.959964 * math.sqrt(0.5) * math.sqrt(1 / 3 + 1 / 5)
+    band = scipy_stats.t.ppf(0.975, 4) * math.sqrt(0.5) * math.sqrt(1 / 3 + 1 / 5)
     assert list(table["noise_band"][1:]) == pytest.approx([band] * 3)
-    assert list(table["beyond_noise"]) == [False, True, False, True]
+    # loss=ce: -2 over 3 seeds is inside its Welch interval (-4.05 to +0.05); torchvision_demo: -5 is beyond
+    assert list(table["beyond_noise"]) == [False, False, False, True]
+    assert list(table["verdict"][1:]) == ["cannot tell at this number of seeds"] * 2 + ["beyond noise"]
     with pytest.raises(RunError, match="not one recipe over seeds: \\['lr'\\] vary"):
         compare_variants(variants, pd.concat([reference, runs("demo", [7], [80], lr=0.1)]), fields)
     with pytest.raises(RunError, match="at least 2 completed seeds"):
@@ -133,8 +142,67 @@ def test_best_test_resolution_against_the_train_size():
     table = best_test_resolution(rows, 24).set_index("crop_pct")
     one = table.loc[1.0]
     assert (one["best_res"], one["best_mean"], one["at_train_res"], one["gain"], one["n"]) == (28, 72.0, 69.0, 3.0, 2)
-    assert one["band"] == pytest.approx(Z95 * np.std([2, 4], ddof=1) / np.sqrt(2)) and one["beyond_noise"] == (3.0 > one["band"])
+    # paired over 2 runs: t with 1 degree of freedom (12.7), so a gain of 3 points is not beyond noise
+    assert one["band"] == pytest.approx(scipy_stats.t.ppf(0.975, 1) * np.std([2, 4], ddof=1) / np.sqrt(2))
+    assert not one["beyond_noise"]
     assert one["run_best"] == "28 28"
     assert (table.loc[0.875, "best_res"], table.loc[0.875, "gain"], table.loc[0.875, "beyond_noise"]) == (24, 0.0, False)
     with pytest.raises(RunError, match="no row at the train size 20 px"):
         best_test_resolution(rows, 20)
+
+
+# ------------------------------------------------------------------ Student-t bands and the three verdicts
+
+@pytest.mark.parametrize("a, b", [
+    ([80.1, 80.5], [79.6, 80.3]),  # 2 seeds each
+    ([80.1, 80.5, 80.2], [79.6, 80.3, 79.9]),  # 3 each, similar spreads
+    ([80.1, 80.5, 80.2, 80.0, 80.4], [79.0, 80.9, 79.5, 81.2, 79.4]),  # 5 each, unequal spreads
+    ([80.1, 80.5, 80.2], [79.0, 80.9, 79.5, 81.2, 79.4]),  # 3 against 5, unequal spreads
+])
+def test_own_spread_interval_is_welchs_t_interval_as_scipy_computes_it(a, b):
+    from scipy import stats
+
+    from rsbkit.workbook.study_stats import compare_means
+
+    c = compare_means(np.mean(a) - np.mean(b), len(a), len(b), s=np.std(a, ddof=1), s_ref=np.std(b, ddof=1))
+    test = stats.ttest_ind(a, b, equal_var=False)
+    low, high = test.confidence_interval(0.95)
+    assert (c.low, c.high) == (pytest.approx(low), pytest.approx(high)) and c.df == pytest.approx(test.df)
+    assert c.beyond_noise == (test.pvalue < 0.05) and c.source == "own spreads"
+
+
+@pytest.mark.parametrize("seeds", [2, 3, 5])
+def test_seed_study_band_uses_t_with_its_seeds_minus_one_degrees_of_freedom(seeds):
+    from scipy import stats
+
+    from rsbkit.workbook.study_stats import compare_means, noise_table, t_quantile
+
+    s = seed_stats([81.8, 81.7, 81.45, 82.05, 81.6][:seeds])
+    t = stats.t.ppf(0.975, seeds - 1)
+    assert t_quantile(seeds - 1) == pytest.approx(t)  # 12.71, 4.30, 2.78: against the normal's 1.96
+    assert s.noise_band(1) == pytest.approx(t * s.std * math.sqrt(2))
+    assert s.noise_band(3, n_other=2) == pytest.approx(t * s.std * math.sqrt(1 / 3 + 1 / 2))
+    c = compare_means(0.3, 3, 3, seed=s)
+    assert (c.low, c.high) == pytest.approx(stats.t.interval(0.95, seeds - 1, loc=0.3, scale=s.std * math.sqrt(2 / 3)))
+    # the smallest difference found with 80% power: (t(0.975) + t(0.80)) x SE
+    assert c.detectable == pytest.approx((t + stats.t.ppf(0.8, seeds - 1)) * s.std * math.sqrt(2 / 3))
+    table = noise_table(s, ns=(1, 5))
+    assert list(table["min_significant_diff"]) == pytest.approx([s.noise_band(1), s.noise_band(5)])
+    assert (table["detectable_80pct"] > table["min_significant_diff"]).all()
+
+
+def test_the_wider_reading_decides_and_the_verdict_is_one_of_three():
+    from rsbkit.workbook.study_stats import BEYOND, CANNOT_TELL, WITHIN, compare_means
+
+    seed = seed_stats([81.8, 81.7, 81.45, 82.05, 81.6])  # the demo's seed study: std 0.23, 4 df
+    # the example (section 11, less_wd): -0.58 over 3 and 3 seeds; the normal band said +-0.56, beyond
+    c = compare_means(-0.58, 3, 3, seed=seed, s=0.50, s_ref=0.25)
+    assert c.source == "own spreads" and c.band > 0.58 and c.verdict == CANNOT_TELL
+    assert compare_means(-1.5, 5, 5, seed=seed, s=0.2, s_ref=0.2).verdict == BEYOND
+    # within noise: the interval includes 0 and lies inside +-2 seed standard deviations (0.45 here)
+    many = compare_means(0.02, 40, 40, seed=seed, s=0.2, s_ref=0.2)
+    assert many.margin == pytest.approx(2 * seed.std) and many.verdict == WITHIN
+    assert compare_means(0.02, 2, 2, seed=seed).verdict == CANNOT_TELL  # the same difference, too few seeds
+    assert compare_means(0.5, 1, 1, s=math.nan, s_ref=math.nan, seed=seed).source == "seed study"
+    with pytest.raises(RunError, match="no seed study and 1 seed"):
+        compare_means(0.5, 1, 3, s=math.nan, s_ref=0.2)

@@ -106,6 +106,18 @@ grid: {{weight_decay: [0.01, 0.001]}}
         load_sweep(write(tmp_path, text))
     with pytest.raises(SweepError, match="step 'ls': seeds is the step's own list of seeds, got 2"):
         load_sweep(write(tmp_path, text.replace("seeds: [0, 1, 2]", "seeds: 2") + "seeds: [0]\n"))
+    # seeds added after other results were seen: the step says so, its points carry it (sweep_point.json's step),
+    # and a notebook's own seeds, fixed before its runs, drop it
+    late = text.replace("seeds: [0, 1, 2]}", "seeds: [0, 1, 2], seeds_added_after: true}") + "seeds: [0, 1]\n"
+    flags = {p.step["name"]: p.step["seeds_added_after"] for p in load_sweep(write(tmp_path, late)).points}
+    assert flags == {"baseline": False, "ls": True, "sd": False}
+    assert not any(p.step["seeds_added_after"] for p in scaled_sweep(str(tmp_path / "sweep.yaml"), seeds=[5]).points)
+    for bad in ("seeds_added_after: yes}", "seeds_added_after: 1}"):
+        with pytest.raises(SweepError, match="step 'ls': seeds_added_after is true when the step's own seeds were added"):
+            load_sweep(write(tmp_path, text.replace("seeds: [0, 1, 2]}", "seeds: [0, 1, 2], " + bad)
+                             .replace("yes}", "'yes'}") + "seeds: [0]\n"))
+    with pytest.raises(SweepError, match="step 'sd': seeds_added_after is true when"):  # no seeds of its own to have added
+        load_sweep(write(tmp_path, text.replace("drop_path: 0.1}", "drop_path: 0.1, seeds_added_after: true}") + "seeds: [0]\n"))
 
 
 def test_a_steps_run_carries_its_step_into_the_run_table(smoke_run, tmp_path):

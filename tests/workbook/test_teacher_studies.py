@@ -6,8 +6,9 @@ import math
 
 import pandas as pd
 import pytest
+from scipy.stats import ttest_ind_from_stats
 
-from rsbkit.workbook.study_stats import Z95, seed_stats
+from rsbkit.workbook.study_stats import seed_stats, t_quantile, welch_df
 from rsbkit.workbook.teacher_studies import against_control, arm_name, study_arms
 
 
@@ -38,9 +39,12 @@ def test_noisy_students_are_set_against_the_steps_control():
     out = against_control(table, stats, "steps control (20 epochs)")
     student = out.iloc[1]
     assert student["control_diff"] == pytest.approx(1.0)  # 83.0 against the control's 82.0, not the reference's 81.0
-    own = Z95 * math.sqrt(0.4 ** 2 / 3 + 0.3 ** 2 / 3)  # the two groups' own spreads (Welch's form)
+    # the two groups' own spreads, Welch's t (scipy's test from the same numbers agrees: p < 0.05)
+    own = t_quantile(welch_df(0.3, 3, 0.4, 3)) * math.sqrt(0.4 ** 2 / 3 + 0.3 ** 2 / 3)
     assert student["control_band"] == pytest.approx(max(own, stats.noise_band(3, n_other=3)))
-    assert student["control_band"] == pytest.approx(own) and student["beyond_control"]  # 1.0 > 0.57
+    assert student["control_band"] == pytest.approx(own) and student["beyond_control"]  # 1.0 > 0.82
+    assert student["control_verdict"] == "beyond noise"
+    assert ttest_ind_from_stats(83.0, 0.3, 3, 82.0, 0.4, 3, equal_var=False).pvalue < 0.05
     for i in (0, 2, 3):  # only the Noisy Students have a control
         assert math.isnan(out["control_diff"].iloc[i]) and math.isnan(out["control_band"].iloc[i])
     without = against_control(table.iloc[:3], stats, "steps control (20 epochs)")  # no control trained: the columns are empty

@@ -125,10 +125,11 @@ def test_the_ablation_finds_the_seed_study_of_its_own_recipe_and_data(smoke_run,
     assert run_studies.find_seed_stats("a3-smoke", "fashion-mnist") is None
     assert run_studies.find_seed_stats("a3-smoke", "default", metric="best_top1") is None
     table, noise, _ = run_studies.ablation_study(runs=str(smoke_run), reference={}, seed_stats="auto", out_dir=str(tmp_path / "a"))
-    assert noise == pytest.approx(1.959964 * 0.25 * 2 ** 0.5) and table.attrs["noise_source"] == str(findings_place)
+    t4 = 2.776445  # Student's t, two-sided 95%, with the 5-seed study's 4 degrees of freedom
+    assert noise == pytest.approx(t4 * 0.25 * 2 ** 0.5, rel=1e-6) and table.attrs["noise_source"] == str(findings_place)
     stats(runs_place)  # the sweep folder's own study first
     assert run_studies.ablation_study(runs=str(smoke_run), reference={}, seed_stats="auto",
-                                     out_dir=str(tmp_path / "a"))[1] == pytest.approx(1.959964 * 0.5 * 2 ** 0.5)
+                                     out_dir=str(tmp_path / "a"))[1] == pytest.approx(t4 * 0.5 * 2 ** 0.5, rel=1e-6)
     assert run_studies.ablation_study(runs=str(smoke_run), reference={}, seed_stats="", out_dir=str(tmp_path / "a"))[1] is None
 
 
