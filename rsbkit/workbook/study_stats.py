@@ -10,8 +10,9 @@ groups, Welch-Satterthwaite's when each group's own spread is; the wider of the 
 of three:
 
 - ``beyond noise``: the interval excludes 0;
-- ``within noise``: it includes 0 and lies inside +-`margin`, the smallest difference worth detecting (by default
-  twice one run's seed-to-seed standard deviation): any real difference is smaller than that;
+- ``within noise``: it includes 0, and the 90% interval lies inside +-`margin`, the smallest difference worth
+  detecting (by default twice one run's seed-to-seed standard deviation): two one-sided tests at 5% (TOST) say
+  any real difference is smaller than that;
 - ``cannot tell at this number of seeds``: it includes 0 but reaches past the margin; more seeds would say.
 
 Each comparison also gives the smallest difference this design detects with 80% power, ``(t(0.975) + t(0.8)) x
@@ -88,7 +89,8 @@ class Comparison:
     def verdict(self) -> str:
         if self.low > 0 or self.high < 0:
             return BEYOND
-        if -self.margin <= self.low and self.high <= self.margin:
+        half = t_quantile(self.df, 2 * LEVEL - 1) * self.se  # two one-sided tests at 5%: the 90% interval
+        if -self.margin <= self.diff - half and self.diff + half <= self.margin:
             return WITHIN
         return CANNOT_TELL
 

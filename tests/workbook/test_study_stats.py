@@ -125,9 +125,10 @@ def test_variants_are_labelled_by_what_they_change_and_set_against_the_seed_nois
     assert list(table["diff"]) == pytest.approx([0.0, -2.0, 0.0, -5.0])
     band = scipy_stats.t.ppf(0.975, 4) * math.sqrt(0.5) * math.sqrt(1 / 3 + 1 / 5)
     assert list(table["noise_band"][1:]) == pytest.approx([band] * 3)
-    # loss=ce: -2 over 3 seeds is inside its Welch interval (-4.05 to +0.05); torchvision_demo: -5 is beyond
+    # loss=ce: -2 over 3 seeds is inside its Welch interval (-4.05 to +0.05); lr=0.004: 0 with a 90% interval inside
+    # +-2 seed standard deviations (1.41); torchvision_demo: -5 is beyond
     assert list(table["beyond_noise"]) == [False, False, False, True]
-    assert list(table["verdict"][1:]) == ["cannot tell at this number of seeds"] * 2 + ["beyond noise"]
+    assert list(table["verdict"][1:]) == ["cannot tell at this number of seeds", "within noise", "beyond noise"]
     with pytest.raises(RunError, match="not one recipe over seeds: \\['lr'\\] vary"):
         compare_variants(variants, pd.concat([reference, runs("demo", [7], [80], lr=0.1)]), fields)
     with pytest.raises(RunError, match="at least 2 completed seeds"):
@@ -203,6 +204,10 @@ def test_the_wider_reading_decides_and_the_verdict_is_one_of_three():
     many = compare_means(0.02, 40, 40, seed=seed, s=0.2, s_ref=0.2)
     assert many.margin == pytest.approx(2 * seed.std) and many.verdict == WITHIN
     assert compare_means(0.02, 2, 2, seed=seed).verdict == CANNOT_TELL  # the same difference, too few seeds
+    # within noise is two one-sided tests at 5%: the 90% interval inside the margin, though the 95% one is not
+    tost = compare_means(0.0, 3, 5, seed=seed)
+    assert tost.high > tost.margin and tost.verdict == WITHIN
+    assert scipy_stats.t.ppf(0.95, 4) * tost.se < tost.margin < scipy_stats.t.ppf(0.975, 4) * tost.se
     assert compare_means(0.5, 1, 1, s=math.nan, s_ref=math.nan, seed=seed).source == "seed study"
     with pytest.raises(RunError, match="no seed study and 1 seed"):
         compare_means(0.5, 1, 3, s=math.nan, s_ref=0.2)
