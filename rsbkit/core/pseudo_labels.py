@@ -11,9 +11,9 @@ on the labelled and pseudo-labelled images together.
   resumed run trains on the same targets; a copy keyed by the checkpoint's hash (:func:`cache_file`) spares the
   next student of the same teacher the labelling.
 - Each epoch holds the labelled images and ``pseudo_ratio`` times as many pseudo-labelled ones, drawn once (seeded
-  by the recipe's seed) from those whose top probability reaches ``pseudo_threshold`` (Noisy Student: 0.3 on
-  ImageNet).
-- ``kd_target`` chooses the targets: ``soft``, the teacher's probabilities (temperature 1, as Noisy Student);
+  by the recipe's seed) from those whose top probability reaches ``pseudo_threshold`` (Noisy Student filters
+  out images its teacher is not confident on; its threshold is not in docs/sources.md, so none is the default).
+- ``kd_target`` chooses the targets: ``soft``, the teacher's probabilities (temperature 1);
   ``hard``, its argmax.
 
 The training set keeps integer labels, so every input path and sampler works unchanged: a pseudo-labelled
