@@ -25,7 +25,7 @@ import pandas as pd
 
 from rsbkit.core.recipes import load_recipe
 from rsbkit.core.runs import read_metrics
-from rsbkit.workbook.figures import cliff_figure, resolution_figure, save_figure
+from rsbkit.workbook.figures import cliff_figure, resolution_figure, save_figure, variants_figure
 from rsbkit.workbook.study_stats import best_test_resolution, compare_to, group_stats, noise_table, seed_stats
 from rsbkit.workbook.table import load_runs
 
@@ -415,6 +415,9 @@ def reread(out: Path) -> None:
         for old, new in zip(table.iloc[1:].itertuples(), again.iloc[1:].itertuples()):
             note(name, new.variant, bool(old.beyond_noise), new.verdict)
         again.to_csv(out / f"{name}.csv", index=False)
+        what = "teachers' students against the labelled-only recipe" if name == "teacher" else f"variants against {again['variant'][0]}"
+        runs = pooled.assign(name=[Path(r).name for r in pooled["run"]])  # the figure labels a dot by its run
+        save_figure(variants_figure(runs, again, title=f"final_top1: {what}"), out / name)
     stats = read_seed_stats(str(out / "seed_stats.json"))
 
     def marked(name: str) -> pd.DataFrame:  # the runs, with the steps whose seeds came after results as the sweep file says

@@ -150,7 +150,8 @@ def variants_figure(runs: pandas.DataFrame, table: pandas.DataFrame, *, metric: 
         band = float(others[others["n"] == n]["noise_band"].iloc[0])
         fig.add_hrect(y0=ref["mean"] - band, y1=ref["mean"] + band, fillcolor="grey", opacity=0.15, line_width=0)
         fig.add_trace(go.Scatter(x=[order[0], order[-1]], y=[ref["mean"]] * 2, mode="lines", line=dict(dash="dash", color="grey"),
-                                 name=f"reference mean; shaded: +- {band:.2f}, the seed study's noise for {n} against {int(ref['n'])} seeds (95%)"))
+                                 name=f"reference mean; shaded: +- {band:.2f}, the seed study's noise for {n} against {int(ref['n'])} "
+                                      "seeds (95%, Student's t)"))
     fig.update_xaxes(categoryorder="array", categoryarray=order, tickangle=30)
     labels_px = 3.5 * max(len(str(v)) for v in order)  # the labels' height, slanted at 30 degrees
     fig.update_layout(title=title, yaxis_title=f"{metric} (%)", autosize=True, height=HEIGHT + 20 + labels_px,

@@ -109,12 +109,6 @@ def load_seed_stats(seed_stats_json: Optional[str]) -> Optional[SeedStats]:
     return SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"])
 
 
-def read_noise_band(seed_stats_json: Optional[str], n_per_cell: int = 1) -> Optional[float]:
-    """The noise band for single runs from a seed study's ``seed_stats.json`` (None when not given)."""
-    stats = load_seed_stats(seed_stats_json)
-    return None if stats is None else stats.noise_band(n_per_cell)
-
-
 def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs: int = 1,
                    reference: Optional[dict[str, Any]] = None, seed_stats: Optional[str] = None,
                    metric: str = "final_top1", out_dir: Optional[str] = None):
@@ -129,8 +123,9 @@ def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, j
     if seed_stats == "auto":
         found = find_seed_stats(_sole(table, "recipe"), _sole(table, "data"), metric)
         seed_stats = str(found) if found else None
-    noise = read_noise_band(seed_stats)
-    result = ablation_table(table, reference or {}, metric=metric, noise=noise)
+    stats = load_seed_stats(seed_stats)
+    noise = None if stats is None else stats.noise_band(1)
+    result = ablation_table(table, reference or {}, metric=metric, noise=noise, stats=stats)
     result.attrs["noise_source"] = seed_stats or None
     folder = out_folder(out_dir, folder)
     atomic_write_text(folder / "ablation.csv", result.to_csv(index=False))

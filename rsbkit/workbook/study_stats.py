@@ -315,14 +315,16 @@ def ablation_table(
     *,
     metric: str = "final_top1",
     noise: Optional[float] = None,
+    stats: Optional[SeedStats] = None,
 ) -> pandas.DataFrame:  # noqa: F821
     """Table 6 laid out from finished runs: one row per (loss, LR, WD, RA) cell.
 
     `reference` names the row the deltas are taken against (e.g. A2's ``loss=bce,
-    lr=5e-3, weight_decay=0.02, aug_repeats=3``). `noise` is the seed-noise band
-    (``SeedStats.noise_band()``): a delta inside it is marked as not meaningful.
-    Several runs in one cell (seeds) are averaged and counted in ``runs``.
-    Columns: loss, LR, WD, RA, top1, runs, delta, beyond_noise, paper_A2.
+    lr=5e-3, weight_decay=0.02, aug_repeats=3``). Several runs in one cell (seeds) are averaged and counted in
+    ``runs``. With `stats` (the recipe's seed study) each delta is read by :func:`compare_means`: ``low``/``high``
+    (its 95% interval), ``verdict`` (beyond noise, within noise, cannot tell at this number of seeds) and
+    ``beyond_noise``; with only `noise` (a band, ``SeedStats.noise_band()``) a delta beyond it is ``beyond_noise``.
+    Columns: loss, LR, WD, RA, top1, runs, delta, low, high, verdict, beyond_noise, reference, paper_A2.
     """
     missing = [f for f in ABLATION_FACTORS if f not in runs.columns]
     if missing:
@@ -333,7 +335,7 @@ def ablation_table(
     done = runs[runs["status"] == "completed"]
     if done.empty:
         raise RunError("no completed runs to tabulate; run the ablation sweep first")
-    cells = done.groupby(list(ABLATION_FACTORS), sort=False)[metric].agg(["mean", "count"]).reset_index()
+    cells = done.groupby(list(ABLATION_FACTORS), sort=False)[metric].agg(["mean", "count", "std"]).reset_index()
 
     def is_ref(row) -> bool:
         return all(_same(row[k], v) for k, v in reference.items())
@@ -341,18 +343,26 @@ def ablation_table(
     ref = cells[cells.apply(is_ref, axis=1)]
     if ref.empty:
         raise RunError(f"no completed run matches the reference {reference}; it must be one of the grid's points")
-    ref_value = float(ref["mean"].iloc[0])
+    ref_value, ref_n, ref_std = float(ref["mean"].iloc[0]), int(ref["count"].iloc[0]), float(ref["std"].iloc[0])
     table = cells.rename(columns={"mean": "top1", "count": "runs", "lr": "LR", "weight_decay": "WD"})
     table["loss"] = table["loss"].str.upper()
     table["RA"] = np.where(table["aug_repeats"] > 0, "yes", "no")
     table["delta"] = table["top1"] - ref_value
     table["reference"] = cells.apply(is_ref, axis=1)
-    table["beyond_noise"] = None if noise is None else (table["delta"].abs() > noise)
+    if stats is not None:
+        rows = [reference_row() if is_reference else
+                comparison_row(float(d), int(n), ref_n, seed=stats, s=float(sd), s_ref=ref_std)
+                for d, n, sd, is_reference in zip(table["delta"], table["runs"], table["std"], table["reference"])]
+        for column in ("low", "high", "verdict", "beyond_noise"):
+            table[column] = [r[column] for r in rows]
+    else:
+        table["low"] = table["high"] = table["verdict"] = None
+        table["beyond_noise"] = None if noise is None else (table["delta"].abs() > noise)
     table["paper_A2"] = [paper_table6(r.loss, r.lr, r.weight_decay, r.aug_repeats > 0) for r in cells.itertuples()]
     # the paper's order: BCE before CE, with RA before without, then LR and WD ascending
     table = table.sort_values(["loss", "RA", "LR", "WD"], ascending=[True, False, True, True])
-    return table[["loss", "LR", "WD", "RA", "top1", "runs", "delta", "beyond_noise", "reference", "paper_A2"]] \
-        .reset_index(drop=True)
+    return table[["loss", "LR", "WD", "RA", "top1", "runs", "delta", "low", "high", "verdict", "beyond_noise", "reference",
+                  "paper_A2"]].reset_index(drop=True)
 
 
 def _same(a: Any, b: Any) -> bool:

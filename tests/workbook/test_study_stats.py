@@ -59,6 +59,12 @@ def test_ablation_table_deltas_noise_and_paper_column():
     assert table.iloc[1]["delta"] == pytest.approx(-0.1) and not table.iloc[1]["beyond_noise"]
     assert table.iloc[2]["delta"] == pytest.approx(-1.2) and table.iloc[2]["beyond_noise"]
     assert list(table["paper_A2"]) == [79.85, 79.57, 79.18]
+    # with the recipe's seed study each delta gets its interval and one of the three verdicts
+    seed = seed_stats([80.0, 80.2, 80.4, 80.1, 80.3])
+    read = ablation_table(runs, {"loss": "bce", "lr": 0.005, "weight_decay": 0.02, "aug_repeats": 3}, stats=seed)
+    assert pd.isna(read["verdict"].iloc[0]) and list(read["verdict"][1:]) == ["cannot tell at this number of seeds", "beyond noise"]
+    band = seed.noise_band(1, n_other=2)  # one run against the reference's two, the seed study's spread
+    assert read["high"].iloc[2] == pytest.approx(-1.2 + band) and bool(read["beyond_noise"].iloc[2])
 
 
 def test_ablation_table_errors_name_the_problem():
