@@ -387,7 +387,8 @@ def reread(out: Path) -> None:
     """Every study table of `out` recomputed from the run CSVs committed beside it by the library's current rule
     (rsbkit.workbook.study_stats: Student-t intervals, three verdicts), written back; prints each verdict that
     changed from the table as it was. For a change of rule, when the run folders are not at hand."""
-    from rsbkit.workbook.resnet_rs_studies import additive_table, read_seed_stats, weight_decay_table
+    from rsbkit.workbook.figures import additive_figure, weight_decay_figure
+    from rsbkit.workbook.resnet_rs_studies import additive_split, additive_table, read_seed_stats, weight_decay_table
     from rsbkit.workbook.sweep import load_sweep
     from rsbkit.workbook.teacher_studies import against_control
 
@@ -432,6 +433,7 @@ def reread(out: Path) -> None:
     for o, n in zip(old.iloc[1:].itertuples(), again.iloc[1:].itertuples()):
         note("additive", n.step, bool(o.beyond_noise), n.verdict, n.seeds_added_after)
     again.to_csv(out / "additive.csv", index=False)
+    save_figure(additive_figure(again, additive_split(again)), out / "additive")
     old = pd.read_csv(out / "weight_decay.csv")
     again = weight_decay_table(marked("weight_decay"), stats)
     for o, n in zip(old.itertuples(), again.itertuples()):
@@ -439,6 +441,7 @@ def reread(out: Path) -> None:
             note("weight_decay", f"{n.step}, wd {n.weight_decay:g} against the row's best", bool(o.worse_than_best), n.verdict,
                  n.seeds_added_after)
     again.to_csv(out / "weight_decay.csv", index=False)
+    save_figure(weight_decay_figure(again), out / "weight_decay")
     old = pd.read_csv(out / "fixres_best.csv")
     again = best_test_resolution(pd.read_csv(out / "fixres_resolution_runs.csv"), FIXRES_TRAIN_RES)
     for o, n in zip(old.itertuples(), again.itertuples()):
