@@ -91,12 +91,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/sweeps", help="the folder the sweep files write into")
     parser.add_argument("--out", default="findings")
+    parser.add_argument("--pseudo-labels", default=None, metavar="TEACHER_RUN",
+                        help="measure the labelling teacher's pseudo-labels against the pool's true labels (section 13)")
     parser.add_argument("--reread", action="store_true",
                         help="recompute the committed study tables from their run CSVs by the current rule (no runs needed)")
     args = parser.parse_args()
     runs, out = Path(args.runs), Path(args.out)
     if args.reread:
         reread(out)
+        return
+    if args.pseudo_labels:
+        pseudo_label_findings(args.pseudo_labels, out)
         return
     out.mkdir(exist_ok=True)
     # each study is gathered when its runs are here (a checkout holds the findings, not the checkpoints)
@@ -381,6 +386,24 @@ def student_table(table: pd.DataFrame) -> pd.DataFrame:
         "verdict": students["control_verdict"],
         "its teacher": students["teacher_top1"],
         "student − teacher": [f"{d:+.2f}" for d in students["mean"] - students["teacher_top1"]]})
+
+
+def pseudo_label_findings(teacher_run: str, out: Path) -> None:
+    """13. How right the labelling teacher's pseudo-labels are, against the pool's true labels (which the students
+    never see): overall, per class and by confidence, into teacher_pseudo_labels.json. `teacher_run` is a run folder
+    of the labelling teacher's recipe and seed (the study's own was not kept; its top-1 is written beside)."""
+    from rsbkit.core.pseudo_labels import label_images, pseudo_label_quality, unlabelled_images, unused_pool
+    from rsbkit.core.teacher import load_teacher
+
+    pool, source = unlabelled_images("fashion-mnist-unused")
+    _, labels, unused = unused_pool()
+    teacher = load_teacher(teacher_run, num_classes=10)
+    quality = pseudo_label_quality(label_images(teacher, pool), labels[unused])
+    result = json.loads((Path(teacher_run) / "result.json").read_text())
+    record = dict(teacher=teacher_run, teacher_final_top1=result["final_top1"], teacher_code_version=result.get("code_version"),
+                  teacher_seed=result["seed"], pool=source, **quality)
+    (out / "teacher_pseudo_labels.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
 
 
 def reread(out: Path) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -56,14 +56,7 @@ def unlabelled_images(source: str, folder: Path = DEBIAN_FASHION_MNIST) -> tuple
         if count and not count.isdigit():
             raise DataError(f"unlabelled: {source}: after {FASHION_MNIST_UNUSED}: give a number of images, e.g. "
                             f"{FASHION_MNIST_UNUSED}:2000")
-        files = folder / "train-images-idx3-ubyte.gz", folder / "train-labels-idx1-ubyte.gz"
-        if not all(f.is_file() for f in files):
-            raise DataError(f"unlabelled: {FASHION_MNIST_UNUSED} reads the full Fashion-MNIST from {folder} (Debian's "
-                            "dataset-fashion-mnist), which is not there; install it, or give a folder of images")
-        images, labels = read_idx(files[0]), read_idx(files[1])
-        unused = np.setdiff1d(np.arange(len(images)), embedded_train_indices(labels))
-        if count:
-            unused = unused[:int(count)]
+        images, _, unused = unused_pool(folder, int(count) if count else None)
         return (ArrayImages(images[unused], np.full(len(unused), -1)),
                 f"{folder}: {'the' if not count else 'the first'} {len(unused):,} Fashion-MNIST training images not in "
                 "the embedded subset")
@@ -74,6 +67,40 @@ def unlabelled_images(source: str, folder: Path = DEBIAN_FASHION_MNIST) -> tuple
     if not files:
         raise DataError(f"unlabelled: {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return ImageFiles([(f, -1) for f in files]), f"{path}: {len(files):,} image files"
+
+
+def unused_pool(folder: Path = DEBIAN_FASHION_MNIST, count: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The full Fashion-MNIST training images and labels, and the indices of those outside the embedded subset (the
+    first `count` of them): ``fashion-mnist-unused``'s images, whose true labels the students never see."""
+    files = folder / "train-images-idx3-ubyte.gz", folder / "train-labels-idx1-ubyte.gz"
+    if not all(f.is_file() for f in files):
+        raise DataError(f"unlabelled: {FASHION_MNIST_UNUSED} reads the full Fashion-MNIST from {folder} (Debian's "
+                        "dataset-fashion-mnist), which is not there; install it, or give a folder of images")
+    images, labels = read_idx(files[0]), read_idx(files[1])
+    unused = np.setdiff1d(np.arange(len(images)), embedded_train_indices(labels))
+    return images, labels, unused[:count] if count else unused
+
+
+CONFIDENCE_BINS = (0.0, 0.5, 0.7, 0.9, 0.99, 1.0)
+
+
+def pseudo_label_quality(probs: torch.Tensor, truth: np.ndarray, bins: Sequence[float] = CONFIDENCE_BINS) -> dict[str, Any]:
+    """How right a teacher's pseudo-labels are where the true labels exist (``fashion-mnist-unused``: the pool's own
+    labels): overall accuracy of the argmax, per true class, and per band of confidence (the top probability, in
+    `bins`, each band's share of the pool and accuracy): what a confidence threshold would keep and how clean."""
+    truth = torch.as_tensor(np.asarray(truth), dtype=torch.long)
+    if len(truth) != len(probs):
+        raise DataError(f"{len(probs):,} pseudo-labels against {len(truth):,} true labels: they must be the same images")
+    confidence, guess = probs.max(dim=1)
+    right = (guess == truth).float()
+    per_class = {int(c): round(float(right[truth == c].mean()) * 100, 2) for c in truth.unique()}
+    bands = []
+    for low, high in zip(bins[:-1], bins[1:]):
+        inside = (confidence >= low) & ((confidence < high) if high < 1.0 else (confidence <= high))
+        n = int(inside.sum())
+        bands.append(dict(confidence=f"{low:g}-{high:g}", images=n, share=round(n / len(probs) * 100, 2),
+                          accuracy=round(float(right[inside].mean()) * 100, 2) if n else None))
+    return dict(images=len(probs), accuracy=round(float(right.mean()) * 100, 2), per_class=per_class, by_confidence=bands)
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from rsbkit.core.checkpoint import load_checkpoint
 from rsbkit.core.data import ArrayImages, load_data
 from rsbkit.core.data.datasets import DEBIAN_FASHION_MNIST, read_idx
 from rsbkit.core.data.train_input import create_mixup
-from rsbkit.core.errors import RecipeError
+from rsbkit.core.errors import DataError, RecipeError
 from rsbkit.core.recipes import Recipe
 from rsbkit.core.runs import load_run
 from rsbkit.core.teacher import load_teacher
@@ -108,3 +108,25 @@ def test_pseudo_label_fields_are_checked():
         Recipe(pseudo_ratio=2.0)
     with pytest.raises(RecipeError, match="pseudo_threshold=1.5"):
         Recipe(teacher="t", unlabelled="u", pseudo_threshold=1.5)
+
+
+def test_pseudo_label_quality_against_the_pools_true_labels():
+    """Accuracy overall, per true class and per confidence band, on made-up teacher outputs with a known answer."""
+    probs = torch.tensor([[0.95, 0.05, 0.0], [0.6, 0.4, 0.0], [0.2, 0.75, 0.05], [0.1, 0.3, 0.6], [0.45, 0.45, 0.1]])
+    truth = np.array([0, 1, 1, 2, 0])  # right: rows 0, 2, 3, 4 (argmax picks class 0 on the tie); wrong: row 1
+    q = pl.pseudo_label_quality(probs, truth, bins=(0.0, 0.5, 0.9, 1.0))
+    assert q["images"] == 5 and q["accuracy"] == 80.0
+    assert q["per_class"] == {0: 100.0, 1: 50.0, 2: 100.0}
+    assert q["by_confidence"] == [dict(confidence="0-0.5", images=1, share=20.0, accuracy=100.0),
+                                  dict(confidence="0.5-0.9", images=3, share=60.0, accuracy=pytest.approx(66.67, abs=0.01)),
+                                  dict(confidence="0.9-1", images=1, share=20.0, accuracy=100.0)]
+    with pytest.raises(DataError, match="5 pseudo-labels against 4 true labels"):
+        pl.pseudo_label_quality(probs, truth[:4])
+
+
+def test_the_unused_pools_true_labels_line_up_with_its_images():
+    if not (pl.DEBIAN_FASHION_MNIST / "train-labels-idx1-ubyte.gz").is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    images, labels, unused = pl.unused_pool(count=100)
+    pool, _ = pl.unlabelled_images("fashion-mnist-unused:100")
+    assert len(unused) == 100 and np.array_equal(pool.images, images[unused]) and labels[unused].max() <= 9

@@ -294,6 +294,20 @@ def test_every_section_says_what_its_testbed_can_test():
         assert "What this testbed can test" in section(heading), heading
 
 
+def test_the_pseudo_labels_measured_against_the_pools_labels_are_quoted_as_measured():
+    q = json.loads((FINDINGS / "teacher_pseudo_labels.json").read_text())
+    bands = {b["confidence"]: b for b in q["by_confidence"]}
+    assert q["images"] == 48000 == sum(b["images"] for b in q["by_confidence"]) and q["teacher_seed"] == 0
+    assert q["teacher_final_top1"] == pd.read_csv(FINDINGS / "teacher_teachers.csv").set_index("model").loc["resnet18", "final_top1"]
+    text = section("13. Teachers")
+    lowest, highest = min(q["per_class"], key=q["per_class"].get), max(q["per_class"], key=q["per_class"].get)
+    for said in (f"**{q['accuracy']:.2f}% right**", f"about {100 - q['accuracy']:.0f}% of the students' pseudo-labels are wrong",
+                 f"{q['per_class'][lowest]:.2f}% (class {lowest}, shirt)", f"{q['per_class'][highest]:.2f}% (class {highest}, trouser)",
+                 f"{bands['0.99-1']['share']:.2f}% of images labelled at 0.99 or above are {bands['0.99-1']['accuracy']:.2f}% right",
+                 f"the {bands['0-0.5']['share']:.2f}% under 0.5 only {bands['0-0.5']['accuracy']:.2f}%"):
+        assert said in text, said
+
+
 def test_cpu_time_counts_a_paused_epoch_at_its_runs_median(tmp_path):
     """A run paused for 600 s in its third epoch: the CPU-time statement counts that epoch at the median."""
     epochs = [20.0, 21.0, 620.0, 19.0, 20.0]
