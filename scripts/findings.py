@@ -73,15 +73,16 @@ def comparison_markdown(table: pd.DataFrame) -> str:
     return "\n".join([COMPARISON_HEADER, "|---|---|---|---|---|---|---|---|"] + [comparison_row(r) for r in table.itertuples()])
 
 
-def compared_again(table: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame:
+def compared_again(table: pd.DataFrame, pooled: pd.DataFrame):
     """A comparison table (comparison.csv, variants.csv, teacher.csv) recomputed from its runs (``pooled``: one row
     per run with ``variant`` and ``final_top1``) by rsbkit.workbook.study_stats.compare_to, against its first row
-    (the reference, whose seeds are the seed study); the table's other columns kept."""
+    (the reference, whose seeds are the seed study); the table's other columns kept. Returns (table, the
+    reference's SeedStats)."""
     groups = group_stats(pooled, ["variant"], "final_top1").set_index("variant").loc[table["variant"]].reset_index()
     stats = seed_stats(pooled.loc[pooled["variant"] == table["variant"].iloc[0], "final_top1"])
     again = compare_to(groups, "variant", table["variant"].iloc[0], stats)
     keep = [c for c in table.columns if c not in again.columns and c not in OLD_COMPARISON_COLUMNS]
-    return pd.concat([again, table[keep]], axis=1)
+    return pd.concat([again, table[keep]], axis=1), stats
 
 
 OLD_COMPARISON_COLUMNS = ("control_diff", "control_band", "beyond_control", "control_verdict")  # recomputed after
@@ -417,8 +418,8 @@ def reread(out: Path) -> None:
 
     changed = []
     seed = json.loads((out / "seed_stats.json").read_text())  # its noise table, by the current rule
-    stats = seed_stats(seed["values"])
-    seed.update(noise_band_1=stats.noise_band(1), noise_table=noise_table(stats).to_dict("records"))
+    seeds = seed_stats(seed["values"])
+    seed.update(noise_band_1=seeds.noise_band(1), noise_table=noise_table(seeds).to_dict("records"))
     (out / "seed_stats.json").write_text(json.dumps(seed, indent=2) + "\n")
 
     def note(name: str, label: str, before: bool, verdict: str, late: bool = False) -> None:
@@ -428,11 +429,10 @@ def reread(out: Path) -> None:
 
     for name in ("comparison", "variants", "teacher"):
         table, pooled = pd.read_csv(out / f"{name}.csv"), pd.read_csv(out / f"{name}_runs.csv")
-        again = compared_again(table, pooled)
+        again, reference = compared_again(table, pooled)
         if name == "teacher":
             control = next(v for v in again["variant"] if v.startswith("steps control"))
-            stats = seed_stats(pooled.loc[pooled["variant"] == again["variant"].iloc[0], "final_top1"])
-            again = against_control(again, stats, control)
+            again = against_control(again, reference, control)
             for old, new in zip(table.itertuples(), again.itertuples()):
                 if isinstance(new.control_verdict, str):
                     note(name, f"{new.variant} against the steps control", bool(old.beyond_control), new.control_verdict)

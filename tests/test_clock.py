@@ -2,6 +2,7 @@
 much, a faster one never narrows them, and the factor reaches pytest-timeout's limit of each test and the scripts'."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 import clock
@@ -31,7 +32,7 @@ def test_a_bad_scale_is_named_with_the_fix(monkeypatch, value):
 
 def test_the_suite_runs_on_a_measured_scale_and_every_test_timeout_follows_it(request):
     scale = clock.time_scale()  # set by conftest's calibration (or by the environment) before the workers started
-    assert scale >= 1 and clock.SCALE_ENV in __import__("os").environ
+    assert scale >= 1 and clock.SCALE_ENV in os.environ
     marker = request.node.get_closest_marker("timeout")
     assert (marker.args[0] if marker else float(request.config.getini("timeout"))) == pytest.approx(900 * scale)
 
