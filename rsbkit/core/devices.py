@@ -82,22 +82,28 @@ def peak_mem_mb(device: torch.device) -> float:
     return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
-# nvJPEG's NVJPEG_STATUS_ALLOCATOR_FAILURE. torchvision reports nvJPEG's status as a number after the call's name
-# ("nvjpegDecodeBatched failed: 5", "nvjpegDecodeBatchedPreAllocate failed: 5", in decode_jpegs_cuda.cpp).
+# nvJPEG's NVJPEG_STATUS_ALLOCATOR_FAILURE, which torchvision reports as a number after its message. torchvision 0.26's
+# decode_jpegs_cuda.cpp checks each nvJPEG call with "Failed to <what>: <status>" ("Failed to initialize batch
+# decoding: 5", "Failed to decode batch: 5", "Failed to decode jpeg stream: 5", ...) and raises whatever the decode
+# threw again as "Error while decoding JPEG images: <that message>"; other versions write "nvjpegDecode failed: 5".
+# A "Failed to" status counts only inside that message; "Failed to synchronize CUDA stream: <n>" carries a CUDA error.
 NVJPEG_ALLOCATOR_FAILURE = 5
-_NVJPEG_STATUS = re.compile(r"nvjpeg\w*\s+failed(?: with status)?:?\s*(\d+)", re.IGNORECASE)
+_NVJPEG_STATUS = re.compile(r"Error while decoding JPEG images:.*?Failed to (?!synchronize CUDA stream)[A-Za-z ]+?:\s*(\d+)\b"
+                            r"|nvjpeg\w*\s+failed(?: with status)?:?\s*(\d+)", re.IGNORECASE | re.DOTALL)
 
 
 def nvjpeg_status(text: str) -> Optional[int]:
     """The nvJPEG status number in one of torchvision's error messages, or None."""
     found = _NVJPEG_STATUS.search(text)
-    return int(found.group(1)) if found else None
+    return int(found.group(1) or found.group(2)) if found else None
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """torch's OutOfMemoryError (CUDA's), the CPU allocator's refusal, or nvJPEG's allocator failing. nvJPEG
     allocates outside torch's caching allocator, so it fails exactly when that cache holds the memory; torchvision
-    raises it as a plain RuntimeError with nvJPEG's status number (5) or, in some versions, its name."""
+    raises it as a plain RuntimeError with nvJPEG's status number (5, :func:`nvjpeg_status`) or, in some versions,
+    its name. Any other status is a file nvJPEG cannot read (2: NVJPEG_STATUS_INVALID_PARAMETER, 3:
+    NVJPEG_STATUS_BAD_JPEG, 4: NVJPEG_STATUS_JPEG_NOT_SUPPORTED), which decode_images decodes on the CPU."""
     if isinstance(exc, torch.OutOfMemoryError):
         return True
     if not isinstance(exc, RuntimeError):

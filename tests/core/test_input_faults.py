@@ -108,35 +108,55 @@ def test_one_side_stream_per_input_for_the_whole_run(embedded, monkeypatch):
 
 @needs_cuda
 def test_one_cuda_stream_per_input_over_epochs_and_evaluations(tmp_path, image_folder, smoke_recipe, monkeypatch):
+    """Counted where the inputs make their streams (side_stream), as the CPU test above does: torch.cuda.Stream itself
+    cannot be counted, since torch.cuda.current_stream() and torch.cuda.stream() build values of that class too."""
+    import rsbkit.core.data.eval_input as eval_input
+
     made = []
-    real = torch.cuda.Stream
+    real = train_input.side_stream
 
-    class Counted(real):
-        def __new__(cls, *args, **kwargs):
-            made.append(1)
-            return real.__new__(cls, *args, **kwargs)
+    def counted(device):
+        made.append(device)
+        return real(device)
 
-    monkeypatch.setattr(torch.cuda, "Stream", Counted)
+    monkeypatch.setattr(train_input, "side_stream", counted)
+    monkeypatch.setattr(eval_input, "side_stream", counted)
     recipe = smoke_recipe.replace(batch_size=8, epochs=3, eval_on="device")
     result = train(recipe, image_folder, tmp_path / "run", device="cuda", workers=1, progress="none", log=lambda s: None)
     assert result["status"] == "completed" and len(made) == 2  # the training input's and the evaluation input's
 
 
+# torchvision's own messages (torchvision/csrc/io/image/cuda/decode_jpegs_cuda.cpp, 0.26): each nvJPEG call is checked
+# with "Failed to <what>: <status>", and decode_jpegs_cuda raises what the decode threw again inside "Error while
+# decoding JPEG images: ". With TORCH_CHECK the inner message is followed by where it was raised; with STD_TORCH_CHECK
+# (torch's header-only check, in other revisions of the same file) preceded by the function, file and line.
+_TORCHVISION = "Error while decoding JPEG images: Failed to {what}: {status}\nException raised from decode_images at " \
+               "torchvision/csrc/io/image/cuda/decode_jpegs_cuda.cpp:475 (most recent call first):"
+_TORCHVISION_STD = "decode_jpegs_cuda, torchvision/csrc/io/image/cuda/decode_jpegs_cuda.cpp:140, Error while decoding " \
+                   "JPEG images: decode_images, torchvision/csrc/io/image/cuda/decode_jpegs_cuda.cpp:475, Failed to {what}: {status}"
+
+
 def test_nvjpegs_allocator_failure_is_an_out_of_memory_error(monkeypatch):
     """torchvision reports nvJPEG's status as a number: 5 is NVJPEG_STATUS_ALLOCATOR_FAILURE. It must reach the
-    out-of-memory fallback, not send the batch through single decodes on the CPU."""
-    assert nvjpeg_status("nvjpegDecodeBatched failed: 5") == 5
-    assert is_out_of_memory(RuntimeError("nvjpegDecodeBatched failed: 5"))
-    assert is_out_of_memory(RuntimeError("nvjpegDecodeBatchedPreAllocate failed: 5"))
-    assert not is_out_of_memory(RuntimeError("nvjpegDecodeBatched failed: 2"))  # NVJPEG_STATUS_INVALID_PARAMETER: a bad file
-    assert not is_out_of_memory(RuntimeError("nvjpegDecodeBatched failed: 50"))
+    out-of-memory fallback, not send the batch through single decodes on the CPU; a file nvJPEG cannot read (2:
+    NVJPEG_STATUS_INVALID_PARAMETER, 3: NVJPEG_STATUS_BAD_JPEG) is still a bad file."""
+    for shape in (_TORCHVISION, _TORCHVISION_STD):
+        for what in ("decode batch", "initialize batch decoding", "decode jpeg stream"):
+            assert nvjpeg_status(shape.format(what=what, status=5)) == 5
+            assert is_out_of_memory(RuntimeError(shape.format(what=what, status=5))), (shape, what)
+            assert not is_out_of_memory(RuntimeError(shape.format(what=what, status=2)))
+        assert not is_out_of_memory(RuntimeError(shape.format(what="get image info", status=3)))
+        assert not is_out_of_memory(RuntimeError(shape.format(what="decode batch", status=50)))
+        assert not is_out_of_memory(RuntimeError(shape.format(what="synchronize CUDA stream", status=5)))  # a CUDA error
+    assert is_out_of_memory(RuntimeError("nvjpegDecode failed: 5"))  # torchvision's other versions
+    assert not is_out_of_memory(RuntimeError("Error while decoding JPEG images: Unknown chroma subsampling"))
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
 
     def full(*args, **kwargs):
-        raise RuntimeError("nvjpegDecodeBatched failed: 5")
+        raise RuntimeError(_TORCHVISION.format(what="decode batch", status=5))
 
     monkeypatch.setattr(augment, "decode_jpeg", full)
-    with pytest.raises(RuntimeError, match="failed: 5"):
+    with pytest.raises(RuntimeError, match="Failed to decode batch: 5"):
         decode_images(_encoded([Image.new("RGB", (8, 8))] * 4), torch.device("cpu"))
 
 
@@ -160,7 +180,7 @@ def test_a_batch_with_a_file_the_batched_decode_refuses_is_halved_not_decoded_on
     def picky(data, *args, **kwargs):
         calls.append(len(data))
         if any(d is refused for d in data):
-            raise RuntimeError("nvjpegDecodeBatched failed: 2")
+            raise RuntimeError(_TORCHVISION.format(what="get image info", status=3))  # NVJPEG_STATUS_BAD_JPEG
         return real(data, *args, **kwargs)
 
     monkeypatch.setattr(augment, "decode_jpeg", picky)
