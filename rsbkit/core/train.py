@@ -590,7 +590,9 @@ def train_epoch(spec: Spec, state: TrainState, step: Step, source: TrainInput, e
                 break
             micro += 1
             syncing = micro % accum == 0
-            if images is None:  # every image of the micro-batch was unreadable
+            if images is not None and step.mixup is not None and len(images) < 2:
+                images = None  # one readable image: timm's Mixup pairs images, so an even trim would leave none (NaN loss)
+            if images is None:  # every image of the micro-batch was unreadable (or the only one left has no partner)
                 if not syncing:
                     continue
                 # a step's last micro-batch: its backward all-reduces under DDP (the other ranks wait for it) and the

@@ -247,6 +247,30 @@ def test_an_unreadable_micro_batch_still_steps(tmp_path, smoke_recipe, monkeypat
     assert result["skipped_files"] == [dict(path="injected.jpg", reason="every image of the micro-batch unreadable")]
 
 
+def test_a_micro_batch_with_one_readable_image_and_mixup_still_steps(tmp_path, smoke_recipe, monkeypatch):
+    """timm's Mixup pairs images by flipping the batch, so an odd micro-batch loses its last image; with one readable
+    image that left none, whose mean loss is NaN, and NonFiniteLossError stopped the run. It is the blank step."""
+    real = TrainInput._prepare
+    calls = []
+
+    def prepare(self, batch, generator, draws):
+        calls.append(1)
+        images, labels, skipped = real(self, batch, generator, draws)
+        if len(calls) == 3:
+            return images[:1], labels[:1], skipped + [SkippedImage("injected.jpg", "all but one image unreadable")]
+        return images, labels, skipped
+
+    monkeypatch.setattr(TrainInput, "_prepare", prepare)
+    recipe = smoke_recipe.replace(epochs=1)
+    assert recipe.mixup > 0 and recipe.cutmix > 0
+    result = train(recipe, "default", tmp_path / "run", device="cpu", workers=0, limit_train=128, limit_val=32,
+                   progress="none", log=lambda s: None)
+    assert result["status"] == "completed" and len(calls) >= 8
+    metrics = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    header, last = metrics[0].split(","), dict(zip(metrics[0].split(","), metrics[-1].split(",")))
+    assert last["step"] == "8" and np.isfinite(float(last["train_loss"])), header
+
+
 def test_mixup_draws_are_not_taken_by_the_input_threads_seeding():
     """workers=0 on CUDA: the input thread seeds numpy's global RNG for a sample's transform while the training thread
     draws Mixup's lambda from it. The draw must wait: taken inside the seeded window it would be the sample's
@@ -291,6 +315,24 @@ def test_files_of_a_subset_of_a_subset(image_folder):
     shard = EvalInput(share, 32, 0.95, "bicubic", device="cpu", batch_size=2, workers=0)
     images, labels, skipped = next(iter(shard))
     assert images.shape == (2, 3, 32, 32) and skipped == []
+
+
+def test_arrays_under_a_subset_of_a_subset_stay_arrays(embedded):
+    """A Subset of a Subset of in-memory arrays is still the 'arrays' path (one array index per micro-batch, cropped on
+    the device), with the composed indices; it used to take the PIL crops path, silently."""
+    from rsbkit.core.data import ArrayBatches, Data, batch_bytes, input_kind
+
+    nested = Subset(Subset(embedded.train, list(range(100, 200))), [7, 3, 50, 0])  # rows 107, 103, 150, 100
+    data = Data("nested", nested, embedded.val, embedded.classes, "in memory")
+    recipe = smoke(A3, batch_size=4)
+    assert input_kind(data, recipe, "device", "auto", torch.device("cpu")) == "arrays"
+    assert batch_bytes("arrays", data, 4, 32) == batch_bytes("arrays", embedded, 4, 32) == 4 * 28 * 28 * 3
+    images, labels = ArrayBatches(nested).__getitems__([(k, 0) for k in range(4)])[0]
+    rows = [107, 103, 150, 100]
+    assert torch.equal(images[:, 0], torch.from_numpy(embedded.train.images[rows]))
+    assert labels.tolist() == embedded.train.labels[rows].tolist()
+    source = TrainInput(data, recipe, plan_batch(recipe), augment_on="device")
+    assert source.kind == "arrays" and next(iter(source.epoch(0, torch.Generator().manual_seed(0))))[0].shape == (4, 3, 32, 32)
 
 
 class _NotFiles(torch.utils.data.Dataset):

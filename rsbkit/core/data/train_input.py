@@ -148,15 +148,24 @@ class _CropToUint8:
         return torch.from_numpy(np.asarray(self.crop(img), dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
+def unwrap_subsets(dataset: Dataset) -> tuple[Dataset, Optional[np.ndarray]]:
+    """The dataset under Subsets at any depth (a Subset of a Subset: a limit on a split, a share of a limit), and the
+    indices into it that the Subsets compose to, in their order; None when `dataset` is no Subset."""
+    indices = None
+    while isinstance(dataset, Subset):
+        inner = np.asarray(dataset.indices, dtype=np.int64)
+        indices = inner if indices is None else inner[indices]
+        dataset = dataset.dataset
+    return dataset, indices
+
+
 class ArrayBatches(Dataset):
-    """Whole images of an :class:`ArrayImages` (or a Subset of one) as uint8 ``(3, H, W)`` tensors,
+    """Whole images of an :class:`ArrayImages` (or Subsets of one, at any depth) as uint8 ``(3, H, W)`` tensors,
     fetched a micro-batch at a time with one array index (``__getitems__``): no PIL, no per-image
     work; the device crops them."""
 
     def __init__(self, base: Dataset):
-        indices = None
-        if isinstance(base, Subset):
-            base, indices = base.dataset, np.asarray(base.indices)
+        base, indices = unwrap_subsets(base)
         self.images, self.labels, self.indices = base.images, base.labels, indices
 
     def __len__(self) -> int:
@@ -258,13 +267,10 @@ def collate_encoded(batch):
 def files_of(dataset: Dataset) -> Optional[ImageFiles]:
     """The image files of a folder dataset, or of Subsets of one at any depth (``--limit-val`` then a process's
     share of it under torchrun), in its order."""
-    indices = None
-    while isinstance(dataset, Subset):
-        indices = list(dataset.indices) if indices is None else [dataset.indices[i] for i in indices]
-        dataset = dataset.dataset
+    dataset, indices = unwrap_subsets(dataset)
     if not isinstance(dataset, ImageFiles):
         return None
-    return dataset if indices is None else ImageFiles([dataset.samples[i] for i in indices])
+    return dataset if indices is None else ImageFiles([dataset.samples[i] for i in indices.tolist()])
 
 
 def _mostly_jpeg(files: ImageFiles, sample: int = 1000) -> bool:
@@ -292,7 +298,7 @@ def batch_bytes(kind: str, data: Data, micro_batch: int, res: int, sample: int =
     if kind == "crops":
         return micro_batch * 3 * res * res
     if kind == "arrays":
-        base = data.train.dataset if isinstance(data.train, Subset) else data.train
+        base = unwrap_subsets(data.train)[0]
         return micro_batch * int(np.prod(base.images.shape[1:])) * (3 if base.images.ndim == 3 else 1)
     files = files_of(data.train)
     step = max(1, len(files.samples) // sample)
@@ -312,7 +318,7 @@ def in_flight_note(kind: str, data: Data, micro_batch: int, res: int, workers: i
 
 
 def _arrays_of(dataset: Dataset) -> bool:
-    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    base = unwrap_subsets(dataset)[0]
     return isinstance(base, ArrayImages) and base.images.ndim in (3, 4) and (base.images.ndim == 3 or base.images.shape[3] == 3)
 
 
