@@ -37,7 +37,8 @@ the loader path's.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -235,16 +236,30 @@ def _pil_affine(img: torch.Tensor, coeffs: torch.Tensor, fill: Sequence[int], mo
     return (sampled[:, :3] + (1 - inside) * _fill_tensor(fill, img.device, img.dtype)).round().clamp(0, 255)
 
 
-_FILLS: dict[tuple, torch.Tensor] = {}
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+_CONSTANTS_LOCK = threading.Lock()
+
+
+def _device_constant(key: tuple, make: Callable[[], torch.Tensor], device: torch.device) -> torch.Tensor:
+    """A small constant (the fill colour, the mean and std) on `device`, copied once per key and device for the
+    process's life and read from every thread and stream. The copy is made under a lock and waited for (a blocking
+    copy: one sync per constant, at setup when the input moves them first, :meth:`DeviceAugment.to`): a non-blocking
+    copy queued on the stream of the input thread that came first could be read from another input thread's stream
+    before it landed. Never freed, so no queued kernel can read a block handed out again."""
+    key = (*key, str(device))
+    found = _CONSTANTS.get(key)
+    if found is None:
+        with _CONSTANTS_LOCK:
+            found = _CONSTANTS.get(key)
+            if found is None:
+                found = _CONSTANTS[key] = make().to(torch.device(device))  # blocking: landed before it is returned
+    return found
 
 
 def _fill_tensor(fill: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The fill colour as a (1, 3, 1, 1) tensor on `device`, made once per device and dtype: building it
-    per op call (``torch.tensor(fill, device=...)``) is a blocking host-to-device copy, 10-20 per batch."""
-    key = (tuple(fill), str(device), dtype)
-    if key not in _FILLS:
-        _FILLS[key] = _to_device(torch.tensor(fill, dtype=dtype).view(1, 3, 1, 1), torch.device(device))
-    return _FILLS[key]
+    """The fill colour as a (1, 3, 1, 1) tensor on `device`, made once per device and dtype (:func:`_device_constant`):
+    building it per op call (``torch.tensor(fill, device=...)``) is a blocking host-to-device copy, 10-20 per batch."""
+    return _device_constant(("fill", tuple(fill), dtype), lambda: torch.tensor(fill, dtype=dtype).view(1, 3, 1, 1), device)
 
 
 def _affine_coeffs(name: str, arg: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -563,6 +578,15 @@ class DeviceAugment:
             out = self.erasing(out, generator, draws)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
+    def to(self, device) -> DeviceAugment:
+        """Copy the constants (mean, std, RandAugment's fill colour) to `device` now, once, waiting for the copies:
+        the input calls it when it is made, so no input thread copies them on its own stream (:func:`_device_constant`)."""
+        device = torch.device(device)
+        self.normalise.to(device)
+        if self.randaugment is not None:
+            _fill_tensor(self.randaugment.fill, device, torch.float32)
+        return self
+
     @property
     def mean(self) -> torch.Tensor:
         return self.normalise.mean
@@ -574,16 +598,27 @@ class DeviceAugment:
 
 class Normalise:
     """ImageNet's normalisation (timm's mean and std) of floats holding uint8 values, its constants
-    moved to the images' device once and kept there (no copy per batch)."""
+    copied to the images' device once, waited for, and kept there (:func:`_device_constant`; no copy per batch).
+    `mean` and `std` stay on the CPU."""
 
     def __init__(self, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)):
         self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
 
+    def to(self, device) -> Normalise:
+        """Copy the constants to `device` now (the inputs do when they are made, before any input thread runs)."""
+        self.on(torch.device(device))
+        return self
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and std on `device`."""
+        mean, std = self.mean, self.std
+        return (_device_constant(("mean", tuple(mean.flatten().tolist())), lambda: mean, device),
+                _device_constant(("std", tuple(std.flatten().tolist())), lambda: std, device))
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.mean.device != images.device:
-            self.mean, self.std = _to_device(self.mean, images.device), _to_device(self.std, images.device)
-        return (images - self.mean) / self.std
+        mean, std = self.on(images.device)
+        return (images - mean) / std
 
 
 def crop_each(images: Sequence[torch.Tensor], scale: Sequence[float], ratio: Sequence[float], size: int,

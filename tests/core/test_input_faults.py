@@ -169,6 +169,62 @@ def _encoded(images, fmt="JPEG", **options):
     return out
 
 
+def _count_constant_copies(monkeypatch):
+    """Tensor.to, recording every copy of a CPU tensor to the meta device (a stand-in for a GPU: a device of its own
+    that a CPU has) as (shape, non_blocking), slowly: the other input threads arrive while it runs."""
+    import time
+
+    copies, real = [], torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        if self.device.type == "cpu" and out.device.type == "meta":
+            time.sleep(0.05)
+            copies.append((tuple(self.shape), bool(kwargs.get("non_blocking", False))))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    monkeypatch.setattr(augment, "_CONSTANTS", {})
+    return copies
+
+
+def test_the_augmentations_constants_are_copied_once_and_waited_for(monkeypatch):
+    """With several input threads, each on its stream, the first to need the mean, std or fill colour used to copy it
+    without waiting (non_blocking, on its stream) and keep it; another thread's stream could read it before the copy
+    landed, and threads arriving together each copied it. Now: one copy each, blocking, under a lock; and the input
+    makes them when it is made (DeviceAugment.to), so its threads copy nothing."""
+    from rsbkit.core.augment import FILL, DeviceAugment, Normalise
+
+    meta = torch.device("meta")
+    copies = _count_constant_copies(monkeypatch)
+    got = []
+
+    def input_thread():
+        normalised = Normalise()(torch.empty(2, 3, 4, 4, device=meta))
+        got.append((normalised.device.type, augment._fill_tensor(FILL, meta, torch.float32)))
+
+    threads = [threading.Thread(target=input_thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and all(g[1] is got[0][1] and g[0] == "meta" for g in got)
+    assert sorted(copies) == [((1, 3, 1, 1), False)] * 3  # mean, std, fill: once each, waited for
+
+    del copies[:]
+    monkeypatch.setattr(augment, "_CONSTANTS", {})
+    recipe = smoke(A3, batch_size=16)
+    device_augment = DeviceAugment(recipe).to(meta)  # what TrainInput does when it is made
+    assert recipe.aa and sorted(copies) == [((1, 3, 1, 1), False)] * 3
+    threads = [threading.Thread(target=device_augment.normalise, args=(torch.empty(2, 3, 4, 4, device=meta),))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(copies) == 3  # none by the threads
+
+
 def test_a_batch_with_a_file_the_batched_decode_refuses_is_halved_not_decoded_one_by_one(monkeypatch):
     """One file in 64 that the batched decode refuses (a stand-in for what nvJPEG cannot read) costs about 2 log2(64)
     calls, not 64, and the file is still decoded (by libjpeg on the CPU)."""

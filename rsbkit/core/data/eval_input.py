@@ -50,7 +50,7 @@ class EvalInput:
         self.stream = side_stream(self.device)  # one for the run: every evaluation reuses it and its cached blocks
         self.test_res, self.scale = test_res, math.floor(test_res / crop_pct)
         self.interpolation = "bicubic" if interpolation == "random" else interpolation
-        self.normalise = Normalise()
+        self.normalise = Normalise().to(self.device)  # copied here, not on the input thread's stream
         self.loader = DataLoader(EncodedFiles(files), batch_size=batch_size, shuffle=False, num_workers=workers,
                                  collate_fn=collate_encoded,
                                  pin_memory=pin_memory, persistent_workers=workers > 0)

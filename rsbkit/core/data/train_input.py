@@ -403,7 +403,8 @@ class TrainInput:
             dataset = SeededTransform(data.train, train_crop(recipe), numpy_and_torch=False,  # timm's crop draws from `random`
                                       transform_at=functools.partial(train_crop, recipe))
         if self.kind != "loader":
-            self.augment = DeviceAugment(recipe, crop=self.kind != "crops", channels_last=channels_last)
+            # its constants copied here, once: not by whichever input thread comes first, on its own stream
+            self.augment = DeviceAugment(recipe, crop=self.kind != "crops", channels_last=channels_last).to(device)
         self.sampler = EpochSampler(data.train, recipe, plan, rank)
         self.loader = DataLoader(
             dataset,
