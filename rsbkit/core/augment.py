@@ -702,17 +702,44 @@ def _decode_jpegs(encoded: list, device: torch.device) -> list:
     return _decode_jpegs(encoded[:half], device) + _decode_jpegs(encoded[half:], device)
 
 
-def decode_images(encoded: Sequence[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], list[tuple[int, str]]]:
+_DECODE_STREAMS: dict[tuple, torch.cuda.Stream] = {}
+
+
+def decode_stream(device: torch.device, reader: torch.cuda.Stream) -> torch.cuda.Stream:
+    """The CUDA stream that the JPEGs read on `reader` (an input's stream, :func:`rsbkit.core.data.side_stream`) are
+    decoded on: made once per reading stream, for the process's life (an input makes its streams once, so this is one
+    more per input thread, not one per batch). Only decode_jpeg's outputs are allocated on it."""
+    key = (str(device), reader.cuda_stream)
+    with _CONSTANTS_LOCK:
+        if key not in _DECODE_STREAMS:
+            _DECODE_STREAMS[key] = torch.cuda.Stream(device)
+        return _DECODE_STREAMS[key]
+
+
+def decode_images(encoded: Sequence[torch.Tensor], device: torch.device, *,
+                  batchable: bool = False) -> tuple[list[torch.Tensor], list[tuple[int, str]]]:
     """Decode file bytes (1-D uint8 CPU tensors) to RGB uint8 images on `device`: JPEGs in one batched
     torchvision ``decode_jpeg`` call (nvJPEG on CUDA); other formats, 4-component JPEGs (CMYK, YCCK: nvJPEG
     refuses them) and JPEGs the batch refuses (found by halving the batch) with ``decode_image`` on the CPU.
-    (:class:`rsbkit.core.data.EncodedFiles` decodes the first two kinds in the loader workers already.)
+    (:class:`rsbkit.core.data.EncodedFiles` decodes the first two kinds in the loader workers already, and
+    `batchable` says so: every file is a JPEG the batch takes, its header read in the worker, not again here.)
+
+    On CUDA the JPEGs are decoded on a stream of their own (:func:`decode_stream`), not on the caller's (the input
+    thread's, which holds the last batch's augmentation): nvJPEG writes its outputs, allocated on the current
+    stream, without waiting for that stream (pytorch/vision#9606), so the outputs come from the decode stream's
+    blocks, which hold nothing but earlier outputs; the caller's stream waits for the decode stream (no host sync)
+    and each output is ``record_stream``-ed on it, so its block is not handed to the next decode while a kernel
+    queued there still reads it. The decode of batch i + 1 no longer waits for batch i's augmentation.
 
     Returns the images and (position, reason) for each one that could not be decoded. An
     out-of-memory error is not a bad file: it is raised, for the out-of-memory fallback."""
 
     cuda = device.type == "cuda"
-    jpeg = [i for i, e in enumerate(encoded) if is_jpeg(bytes(e[:3].tolist())) and (not cuda or nvjpeg_can_batch(e[:65536].numpy()))]
+    if batchable:
+        jpeg = list(range(len(encoded)))
+    else:
+        jpeg = [i for i, e in enumerate(encoded)
+                if is_jpeg(bytes(e[:3].tolist())) and (not cuda or nvjpeg_can_batch(e[:65536].numpy()))]
     out: list[Optional[torch.Tensor]] = [None] * len(encoded)
     bad: list[tuple[int, str]] = []
 
@@ -724,13 +751,20 @@ def decode_images(encoded: Sequence[torch.Tensor], device: torch.device) -> tupl
                 raise
             bad.append((i, f"RuntimeError: {exc}"))
 
-    if jpeg and cuda:
-        # nvJPEG writes its outputs, allocated on the current stream, without waiting for that stream
-        # (pytorch/vision#9606): let the stream's queued work finish first, so no block it still reads is
-        # handed out. TrainInput decodes in a thread on a stream of its own: only that thread waits.
-        torch.cuda.current_stream(device).synchronize()
     if jpeg:  # decode_jpeg([]) raises: a batch of PNGs has none
-        for i, im in zip(jpeg, _decode_jpegs([encoded[i] for i in jpeg], device)):
+        files = [encoded[i] for i in jpeg]
+        if cuda:
+            reader = torch.cuda.current_stream(device)
+            side = decode_stream(device, reader)
+            with torch.cuda.stream(side):
+                decoded = _decode_jpegs(files, device)
+            reader.wait_stream(side)
+            for im in decoded:
+                if isinstance(im, torch.Tensor):
+                    im.record_stream(reader)
+        else:
+            decoded = _decode_jpegs(files, device)
+        for i, im in zip(jpeg, decoded):
             if isinstance(im, Exception):
                 on_cpu(i)  # what nvJPEG cannot read, libjpeg may
             else:

@@ -459,22 +459,43 @@ def test_batches_made_ahead_are_ordered_after_the_threads_stream():
     assert [int(s.item()) for s in sums] == [(i + 1) << 20 for i in range(4)]
 
 
+def _noise_jpegs(seed: int, n: int = 8) -> list:
+    """`n` JPEGs of random noise, 96 x 64: two seeds give files of other bytes whose decoded images have the same sizes."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(buf, format="JPEG", quality=90)
+        out.append(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8))
+    return out
+
+
 @needs_cuda
-def test_decoding_on_cuda_does_not_overwrite_memory_that_queued_work_reads(image_folder):
-    """pytorch/vision#9606: decode_jpeg's outputs, allocated on the current stream, are written by nvJPEG without waiting
-    for it. A tensor read by a slow queued kernel, then freed: its block is the decoder's next output. decode_images
-    waits for the stream first, so the queued sum sees its own values."""
-    files = sorted((image_folder / "train").rglob("*.jpg"))[:8]
-    encoded = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files]
+def test_decoding_on_cuda_does_not_overwrite_images_that_queued_work_reads(monkeypatch):
+    """pytorch/vision#9606: nvJPEG writes its outputs without waiting for the stream they were allocated on. Decoded
+    images read by a slow kernel queued on the input stream, then freed; the next decode (other files, the same sizes)
+    must not take their blocks while that kernel waits, or it reads the next batch's pixels. The same sizes on a fresh
+    stream make the allocator's choice certain: the control, with decode_images' record_stream made a no-op, shows
+    the next decode does take the freed blocks, so this test fails without the guard (the old one could pass without
+    it: the block it freed was one the decoder was unlikely to be handed)."""
     cuda = torch.device("cuda")
-    n = sum(3 * im.shape[1] * im.shape[2] for im in decode_images(encoded, cuda)[0])
-    for _ in range(20):
-        x = torch.full((n,), 7, dtype=torch.uint8, device=cuda)
-        torch.cuda._sleep(10_000_000)
-        total = x.sum(dtype=torch.int64)
-        del x
-        decode_images(encoded, cuda)
-        assert int(total.item()) == 7 * n
+    first, second = _noise_jpegs(0), _noise_jpegs(1)
+
+    def trial():
+        with torch.cuda.stream(torch.cuda.Stream(cuda)):  # a fresh input stream, with a fresh decode stream
+            want = sum(int(im.sum(dtype=torch.int64)) for im in decode_images(first, cuda)[0])
+            images = decode_images(first, cuda)[0]
+            blocks = {im.data_ptr() for im in images}
+            torch.cuda._sleep(100_000_000)  # tens of ms of GPU time on the input stream before the sum reads
+            total = torch.stack([im.sum(dtype=torch.int64) for im in images]).sum()
+            del images
+            taken = blocks & {im.data_ptr() for im in decode_images(second, cuda)[0]}
+            return want, int(total.item()), taken
+
+    want, total, taken = trial()
+    assert not taken and total == want
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None)
+    assert trial()[2], "the control: without record_stream the next decode takes the freed blocks at once"
 
 
 @needs_cuda

@@ -4,6 +4,7 @@ numpy's global RNG shared by the input thread and Mixup, Subsets of Subsets, fil
 and what the device path says when it fails."""
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 
@@ -23,6 +24,8 @@ from rsbkit.core.data import (
     InputPathError,
     SkippedImage,
     TrainInput,
+    collate_encoded,
+    decode_batch,
     eval_kind,
     files_of,
     in_flight_note,
@@ -244,6 +247,82 @@ def test_a_batch_with_a_file_the_batched_decode_refuses_is_halved_not_decoded_on
     assert bad == [] and len(decoded) == 64
     assert [int(d[0, 0, 0]) // 4 for d in decoded] == list(range(64))  # in order (JPEG rounds a level or two)
     assert len(calls) <= 2 * 6 + 1
+
+
+class _FakeStream:
+    def __init__(self, name: str, log: list):
+        self.name, self.log, self.cuda_stream = name, log, id(self)
+
+    def synchronize(self):
+        self.log.append(("synchronize", self.name))
+
+    def wait_stream(self, other):
+        self.log.append(("wait_stream", self.name, other.name))
+
+
+def _fake_cuda(monkeypatch):
+    """torch.cuda's streams, stream contexts, syncs and record_stream, and torchvision's decode_jpeg, replaced by fakes
+    that log what decode_images does with them, in order: what a CUDA run would do, on this CPU."""
+    log, made = [], []
+    current = [_FakeStream("input", log)]
+
+    def stream_class(device=None):
+        made.append(_FakeStream(f"decode{len(made)}", log))
+        return made[-1]
+
+    @contextlib.contextmanager
+    def stream(s):
+        current.append(s)
+        try:
+            yield
+        finally:
+            current.pop()
+
+    def decode_jpeg(data, mode=None, device=None):
+        log.append(("decode", current[-1].name, len(data)))
+        return [torch.zeros(3, 8, 8, dtype=torch.uint8) for _ in data]
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current[-1])
+    monkeypatch.setattr(torch.cuda, "Stream", stream_class)
+    monkeypatch.setattr(torch.cuda, "stream", stream)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append(("synchronize", "device")))
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, s: log.append(("record_stream", s.name, id(self))))
+    monkeypatch.setattr(augment, "decode_jpeg", decode_jpeg)
+    monkeypatch.setattr(augment, "_DECODE_STREAMS", {})
+    return log, made
+
+
+def test_jpegs_are_decoded_on_a_stream_of_their_own_that_the_input_stream_waits_for(monkeypatch):
+    """pytorch/vision#9606: nvJPEG writes outputs allocated on the current stream without waiting for it. The input
+    thread used to wait on the host for its whole stream before each decode (batch i's augmentation); now the decode
+    runs on a stream of its own (made once), the input stream waits for it on the GPU, and every output is
+    record_stream-ed on the input stream, so its block is not the next decode's output while a queued kernel reads it.
+    (A GPU shows the same on real memory: tests/core/test_input.py.)"""
+    log, made = _fake_cuda(monkeypatch)
+    cuda = torch.device("cuda")
+    encoded = _encoded([Image.new("RGB", (8, 8))] * 4)
+    for _ in range(2):
+        del log[:]
+        images, bad = decode_images(encoded, cuda)
+        assert bad == [] and len(images) == 4
+        recorded = {entry[2] for entry in log if entry[:2] == ("record_stream", "input")}
+        assert log[:2] == [("decode", "decode0", 4), ("wait_stream", "input", "decode0")], log
+        assert recorded == {id(im) for im in images} and len(log) == 2 + 4  # no host sync of any stream
+    assert len(made) == 1  # one decode stream per input stream, for the process's life
+
+
+def test_the_input_thread_does_not_read_the_jpeg_headers_again(monkeypatch):
+    """EncodedFiles reads each JPEG's frame header in the loader worker (nvJPEG's batch refuses CMYK); the files of an
+    EncodedBatch are those it passed, and decode_batch says so, so the input thread does not walk the headers again."""
+    log, _ = _fake_cuda(monkeypatch)
+    walked = []
+    real = augment.jpeg_components
+    monkeypatch.setattr(augment, "jpeg_components", lambda data: walked.append(1) or real(data))
+    files = _encoded([Image.new("RGB", (8, 8), (10 * i, 0, 0)) for i in range(4)])
+    batch = collate_encoded([(f.numpy(), i, f"{i}.jpg") for i, f in enumerate(files)])
+    images, labels, skipped = decode_batch(batch, torch.device("cuda"))
+    assert len(images) == 4 and labels.tolist() == [0, 1, 2, 3] and skipped == []
+    assert walked == [] and ("decode", "decode0", 4) in log
 
 
 def test_jpeg_components_are_read_from_the_frame_header():

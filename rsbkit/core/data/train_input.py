@@ -229,7 +229,7 @@ class EncodedBatch(NamedTuple):
     file descriptor, so a batch of 2,048 files took 2,048 descriptors (``Too many open files`` under
     ``ulimit -n 1024``) and 130-170 ms to receive 256 of them, against about 6 ms for one buffer."""
 
-    data: torch.Tensor  # uint8, every file's bytes one after another
+    data: torch.Tensor  # uint8, every file's bytes one after another: JPEGs nvJPEG's batch takes (checked in the worker)
     offsets: torch.Tensor  # int64 (n + 1,)
     paths: list[str]
     pixels: Optional[torch.Tensor] = None  # uint8, the decoded images' (H, W, 3) pixels one after another
@@ -582,7 +582,8 @@ def decode_batch(batch, device: torch.device):
     ready = encoded.decoded()
     files = encoded.files()
     todo = [k for k in range(len(files)) if k not in ready]
-    decoded, bad = decode_images([files[k] for k in todo], device) if todo else ([], [])
+    # every file left is a JPEG nvJPEG's batch takes: EncodedFiles read its header in the worker (batchable)
+    decoded, bad = decode_images([files[k] for k in todo], device, batchable=True) if todo else ([], [])
     bad = [(todo[i], reason) for i, reason in bad]
     failed = {k for k, _ in bad}
     it = iter(decoded)
@@ -603,10 +604,12 @@ def ahead(batches, device: torch.device, depth: int = 2, stream=None):
       ``record_stream``-ed on it, so the allocator does not hand its memory back to the thread's
       stream while the step still reads it.
     - nvJPEG: torchvision's ``decode_jpeg`` on CUDA allocates on the current stream and decodes on a
-      private one without waiting for it (pytorch/vision#9606), and the hardware decoder may ignore
-      streams altogether; :func:`rsbkit.core.augment.decode_images` therefore synchronises the current
-      stream first. Here that is the thread's own stream, so only the thread waits: the training
-      thread keeps launching.
+      private one without waiting for it (pytorch/vision#9606); :func:`rsbkit.core.augment.decode_images`
+      therefore decodes on a stream of its own (one per input stream) that nothing else allocates on, and
+      the thread's stream waits for it on the GPU: the next batch's decode overlaps this batch's
+      augmentation, and the training thread keeps launching. torchvision holds one process-wide lock
+      around each decode and waits on the host for nvJPEG's stream before and after it, so decodes are
+      serial across input threads (docs/gpu.md).
     - An exception in the thread (an unreadable batch, an out-of-memory error) is raised in the
       caller at that batch; closing the generator stops the thread (the training loop closes it in
       a ``finally``, so an error in the step leaves no thread polling with prepared batches).
