@@ -4,11 +4,16 @@ Entries (images per second, each with its model, resolution, batch, precision,
 memory layout, compile and workers):
 
 - ``model_step_plain``: the first loop most people write: float32, NCHW, eager,
-  ``loss.item()`` every step; the recipe's model, optimizer and loss on synthetic batches;
+  ``loss.item()`` every step; the recipe's model, optimizer and loss on synthetic batches. torch's
+  defaults stand, so on CUDA cuDNN runs its convolutions in TF32 (``torch.backends.cudnn.allow_tf32``):
+  the entry's precision says so (:func:`float32_label`) rather than claiming float32;
 - ``model_step``: rsbkit's step on the same batches: bf16 autocast on CUDA,
   channels_last, torch.compile when asked, no host sync inside the loop;
 - ``input_loader`` / ``input_device``: the input path alone (``rsbkit.core.data.TrainInput``):
-  timm's per-image transform in loader workers, or uint8 batches augmented on the device;
+  timm's per-image transform in loader workers, or uint8 batches augmented on the device. One
+  epoch over the file list repeated (:func:`at_least`), so the pipeline never drains at an
+  epoch's end; the batches made before the clock starts (the workers' prefetch, the input
+  thread's queue) are taken first (:func:`steady_rate`);
 - ``end_to_end_loader`` / ``end_to_end_device``: ``rsbkit.train`` itself on real images
   (the second of two epochs, so loader workers are warm), evaluation excluded.
 
@@ -17,7 +22,8 @@ JPEGs (``--data``: your ImageNet, or else a folder this command writes: scikit-i
 colour photos cropped at random and resized to ImageNet's typical 500x375, quality 90);
 on CPU, the demo (``params/demo.yaml``: ResNet-18 at 32 px, batch 256, the embedded
 data). ``--quick``: tiny sizes, seconds on a CPU (what the test runs).
-The table is printed and written to ``benchmarks/results/<device>-<date>.json``.
+The table is printed and written to ``benchmarks/results/<device>-<date>.json``, rewritten as each
+entry finishes (``"complete": false`` until the last), so a run stopped part way keeps what it measured.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ import numpy as np
 import timm
 import torch
 from PIL import Image
+from torch.utils.data import Subset
 
 from ..core import __version__
 from ..core.data import Data, ImageFiles, TrainInput, input_kind, load_data
@@ -157,6 +164,18 @@ def _entry(name: str, cfg: BenchConfig, device: torch.device, images: int, secon
                 images=images, seconds=round(seconds, 3), device=str(device))
 
 
+def float32_label(device: torch.device) -> str:
+    """What a float32 step runs in on `device` as torch is set now. On CUDA, cuDNN's convolutions run in TF32 while
+    ``torch.backends.cudnn.allow_tf32`` is on (torch's default) and matmuls while
+    ``torch.backends.cuda.matmul.allow_tf32`` is (off by default): the entry names what ran."""
+    if device.type != "cuda":
+        return "float32"
+    convs, matmuls = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    if convs and matmuls:
+        return "tf32"
+    return "float32, TF32 convolutions" if convs else "float32, TF32 matmuls" if matmuls else "float32"
+
+
 def _reset_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -216,7 +235,7 @@ def model_step(cfg: BenchConfig, device: torch.device, *, plain: bool) -> dict[s
         synchronize(device)
         extra = dict(teacher=teacher.model_name, teacher_share=round((time.perf_counter() - t1) / seconds, 3))
     return _entry("model_step_plain" if plain else "model_step", cfg, device, cfg.steps * r.batch_size, seconds,
-                  precision=str(amp_dtype).replace("torch.", "") if amp_dtype else "float32", channels_last=channels_last,
+                  precision=str(amp_dtype).replace("torch.", "") if amp_dtype else float32_label(device), channels_last=channels_last,
                   compile=compiled, peak_mem_mb=peak_mem_mb(device), **extra)
 
 
@@ -227,36 +246,53 @@ def _data(cfg: BenchConfig, cache: Path):
 
 
 def input_path(cfg: BenchConfig, device: torch.device, data, augment_on: str) -> dict[str, Any]:
-    """The training input alone (TrainInput): loader workers, transfer, and on the device path the augmentation."""
+    """The training input alone (TrainInput): loader workers, transfer, and on the device path the augmentation.
 
-    r = cfg.recipe
+    One epoch, the file list repeated to hold it (:func:`at_least`): the workers stay busy from the first timed
+    batch to the last, as in a long training epoch. Epochs of the folder's 16 batches would drain and refill the
+    workers' queues at every end of epoch and read the loader low."""
+
+    r = cfg.recipe.replace(aug_repeats=0)
     kind = input_kind(data, r, augment_on, r.decode_on, device)
     workers = default_workers(device, decoding=kind != "arrays") if cfg.workers is None else cfg.workers
-    plan = plan_batch(r.replace(aug_repeats=0), micro_batch=r.batch_size)
-    source = TrainInput(data, r.replace(aug_repeats=0), plan, augment_on=augment_on, decode_on=r.decode_on, device=device,
-                        workers=workers, pin_memory=device.type == "cuda", channels_last=r.channels_last)
-    generator = torch.Generator(device).manual_seed(0)
-    n, batches, epoch = 0, 0, 0
-    t0 = None
-    # the clock starts once the workers' prefetched batches (workers x prefetch) are used up: before that
-    # the entry would time batches made while the models were built, not the input path's rate
-    warmup = cfg.warmup + workers * source.prefetch
-    while batches < warmup + cfg.steps:
-        for images, _, _ in source.epoch(epoch, generator):
-            if images is None:
-                continue
-            batches += 1
-            if batches == warmup:
-                synchronize(device)
-                t0 = time.perf_counter()
-            elif batches > warmup:
-                n += len(images)
-            if batches == warmup + cfg.steps:
-                break
-        epoch += 1
-    synchronize(device)
-    return _entry(f"input_{augment_on}", cfg, device, n, time.perf_counter() - t0, workers=workers, input=kind,
-                  channels_last=r.channels_last)
+    plan = plan_batch(r, micro_batch=r.batch_size)
+    prefetch, threaded = 4, device.type == "cuda"  # TrainInput's prefetch; on CUDA its input thread, 2 batches ahead
+    # the batches ready before the clock starts: the workers' prefetch and the input thread's queue
+    skip = cfg.warmup + workers * prefetch + (2 if threaded else 0)
+    data = at_least(data, (skip + cfg.steps + 1) * plan.micro_batch)
+    source = TrainInput(data, r, plan, augment_on=augment_on, decode_on=r.decode_on, device=device, workers=workers,
+                        pin_memory=device.type == "cuda", channels_last=r.channels_last, prefetch=prefetch,
+                        threaded=threaded)
+    n, seconds = steady_rate(source.epoch(0, torch.Generator(device).manual_seed(0)), skip, cfg.steps, device)
+    return _entry(f"input_{augment_on}", cfg, device, n, seconds, workers=workers, input=kind,
+                  channels_last=r.channels_last, batches_skipped=skip)
+
+
+def steady_rate(batches, skip: int, measured: int, device: torch.device) -> tuple[int, float]:
+    """(images, seconds) of `measured` batches of the iterator `batches` (``(images, labels, skipped)``, images None
+    when none was readable), after `skip` batches taken untimed. A pipeline keeps batches made ahead (a loader's
+    workers x prefetch, an input thread's queue): skip at least those, or the first timed batches come free and the
+    rate reads high. Closes `batches` (an input thread stops with it)."""
+    taken = 0
+    try:
+        for _ in range(skip):
+            next(batches)
+            taken += 1
+        synchronize(device)
+        t0 = time.perf_counter()
+        n = 0
+        for _ in range(measured):
+            images = next(batches)[0]
+            taken += 1
+            n += 0 if images is None else len(images)
+        synchronize(device)
+        return n, time.perf_counter() - t0
+    except StopIteration:
+        raise RunError(f"the input ended after {taken} batches: {skip} untimed and {measured} timed need a longer "
+                       "epoch (rsbkit.workbook.bench.at_least repeats the list)") from None
+    finally:
+        if hasattr(batches, "close"):
+            batches.close()
 
 
 def end_to_end(cfg: BenchConfig, device: torch.device, data, augment_on: str, out: Path) -> dict[str, Any]:
@@ -264,7 +300,7 @@ def end_to_end(cfg: BenchConfig, device: torch.device, data, augment_on: str, ou
 
     r = cfg.recipe
     images = (cfg.end_to_end_steps or cfg.steps) * r.batch_size
-    data = _at_least(data, images)
+    data = at_least(data, images)
     recipe = r.replace(epochs=2, warmup_epochs=0, augment_on=augment_on, aug_repeats=0, eval_every=2)
     result = train(recipe, data, out / f"end_to_end_{augment_on}", device=device, workers=cfg.workers,
                    limit_train=min(len(data.train), images), limit_val=min(len(data.val), r.batch_size), progress="none",
@@ -278,15 +314,20 @@ def end_to_end(cfg: BenchConfig, device: torch.device, data, augment_on: str, ou
                 seconds=None, device=str(device), peak_mem_mb=result["peak_mem_mb"])
 
 
-def _at_least(data, images: int):
-    """A folder dataset whose file list is repeated until it holds `images` samples (the generated
-    folder has 4,096 files; an end-to-end epoch of 100 steps of 256 needs 25,600)."""
+def at_least(data: Data, images: int) -> Data:
+    """`data` whose training list is repeated, cycling, to exactly `images` samples when it holds fewer (the
+    generated folder has 4,096 files; an end-to-end epoch of 100 steps of 256 needs 25,600); unchanged otherwise.
+    A folder stays a folder (ImageFiles); other datasets become one Subset of their base (never a Subset of a Subset)."""
 
-    if not isinstance(data.train, ImageFiles) or len(data.train) >= images:
+    train = data.train
+    if len(train) >= images:
         return data
-    copies = -(-images // len(data.train))
-    return Data(data.name, ImageFiles(data.train.samples * copies), data.val, data.classes, data.source,
-                data.val_files, data.title)
+    if isinstance(train, ImageFiles):
+        train = ImageFiles([train.samples[i % len(train)] for i in range(images)])
+    else:
+        base, indices = (train.dataset, list(train.indices)) if isinstance(train, Subset) else (train, range(len(train)))
+        train = Subset(base, [indices[i % len(indices)] for i in range(images)])
+    return Data(data.name, train, data.val, data.classes, data.source, data.val_files, data.title)
 
 
 def _metrics(run: Path) -> list[dict[str, Any]]:
@@ -299,34 +340,50 @@ def _metrics(run: Path) -> list[dict[str, Any]]:
 
 def run_bench(cfg: BenchConfig, out_dir: Union[str, Path] = "benchmarks/results", *, cache: Union[str, Path, None] = None,
               command: Optional[str] = None, log=print) -> tuple[dict[str, Any], Path]:
-    """Measure every entry, print the table, write the JSON; return (the record, its path)."""
+    """Measure every entry, print the table, write the JSON; return (the record, its path). The JSON is written
+    after each entry (``"complete": false`` until the last), so a run killed part way leaves the entries it measured."""
 
     device = pick_device(cfg.device)
     cache = Path(cache) if cache else Path.home() / ".cache" / "rsbkit" / "bench"
-    entries = []
-    log(f"rsbkit bench on {device_name(device)}: {cfg.recipe.model} at {cfg.recipe.train_res} px, batch {cfg.recipe.batch_size}")
-    entries.append(model_step(cfg, device, plain=True))
-    entries.append(model_step(cfg, device, plain=False))
-    data = _data(cfg, cache)
-    for where in ("loader", "device"):
-        entries.append(input_path(cfg, device, data, where))
-    with tempfile.TemporaryDirectory(prefix="rsbkit-bench-") as tmp:
-        for where in ("loader", "device"):
-            entries.append(end_to_end(cfg, device, data, where, Path(tmp)))
+    entries: list[dict[str, Any]] = []
     record = dict(
         device=device_name(device), device_type=device.type, cpu_count=cpu_cores(),
         date=datetime.date.today().isoformat(), torch=torch.__version__, timm=timm.__version__, rsbkit=__version__,
         python=platform.python_version(), command=command or shlex.join([Path(sys.executable).name, "-m", "rsbkit", "bench"]),
-        data=data.source, config=dict(asdict(cfg), recipe=cfg.recipe.to_dict()), entries=entries,
-        ratios=ratios(entries),
+        data=None, config=dict(asdict(cfg), recipe=cfg.recipe.to_dict()), entries=entries, ratios={}, complete=False,
     )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{_slug(record['device'])}-{record['date']}{'-quick' if cfg.quick else ''}.json"
-    path.write_text(json.dumps(record, indent=1) + "\n")
+
+    def add(entry: dict[str, Any]) -> None:
+        entries.append(entry)
+        record["ratios"] = ratios(entries)
+        _write_json(path, record)
+
+    _write_json(path, record)
+    log(f"rsbkit bench on {device_name(device)}: {cfg.recipe.model} at {cfg.recipe.train_res} px, batch {cfg.recipe.batch_size}")
+    add(model_step(cfg, device, plain=True))
+    add(model_step(cfg, device, plain=False))
+    data = _data(cfg, cache)
+    record["data"] = data.source
+    for where in ("loader", "device"):
+        add(input_path(cfg, device, data, where))
+    with tempfile.TemporaryDirectory(prefix="rsbkit-bench-") as tmp:
+        for where in ("loader", "device"):
+            add(end_to_end(cfg, device, data, where, Path(tmp)))
+    record["complete"] = True
+    _write_json(path, record)
     log(format_table(record))
     log(f"written to {path}")
     return record, path
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    """Written whole then renamed: a reader (or a kill) never meets half a file."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(record, indent=1) + "\n")
+    part.replace(path)
 
 
 def ratios(entries: list[dict[str, Any]]) -> dict[str, float]:

@@ -30,15 +30,17 @@ def gpu_check_dry_run(tmp_path_factory):
     import os
 
     out = tmp_path_factory.mktemp("gpu-check")
+    back = out.with_name(out.name + "-OUT")  # the device tool's $OUT: what comes back from a lent machine
     res = run_whole(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--out", str(out)], timeout=600, cwd=ROOT,
-                         env={**os.environ, "GPU_CHECK_REFUSE": ",".join(GPU_IMAGE_LACKS)})
+                    env={**os.environ, "GPU_CHECK_REFUSE": ",".join(GPU_IMAGE_LACKS), "OUT": str(back)})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return out, res.stdout
 
 
 def test_gpu_check_dry_run_runs_every_step(gpu_check_dry_run):
     out, printed = gpu_check_dry_run
-    steps = [line.split("|")[1].strip() for line in (out / "summary.md").read_text().splitlines()[2:]]
+    table = (out / "summary.md").read_text().split("\n\n")[0].splitlines()
+    steps = [line.split("|")[1].strip() for line in table[2:]]
     assert steps == ["env", "data", "cuda_tests", "race", "census", "threads", "bench", "demo", "a1_free", "a1_capped", "a3_jpeg"]
     results = {name: json.loads((out / f"{name}.json").read_text()) for name in steps}
     for name, r in results.items():
@@ -53,11 +55,37 @@ def test_gpu_check_dry_run_runs_every_step(gpu_check_dry_run):
     assert results["threads"]["threads_1_images_per_s"] > 0 and results["threads"]["threads_2_images_per_s"] > 0
     census = results["census"]
     assert census["jpeg folder: training thread syncs per step"] == 0 and census["steps"] == "2 and 4"
-    assert "| census |" in printed
+    assert census["control_seen"] == [2] * 8 and census["limit_per_step"] == 0.5  # a stand-in control on the CPU
+    assert "| census |" in printed and "census, blind_to:" in printed
+    threads = results["threads"]  # the batches made ahead skipped: 2 + 2 per thread + 1 worker x 4 prefetched
+    assert threads["threads_2_batches_skipped"] == 10 and threads["batches_timed"] == 6
+    capped = results["a1_capped"]  # the cap computed from a1_free's peak, applied only on CUDA
+    assert capped["cap_applied"] is False and 0 < capped["cap_mb"] < results["a1_free"]["peak_mem_mb"]
+    assert capped["planned_micro_batch"] == results["a1_free"]["planned_micro_batch"] == 16
     for name in ("demo", "a1_free", "a1_capped", "a3_jpeg"):
         assert results[name]["imgs_per_s"] > 0 and (out / f"{name.replace('_', '-')}.train.log").is_file(), name
     assert results["a3_jpeg"]["input"] == "encoded" or results["a3_jpeg"]["input"] == "crops"
     assert "| bench | ok |" in printed
+
+
+def test_gpu_check_leaves_exactly_three_files_where_they_come_back(gpu_check_dry_run):
+    """Only what a command writes under $OUT comes back from a lent GPU machine (8 files of 16 MiB at most): the
+    check writes there summary.md, results.json and logs.tar.gz, nothing else, each under 16 MiB."""
+    import tarfile
+
+    out, printed = gpu_check_dry_run
+    back = out.with_name(out.name + "-OUT")
+    assert sorted(p.name for p in back.iterdir()) == ["logs.tar.gz", "results.json", "summary.md"]
+    assert all(p.stat().st_size < 16 * 2**20 for p in back.iterdir())
+    assert (back / "summary.md").read_text() == (out / "summary.md").read_text() and "| a3_jpeg | ok |" in printed
+    results = json.loads((back / "results.json").read_text())
+    assert list(results["steps"]) == ["env", "data", "cuda_tests", "race", "census", "threads", "bench", "demo", "a1_free",
+                                      "a1_capped", "a3_jpeg"]
+    assert results["bench"]["complete"] is True and results["check"]["mode"] == "dry-run"
+    with tarfile.open(back / "logs.tar.gz") as tar:
+        names = tar.getnames()
+    assert f"{out.name}/census.log" in names and f"{out.name}/a1-capped.train.log" in names
+    assert not [n for n in names if n.endswith((".pt", ".JPEG")) or "/data/" in n], names  # no checkpoints, no data
 
 
 def test_bench_quick_writes_its_table(gpu_check_dry_run):
