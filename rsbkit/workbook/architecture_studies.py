@@ -5,6 +5,14 @@ re-run reuses finished points, and a cluster runs them with ``--executor``),
 plus speed measured on this machine by :func:`rsbkit.core.models.profile`. A model
 that timm does not know or that cannot run at a resolution is reported in the
 tables' ``error`` column; the rest of the grid runs.
+
+With ``seeds``, every configuration trains once per seed and the tables give the
+mean, spread and number of seeds; architectures (against a reference) and depth
+against width are then read by :func:`rsbkit.workbook.study_stats.compare_means`:
+a 95% Student-t interval and one of beyond noise, within noise, cannot tell at
+this number of seeds. With one run per configuration the verdict is "cannot tell"
+unless a seed study's spread is given (``seed_stats``), which is then borrowed
+from that study's recipe and model.
 """
 from __future__ import annotations
 
@@ -23,10 +31,10 @@ from ..core.errors import RunError
 from ..core.models import profile, profile_models
 from ..core.recipes import load_recipe
 from .paper import PUBLISHED_POINTS, TABLE3, TABLE5
+from .run_studies import read_seed_stats
+from .study_stats import BEYOND, CANNOT_TELL, SeedStats, compare_to, comparison_row, group_stats
 from .sweep import Point, Sweep, expand, find_notebook, notebook_parameters, point_label, route_parameters, run_and_load
 from .train_and_evaluate import TRAIN_NOTEBOOK
-
-RUN_COLUMNS = ["status", "final_top1", "best_top1", "wall_s", "imgs_per_s", "error"]
 
 
 @dataclass
@@ -35,6 +43,7 @@ class Study:
     out_dir: Path
     device: str  # where the speeds were measured
     errors: dict[str, str] = field(default_factory=dict)  # point -> why it failed
+    seed_stats: Optional[SeedStats] = None  # a seed study's spread, read beside the groups' own in the verdicts
 
     def save(self, name: str) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +72,36 @@ def _num_classes(data: str) -> int:
     return load_data(data).num_classes
 
 
+def _seed_list(seeds: Optional[Sequence[int]]) -> Optional[list[int]]:
+    if seeds is None or len(seeds) == 0:
+        return None
+    values = list(seeds)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values) or len(set(values)) != len(values):
+        raise RunError(f"seeds must be distinct integers, got {values!r}; for example seeds=[0, 1, 2]")
+    return values
+
+
+def seed_groups(runs: pd.DataFrame, by: Sequence[str], metric: str = "final_top1") -> pd.DataFrame:
+    """One row per configuration (the `by` columns) over its seeds: `metric`'s ``mean``, ``std`` (ddof=1; empty
+    for one seed), ``n`` (finished seeds), ``min`` and ``max``; ``runs`` (seeds run), ``status`` ("completed" when
+    every seed completed, else the first other status), the first ``error`` and ``wall_s`` (summed: what the
+    configuration cost)."""
+    by = list(by)
+    stats = group_stats(runs.dropna(subset=[metric]), by, metric) if runs[metric].notna().any() else \
+        pd.DataFrame(columns=[*by, "mean", "std", "n", "min", "max"])
+    rows = []
+    for key, group in runs.groupby(by, sort=True, dropna=False):
+        statuses = [str(s) for s in group["status"] if pd.notna(s)] if "status" in group else []
+        errors = [e for e in group["error"] if pd.notna(e)] if "error" in group else []
+        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)), runs=len(group),
+                         status=next((s for s in statuses if s != "completed"), "completed" if statuses else None),
+                         error=errors[0] if errors else None,
+                         wall_s=float(group["wall_s"].sum()) if "wall_s" in group else math.nan))
+    out = pd.DataFrame(rows).merge(stats, on=by, how="left")
+    out["n"] = out["n"].fillna(0).astype(int)
+    return out
+
+
 # ---------------------------------------------------------------- architectures (Table 3)
 
 
@@ -75,10 +114,17 @@ def architecture_study(*, recipe: str, models: Sequence[str], data: str = "defau
                        train: bool = True, speed_res: Optional[int] = None, speed_batch: int = 32,
                        speed_steps: int = 10, limit_train: Optional[int] = None, limit_val: Optional[int] = None,
                        device: str = "auto", workers: Optional[int] = None, jobs: int = 1,
-                       log: Callable[[str], None] = print) -> Study:
-    """One recipe across architectures: size and speed measured here, top-1 from training each, and the
-    paper's Table 3 columns for the architectures it has."""
+                       seeds: Optional[Sequence[int]] = None, reference: Optional[str] = None,
+                       seed_stats: Optional[str] = None, log: Callable[[str], None] = print) -> Study:
+    """One recipe across architectures: size and speed measured here, top-1 from training each (once per seed in
+    `seeds`; the recipe's own seed when empty), and the paper's Table 3 columns for the architectures it has.
+
+    ``final_top1`` is the mean over seeds (``top1_std``, ``seeds``: its spread and count); every architecture is
+    compared with `reference` (default: the first that trained) by :func:`study_stats.compare_to`: ``diff``, the
+    95% interval ``low``/``high``, ``verdict``. `seed_stats`: a seed study's ``seed_stats.json`` (or "auto", one of
+    this recipe and data) whose spread is read beside the groups' own; it was measured on one model."""
     spec = load_recipe(recipe)
+    seed_list, stats = _seed_list(seeds), None
     res = speed_res or spec.train_res
     out = Path(out_dir)
     speeds = profile_models(list(dict.fromkeys(models)), res, num_classes=_num_classes(data), batch=speed_batch,
@@ -88,13 +134,29 @@ def architecture_study(*, recipe: str, models: Sequence[str], data: str = "defau
     runnable = [m for m, e in zip(speeds["model"], speeds["error"]) if pd.isna(e) or "cannot run at" in str(e)]
     if train and runnable:
         sweep = expand(TRAIN_NOTEBOOK, out / "runs", _common(recipe, data, limit_train, limit_val, device, workers),
-                       {"model": runnable}, where="architecture study")
+                       {"model": runnable}, seed_list, where="architecture study")
         runs = _train_points(sweep, jobs, log)
-        runs["model"] = runs["point"].map({p.name: m for p, m in zip(sweep.points, runnable)})
-        table = table.merge(runs[["model", *RUN_COLUMNS]], on="model", how="left")
+        per_point = [m for m in runnable for _ in (seed_list or [None])]  # expand's order: model, then seed
+        runs["model"] = runs["point"].map({p.name: m for p, m in zip(sweep.points, per_point)})
+        groups = seed_groups(runs, ["model"])
+        trained = {m for m, n in zip(groups["model"], groups["n"]) if n}
+        ref = reference or next((m for m in runnable if m in trained), None)
+        if reference is not None and reference not in set(groups["model"]):
+            raise RunError(f"architecture study: reference {reference!r} is not one of the trained models "
+                           f"{list(groups['model'])}; give one of them")
+        stats = read_seed_stats(seed_stats, runs)
+        if ref is not None:
+            done = groups[groups["n"] > 0]
+            compared = compare_to(done, "model", ref, stats)
+            keep = ["model", *(c for c in compared.columns if c not in groups.columns)]
+            groups = groups.merge(compared[keep], on="model", how="left")
+            groups["reference"] = ref
+        groups = groups.rename(columns={"mean": "final_top1", "std": "top1_std", "n": "seeds"})
+        groups = groups.drop(columns=["min", "max"])
+        table = table.merge(groups, on="model", how="left")
     paper = paper_table3().drop(columns=["res_a1a2", "res_a3"]).rename(columns={"timm": "model"})
     table = table.merge(paper, on="model", how="left")
-    return Study(table, out, str(speeds["device"].iloc[0]) if len(speeds) else "")
+    return Study(table, out, str(speeds["device"].iloc[0]) if len(speeds) else "", seed_stats=stats)
 
 
 # ---------------------------------------------------------------- transfer (Table 5)
@@ -173,13 +235,18 @@ def scaling_points(models: Sequence[str], widths: Sequence[float], resolutions: 
 def scaling_study(*, recipe: str, models: Sequence[str], widths: Sequence[float], resolutions: Sequence[int],
                   epochs: Sequence[int], data: str = "default", out_dir: str, speed_batch: int = 32, speed_steps: int = 10,
                   limit_train: Optional[int] = None, limit_val: Optional[int] = None, device: str = "auto",
-                  workers: Optional[int] = None, jobs: int = 1, log: Callable[[str], None] = print) -> Study:
+                  workers: Optional[int] = None, jobs: int = 1, seeds: Optional[Sequence[int]] = None,
+                  seed_stats: Optional[str] = None, log: Callable[[str], None] = print) -> Study:
     """The ResNet-RS grid: depth x width x resolution x training length, trained through the sweep
-    runner, with training and inference speed of every (model, width, resolution) measured here."""
+    runner (once per seed in `seeds`; the recipe's own seed when empty), with training and inference speed of
+    every (model, width, resolution) measured here. ``top1`` is the mean over seeds, ``top1_std`` and ``seeds``
+    its spread and count: :func:`depth_versus_width` reads them, with `seed_stats` (a ``seed_stats.json``, or
+    "auto": one of this recipe and data) kept in ``Study.seed_stats``."""
     for name, values in (("models", models), ("resolutions", resolutions), ("epochs", epochs)):
         if not values:
             raise RunError(f"scaling study: {name} is empty; give at least one value")
     out = Path(out_dir)
+    seed_list = _seed_list(seeds)
     grid = scaling_points(models, widths, resolutions, epochs)
     classes = _num_classes(data)
     speed = {}
@@ -189,31 +256,42 @@ def scaling_study(*, recipe: str, models: Sequence[str], widths: Sequence[float]
         log(f"{m} w{w:g} @{r}: " + (row["error"] or f"{row['train_imgs_per_s']} img/s train"))
         speed[(m, w, r)] = row
     runnable = [g for g in grid if speed[(g["model"], g["width"], g["train_res"])]["error"] is None]
-    rows, runs, point_of = [], pd.DataFrame(), {}
+    rows, groups, stats = [], pd.DataFrame(), None
     if runnable:
         sweep = expand(TRAIN_NOTEBOOK, out / "runs", _common(recipe, data, limit_train, limit_val, device, workers),
-                       points=runnable, where="scaling study")
-        runs = _train_points(sweep, jobs, log).set_index("point")
-        point_of = {id(g): p.name for p, g in zip(sweep.points, runnable)}
+                       points=runnable, seeds=seed_list, where="scaling study")
+        runs = _train_points(sweep, jobs, log)
+        per_point = [i for i in range(len(runnable)) for _ in (seed_list or [None])]  # expand's order: point, seed
+        runs["config"] = runs["point"].map({p.name: i for p, i in zip(sweep.points, per_point)})
+        groups = seed_groups(runs, ["config"]).set_index("config")
+        stats = read_seed_stats(seed_stats, runs)
     for g in grid:
         s = speed[(g["model"], g["width"], g["train_res"])]
-        name = point_of.get(id(g))
-        run = runs.loc[name] if name is not None and name in runs.index else None
+        index = next((j for j, r in enumerate(runnable) if r is g), None)
+        run = groups.loc[index] if index is not None and index in groups.index else None
         rows.append(dict(model=g["model"], width=g["width"], res=g["train_res"], epochs=g["epochs"],
                          params_m=s["params_m"], gmacs=s["gmacs"], train_imgs_per_s=s["train_imgs_per_s"],
                          infer_imgs_per_s=s["infer_imgs_per_s"], train_peak_mem_mb=s["train_peak_mem_mb"],
-                         top1=None if run is None else run["final_top1"],
+                         top1=None if run is None else run["mean"],
+                         top1_std=None if run is None else run["std"],
+                         seeds=0 if run is None else int(run["n"]),
                          status="not run" if run is None else run["status"],
                          error=s["error"] if run is None else run["error"],
+                         wall_s=None if run is None else run["wall_s"],
                          scaling="width" if g["width"] != 1.0 else "depth"))
     device_name = next((s["device"] for s in speed.values()), "")
     table = pd.DataFrame(rows)
-    return Study(table, out, device_name)
+    return Study(table, out, device_name, seed_stats=stats)
 
 
-def depth_versus_width(table: pd.DataFrame) -> pd.DataFrame:
-    """Per training length and resolution: each width-scaled model beside the depth-scaled model of
-    the nearest cost (GMACs), and which of the two reached the higher top-1."""
+def depth_versus_width(table: pd.DataFrame, seed_stats: Optional[SeedStats] = None) -> pd.DataFrame:
+    """Per training length and resolution: each width-scaled model beside the depth-scaled model of the nearest
+    cost (GMACs), and whether either is better beyond seed noise.
+
+    ``diff`` is width minus depth; its 95% interval and verdict come from :func:`study_stats.compare_means` over
+    each configuration's seeds (``top1_std``, ``seeds``; `seed_stats`, a seed study's spread, read beside them).
+    ``higher`` says which mean is higher; ``better`` names the winner only when the difference is beyond noise, and
+    otherwise gives the verdict (within noise, or cannot tell at this number of seeds)."""
     out = []
     done = table.dropna(subset=["top1", "gmacs"])
     for (epochs, res), group in done.groupby(["epochs", "res"]):
@@ -223,9 +301,17 @@ def depth_versus_width(table: pd.DataFrame) -> pd.DataFrame:
             if depth.empty:
                 continue
             d = depth.iloc[(depth["gmacs"] - w["gmacs"]).abs().argsort().iloc[0]]
+            n_w, n_d = (int(x.get("seeds", 1)) if pd.notna(x.get("seeds", 1)) else 1 for x in (w, d))
+            s_w, s_d = (float(x.get("top1_std", math.nan)) if pd.notna(x.get("top1_std", math.nan)) else math.nan
+                        for x in (w, d))
+            diff = float(w["top1"]) - float(d["top1"])
+            verdict = comparison_row(diff, n_w, n_d, seed=seed_stats, s=s_w, s_ref=s_d)
+            higher = "width" if diff > 0 else "depth" if diff < 0 else "tie"
             out.append(dict(epochs=epochs, res=res, width_model=f"{w['model']} x{w['width']:g}", width_gmacs=w["gmacs"],
-                            width_top1=w["top1"], depth_model=d["model"], depth_gmacs=d["gmacs"], depth_top1=d["top1"],
-                            better="depth" if d["top1"] > w["top1"] else "width" if w["top1"] > d["top1"] else "tie"))
+                            width_top1=w["top1"], width_seeds=n_w, depth_model=d["model"], depth_gmacs=d["gmacs"],
+                            depth_top1=d["top1"], depth_seeds=n_d, higher=higher,
+                            **{k: verdict[k] for k in ("diff", "low", "high", "df", "detectable", "verdict")},
+                            better=higher if verdict["verdict"] == BEYOND else verdict["verdict"] or CANNOT_TELL))
     return pd.DataFrame(out)
 
 

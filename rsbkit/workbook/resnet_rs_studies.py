@@ -28,7 +28,7 @@ from ..core.optim import lr_schedule
 from ..core.paths import checkout_path, find_path
 from ..core.recipes import batch_lr, load_recipe
 from ..core.runs import atomic_write_text
-from .run_studies import SMOKE_LIMITS, find_seed_stats, load_seed_stats
+from .run_studies import SMOKE_LIMITS, read_seed_stats
 from .study_stats import COMPARISON_COLUMNS, SeedStats, comparison_row, interval, reference_row
 from .sweep import Sweep, expand, load_sweep, run_and_load
 from .table import load_runs
@@ -107,19 +107,6 @@ def with_top1(runs, metric: str = "final_top1"):
     out["top1"] = ema.where(use, out[metric].astype(float))
     out["read_from"] = use.map({True: "ema", False: "model"})
     return out
-
-
-def read_seed_stats(seed_stats: Optional[str], runs: Any = None, metric: str = "final_top1") -> Optional[SeedStats]:
-    """A seed study's statistics (``seed_stats.json``); empty: none; "auto": what it means everywhere
-    (:func:`rsbkit.workbook.run_studies.find_seed_stats`), a seed study of the same recipe, data and metric as the
-    `runs`' first step, else none (the groups' own spreads then make the bands)."""
-    if seed_stats == "auto":
-        found = None
-        if runs is not None and len(runs) and {"recipe", "data"} <= set(runs.columns):
-            base = runs.sort_values("step_index").iloc[0] if "step_index" in runs.columns else runs.iloc[0]
-            found = find_seed_stats(str(base["recipe"]), str(base["data"]), metric)
-        seed_stats = str(found) if found else None
-    return load_seed_stats(seed_stats)
 
 
 def compared(stats: Optional[SeedStats], diff: float, n: int, n_other: int, s: float, s_other: float,

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import RunError
-from ..core.paths import checkout_path, find_path
+from ..core.paths import checkout_path, find_path, output_path
 from ..core.recipes import EXECUTION_FIELDS, recipe_fields
 from ..core.runs import atomic_write_text, stamped_folder
-from .study_stats import SeedStats, ablation_table, compare_variants, interval, noise_table, seed_stats
+from .study_stats import SeedStats, ablation_table, compare_labelled, compare_variants, interval, noise_table, seed_stats
 from .sweep import load_sweep, run_and_load
 from .table import load_runs
 from .train_and_evaluate import none_if_empty, out_folder
@@ -109,6 +109,19 @@ def load_seed_stats(seed_stats_json: Optional[str]) -> Optional[SeedStats]:
     return SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"])
 
 
+def read_seed_stats(seed_stats: Optional[str], runs: Any = None, metric: str = "final_top1") -> Optional[SeedStats]:
+    """A seed study's statistics (``seed_stats.json``); empty: none; "auto": what it means everywhere
+    (:func:`rsbkit.workbook.run_studies.find_seed_stats`), a seed study of the same recipe, data and metric as the
+    `runs`' first step, else none (the groups' own spreads then make the bands)."""
+    if seed_stats == "auto":
+        found = None
+        if runs is not None and len(runs) and {"recipe", "data"} <= set(runs.columns):
+            base = runs.sort_values("step_index").iloc[0] if "step_index" in runs.columns else runs.iloc[0]
+            found = find_seed_stats(str(base["recipe"]), str(base["data"]), metric)
+        seed_stats = str(found) if found else None
+    return load_seed_stats(seed_stats)
+
+
 def ablation_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, jobs: int = 1,
                    reference: Optional[dict[str, Any]] = None, seed_stats: Optional[str] = None,
                    metric: str = "final_top1", out_dir: Optional[str] = None):
@@ -149,14 +162,33 @@ class ComparisonStudy:
 
 
 def comparison_study(*, reference: str, sweeps: list, jobs: int = 1, metric: str = "final_top1",
-                     out_dir: Optional[str] = None) -> ComparisonStudy:
+                     out_dir: Optional[str] = None, runs_csv: Optional[str] = None) -> ComparisonStudy:
     """Variants of a recipe (each a sweep file, seeds included) against that recipe's seed sweep.
 
     Every sweep runs through the sweep runner (completed points are reused). Writes ``comparison.csv``
     (one row per variant) and ``comparison_runs.csv`` (one row per run) to `out_dir` (empty: the
     reference sweep's folder's parent / comparison).
+
+    `runs_csv`: a ``comparison_runs.csv`` this study wrote (``findings/comparison_runs.csv``): the table is
+    recomputed from its runs, and nothing trains; `reference` and `sweeps` are then not read.
     """
 
+    if none_if_empty(runs_csv):
+        import pandas as pd
+
+        path = find_path(runs_csv)
+        if not path.is_file():
+            raise RunError(f"runs_csv {path} does not exist; give a comparison_runs.csv this notebook wrote "
+                           "(findings/comparison_runs.csv in a checkout), or leave it empty to run the sweeps")
+        runs = pd.read_csv(path)
+        if "name" not in runs and "run" in runs:  # the committed table keeps the run folders, not their names
+            runs["name"] = [Path(str(r)).name for r in runs["run"]]
+        if "status" in runs:
+            runs = runs[runs["status"] == "completed"]
+        table, stats = compare_labelled(runs, metric)
+        folder = out_folder(out_dir, output_path("runs/comparison"))  # never beside the CSV: findings/ stays as committed
+        atomic_write_text(folder / "comparison.csv", table.to_csv(index=False))
+        return ComparisonStudy(runs, table, stats, metric, folder)
     if isinstance(sweeps, str):
         sweeps = [sweeps]
     if not sweeps:

@@ -129,6 +129,43 @@ def compare_means(diff: float, n: int, n_ref: int, *, seed: Optional[SeedStats] 
                       seeds_added_after=bool(seeds_added_after))
 
 
+def p_value(low: float, high: float, df: float) -> float:
+    """The two-sided p-value of a difference whose 95% interval is `low` to `high` with `df` degrees of freedom:
+    the t statistic is the interval's middle over its standard error (half its width over t(0.975, df))."""
+    se = (high - low) / 2 / t_quantile(df)
+    if not se > 0:
+        return 0.0 if (low + high) != 0 else 1.0
+    return float(2 * scipy_stats.t.sf(abs((low + high) / 2) / se, df))
+
+
+def holm(p_values: Sequence[float], alpha: float = 1 - LEVEL) -> list[bool]:
+    """Holm's step-down correction: which of a family of tests stay significant with the chance of any false
+    "beyond noise" in the family held at `alpha` (not only each test's). Sorted ascending, the k-th smallest p
+    (from 0) must be below alpha / (m - k), and the first that is not stops the rest."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    keep = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if not p_values[i] < alpha / (len(p_values) - rank):
+            break
+        keep[i] = True
+    return keep
+
+
+def family_check(table: pandas.DataFrame, alpha: float = 1 - LEVEL) -> pandas.DataFrame:  # noqa: F821
+    """A study table's comparisons (rows with an interval: ``low``, ``high``, ``df``) read as one family: each
+    row's ``p_value`` and ``holm_beyond`` (beyond noise after Holm's correction over the family's rows). Each
+    verdict alone holds its own chance of a false "beyond noise" at 5%; over a table of k comparisons the chance
+    of at least one is up to k x 5%, which Holm brings back to 5%."""
+    out = table.copy()
+    rows = out["low"].notna() & out["high"].notna() & out["df"].notna()
+    p = [p_value(float(lo), float(hi), float(df)) for lo, hi, df in zip(out.loc[rows, "low"], out.loc[rows, "high"],
+                                                                           out.loc[rows, "df"])]
+    out["p_value"], out["holm_beyond"] = math.nan, False
+    out.loc[rows, "p_value"] = p
+    out.loc[rows, "holm_beyond"] = holm(p, alpha)
+    return out
+
+
 def reference_row() -> dict[str, Any]:
     """The comparison columns of a row that is itself the reference (or a row's best): empty, no verdict."""
     empty = dict.fromkeys(("band", "low", "high", "df", "margin", "detectable"), math.nan)
@@ -203,9 +240,13 @@ def noise_table(stats: SeedStats, ns: Sequence[int] = (1, 2, 3, 5, 10)) -> panda
 
 def group_stats(table: pandas.DataFrame, by: Sequence[str], value: str) -> pandas.DataFrame:  # noqa: F821
     """Mean, std (ddof=1), n, min and max of `value` per group of rows (runs over seeds, or the
-    rows of several runs' tables pooled), one row per group, sorted by the group keys."""
+    rows of several runs' tables pooled), one row per group, sorted by the group keys; and ``seeds_added_after``
+    (any run of the group added after results) where the rows have that column."""
     groups = table.groupby(list(by))[value]
     out = groups.agg(["mean", "std", "count", "min", "max"]).reset_index().rename(columns={"count": "n"})
+    if "seeds_added_after" in table:  # a group with a run added after results: its verdicts say so
+        late = table.assign(seeds_added_after=table["seeds_added_after"].fillna(False).astype(bool))
+        out = out.merge(late.groupby(list(by))["seeds_added_after"].any().reset_index(), on=list(by), how="left")
     return out.sort_values(list(by)).reset_index(drop=True)
 
 
@@ -219,7 +260,8 @@ def compare_to(groups: pandas.DataFrame, by: str, reference: Any, stats: Optiona
       ``verdict`` (beyond noise, within noise, cannot tell at this number of seeds) and ``beyond_noise``.
 
     A ``seeds_added_after`` column in `groups` (True where seeds were added after other results were seen) is
-    carried into the verdicts."""
+    carried into the verdicts. A group whose noise cannot be measured (one seed, no seed study) keeps its row, with
+    no interval and the verdict "cannot tell at this number of seeds"."""
     ref = groups[groups[by] == reference]
     if len(ref) != 1:
         raise RunError(f"reference {by}={reference!r} is not one of the groups: {list(groups[by])}")
@@ -232,8 +274,13 @@ def compare_to(groups: pandas.DataFrame, by: str, reference: Any, stats: Optiona
             rows.append(dict(reference_row(), noise_band=stats.noise_band(n) if stats is not None else math.nan,
                              own_band=math.nan))
             continue
-        c = compare_means(float(g["mean"]) - ref_mean, n, ref_n, seed=stats, s=sd, s_ref=ref_std, margin=margin,
-                          seeds_added_after=bool(late))
+        try:
+            c = compare_means(float(g["mean"]) - ref_mean, n, ref_n, seed=stats, s=sd, s_ref=ref_std, margin=margin,
+                              seeds_added_after=bool(late))
+        except RunError:  # one seed in a group and no seed study: the row stays, its verdict "cannot tell"
+            rows.append(dict(comparison_row(float(g["mean"]) - ref_mean, n, ref_n, seeds_added_after=bool(late)),
+                             noise_band=math.nan, own_band=math.nan))
+            continue
         own = compare_means(c.diff, n, ref_n, s=sd, s_ref=ref_std, margin=c.margin).band \
             if n > 1 and ref_n > 1 and not math.isnan(sd) and not math.isnan(ref_std) else math.nan
         rows.append(dict(c.row(), noise_band=stats.noise_band(n, n_other=ref_n) if stats is not None else math.nan,
@@ -288,11 +335,22 @@ def compare_variants(runs: pandas.DataFrame, reference_runs: pandas.DataFrame, f
     pooled = pd.concat([reference_runs.assign(variant=f"{first['recipe']} (reference)"),
                         runs.assign(variant=[variant_label(r, first, fields) for _, r in runs.iterrows()])],
                        ignore_index=True)
-    stats = seed_stats(reference_runs[metric])
-    groups = group_stats(pooled, ["variant"], metric)
+    table, stats = compare_labelled(pooled, metric)
+    return pooled, table, stats
+
+
+def compare_labelled(pooled: pandas.DataFrame, metric: str = "final_top1") -> tuple[pandas.DataFrame, SeedStats]:  # noqa: F821
+    """The table of :func:`compare_variants` from runs already labelled in a ``variant`` column, the reference's
+    label first (``comparison_runs.csv`` as the compare notebook writes it): (table, the reference's SeedStats)."""
+    if "variant" not in pooled or metric not in pooled or not len(pooled):
+        raise RunError(f"a labelled run table needs rows with 'variant' and {metric!r} columns; "
+                       f"got columns {list(pooled.columns)}")
     order = {v: i for i, v in enumerate(dict.fromkeys(pooled["variant"]))}  # the reference first, then as given
+    reference = next(iter(order))
+    stats = seed_stats(pooled.loc[pooled["variant"] == reference, metric])
+    groups = group_stats(pooled, ["variant"], metric)
     groups = groups.sort_values("variant", key=lambda c: c.map(order)).reset_index(drop=True)
-    return pooled, compare_to(groups, "variant", f"{first['recipe']} (reference)", stats), stats
+    return compare_to(groups, "variant", reference, stats), stats
 
 
 # ------------------------------------------------------------------ ablation (Table 6)

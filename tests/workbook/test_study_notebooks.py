@@ -75,7 +75,8 @@ def test_resnet_rs_scaling_grid_with_pareto_and_published_points(tmp_path, cli):
     full = table[(table["width"] == 1.0) & (table["model"] == "resnet10t") & (table["res"] == 32)]["gmacs"].iloc[0]
     assert narrow < full / 2.5  # half width: about a quarter of the multiply-accumulates
     versus = pd.read_csv(out / "depth_vs_width.csv")
-    assert len(versus) == 2 and set(versus["better"]) <= {"depth", "width", "tie"}
+    assert len(versus) == 2 and set(versus["higher"]) <= {"depth", "width", "tie"}
+    assert set(versus["better"]) == {"cannot tell at this number of seeds"}  # one run a point: no winner named
     published = pd.read_csv(out / "published_speed.csv")
     assert list(published["timm"]) == ["resnetrs50", "efficientnet_b0"] and (published["infer_imgs_per_s"] > 0).all()
     assert list(published["top1"]) == [78.8, 77.1] and published["device"].str.startswith("CPU").all()
