@@ -36,7 +36,18 @@ from typing import Any, Optional
 
 from ..core.errors import RunLockedError
 from ..core.runs import POINT_LOCK_FILE, RunLock, atomic_write_text
-from .sweep import Point, PointResult, Sweep, SweepError, notebook_parameters, pending, run_point, stop_point, summarize
+from .sweep import (
+    Point,
+    PointResult,
+    Sweep,
+    SweepError,
+    notebook_parameters,
+    pending,
+    run_point,
+    stop_point,
+    summarize,
+    with_plan,
+)
 from .table import SWEEP_POINT
 
 EXECUTORS = ("pool", "local", "slurm")
@@ -312,6 +323,7 @@ def run_cluster_sweep(sweep: Sweep, *, executor: str, options: Optional[ClusterO
         raise SweepError(f"jobs={jobs}: give 1 or more")
     if collect and (executor != "slurm" or not block):
         raise SweepError("--collect waits for a Slurm sweep's jobs: use it with --executor slurm, without --no-wait")
+    sweep = with_plan(sweep)
     todo = pending(sweep)
     if executor == "slurm":
         check_slurm()

@@ -40,6 +40,14 @@ point folder holds the executed notebook, its HTML export, ``parameters.yaml``,
 ``papermill.log`` and ``sweep_point.json`` (status, error, wall time). Running
 the sweep again skips points whose status is ``completed`` and runs the rest;
 a point that left a ``last.pt`` resumes from it.
+
+The sweep's folder keeps its plan (``sweep_plan.json``): the points the sweep
+file named before any result existed. A point added to the file after some
+point has completed (another seed for a close call, typically) is recorded as
+``added_after_results`` in its ``sweep_point.json``; the run table marks it
+``seeds_added_after`` and every verdict that uses it says "seeds added after
+results" (optional stopping biases verdicts; only seeds fixed before the runs
+give a verdict to rely on).
 """
 from __future__ import annotations
 
@@ -56,7 +64,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -92,6 +100,7 @@ class Point:
     parameters: dict[str, Any]  # what papermill injects
     run_dir: Path
     step: Optional[dict[str, Any]] = None  # a cumulative sweep's step: index, name, its own changes, the paper's value
+    added_after_results: bool = False  # not in the sweep's plan, added after another point had completed
 
 
 @dataclass(frozen=True)
@@ -417,7 +426,7 @@ def _run_locked_point(notebook: Path, point: Point, *, kernel: str, env: Optiona
     if (run_dir / SWEEP_POINT).is_file():
         attempt = int(json.loads((run_dir / SWEEP_POINT).read_text()).get("attempt", 1)) + 1
     record = dict(name=point.name, notebook=str(notebook), parameters=params, step=point.step, status="running", error=None,
-                  attempt=attempt, resumed=bool(params.get("resume")), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                  added_after_results=point.added_after_results, attempt=attempt, resumed=bool(params.get("resume")), started=time.strftime("%Y-%m-%dT%H:%M:%S"))
     atomic_write_text(run_dir / SWEEP_POINT, json.dumps(record, indent=2, default=str) + "\n")
     cmd = [sys.executable, "-m", "papermill", str(notebook), str(working), "-f", str(param_file), "-k", kernel,
            "--cwd", os.getcwd(), "--log-output", "--no-progress-bar"]
@@ -556,9 +565,13 @@ def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print
     slots: queue.Queue[int] = queue.Queue()
     for i in range(jobs):
         slots.put(i)
+    sweep = with_plan(sweep)
     todo = pending(sweep)
     log(f"sweep {sweep.out}: {len(sweep.points)} points, {len(sweep.points) - len(todo)} already completed, "
         f"running {len(todo)} ({jobs} at a time{f' over GPUs {gpus}' if len(gpus) > 1 else ''})")
+    late = [p.name for p in todo if p.added_after_results]
+    if late:
+        log(f"  added after results (recorded; their verdicts say so): {', '.join(late)}")
 
     running: dict[str, subprocess.Popen] = {}  # each running point's papermill: stopped whole if we are interrupted
     stopping = False
@@ -602,6 +615,37 @@ def run_sweep(sweep: Sweep, *, jobs: int = 1, log: Callable[[str], None] = print
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return summarize(sweep, ran, log=log)
+
+
+SWEEP_PLAN = "sweep_plan.json"  # the points a sweep named before any of them completed
+
+
+def with_plan(sweep: Sweep) -> Sweep:
+    """The sweep with its points added after results marked (``Point.added_after_results``); records the plan.
+
+    The plan is the sweep folder's ``sweep_plan.json``: the points named before any point of the sweep had
+    completed. A point that is not in it, first seen when a result already exists, was added after results; one
+    added before any result joins the plan. A folder with results and no plan (a sweep run before rsbkit kept
+    plans) takes the points that have a folder as its plan."""
+    plan_file = sweep.out / SWEEP_PLAN
+    names = [p.name for p in sweep.points]
+    if plan_file.is_file():
+        earlier = json.loads(plan_file.read_text())
+        planned, late = list(earlier.get("points", [])), set(earlier.get("added_after_results", []))
+    else:
+        existing = [n for n in names if (sweep.out / n).exists()]
+        seen = any(point_status(sweep.out / n) == "completed" for n in existing)
+        planned, late = (existing if seen else names), set()
+    new = [n for n in names if n not in planned and n not in late]
+    if any(point_status(sweep.out / n) == "completed" for n in planned):
+        late |= set(new)
+    else:
+        planned += new
+    record = dict(points=planned, added_after_results=sorted(late))
+    if not plan_file.is_file() or json.loads(plan_file.read_text()) != record:
+        sweep.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(plan_file, json.dumps(record, indent=2) + "\n")
+    return replace(sweep, points=tuple(replace(p, added_after_results=p.name in late) for p in sweep.points))
 
 
 def pending(sweep: Sweep) -> list[Point]:

@@ -141,6 +141,8 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
             if info.get("step"):  # a cumulative sweep's step: its place, name and published value
                 row.update(step_index=info["step"]["index"], step=info["step"]["name"], step_paper=info["step"].get("paper"),
                            seeds_added_after=bool(info["step"].get("seeds_added_after", False)))
+            if info.get("added_after_results"):  # the sweep runner saw it added after other points' results
+                row["seeds_added_after"] = True
             if row["status"] is None:
                 row["status"], row["error"] = info.get("status"), info.get("error")
         rows.append(row)

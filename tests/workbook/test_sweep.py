@@ -11,7 +11,17 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from rsbkit.workbook.sweep import SweepError, expand, load_sweep, pending, point_status, run_sweep, single_point
+from rsbkit.workbook.sweep import (
+    SWEEP_PLAN,
+    SweepError,
+    expand,
+    load_sweep,
+    pending,
+    point_status,
+    run_sweep,
+    single_point,
+    with_plan,
+)
 from rsbkit.workbook.table import load_runs
 
 pytestmark = pytest.mark.cost(30)  # seconds in the suite on 2 cores: files start costliest first (conftest)
@@ -131,6 +141,41 @@ def test_a_steps_run_carries_its_step_into_the_run_table(smoke_run, tmp_path):
     (run / SWEEP_POINT).write_text(json.dumps(dict(status="completed", parameters={"seed": 0}, step=step)))
     row = load_runs(tmp_path / "out").iloc[0]
     assert (row["step_index"], row["step"], row["step_paper"]) == (1, "ls", 12.5)
+
+
+def test_seeds_added_after_results_are_recorded_and_marked_in_the_run_table(smoke_run, tmp_path):
+    import shutil
+
+    from rsbkit.workbook.table import SWEEP_POINT
+
+    def sweep(seeds):
+        return expand(TRAIN, tmp_path, {"recipe": "params/smoke.yaml"}, {"loss": ["bce", "ce"]}, seeds=seeds)
+
+    def complete(point):
+        point.run_dir.mkdir(parents=True, exist_ok=True)
+        (point.run_dir / SWEEP_POINT).write_text(json.dumps(dict(status="completed", parameters=point.parameters)))
+
+    first = with_plan(sweep([0]))
+    assert not any(p.added_after_results for p in first.points)
+    # a seed added before any result joins the plan: nothing was seen, nothing is biased
+    planned = with_plan(sweep([0, 1]))
+    assert not any(p.added_after_results for p in planned.points)
+    complete(planned.points[0])
+    late = with_plan(sweep([0, 1, 2]))  # the third seed, added once loss=bce_seed=0 had its result
+    assert [p.name for p in late.points if p.added_after_results] == ["loss=bce_seed=2", "loss=ce_seed=2"]
+    assert [p.name for p in with_plan(sweep([0, 1, 2])).points if p.added_after_results] == \
+        ["loss=bce_seed=2", "loss=ce_seed=2"]  # a rerun does not forget
+    plan = json.loads((tmp_path / SWEEP_PLAN).read_text())
+    assert plan["added_after_results"] == ["loss=bce_seed=2", "loss=ce_seed=2"] and len(plan["points"]) == 4
+    # a folder with results and no plan (made before plans were kept): the points with a folder are the plan
+    (tmp_path / SWEEP_PLAN).unlink()
+    assert [p.name for p in with_plan(sweep([0, 1])).points if p.added_after_results] == \
+        ["loss=bce_seed=1", "loss=ce_seed=0", "loss=ce_seed=1"]
+    # the run table marks a late run, so its verdicts say "seeds added after results"
+    run = tmp_path / "late_run"
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("*.pt"))
+    (run / SWEEP_POINT).write_text(json.dumps(dict(status="completed", parameters={"seed": 2}, added_after_results=True)))
+    assert bool(load_runs(run).iloc[0]["seeds_added_after"])
 
 
 @pytest.mark.parametrize("text, message", [
