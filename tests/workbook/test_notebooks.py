@@ -205,6 +205,21 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path, cli):
     said = texts(tmp_path / "compare" / "compare.ipynb")
     assert f"(95% interval {row['low']:+.2f} to {row['high']:+.2f}; {row['verdict']}" in said
 
+    # the committed findings' runs, read back by the same notebook: every variant's interval and verdict as
+    # findings/comparison.csv has them, and nothing trains
+    res = cli("run", "notebooks/studies/compare.ipynb", "-p", "runs_csv", str(ROOT / "findings" / "comparison_runs.csv"),
+              "--out", str(tmp_path / "findings"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    committed = pd.read_csv(ROOT / "findings" / "comparison.csv")
+    again = pd.read_csv(tmp_path / "findings" / "comparison.csv")
+    assert list(again["variant"]) == list(committed["variant"]) and list(again["verdict"][1:]) == list(committed["verdict"][1:])
+    assert again["low"][1:].tolist() == pytest.approx(committed["low"][1:].tolist())
+    said = texts(tmp_path / "findings" / "compare.ipynb")
+    for row in committed.iloc[1:].itertuples():
+        assert f"{row.variant}: " in said and f"(95% interval {row.low:+.2f} to {row.high:+.2f}; {row.verdict}" in said
+    assert {"beyond noise", "cannot tell at this number of seeds"} <= set(committed["verdict"].dropna())
+    assert not (tmp_path / "findings" / "runs").exists()
+
     # the report gathers the ablation's runs and groups them
     res = cli("run", "notebooks/report.ipynb", "-p", "runs", f"[{tmp_path / 'points'}]", "-p", "group_by", "[loss]",
                   "--out", str(tmp_path / "report"))
