@@ -23,7 +23,17 @@ from rsbkit.workbook.resnet_rs_studies import (
     weight_decay_table,
     weight_decay_verdict,
 )
-from rsbkit.workbook.study_stats import VERDICTS, best_test_resolution, compare_means, compare_to, group_stats, seed_stats
+from rsbkit.workbook.study_stats import (
+    VERDICTS,
+    best_test_resolution,
+    compare_means,
+    compare_to,
+    family_check,
+    group_stats,
+    holm,
+    p_value,
+    seed_stats,
+)
 from rsbkit.workbook.teacher_studies import against_control
 
 FINDINGS = ROOT / "findings"
@@ -285,6 +295,39 @@ def test_each_verdict_the_prose_states_is_its_tables(heading, name, variant, sai
     verdict = "cannot tell" if row["verdict"].startswith("cannot tell") else row["verdict"]
     assert verdict in said.lower() and f"{abs(row['diff']):.2f}" in said, (said, row["verdict"], row["diff"])
     assert f"{row['low']:+.2f}".replace("-", "−") in text or f"{-row['high']:.2f} to {-row['low']:.2f}" in text, row
+
+
+HOLM_FAMILIES = {  # table -> (the rows still beyond noise after Holm's correction, those that no longer are)
+    "comparison": ({"torchvision_demo", "lr=0.004"}, set()),
+    "variants": ({"train_res=24", "train_res_start=24, train_res_ramp=(7, 9), train_res_step=4",
+                  "bce_target_thresh=0.2"}, set()),
+    "additive": (set(), {"cosine", "randaugment", "resnet_d"}),
+    "weight_decay": (set(), set()),
+    "teacher": ({"steps control (20 epochs)"}, {"Noisy Student, soft pseudo-labels", "Noisy Student, hard pseudo-labels"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOLM_FAMILIES))
+def test_the_multiplicity_paragraph_is_holms_correction_of_each_table(name):
+    table = family_check(pd.read_csv(FINDINGS / f"{name}.csv"))
+    label = "step" if "step" in table else "variant"
+    beyond = table[table["verdict"] == "beyond noise"]
+    kept, lost = HOLM_FAMILIES[name]
+    assert set(beyond.loc[beyond["holm_beyond"], label]) == kept
+    assert set(beyond.loc[~beyond["holm_beyond"].astype(bool), label]) == lost
+    assert not (table["holm_beyond"] & (table["verdict"] != "beyond noise")).any()  # Holm only ever takes away
+    said = " ".join(readme().split("**Limits of these intervals.**")[1].split("\n\n| file")[0].split())
+    assert f"({name}.csv, {int(table['p_value'].notna().sum())}" in said
+
+
+def test_holm_against_known_cases():
+    # m = 3: the smallest p against 0.05 / 3, the next against 0.05 / 2, the last against 0.05
+    assert holm([0.01, 0.04, 0.03]) == [True, False, False]  # 0.03 > 0.025 stops the rest
+    assert holm([0.01, 0.02, 0.04]) == [True, True, True]
+    assert holm([0.02, 0.001]) == [True, True] and holm([0.06, 0.001]) == [False, True]
+    # the p-value of an interval: a 95% interval that just touches 0 has p = 0.05
+    half = t95(4)
+    assert p_value(0.0, 2 * half, 4) == pytest.approx(0.05)
 
 
 def test_every_section_says_what_its_testbed_can_test():
