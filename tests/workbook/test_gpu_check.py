@@ -94,11 +94,11 @@ def test_the_cap_is_bytes_below_what_the_planned_micro_batch_took(gpu_check):
 
 
 def test_threads_rate_skips_the_batches_made_ahead():
-    """A prepare of fixed cost (30 ms, sleeping: outside the GIL, as nvJPEG is) behind 4 input threads makes 4 batches
-    per 30 ms; the first batch pays 200 ms of start-up, while the other threads fill the queue (2 per thread). The
+    """A prepare of fixed cost (50 ms, sleeping: outside the GIL, as nvJPEG is) behind 4 input threads makes 4 batches
+    per 50 ms; the first batch pays 200 ms of start-up, while the other threads fill the queue (2 per thread). The
     check's window (skip 2 + 2 per thread, time 40) reads the true rate; the old one (skip 2, time 12) read the
     queued batches as free, about twice the rate."""
-    threads, cost, size = 4, 0.03, 4
+    threads, cost, size = 4, 0.05, 4
 
     def prepare(index, item):
         time.sleep(0.2 if index == 0 else cost)
@@ -106,7 +106,8 @@ def test_threads_rate_skips_the_batches_made_ahead():
 
     true = threads / cost * size  # images/s
     images, seconds = bench.steady_rate(ahead_parallel(range(200), prepare, CPU, [None] * threads), 2 + 2 * threads, 40, CPU)
-    assert images == 40 * size and 0.85 < images / seconds / true < 1.12, images / seconds / true
+    # below the true rate only by the host's own delays (a loaded 2-core host wakes threads late); never above it
+    assert images == 40 * size and 0.7 < images / seconds / true < 1.12, images / seconds / true
     images, seconds = bench.steady_rate(ahead_parallel(range(200), prepare, CPU, [None] * threads), 2, 12, CPU)
     assert images / seconds / true > 1.4  # the old window
 
@@ -132,10 +133,10 @@ class Slow(Dataset):
 
 def test_bench_input_rate_keeps_its_workers_busy():
     """bench's loader entry on a dataset of one batch, with 2 workers of fixed cost per image: one long epoch over the
-    list repeated reads the workers' true rate (2 workers / 25 ms an image). Timed over epochs of the dataset, as the
+    list repeated reads the workers' true rate (2 workers / 50 ms an image). Timed over epochs of the dataset, as the
     entry did before, the pipeline drained and refilled at every end of epoch: one worker of two busy, half the rate
     (the generated folder's 16 batches for 12 workers: 2 rounds of work where 1.33 would do)."""
-    cost, workers, batch, steps = 0.025, 2, 4, 24
+    cost, workers, batch, steps = 0.05, 2, 4, 24
     data = Data("slow", Slow(batch, cost), Slow(2, 0), ["a", "b"], "test")
     cfg = bench.default_config(CPU, quick=True)
     cfg = replace(cfg, recipe=cfg.recipe.replace(train_res=16, test_res=16, batch_size=batch, lr_base_size=batch),
@@ -143,7 +144,8 @@ def test_bench_input_rate_keeps_its_workers_busy():
     entry = bench.input_path(cfg, CPU, data, "loader")
     true = workers / cost
     assert entry["images"] == steps * batch and entry["batches_skipped"] == 1 + workers * 4
-    assert 0.8 < entry["images_per_s"] / true < 1.1, (entry, true)
+    # the old way read 0.44 of it; a loaded host's late wakeups cost a little, never half
+    assert 0.7 < entry["images_per_s"] / true < 1.1, (entry, true)
 
 
 def test_at_least_repeats_the_list_without_nesting(tmp_path):
