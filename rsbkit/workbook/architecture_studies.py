@@ -12,7 +12,14 @@ against width are then read by :func:`rsbkit.workbook.study_stats.compare_means`
 a 95% Student-t interval and one of beyond noise, within noise, cannot tell at
 this number of seeds. With one run per configuration the verdict is "cannot tell"
 unless a seed study's spread is given (``seed_stats``), which is then borrowed
-from that study's recipe and model.
+from that study's recipe and model, with its margin and degrees of freedom.
+
+What these verdicts do not account for: the configurations share their seeds,
+but the comparisons are unpaired (conservative); each is read on its own, with no
+correction over the many (length x resolution x width) comparisons of a grid
+(:func:`rsbkit.workbook.study_stats.family_check` reads a table as one family);
+and a width-scaled model's depth partner is the nearest in GMACs, however far,
+so one depth model may stand against several width models.
 """
 from __future__ import annotations
 
