@@ -23,7 +23,7 @@ from ..core.errors import RunError
 from ..core.evaluate import default_resolutions, evaluate, load_data_for, load_model, resolution_sweep
 from ..core.optim import lr_schedule
 from ..core.paths import find_path, output_path, runs_root
-from ..core.recipes import RECIPES, Recipe, Reported, base_recipe, changes, load_recipe, plan_batch
+from ..core.recipes import RECIPES, Recipe, Reported, base_recipe, batch_lr, changes, load_recipe, lr_scaling, plan_batch
 from ..core.run_options import BY_NAME, check_values, to_flags, train_values
 from ..core.runs import atomic_write_text, check_resume, load_run, read_metrics, stamped_folder
 from ..core.train import train
@@ -230,26 +230,33 @@ def _duration(seconds: float) -> str:
 
 
 def beside_paper(result: dict[str, Any], recipe: Recipe):
-    """This run's numbers in one column, what the paper reports for its recipe in the next.
+    """This run's numbers in one column, the paper row its recipe reproduces in the next.
 
-    The paper's numbers are ResNet-50 (or the ResNet-RS model) on ImageNet-1k at
-    full length; the table says so, since a scaled-down run compares only in kind.
+    The paper's row is what the run's result.json carries (a demo or smoke run of A3 carries A3's, Table 1 of RSB),
+    else the recipe's own; its column names the paper recipe (model, epochs and resolutions are the paper's:
+    ResNet-50 or the ResNet-RS model on ImageNet-1k at full length, so a scaled-down run compares only in kind).
+    Without a paper row there is no paper column (``attrs['source']`` says so), never a copy of the run's recipe.
     """
     import pandas as pd
 
-    rep = recipe.reported
-    base = next((r for r in RECIPES.values() if rep is not None and r.reported == rep), recipe)
+    saved = result.get("reported")
+    rep = Reported(**saved) if saved else recipe.reported
+    base = next((r for r in RECIPES.values() if rep is not None and r.reported == rep), None)
     data = result.get("data") or {}
 
     def pct(x: Optional[float]) -> str:
         return "" if x is None else f"{x:.2f}"
 
+    def paper(value: Any) -> str:
+        return "" if base is None or value is None else str(value)
+
     rows = [
         ("data", f"{data.get('title') or data.get('name')} ({data.get('train_images')} train / {data.get('val_images')} val, "
                  f"{data.get('num_classes')} classes)", "ImageNet-1k (1,281,167 train / 50,000 val, 1000 classes)"),
-        ("model", recipe.model, base.model),
-        ("epochs", str(result.get("epochs_done")), str(base.epochs)),
-        ("train / test resolution", f"{recipe.train_res} / {recipe.test_res}", f"{base.train_res} / {base.test_res}"),
+        ("model", recipe.model, paper(base and base.model)),
+        ("epochs", str(result.get("epochs_done")), paper(base and base.epochs)),
+        ("train / test resolution", f"{recipe.train_res} / {recipe.test_res}",
+         paper(base and f"{base.train_res} / {base.test_res}")),
         ("val top-1 (%), final", pct(result.get("final_top1")), pct(rep.top1) if rep else ""),
         ("val top-1 (%), best epoch", f"{pct(result.get('best_top1'))} (epoch {result.get('best_epoch')})", ""),
         ("ImageNet-ReaL top-1 (%)", "", pct(rep.real) if rep else ""),
@@ -260,8 +267,13 @@ def beside_paper(result: dict[str, Any], recipe: Recipe):
          f"{rep.peak_mem_gb} GB per GPU" if rep and rep.peak_mem_gb else ""),
         ("train images/s", str(result.get("imgs_per_s")), ""),
     ]
-    table = pd.DataFrame(rows, columns=["", "this run", f"paper ({base.name})"]).set_index("")
-    table.attrs["source"] = rep.source if rep else "no published numbers for this recipe"
+    if rep is None:  # nothing published to cite: the run's column alone
+        table = pd.DataFrame([r[:2] for r in rows], columns=["", "this run"]).set_index("")
+        table.attrs["source"] = "no published numbers for this recipe, so no paper column"
+        return table
+    title = f"paper ({base.name})" if base is not None else "paper"
+    table = pd.DataFrame(rows, columns=["", "this run", title]).set_index("")
+    table.attrs["source"] = rep.source
     return table
 
 
@@ -376,10 +388,24 @@ def paper_resolution_tables():
 DEMO_RECORD = Path(__file__).resolve().parents[1] / "embedded" / "demo_run"
 
 
-def finished_run(runs: Union[str, Path, None] = None) -> tuple[Path, str]:
-    """The run the tour shows when it is given none, and a line saying what it is: the newest completed run of more
-    than one epoch under `runs` (default: the checkout's runs/), else the committed record of the demo procedure.
-    A smoke run is never shown as a result."""
+def run_scale(result: dict[str, Any]) -> str:
+    """A run's scale in words, from its result.json: epochs (done of planned), train / val images and the data."""
+    data = result.get("data") or {}
+    done, planned = result.get("epochs_done"), result.get("epochs")
+    epochs = f"{done} epoch{'s' * (done != 1)}" if done == planned else f"{done} of {planned} epochs"
+    images = data.get("train_images")
+    size = f"{images:,} train / {data.get('val_images'):,} val images" if isinstance(images, int) else "unknown data size"
+    limited = [f"limited to {data[k]:,}" for k in ("limit_train",) if data.get(k)]
+    return f"{epochs}, {size}{' (' + limited[0] + ')' if limited else ''} of {data.get('title') or data.get('name')}"
+
+
+def _scale_numbers(result: dict[str, Any]) -> tuple[Any, Any]:
+    return result.get("epochs_done"), (result.get("data") or {}).get("train_images")
+
+
+def finished_runs(runs: Union[str, Path, None] = None) -> list[Path]:
+    """Completed runs under `runs` (default: the checkout's runs/), newest first: what the tour lists, never shows
+    unasked."""
     root = find_path(runs) if runs is not None else runs_root()
     done = []
     for result in root.glob("*/result.json") if root.is_dir() else ():
@@ -387,11 +413,71 @@ def finished_run(runs: Union[str, Path, None] = None) -> tuple[Path, str]:
             record = json.loads(result.read_text())
         except (OSError, ValueError):
             continue
-        if record.get("status") == "completed" and (record.get("epochs_done") or 0) > 1:
+        if record.get("status") == "completed":
             done.append((result.stat().st_mtime, result.parent))
-    if done:
-        folder = max(done)[1]
-        return folder, f"the newest finished run under {root}: {folder}"
-    when = json.loads((DEMO_RECORD / "result.json").read_text()).get("attempts", [{}])[0].get("started", "")
-    return DEMO_RECORD, (f"no finished run under {root} yet: this is the committed record of the demo procedure "
-                         f"(params/demo.yaml, {when[:10]}); `bash scripts/demo.sh` trains your own")
+    return [folder for _, folder in sorted(done, reverse=True)]
+
+
+@dataclass
+class ShownRun:
+    """The run the tour shows: its folder, record (rsbkit.core.runs.load_run), recipe, and a line saying which run
+    it is and at what scale."""
+
+    folder: Path
+    record: dict[str, Any]
+    recipe: Recipe
+    line: str
+
+    @property
+    def train_images(self) -> Optional[int]:
+        return ((self.record["result"] or {}).get("data") or {}).get("train_images")
+
+
+def tour_run(run: str = "", runs: Union[str, Path, None] = None, listed: int = 3) -> ShownRun:
+    """The run the tour shows: the one named (`run`, a run folder), else the committed record of the demo procedure
+    (:data:`DEMO_RECORD`), never whatever finished last under runs/ (a 2-epoch test run is not "the finished run").
+    The line says which run, its scale (epochs, images), how it differs in scale from the demo record, and, with `run`
+    empty, names the newest `listed` finished runs under `runs` that `run=` could show."""
+    demo = load_run(DEMO_RECORD)["result"]
+    if none_if_empty(run):
+        folder = find_path(run)
+        if not (folder / "result.json").is_file():
+            raise RunError(f"run={run!r}: {folder} holds no result.json; give a run folder (runs/demo-...), or leave "
+                           "run empty to show the committed record of the demo procedure")
+        record = load_run(folder)
+        result = record["result"] or {}
+        line = f"the run you named, {folder}: {run_scale(result)}; {result.get('status')}"
+        if result.get("final_top1") is not None:
+            line += f", final top-1 {result['final_top1']:.2f}%"
+        if _scale_numbers(result) != _scale_numbers(demo):
+            line += (f". Not at the demo's scale ({run_scale(demo)}): its top-1 is not the demo procedure's, "
+                     f"and compares with the demo's {demo['final_top1']:.2f}% only in kind")
+    else:
+        folder, record = DEMO_RECORD, load_run(DEMO_RECORD)
+        when = (demo.get("attempts") or [{}])[0].get("started", "")
+        line = (f"the committed record of the demo procedure (params/demo.yaml, trained {when[:10]}): {run_scale(demo)}, "
+                f"final top-1 {demo['final_top1']:.2f}%")
+        yours = [f for f in finished_runs(runs) if f.resolve() != DEMO_RECORD.resolve()][:listed]
+        if yours:
+            scales = "; ".join(f"{f} ({run_scale(load_run(f)['result'] or {})})" for f in yours)
+            line += f". To show a run of yours instead, set run= to its folder; the newest finished under runs/: {scales}"
+        else:
+            line += ". `bash scripts/demo.sh` trains your own; set run= to its folder to show it"
+    return ShownRun(folder, record, load_recipe(folder / "recipe.yaml"), line)
+
+
+def lr_note(recipe: Recipe, paper: Optional[Recipe] = None) -> str:
+    """The LR a recipe trains with at its batch, and the batch rule beside it: what the paper recipe it follows
+    (default: its base recipe, else A3) defines, and what that recipe's rule would give at this batch."""
+    plan = batch_lr(recipe)
+    paper = paper or (base_recipe(recipe) if base_recipe(recipe) != Recipe() else RECIPES["a3"])
+    text = f"{recipe.name} trains at batch {recipe.batch_size} with peak LR {plan.lr:g} ({plan.rule})."
+    if (paper.lr, paper.lr_base_size) != (recipe.lr, recipe.lr_base_size):
+        b, how = recipe.batch_size, lr_scaling(paper)
+        at_batch = batch_lr(paper.replace(batch_size=b, grad_accum=False))
+        formula = {"sqrt": f" x sqrt({b}/{paper.lr_base_size})", "linear": f" x {b}/{paper.lr_base_size}"}.get(how, "")
+        text += (f" {paper.name} defines LR {paper.lr:g} for a global batch of {paper.lr_base_size}; at batch {b} its "
+                 f"rule ({how} scaling, timm's for {paper.opt}) would give {paper.lr:g}{formula} = {at_batch.lr:.4g}. "
+                 f"{recipe.name} defines its LR for a batch of {recipe.lr_base_size}"
+                 + (", its own batch: no scaling." if recipe.lr_base_size == b else "."))
+    return text

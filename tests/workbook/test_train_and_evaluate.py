@@ -172,24 +172,64 @@ def test_resolution_study_takes_a_validation_only_folder(smoke_run, embedded, tm
     assert list(study.table["test_res"]) == [32] and 0 <= study.table["top1"].item() <= 100
 
 
-def test_the_tour_shows_a_finished_run_never_a_smoke_run(smoke_run, tmp_path):
-    """With `run` empty the tour shows the newest completed run of more than one epoch under runs/, else the
-    committed record of the demo procedure; the one-epoch smoke run is not a result."""
+def test_the_tour_shows_the_demo_record_or_the_run_named_never_the_newest(smoke_run, tmp_path):
+    """With `run` empty the tour shows the committed record of the demo procedure even when runs/ holds a newer
+    finished run (a shortened test run is not "the finished run"): it lists that run, with its scale. A run named
+    is shown with its scale, and said to be unlike the demo's when it is."""
     import json
     import shutil
 
-    from rsbkit.core.runs import load_run
-    from rsbkit.workbook.train_and_evaluate import DEMO_RECORD, finished_run
+    from rsbkit.workbook.train_and_evaluate import DEMO_RECORD, tour_run
 
     runs = tmp_path / "runs"
-    shutil.copytree(smoke_run, runs / "smoke", ignore=shutil.ignore_patterns("*.pt"))
-    folder, said = finished_run(runs)
-    assert folder == DEMO_RECORD and "committed record of the demo procedure" in said
-    demo = load_run(folder)
-    assert demo["result"]["status"] == "completed" and demo["result"]["epochs_done"] == len(demo["metrics"]) == 10
-    assert demo["result"]["final_top1"] > 80 and demo["recipe"]["name"] == "demo"
-    longer = runs / "longer"
-    shutil.copytree(smoke_run, longer, ignore=shutil.ignore_patterns("*.pt"))
-    result = json.loads((longer / "result.json").read_text())
-    (longer / "result.json").write_text(json.dumps({**result, "epochs_done": 3}))
-    assert finished_run(runs) == (longer, f"the newest finished run under {runs}: {longer}")
+    short = runs / "walk-2ep"
+    shutil.copytree(smoke_run, short, ignore=shutil.ignore_patterns("*.pt"))
+    result = json.loads((short / "result.json").read_text())
+    (short / "result.json").write_text(json.dumps({**result, "epochs": 2, "epochs_done": 2,
+                                                   "data": {**result["data"], "train_images": 2000, "limit_train": 2000}}))
+    shown = tour_run("", runs)
+    assert shown.folder == DEMO_RECORD and shown.record["result"]["final_top1"] > 80 and shown.recipe.name == "demo"
+    assert shown.line.startswith("the committed record of the demo procedure (params/demo.yaml, trained 2026-12-04): "
+                                 "10 epochs, 12,000 train / 2,000 val images of Fashion-MNIST, embedded subset, "
+                                 "final top-1 81.80%")
+    assert f"{short} (2 epochs, 2,000 train / 64 val images (limited to 2,000) of" in shown.line
+    named = tour_run(str(short), runs)
+    assert named.folder == short and named.line.startswith(f"the run you named, {short}: 2 epochs, 2,000 train")
+    assert "Not at the demo's scale (10 epochs, 12,000 train" in named.line
+    assert "Not at" not in tour_run(str(DEMO_RECORD)).line
+    with pytest.raises(RunError, match="holds no result.json"):
+        tour_run(str(tmp_path))
+
+
+def test_the_tour_draws_the_lr_the_demo_uses_with_the_batch_rule():
+    from rsbkit.core.recipes import A3
+    from rsbkit.workbook.train_and_evaluate import lr_note, tour_run
+
+    note = lr_note(tour_run().recipe)
+    assert note.startswith("demo trains at batch 256 with peak LR 0.008 (batch 256: lr 0.008 as defined by the recipe).")
+    assert "a3 defines LR 0.008 for a global batch of 2048; at batch 256 its rule (sqrt scaling" in note
+    assert "0.008 x sqrt(256/2048) = 0.002828" in note and "its own batch: no scaling" in note
+    assert lr_note(A3) == "a3 trains at batch 2048 with peak LR 0.008 (batch 2048: lr 0.008 as defined by the recipe)."
+
+
+def test_the_paper_column_cites_a_paper_row_or_is_absent():
+    """The demo record's recipe.yaml has no paper numbers of its own; its result.json carries A3's (RSB Table 1), so
+    the column is A3's row (ResNet-50, 100 epochs, 160 / 224 px), never the run's own recipe with empty cells."""
+    from rsbkit.workbook.train_and_evaluate import tour_run
+
+    shown = tour_run()
+    table = beside_paper(shown.record["result"], shown.recipe)
+    paper = table["paper (a3)"]
+    assert (paper["model"], paper["epochs"], paper["train / test resolution"]) == ("resnet50", "100", "160 / 224")
+    assert paper["val top-1 (%), final"] == "78.10" and "Table 1" in table.attrs["source"]
+    alone = beside_paper({**shown.record["result"], "reported": None}, shown.recipe)
+    assert list(alone.columns) == ["this run"] and "no paper column" in alone.attrs["source"]
+
+
+def test_printed_text_wraps_between_words():
+    from rsbkit.workbook.text import wrap
+
+    text = "the additive study changes " * 10 + "/a/very/long/path/" * 8
+    lines = wrap(text, 40).split("\n")
+    assert " ".join(lines).split() == text.split()  # every word whole
+    assert all(len(li) <= 40 for li in lines[:-1]) and lines[-1] == "/a/very/long/path/" * 8
