@@ -112,17 +112,32 @@ def seed_figure(values: Sequence[float], stats, *, title: str = "", bins: Option
     return fig
 
 
-def comparison_figure(runs: pandas.DataFrame, *, metric: str = "final_top1", label: str = "name") -> go.Figure:  # noqa: F821
+def run_colours(runs: Sequence[Any]) -> dict[str, str]:
+    """One colour per run, by its place in `runs` (run folders, or names): pass the same dict to every figure of a
+    set of runs (:func:`overlay_figure`, :func:`comparison_figure`) so a run keeps its colour across them."""
+    from plotly.colors import qualitative
+
+    palette = qualitative.Plotly + qualitative.D3[1::2] + qualitative.Dark24
+    return {str(run): palette[i % len(palette)] for i, run in enumerate(runs)}
+
+
+def comparison_figure(runs: pandas.DataFrame, *, metric: str = "final_top1", label: str = "name",  # noqa: F821
+                      colours: Optional[dict[str, str]] = None) -> go.Figure:
     """Each run's top-1 (horizontal bars: whole run names, one per line, however long or many) and its cost: top-1
     against training wall time, one marker per run named in the legend (labels printed at the markers fell on top
-    of each other when two runs took about as long)."""
+    of each other when two runs took about as long). A run's bar and marker take its colour in `colours` (keyed by
+    the ``run`` column, else by `label`; default :func:`run_colours` of these runs)."""
     names = [str(n) for n in runs[label]]
+    keys = [str(k) for k in (runs["run"] if "run" in runs.columns else runs[label])]
+    colours = colours or run_colours(keys)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.12,
                         subplot_titles=(metric, f"{metric} against wall time"))
-    fig.add_trace(go.Bar(y=names, x=runs[metric], orientation="h", showlegend=False, marker_color=colour("val top-1"),
+    fig.add_trace(go.Bar(y=names, x=runs[metric], orientation="h", showlegend=False,
+                         marker_color=[colours.get(k, colour("val top-1")) for k in keys],
                          text=[f"{v:.2f}" for v in runs[metric]], textposition="auto"), 1, 1)
-    for name, wall, value in zip(names, runs["wall_s"], runs[metric]):
+    for name, key, wall, value in zip(names, keys, runs["wall_s"], runs[metric]):
         fig.add_trace(go.Scatter(x=[wall], y=[value], mode="markers", name=name, marker_size=10,
+                                 marker_color=colours.get(key),
                                  hovertemplate=f"{name}: %{{y:.2f}} in %{{x:.0f}} s<extra></extra>"), 1, 2)
     fig.update_yaxes(automargin=True, autorange="reversed", row=1, col=1)
     fig.update_xaxes(title_text="wall time (s)", row=1, col=2)
@@ -315,16 +330,20 @@ class LiveFigure:
         return files
 
 
-def overlay_figure(run_dirs: Sequence[Union[str, Path]], column: str = "val_top1", *, title: str = "") -> go.Figure:
-    """One metric per epoch for several runs on one axis (each run's metrics.csv, or a timm run's summary.csv)."""
+def overlay_figure(run_dirs: Sequence[Union[str, Path]], column: str = "val_top1", *, title: str = "",
+                   colours: Optional[dict[str, str]] = None) -> go.Figure:
+    """One metric per epoch for several runs on one axis (each run's metrics.csv, or a timm run's summary.csv); each
+    run in its colour in `colours` (keyed by the folder as given; default :func:`run_colours` of `run_dirs`)."""
 
+    colours = colours or run_colours(run_dirs)
     fig = go.Figure()
-    for folder in map(Path, run_dirs):
+    for given in run_dirs:
+        folder = Path(given)
         rows = run_metrics(folder)
         if not rows:
             continue
         fig.add_trace(go.Scatter(x=[r["epoch"] for r in rows], y=[r[column] for r in rows], mode="lines+markers",
-                                 name=folder.name))
+                                 name=folder.name, line_color=colours.get(str(given))))
     fig.update_layout(title=title or f"{column} per epoch", xaxis_title="epoch", yaxis_title=column, autosize=True,
                       height=HEIGHT + 40)
     return fig

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..core.errors import RunError
+from ..core.errors import RsbkitError, RunError
 from ..core.paths import checkout_path, find_path, output_path
 from ..core.recipes import EXECUTION_FIELDS, recipe_fields
 from ..core.runs import atomic_write_text, stamped_folder
@@ -236,12 +236,22 @@ def unlike_columns(table, group_by: list, allow: list) -> dict[str, list]:
     return out
 
 
+def _refuse_to_pool(table, group_by: list, allow_unlike: list) -> None:
+    differ = unlike_columns(table, group_by, allow_unlike)
+    if differ:
+        listed = "; ".join(f"{c}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for c, v in differ.items())
+        raise RunError(f"the runs grouped by {group_by} also differ in {listed}. A group's mean would mix unlike runs: "
+                       f"add those columns to group_by, choose runs that agree, or pass allow_unlike="
+                       f"{sorted(differ)} to pool them anyway")
+
+
 def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] = None, out_dir: Optional[str] = None,
            allow_unlike: Optional[list] = None):
     """Gather runs into (runs table, per-group summary or None, folder); writes report.csv (every column; the table
     is shown through :func:`report_view`). Grouping pools only runs
     that agree on everything but the grouped columns (and the seed): otherwise it refuses, naming each column that
-    differs and its values; `allow_unlike` lists the columns to pool over anyway."""
+    differs and its values; `allow_unlike` lists the columns to pool over anyway. A refusal writes nothing (no
+    report folder is made); :func:`report_study` turns it into one line for the notebook."""
 
     if isinstance(runs, str):
         runs = [runs]
@@ -252,19 +262,76 @@ def report(*, runs: list, metric: str = "final_top1", group_by: Optional[list] =
     unknown = [g for g in group_by + allow_unlike + [metric] if g not in table.columns]
     if unknown:
         raise RunError(f"{unknown} are not run columns; choose from {', '.join(map(str, table.columns))}")
-    folder = out_folder(out_dir, stamped_folder("report"))
-    atomic_write_text(folder / "report.csv", table.to_csv(index=False))
     groups = None
     if group_by:
         done = table[table["status"] == "completed"]
-        differ = unlike_columns(done, group_by, allow_unlike)
-        if differ:
-            listed = "; ".join(f"{c}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for c, v in differ.items())
-            raise RunError(f"the runs grouped by {group_by} also differ in {listed}. A group's mean would mix unlike runs: "
-                           f"add those columns to group_by, choose runs that agree, or pass allow_unlike="
-                           f"{sorted(differ)} to pool them anyway")
+        _refuse_to_pool(done, group_by, allow_unlike)
         groups = done.groupby(group_by)[metric].agg(["count", "mean", "std", "min", "max"]).reset_index()
+    folder = out_folder(out_dir, stamped_folder("report"))  # only once the report stands
+    atomic_write_text(folder / "report.csv", table.to_csv(index=False))
     return table, groups, folder
+
+
+# what makes runs unlike even when nothing is grouped: the data, its size and the training length
+SCALE_COLUMNS = ("data", "train_images", "val_images", "epochs", "epochs_done")
+
+
+def unlike_scale(table) -> dict[str, list]:
+    """The scale columns (:data:`SCALE_COLUMNS`) in which the completed runs of `table` differ: {column: values}."""
+    done = table[table["status"] == "completed"] if "status" in table.columns else table
+    out = {}
+    for column in SCALE_COLUMNS:
+        if column in done.columns and done[column].astype(str).nunique() > 1:
+            out[column] = sorted(set(done[column].astype(str)))
+    return out
+
+
+@dataclass
+class Report:
+    """What report.ipynb shows: the runs, the groups, the folder it wrote (None when refused), the refusal (one
+    line, or None), and the scale columns in which the runs differ (:func:`unlike_scale`)."""
+
+    table: Any  # DataFrame of every run (None when even the runs could not be read)
+    groups: Any  # DataFrame per group, or None
+    folder: Optional[Path]
+    refused: Optional[str] = None
+    unlike: Optional[dict] = None
+
+    def summary(self) -> str:
+        if self.refused:
+            return f"report refused (nothing written): {self.refused}"
+        text = f"{len(self.table)} runs; report.csv in {self.folder}"
+        if self.unlike:
+            listed = "; ".join(f"{c}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for c, v in self.unlike.items())
+            text += (f". Unlike runs: they differ in {listed}, so their numbers compare only in kind (a shortened "
+                     "run is not a repeat of a full one); group_by those columns, or choose runs at one scale")
+        return text
+
+    def view(self):
+        return None if self.table is None else report_view(self.table)
+
+    @property
+    def completed(self):
+        return self.table[self.table["status"] == "completed"]
+
+
+def report_study(*, runs: list, metric: str = "final_top1", group_by: Optional[list] = None,
+                 out_dir: Optional[str] = None, allow_unlike: Optional[list] = None) -> Report:
+    """:func:`report` for a notebook: a refusal (no runs, unknown columns, unlike runs grouped) comes back as one line
+    in ``refused``, not a traceback that stops Run All, and writes nothing; the runs' table is kept when it could be
+    read. Ungrouped runs that differ in scale (data, size, epochs) are named in ``unlike``."""
+    try:
+        table, groups, folder = report(runs=runs, metric=metric, group_by=group_by, out_dir=out_dir,
+                                       allow_unlike=allow_unlike)
+    except RunError as exc:
+        try:
+            table = load_runs([runs] if isinstance(runs, str) else runs)
+        except RsbkitError:
+            table = None
+        return Report(None if table is None or table.empty else table, None, None, refused=str(exc))
+    grouped = set(group_by or []) | set(allow_unlike or [])
+    unlike = {c: v for c, v in unlike_scale(table).items() if c not in grouped}
+    return Report(table, groups, folder, unlike=unlike or None)
 
 
 def report_view(table):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -138,3 +139,32 @@ def test_the_report_refuses_to_pool_unlike_runs(smoke_run, tmp_path):
     shutil.rmtree(runs / "bce-big")
     _, groups, _ = report(runs=[str(runs)], group_by=["loss"], out_dir=str(tmp_path / "r3"))
     assert list(groups["loss"]) == ["bce", "ce"]
+
+
+def test_the_report_flags_unlike_runs_ungrouped_and_refuses_in_one_line_writing_nothing(smoke_run, tmp_path, monkeypatch):
+    """report.ipynb's default view (nothing grouped) names the runs' difference in scale; a refused report is one line,
+    keeps the runs' table and leaves no report folder; each run has one colour in both figures."""
+    from rsbkit.workbook.figures import comparison_figure, overlay_figure, run_colours
+    from rsbkit.workbook.run_studies import report_study
+
+    points = tmp_path / "points"
+    _variant(smoke_run, points / "short")
+    _variant(smoke_run, points / "full", train_images=12000, limit_train=None, epochs_done=10, final_top1=80.0)
+    monkeypatch.chdir(tmp_path)  # a report without out_dir goes to ./runs/report-<time>
+    rep = report_study(runs=[str(points)])
+    assert rep.refused is None and rep.folder.parent == Path("runs") and (rep.folder / "report.csv").is_file()
+    assert set(rep.unlike) == {"train_images", "epochs_done"} and rep.unlike["train_images"] == ["12000", "128"]
+    assert "Unlike runs: they differ in train_images: 12000, 128" in rep.summary()
+    shutil.rmtree(tmp_path / "runs")
+    refused = report_study(runs=[str(points)], group_by=["recipe"])
+    assert refused.folder is None and refused.groups is None and not (tmp_path / "runs").exists()
+    assert refused.summary().startswith("report refused (nothing written): the runs grouped by ['recipe'] also differ")
+    assert "\n" not in refused.summary() and len(refused.view()) == 2
+    assert report_study(runs=[str(tmp_path / "none")]).summary() == (
+        f"report refused (nothing written): no run folder or folder of runs at {tmp_path / 'none'}")
+    colours = run_colours(rep.table["run"])
+    curves, costs = overlay_figure(rep.table["run"], colours=colours), comparison_figure(rep.completed, colours=colours)
+    by_curve = {t.name: t.line.color for t in curves.data}
+    by_marker = {t.name: t.marker.color for t in costs.data[1:]}
+    by_bar = dict(zip(costs.data[0].y, costs.data[0].marker.color))
+    assert by_curve == by_marker == by_bar and len(set(by_curve.values())) == 2
