@@ -27,6 +27,7 @@ from ..core.train import train
 from . import FAST_EXIT, fast_exit
 from .bench import config_from_args, run_bench
 from .cluster import ClusterOptions, run_cluster_sweep
+from .plan import study_plan
 from .sweep import find_notebook, load_sweep, run_point, run_sweep, single_point
 from .table import epoch_hooks
 from .train_and_evaluate import paper_table, reported_of
@@ -221,6 +222,9 @@ def _run_notebook(args: argparse.Namespace) -> int:
     params = {name: yaml.safe_load(value) for name, value in args.parameter}
     notebook = find_notebook(args.notebook)
     point = single_point(notebook, params, args.out)
+    plan = study_plan(notebook, point.parameters)  # a study running sweep files: how many points, how long
+    if plan is not None:
+        print(plan.line())
     print(f"running {notebook} into {point.run_dir}")
     res = run_point(notebook, point, kernel=args.kernel)
     if res.status != "completed":

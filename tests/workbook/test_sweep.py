@@ -289,3 +289,33 @@ def test_every_committed_sweep_file_validates(path, monkeypatch, capsys):
     assert main(["sweep", str(path), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == expected and all(line.startswith(f"{spec['out']}/") for line in lines)
+
+
+def test_a_study_says_how_many_points_it_starts_and_about_how_long(tmp_path):
+    """Issue 47: a study notebook (and `rsbkit run`) states its training points and an estimate before starting them;
+    completed points are counted as reused; the estimate scales the demo record's wall time by epochs x images."""
+    from rsbkit.workbook.plan import NOTEBOOK_START_S, study_plan, sweeps_plan
+    from rsbkit.workbook.table import SWEEP_POINT
+
+    sweep = tmp_path / "seeds.yaml"
+    sweep.write_text(yaml.safe_dump(dict(notebook="notebooks/procedures/train.ipynb", out=str(tmp_path / "points"),
+                                         parameters=dict(recipe=str(ROOT / "params" / "demo.yaml"), data="default"),
+                                         seeds=[0, 1, 2])))
+    plan = sweeps_plan([str(sweep)])
+    assert (plan.points, plan.to_run, plan.unestimated) == (3, 3, 0)
+    assert plan.seconds == pytest.approx(3 * (NOTEBOOK_START_S + 205.52))  # the demo record: 10 epochs in 205.52 s
+    assert plan.line().startswith("this study starts 3 training points of 3: about 11 min, at the demo record's pace")
+    (tmp_path / "points" / "seed=0").mkdir(parents=True)
+    (tmp_path / "points" / "seed=0" / SWEEP_POINT).write_text(json.dumps({"status": "completed"}))
+    assert sweeps_plan([str(sweep)], jobs=2).line().startswith(
+        "this study starts 2 training points of 3 (1 completed, reused): about 4 min with 2 at once")
+    short = tmp_path / "short.yaml"
+    short.write_text(yaml.safe_dump(dict(notebook="notebooks/procedures/train.ipynb", out=str(tmp_path / "short"),
+                                         parameters=dict(recipe=str(ROOT / "params" / "demo.yaml"), limit_train=1200,
+                                                         overrides={"epochs": 2}), seeds=[0])))
+    assert sweeps_plan([str(short)]).seconds == pytest.approx(NOTEBOOK_START_S + 205.52 * 2 * 1200 / 120000)
+    compare = "notebooks/studies/compare.ipynb"
+    assert study_plan(compare, dict(reference=str(sweep), sweeps=[str(short)])).points == 4
+    assert study_plan(compare, dict(runs_csv="findings/comparison_runs.csv")).line() == (
+        "runs_csv is given: this study reads finished runs and trains nothing")
+    assert study_plan("notebooks/procedures/train.ipynb", {}) is None
