@@ -9,4 +9,6 @@ what training does. The widget cells are thin glue over these.
 - ``losses``: BCE against softmax cross-entropy on soft targets: losses, gradients, targets
 - ``resolution``: the train/test apparent object size discrepancy (FixRes)
 - ``schedule``: a recipe's LR schedule at any batch size, and the A1/A2/A3 cost
+- ``change``: an explorer's widget state as a change to its recipe (YAML lines, ``--set`` flags, ``recipe.replace``),
+  validated by the recipe schema
 """

@@ -6,15 +6,16 @@ lives here; ``plots`` and the modules it calls hold it and are tested.
 """
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..core.recipes import RECIPES
-from . import augment, images, plots, schedule
+from ..core.recipes import RECIPES, Recipe
+from . import augment, change, images, plots, schedule
 
 
 def plotly_bundle(fig: go.Figure) -> dict[str, Any]:
@@ -143,11 +144,12 @@ def rrc_explorer(imgs: dict) -> Explorer:
     ))
 
 
-def mix_explorer(images_: images.ImageSet) -> Explorer:
-    """Mix two images of the set: targets over its classes (one per photo, or the dataset's)."""
+def mix_explorer(images_: images.ImageSet, recipe: Optional[Recipe] = None) -> Explorer:
+    """Mix two images of the set: targets over its classes (one per photo, or the dataset's). "in training" is what a
+    run mixes (the recipe's mixup and CutMix alphas, switching per batch): the figure shows one pair, in `mode`."""
     names = images_.names
 
-    def build(a, b, lam, mode, smoothing, seed):
+    def build(a, b, lam, mode, smoothing, seed, mixing):
         return plots.mix_pair_figure(images_, a, b, lam, mode, smoothing=smoothing, seed=seed)
 
     return Explorer(build, dict(
@@ -157,6 +159,9 @@ def mix_explorer(images_: images.ImageSet) -> Explorer:
         mode=_control(W.ToggleButtons, "mode", options=["mixup", "cutmix"]),
         smoothing=_slider(0.0, 0.0, 0.3, 0.05, "label smoothing"),
         seed=_slider(0, 0, 50, 1, "box seed", float_=False),
+        mixing=_control(W.Dropdown, "in training", "what a run mixes: mixup and CutMix switching per batch, one of them, or "
+                        "neither (the recipe's alphas)", options=list(change.MIXING),
+                        value=change.mixing_of(recipe) if recipe else change.MIXING[0]),
     ))
 
 
@@ -225,20 +230,23 @@ def resolution_explorer(img, measured=None) -> Explorer:
     ))
 
 
-def schedule_explorer(recipe: str = "a3", batch_size: int = 2048, grad_accum: bool = False) -> Explorer:
-    """Starts at the notebook's parameters: its recipe, batch size (the nearest on the slider) and grad_accum."""
+def schedule_explorer(recipe: Union[str, Recipe] = "a3", batch_size: int = 2048, grad_accum: bool = False) -> Explorer:
+    """Starts at the notebook's parameters: its recipe (a catalogue name, or a YAML file that joins the choices under
+    its path), batch size (the nearest on the slider) and grad_accum."""
     batches = [64, 128, 256, 512, 1024, 2048, 4096]
     start = min(batches, key=lambda b: abs(b - batch_size))
-    first = dict(recipe=recipe, batch_size=start, grad_accum=grad_accum)
+    label = recipe.name if isinstance(recipe, Recipe) else str(recipe)
+    choices = dict(RECIPES) if label in RECIPES else {label: change.start_recipe(recipe), **RECIPES}
+    first = dict(recipe=label, batch_size=start, grad_accum=grad_accum)
 
     def build(recipe, batch_size, grad_accum, progressive, res_start):
-        r = RECIPES[recipe]
+        r = choices[recipe]
         if progressive:  # FFCV's proportions: the growth from 74% to 86% of the run
             r = schedule.progressive(r, min(res_start, r.train_res))
         return plots.schedule_figure(r, batch_size, grad_accum)
 
     return Explorer(build, dict(
-        recipe=_control(W.Dropdown, "recipe", options=list(RECIPES), value=first["recipe"]),
+        recipe=_control(W.Dropdown, "recipe", options=list(choices), value=first["recipe"]),
         batch_size=_control(W.SelectionSlider, "batch size", "the global batch of the run", width="400px",
                             options=batches, value=first["batch_size"], continuous_update=False),
         grad_accum=_control(W.Checkbox, "accumulate to the recipe's batch",
@@ -248,5 +256,45 @@ def schedule_explorer(recipe: str = "a3", batch_size: int = 2048, grad_accum: bo
                              "grow the train size to the recipe's train_res from 74% to 86% of the run, in steps of 32 px",
                              value=False),
         res_start=_control(W.IntSlider, "start size", "the train size before the growth (px)", width="400px",
-                           value=128, min=64, max=448, step=32, continuous_update=False),
+                           value=128, min=16, max=448, step=16, continuous_update=False),
     ))
+
+
+# ------------------------------------------------------------------ the recipe change
+
+
+class ChangePanel:
+    """The change from `recipe` that the explorers' widgets make, in a text box to copy (YAML lines, the command
+    line, Python), redone on every control change; a state the recipe cannot express says why instead
+    (:func:`rsbkit.explore.change.recipe_change`). `explorers` maps ``change.MAPPERS`` names to explorers."""
+
+    def __init__(self, recipe: Union[str, Recipe], explorers: dict[str, Explorer], source: Optional[str] = None):
+        self.base = change.start_recipe(recipe)
+        self.source = source or (recipe if isinstance(recipe, str) else self.base.name)
+        self.explorers = explorers
+        self.status = W.HTML()
+        self.box = W.Textarea(layout=W.Layout(width="100%"), tooltip="select and copy")
+        for explorer in explorers.values():
+            for control in explorer.controls.values():
+                control.observe(self.update, names="value")
+        self.update()
+        self.ui = W.VBox([self.status, self.box], layout=W.Layout(width="100%"))
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        return {name: explorer.values() for name, explorer in self.explorers.items()}
+
+    def update(self, _change=None) -> None:
+        self.change = change.recipe_change(self.base, self.state(), self.source)
+        self.box.value = self.change.text
+        self.box.rows = self.change.text.count("\n") + 2
+        name, source = self.change.base.name, self.change.source
+        where = name if source == name else f"{name} ({source})"
+        self.status.value = (f"<b style='color:#b00'>Not a recipe: {html.escape(self.change.error)}</b>" if self.change.error
+                             else f"<b>These settings as a change to {html.escape(where)}</b>, to copy:")
+
+    def _repr_mimebundle_(self, **kwargs):
+        """The panel, with the change as it stands as its plain text: what a papermill run's record and a reader
+        without the widgets see."""
+        bundle = self.ui._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = self.change.text
+        return bundle
