@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -169,6 +170,32 @@ def test_seed_variance_notebook_runs_the_seeds_and_reports_their_spread(seed_stu
     assert "2 seeds: final_top1" in texts(executed)
 
 
+def test_after_a_short_run_the_tour_shows_the_demo_record_and_the_report_flags_the_short_run(seed_study, tmp_path, cli,
+                                                                                              monkeypatch):
+    """Issue 47: a short run made before class (the seed study's points: 1 epoch, 128 images) does not become the
+    tour's finished run (the tour shows the committed demo record, says so and at what scale, and lists the short run
+    with its own); the report's default view puts it beside the demo record flagged as unlike, without a traceback."""
+    from rsbkit.workbook.train_and_evaluate import DEMO_RECORD
+
+    shutil.copytree(seed_study / "points" / "seed=0", tmp_path / "runs" / "walk-short", ignore=shutil.ignore_patterns("*.pt"))
+    monkeypatch.chdir(tmp_path)  # the tour's runs/ is ./runs, holding only the short run
+    res = cli("run", str(ROOT / "notebooks" / "tour.ipynb"), "--out", str(tmp_path / "tour"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    said = " ".join(texts(tmp_path / "tour" / "tour.ipynb").split())  # printed text is wrapped between words
+    assert ("This tour shows the committed record of the demo procedure (params/demo.yaml, trained 2026-12-04): "
+            "10 epochs, 12,000 train / 2,000 val images of Fashion-MNIST, embedded subset, final top-1 81.80%") in said
+    assert "the newest finished under runs/: runs/walk-short (1 epoch, 128 train / 64 val images of" in said, said[:900]
+    assert "demo trains at batch 256 with peak LR 0.008" in said and "= 0.002828" in said  # section 2: the demo's LR
+    assert "ResNet strikes back (NeurIPS-W 2021), Table 1" in said and "Traceback" not in said
+    res = cli("run", str(ROOT / "notebooks" / "report.ipynb"), "-p", "runs", f"[{tmp_path / 'runs'}, {DEMO_RECORD}]",
+              "--out", str(tmp_path / "report"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    said = " ".join(texts(tmp_path / "report" / "report.ipynb").split())
+    assert "2 runs; report.csv in" in said and "Unlike runs: they differ in" in said
+    assert "train_images: 12000, 128" in said and "epochs_done: 1, 10" in said and "Traceback" not in said
+    assert len(figures(tmp_path / "report" / "report.ipynb")) == 2
+
+
 def test_ablation_notebook_lays_out_table6(seed_study, tmp_path, cli):
     sweep = tmp_path / "ablation.yaml"
     sweep.write_text(yaml.safe_dump(dict(notebook="notebooks/procedures/train.ipynb", out=str(tmp_path / "points"),
@@ -198,6 +225,9 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path, cli):
     assert compare["diff"][2] == pytest.approx(top1["ce"] - stats["mean"])
     assert compare["noise_band"][2] == pytest.approx(12.706205 * stats["std"] * (1 + 1 / 2) ** 0.5)
     assert len(pd.read_csv(tmp_path / "compare" / "comparison_runs.csv")) == 4
+    # the points and the time are said before anything would train, by `rsbkit run` and by the notebook
+    said = "all 4 training points are completed: nothing trains, the study reads them"
+    assert said in res.stdout and said in texts(tmp_path / "compare" / "compare.ipynb")
     assert (tmp_path / "compare" / "comparison.png").is_file() and "loss=ce: " in texts(tmp_path / "compare" / "compare.ipynb")
     # each variant's 95% interval and its verdict, one of three, in the table and in the printed summary
     row = compare.iloc[2]
