@@ -170,18 +170,19 @@ def step_cuda_tests(args) -> dict:
 
 
 def _race(fill_and_read, write, trials: int) -> int:
-    """How many of `trials` reads saw bytes they did not write: each time a block is filled with 7s, a ~10 ms kernel
-    queued before a sum of it, the block freed, then `write` run at once (it may take the freed block)."""
+    """How many of `trials` reads saw bytes they did not write: each time a block is filled (`fill_and_read` returns
+    it and the sum it must have), a ~10 ms kernel queued before a sum of it, the block freed, then `write` run at
+    once (it may take the freed block)."""
     import torch
 
     bad = 0
     for _ in range(trials):
-        x, n = fill_and_read()
+        x, expected = fill_and_read()
         torch.cuda._sleep(20_000_000)  # the sum runs after this: the block stays in use on the GPU for ~10 ms
         total = x.sum(dtype=torch.int64)
         del x  # the allocator may hand the block out again at once, to work on the same stream
         write()
-        bad += int(total.item()) != 7 * n
+        bad += int(total.item()) != expected
     return bad
 
 
@@ -189,10 +190,14 @@ def step_race(args) -> dict:
     """pytorch/vision#9606: nvJPEG writes its outputs, allocated on the current stream, without waiting for it. The
     probe frees a block that queued work still reads and decodes at once; a read that saw other bytes is a race.
     The block is sized like the first decoded image, so it sits in the caching allocator's small pool with the
-    decoded images (a block of another pool is never reused by them, and every count would read 0). Three
+    decoded images (a block of another pool is never reused by them, and every count would read 0). Four
     counts: a positive control (the same block reused by an allocation on this stream and written from another
     stream without waiting: must be caught, or the probe can show nothing), torchvision's decode_jpeg as it is,
-    and rsbkit's decode_images. Status ok only when the control was caught and rsbkit's count is 0."""
+    and rsbkit's decode_images twice. rsbkit decodes on a stream of its own, whose pool never holds the caller's
+    freed block, so its first count (the caller's block) reads 0 by construction; the second is the one that can
+    fail: a decoded image itself, read by queued work on the caller's stream, freed, and the next batch decoded
+    at once (its record_stream must keep the block from the decode). Status ok only when the control was caught
+    and both of rsbkit's counts are 0."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -211,7 +216,11 @@ def step_race(args) -> dict:
     trials = 10 if args.quick else 40
 
     def block():
-        return torch.full((first,), 7, dtype=torch.uint8, device=cuda), first
+        return torch.full((first,), 7, dtype=torch.uint8, device=cuda), 7 * first
+
+    def decoded():  # an image rsbkit decoded, and its sum once the decode has landed
+        x = decode_images(encoded, cuda)[0][0]
+        return x, int(x.sum(dtype=torch.int64).item())
 
     def control():
         y = torch.empty(first, dtype=torch.uint8, device=cuda)  # the freed block, handed out on this stream
@@ -222,6 +231,7 @@ def step_race(args) -> dict:
     out["control_corrupted"] = f"{_race(block, control, trials)}/{trials}"
     out["torchvision_corrupted"] = f"{_race(block, lambda: decode_jpeg(encoded, mode=ImageReadMode.RGB, device=cuda), trials)}/{trials}"
     out["rsbkit_corrupted"] = f"{_race(block, lambda: decode_images(encoded, cuda), trials)}/{trials}"
+    out["rsbkit_outputs_corrupted"] = f"{_race(decoded, lambda: decode_images(encoded, cuda), trials)}/{trials}"
     torch.cuda.synchronize()
     caught = not out["control_corrupted"].startswith("0/")
     out["control_caught"] = caught
@@ -229,7 +239,8 @@ def step_race(args) -> dict:
         out["status"] = "inconclusive"
         out["why"] = "the positive control was not caught: this probe cannot show the race here, so rsbkit's 0 proves nothing"
     else:
-        out["status"] = "ok" if out["rsbkit_corrupted"].startswith("0/") else "failed"
+        clean = out["rsbkit_corrupted"].startswith("0/") and out["rsbkit_outputs_corrupted"].startswith("0/")
+        out["status"] = "ok" if clean else "failed"
     return out
 
 
