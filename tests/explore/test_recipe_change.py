@@ -4,11 +4,14 @@ load_recipe, give exactly ``base.replace(**change.fields)``; a state no recipe c
 from __future__ import annotations
 
 import shlex
+import threading
 
 import pytest
+from clock import limit
 
+from rsbkit.core.errors import RecipeError, RunError
 from rsbkit.core.recipes import A3, load_recipe, parse_overrides
-from rsbkit.explore import change, images, plots, widgets
+from rsbkit.explore import change, images, plots, trial, widgets
 
 DEMO = change.start_recipe("params/demo.yaml")
 
@@ -157,3 +160,55 @@ def test_the_yaml_goes_in_place_of_the_files_lines():
     assert change.rand_string("rand-m6-mstd0.5-inc1", m=6, n=3, mstd=0.5, inc=True) == "rand-m6-n3-mstd0.5-inc1"
     assert change.rand_string(None, m=7, n=2, mstd=0.5, inc=True) == "rand-m7-mstd0.5-inc1"
     refused(change.recipe_change(DEMO, {"colour": {}}), "unknown explorer 'colour'")
+
+
+# ---------------------------------------------------------------- item 2's function: try the change
+
+
+def test_a_trial_runs_in_the_background_and_a_second_is_refused(tmp_path):
+    c = change.recipe_change("params/demo.yaml", {"loss": dict(smoothing=0.1, threshold_on=False, threshold=0.2)})
+    release, seen = threading.Event(), {}
+
+    def runner(recipe, data, out, **settings):  # the training function, held until the test lets it end
+        seen.update(recipe=recipe, data=data, out=out, **settings)
+        assert release.wait(30)
+        return {"status": "done"}
+
+    scale = trial.Scale(epochs=2, limit_train=200, limit_val=100)
+    first = trial.try_change(c, scale, out_dir=tmp_path / "a", runner=runner)
+    assert not first.done and trial.running() is first  # returned at once, running
+    with pytest.raises(RunError, match="a trial is running in .*a; wait for it to end"):
+        trial.try_change(c, scale, out_dir=tmp_path / "b", runner=runner)
+    release.set()
+    assert first.wait(30).done and first.result == {"status": "done"} and first.error is None and trial.running() is None
+    assert seen["recipe"] == DEMO.replace(smoothing=0.1, epochs=2, warmup_epochs=0, name="demo-trial")
+    assert (seen["data"], seen["out"], seen["limit_train"], seen["limit_val"]) == ("default", tmp_path / "a", 200, 100)
+    assert "2 epoch(s) on 200 training images of default, tested on 100" in scale.describe()
+
+    def broken(*_a, **_k):
+        raise RuntimeError("out of memory")
+
+    assert isinstance(trial.try_change(c, scale, out_dir=tmp_path / "c", runner=broken).wait(30).error, RuntimeError)
+    with pytest.raises(RecipeError, match="not a recipe, so nothing to try: magnitude 7.5"):
+        trial.try_change(change.recipe_change(DEMO, {"op": dict(op="Rotate", magnitude=7.5)}), runner=runner)
+
+
+def test_the_scale_shortens_every_schedule_in_proportion():
+    short = trial.Scale(epochs=2)
+    assert short.apply(change.start_recipe("torchvision")).decay_milestones == (1,)  # 30/60/80 of 90
+    grown = change.recipe_change("params/demo.yaml", {"schedule": dict(recipe="params/demo.yaml", batch_size=256,
+                                                                       grad_accum=False, progressive=True, res_start=16)})
+    assert grown.recipe.train_res_ramp == (7, 9) and trial.Scale(epochs=4).apply(grown.recipe).train_res_ramp == (3, 4)
+    assert not trial.running() and trial.QUICK.epochs == 2
+
+
+def test_a_trial_is_an_ordinary_run_folder(tmp_path):
+    """One real, tiny trial: the run folder holds the recipe with the change, at the trial's scale."""
+    c = change.recipe_change("params/smoke.yaml", {"loss": dict(smoothing=0.1, threshold_on=False, threshold=0.2)})
+    rows = []
+    t = trial.try_change(c, trial.Scale(epochs=1, limit_train=64, limit_val=32), out_dir=tmp_path / "run", device="cpu",
+                         workers=0, on_epoch=rows.append)
+    assert t.wait(limit(180)).done and t.error is None, t.error
+    assert t.result["status"] == "completed" and len(rows) == 1
+    assert load_recipe(tmp_path / "run" / "recipe.yaml").replace(name=t.recipe.name) == t.recipe
+    assert t.recipe.smoothing == 0.1 and any("run " in line for line in t.lines)
