@@ -239,7 +239,12 @@ ALPHAS = (0.1, 1.0)  # RSB A2/A3's mixup and CutMix alphas, for a recipe that ha
 
 def mixing_of(recipe: Recipe) -> str:
     """The MIXING choice a recipe makes."""
-    return MIXING[[(True, True), (True, False), (False, True), (False, False)].index((recipe.mixup > 0, recipe.cutmix > 0))]
+    return mixing_choice(recipe.mixup, recipe.cutmix)
+
+
+def mixing_choice(mixup: float, cutmix: float) -> str:
+    """The MIXING choice of a mixup and a CutMix alpha (0: off)."""
+    return MIXING[[(True, True), (True, False), (False, True), (False, False)].index((mixup > 0, cutmix > 0))]
 
 
 def _mix(base: Recipe, s: dict) -> list[Part]:

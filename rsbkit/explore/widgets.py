@@ -165,25 +165,29 @@ def mix_explorer(images_: images.ImageSet, recipe: Optional[Recipe] = None) -> E
     ))
 
 
-def presets(targets: dict[str, Explorer]) -> W.HBox:
-    """A1 / A2 / A3 buttons that set the explorers to the recipe's augmentation settings."""
-    def apply(name):
-        p = augment.PRESETS[name]
-        cfg = augment.parse_randaugment(p["aa"])
-        if "randaugment" in targets:
+def presets(targets: dict[str, Explorer], recipe: Optional[Recipe] = None) -> W.HBox:
+    """A1 / A2 / A3 buttons that set the explorers to the recipe's augmentation settings; with `recipe` (the notebook's),
+    a last button for its own settings, where the change from it is none."""
+    def apply(p):
+        if "randaugment" in targets and p["aa"] and str(p["aa"]).startswith("rand"):
+            cfg = augment.parse_randaugment(p["aa"])
             targets["randaugment"].set(m=int(cfg.magnitude), mstd=float(cfg.magnitude_std), n=cfg.num_ops,
                                        inc="Increasing" in "".join(cfg.ops))
         if "rrc" in targets:
             targets["rrc"].set(size=p["train_res"], scale=tuple(p["scale"]), ratio=tuple(round(r, 2) for r in p["ratio"]),
                                hflip=p["hflip"])
         if "mix" in targets:
-            targets["mix"].set(smoothing=p["smoothing"])
+            mixing = {"mixing": change.mixing_choice(p["mixup"], p["cutmix"])} if "mixing" in targets["mix"].controls else {}
+            targets["mix"].set(smoothing=p["smoothing"], **mixing)
 
+    choices = {name: (p, f"set every explorer to {name}'s augmentation") for name, p in augment.PRESETS.items()}
+    if recipe is not None and recipe.name.upper() not in choices:
+        choices[recipe.name] = (augment.preset(recipe), f"set every explorer back to {recipe.name}'s own augmentation "
+                                                         "(the recipe the change below is from)")
     buttons = []
-    for name in augment.PRESETS:
-        button = W.Button(description=f"{name} preset", tooltip=f"set every explorer to {name}'s augmentation",
-                          layout=W.Layout(width="auto"))
-        button.on_click(lambda _b, n=name: apply(n))
+    for name, (p, tip) in choices.items():
+        button = W.Button(description=f"{name} preset", tooltip=tip, layout=W.Layout(width="auto"))
+        button.on_click(lambda _b, p=p: apply(p))
         buttons.append(button)
     return W.HBox(buttons)
 

@@ -81,6 +81,12 @@ def test_augmentations_change(imgs, tmp_path):
     round_trip(panel.change, tmp_path)
     mix.controls["mixing"].value = "mixup and CutMix"
     assert {k: panel.change.fields.get(k) for k in ("mixup", "cutmix")} == {"mixup": None, "cutmix": None}  # as the demo
+    buttons = widgets.presets({"randaugment": ra, "rrc": rrc, "mix": mix}, DEMO).children
+    assert [b.description for b in buttons] == ["A1 preset", "A2 preset", "A3 preset", "demo preset"]
+    buttons[0].click()  # A1: RandAugment m7, 224 px crops of 8% to 100%, smoothing 0.1; mixup and CutMix, as the demo
+    assert panel.change.fields == {"aa": "rand-m7-mstd0.5-inc1", "train_res": 224, "scale": (0.08, 1.0), "smoothing": 0.1}
+    buttons[3].click()  # back to the demo: no change
+    assert panel.change.fields == {} and panel.box.value.startswith("No change from demo")
 
     ops = widgets.op_explorer(imgs.images)
     one = widgets.ChangePanel("params/demo.yaml", {"op": ops})
