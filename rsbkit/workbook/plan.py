@@ -91,7 +91,8 @@ def _sweep_files(values: dict[str, Any]) -> list:
     files: list = []
     for name in SWEEP_PARAMETERS:
         value = values.get(name)
-        files += [v for v in ([value] if isinstance(value, str) else value or []) if none_if_empty(v)]
+        given = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        files += [v for v in given if isinstance(v, str) and v.endswith((".yaml", ".yml"))]  # ablation's reference: a row
     return files
 
 
@@ -108,6 +109,8 @@ def study_plan(notebook: Union[str, Path], values: dict[str, Any]) -> Optional[S
         except (ValueError, SyntaxError):
             merged[name] = None
     merged.update(values)
+    if merged.get("seeds") or merged.get("scale", "demo") != "demo":  # the study rewrites its sweep's points itself
+        return None
     reads = next((n for n in READ_ONLY_PARAMETERS if none_if_empty(merged.get(n))), "")
     if reads:
         return StudyPlan(0, 0, None, 0, reads=reads)

@@ -168,6 +168,8 @@ def test_seed_variance_notebook_runs_the_seeds_and_reports_their_spread(seed_stu
     executed = seed_study / "study" / "seed_variance.ipynb"
     assert len(figures(executed)) == 1 and "Gaussian fit" in json.dumps(figures(executed)[0]["application/vnd.plotly.v1+json"])
     assert "2 seeds: final_top1" in texts(executed)
+    # said before the seeds trained, by `rsbkit run` and the notebook: the points and the time at the demo's pace
+    assert "this study starts 2 training points of 2: about 15 s with 2 at once" in " ".join(texts(executed).split())
 
 
 def test_after_a_short_run_the_tour_shows_the_demo_record_and_the_report_flags_the_short_run(seed_study, tmp_path, cli,
@@ -213,6 +215,7 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path, cli):
     # smoke.yaml is A3 (LR 8e-3, WD 0.02, no repeats): the paper has the CE cell of that row only
     assert pd.isna(table["paper_A2"].iloc[0]) and table["paper_A2"].iloc[1] == 78.72
     assert len(figures(tmp_path / "study" / "ablation.ipynb")) == 1
+    assert "this study starts 2 training points of 2: about" in res.stdout  # said before the points started
 
     # the same runs as variants of the seed study's recipe, against its seeds (nothing trains again)
     res = cli("run", "notebooks/studies/compare.ipynb", "-p", "reference", str(seed_study / "seeds.yaml"),

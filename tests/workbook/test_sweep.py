@@ -319,3 +319,8 @@ def test_a_study_says_how_many_points_it_starts_and_about_how_long(tmp_path):
     assert study_plan(compare, dict(runs_csv="findings/comparison_runs.csv")).line() == (
         "runs_csv is given: this study reads finished runs and trains nothing")
     assert study_plan("notebooks/procedures/train.ipynb", {}) is None
+    assert study_plan("notebooks/studies/ablation.ipynb", dict(sweep=str(sweep))).points == 3  # its reference: a row
+    # a study that rewrites its sweep's points (another scale, other seeds) is not planned from the file
+    assert study_plan("notebooks/studies/additive.ipynb", dict(sweep=str(sweep))).points == 3
+    assert study_plan("notebooks/studies/additive.ipynb", dict(sweep=str(sweep), scale="smoke")) is None
+    assert study_plan("notebooks/studies/additive.ipynb", dict(sweep=str(sweep), seeds=[0])) is None
