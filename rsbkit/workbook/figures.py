@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import json
 import math
 import threading
@@ -185,11 +186,17 @@ class FigureFiles:
     note: str  # what happened, one line
 
 
-_kaleido_server: Optional[bool] = None  # None: not tried yet
+_kaleido_server: Optional[bool] = None  # None: not tried yet (or stopped when idle)
+# A kernel's Chromium (about 0.8 GB) is stopped when no figure was exported for this long, and started again (about
+# 2 s) by the next: four or five open notebooks then hold one Chromium while figures are drawn, not one each all day.
+KALEIDO_IDLE_S = 120.0
+_export_lock = threading.Lock()  # an export and the idle stop never overlap
+_idle_timer: Optional[threading.Timer] = None
 
 
 def _start_kaleido() -> None:
-    """Keep one Chromium for all exports of this process: about 0.15 s a figure instead of 2 s."""
+    """Keep one Chromium for the exports of this process while figures are drawn: about 0.15 s a figure instead of
+    2 s; stopped after :data:`KALEIDO_IDLE_S` without an export (:func:`_stop_idle_kaleido`)."""
     global _kaleido_server
     if _kaleido_server is not None:
         return
@@ -204,6 +211,32 @@ def _start_kaleido() -> None:
         _kaleido_server = True
     except Exception:  # no Chromium, or an old kaleido: each export starts its own and reports why it failed
         _kaleido_server = False
+
+
+def _stop_idle_kaleido() -> None:
+    """The idle timer's end: stop this process's Chromium unless an export is running (then the export re-arms)."""
+    global _kaleido_server
+    if not _export_lock.acquire(blocking=False):
+        return
+    try:
+        if _kaleido_server:
+            import kaleido
+
+            _kaleido_server = None  # the next export starts it again
+            with contextlib.suppress(Exception):  # at exit, kaleido's own atexit close may be closing it too
+                kaleido.stop_sync_server(silence_warnings=True)
+    finally:
+        _export_lock.release()
+
+
+def _arm_idle_stop() -> None:
+    global _idle_timer
+    if _idle_timer is not None:
+        _idle_timer.cancel()
+    if _kaleido_server:
+        _idle_timer = threading.Timer(KALEIDO_IDLE_S, _stop_idle_kaleido)
+        _idle_timer.daemon = True
+        _idle_timer.start()
 
 
 def _through_server(export: Callable[[], bytes]) -> bytes:
@@ -243,7 +276,6 @@ def _through_server(export: Callable[[], bytes]) -> bytes:
 
 def png_bytes(fig: go.Figure) -> tuple[Optional[bytes], str]:
     """The figure as PNG through kaleido, or (None, why not)."""
-    _start_kaleido()
 
     def export() -> bytes:
         with warnings.catch_warnings():
@@ -251,7 +283,12 @@ def png_bytes(fig: go.Figure) -> tuple[Optional[bytes], str]:
             return fig.to_image(format="png", width=fig.layout.width or PAGE_WIDTH, height=fig.layout.height or HEIGHT)
 
     try:
-        return (_through_server(export) if _kaleido_server else export()), ""
+        with _export_lock:
+            _start_kaleido()
+            try:
+                return (_through_server(export) if _kaleido_server else export()), ""
+            finally:
+                _arm_idle_stop()
     except Exception as exc:  # kaleido raises many types: no Chromium, sandbox, timeout
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         return None, (f"static PNG export failed ({type(exc).__name__}: {reason}); kaleido needs a Chromium "

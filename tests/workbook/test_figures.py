@@ -111,3 +111,24 @@ def test_the_report_table_fits_a_page(smoke_run, tmp_path):
     shown = report_view(table)
     assert "run" not in shown.columns and len(shown.columns) <= 12 and "train_images" in shown.columns
     assert "run" in table.columns and "run" in (folder / "report.csv").read_text().splitlines()[0].split(",")
+
+
+def test_an_idle_kernel_stops_its_chromium_and_the_next_figure_starts_it(monkeypatch):
+    """Issue 47: each open notebook's kernel kept a Chromium (about 0.8 GB) for its whole life; now it is stopped after
+    KALEIDO_IDLE_S without an export, and the next figure starts it again. Needs Chromium, like the PNG test."""
+    import time
+
+    from kaleido._sync_server import GlobalKaleidoServer
+
+    from rsbkit.workbook import figures
+
+    monkeypatch.setattr(figures, "KALEIDO_IDLE_S", 0.5)
+    png, why = figures.png_bytes(curves_figure(ROWS))
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n", why
+    assert figures._kaleido_server and GlobalKaleidoServer().is_running()
+    deadline = time.monotonic() + limit(20)
+    while GlobalKaleidoServer().is_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not GlobalKaleidoServer().is_running() and figures._kaleido_server is None
+    png, why = figures.png_bytes(curves_figure(ROWS))
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n" and GlobalKaleidoServer().is_running(), why
