@@ -24,6 +24,8 @@ COLOURS = {
     "training change": "#2ca02c",
     "architecture change": "#8c564b",
     "paper": "#7f7f7f",
+    # an explorer's trial beside its reference run (the recipe, no change, at the same scale)
+    "reference run": "#7f7f7f",
     # resolution
     "apparent size": "#1f77b4",
     "measured top-1": "#9467bd",

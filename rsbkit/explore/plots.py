@@ -263,3 +263,19 @@ def cost_figure(table=None) -> go.Figure:
                          showlegend=False), 1, 2)
     fit(fig, 360, title="the cost of A1, A2, A3")
     return fig
+
+
+def trial_figure(runs: dict[str, Sequence[dict]], *, title: str = "") -> go.Figure:
+    """An explorer's trial beside its reference, per epoch: test top-1 (left) and train loss (right), one trace per
+    run (`runs`: a label -> metrics.csv rows; a label starting "reference" is drawn grey and dashed)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("test top-1 (%)", "train loss"), horizontal_spacing=0.1)
+    for label, rows in runs.items():
+        ref = label.startswith("reference")
+        style = dict(color=colour("reference run" if ref else "training change"), dash="dash" if ref else "solid")
+        epochs = [r["epoch"] for r in rows]
+        fig.add_trace(go.Scatter(x=epochs, y=[r.get("val_top1") for r in rows], mode="lines+markers", name=label,
+                                 line=style, legendgroup=label), 1, 1)
+        fig.add_trace(go.Scatter(x=epochs, y=[r.get("train_loss") for r in rows], mode="lines+markers", name=label,
+                                 line=style, legendgroup=label, showlegend=False), 1, 2)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    return fit(fig, 320, title=title or "this change beside the reference", legend_below=True)

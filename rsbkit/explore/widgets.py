@@ -14,8 +14,9 @@ from typing import Any, Optional, Union
 import ipywidgets as W
 import plotly.graph_objects as go
 
+from ..core.errors import RsbkitError
 from ..core.recipes import RECIPES, Recipe
-from . import augment, change, images, plots, schedule
+from . import augment, change, images, plots, schedule, trial
 
 
 def plotly_bundle(fig: go.Figure) -> dict[str, Any]:
@@ -270,19 +271,41 @@ def schedule_explorer(recipe: Union[str, Recipe] = "a3", batch_size: int = 2048,
 class ChangePanel:
     """The change from `recipe` that the explorers' widgets make, in a text box to copy (YAML lines, the command
     line, Python), redone on every control change; a state the recipe cannot express says why instead
-    (:func:`rsbkit.explore.change.recipe_change`). `explorers` maps ``change.MAPPERS`` names to explorers."""
+    (:func:`rsbkit.explore.change.recipe_change`). `explorers` maps ``change.MAPPERS`` names to explorers.
 
-    def __init__(self, recipe: Union[str, Recipe], explorers: dict[str, Explorer], source: Optional[str] = None):
+    "Try it" (or :meth:`try_it`, the same as one call for papermill) starts a short run of the recipe with the change
+    at `scale` (:func:`rsbkit.explore.trial.try_change`, in the background: the click returns at once), draws its
+    curves per epoch, and when it ends draws them beside the reference run at the same scale (run once and reused;
+    the first try runs it too, and says so) with what one seed at this scale can and cannot tell
+    (:func:`rsbkit.explore.trial.one_seed_text`; `seeds`, from the notebook, adds the seed count: this layer may not
+    import the workbook's seed arithmetic). A click while a trial runs is refused in the panel, not queued.
+    `settings` are train()'s run options (device, workers)."""
+
+    def __init__(self, recipe: Union[str, Recipe], explorers: dict[str, Explorer], source: Optional[str] = None, *,
+                 scale: trial.Scale = trial.QUICK, seeds: Optional[Callable[[float], str]] = None,
+                 settings: Optional[dict[str, Any]] = None):
         self.base = change.start_recipe(recipe)
         self.source = source or (recipe if isinstance(recipe, str) else self.base.name)
         self.explorers = explorers
+        self.scale, self.seeds, self.settings = scale, seeds, dict(settings or {})
         self.status = W.HTML()
         self.box = W.Textarea(layout=W.Layout(width="100%"), tooltip="select and copy")
+        self.button = W.Button(description="Try it", icon="play", button_style="success",
+                               tooltip="train the recipe with this change, briefly, in the background (runs/explore/)")
+        self.scale_note = W.HTML()
+        self.notice = W.HTML()  # a refusal: a state that is not a recipe, or a trial already running
+        self.progress = W.HTML()
+        self.curves = W.Output(layout=W.Layout(width="100%"))
+        self.reading = W.Textarea(layout=W.Layout(width="100%", display="none"), tooltip="what this trial can and cannot tell")
+        self.trial: Optional[trial.Trial] = None
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.button.on_click(lambda _b: self.try_it())
         for explorer in explorers.values():
             for control in explorer.controls.values():
                 control.observe(self.update, names="value")
         self.update()
-        self.ui = W.VBox([self.status, self.box], layout=W.Layout(width="100%"))
+        self.ui = W.VBox([self.status, self.box, W.HBox([self.button, self.scale_note]), self.notice, self.progress,
+                          self.curves, self.reading], layout=W.Layout(width="100%"))
 
     def state(self) -> dict[str, dict[str, Any]]:
         return {name: explorer.values() for name, explorer in self.explorers.items()}
@@ -295,6 +318,69 @@ class ChangePanel:
         where = name if source == name else f"{name} ({source})"
         self.status.value = (f"<b style='color:#b00'>Not a recipe: {html.escape(self.change.error)}</b>" if self.change.error
                              else f"<b>These settings as a change to {html.escape(where)}</b>, to copy:")
+        self.scale_note.value = html.escape(f"at {self.scale.describe()}; {self.scale.duration(self.change.base)}")
+
+    # ---------------------------------------------------------------- try it
+
+    def try_it(self) -> Optional[trial.Trial]:
+        """Start the trial of the change as it stands; returns it, or None (refused: the panel says why)."""
+        tried = self.change
+        try:
+            started = trial.try_change(tried, self.scale, reference=True, on_epoch=lambda row: self._epoch("this change", row),
+                                       on_reference_epoch=lambda row: self._epoch(self._reference_label(tried), row),
+                                       on_done=self._ended, **self.settings)
+        except RsbkitError as exc:  # RunError: one is running; RecipeError: not a recipe
+            self.notice.value = f"<b style='color:#b00'>Not started: {html.escape(str(exc))}</b>"
+            return None
+        self.trial, self.notice.value = started, ""
+        self.reading.value, self.reading.layout.display = "", "none"
+        reference = self._reference_label(tried)
+        self.rows = {"this change": [], reference: trial.epoch_rows(started.reference) if not started.reference_ran else []}
+        what = "no change (the recipe itself)" if not tried.fields else ", ".join(f"{k}={v!r}" for k, v in tried.fields.items())
+        then = (f"; the reference ({tried.base.name} at this scale, no change) is missing, so this first try runs it too, after "
+                f"the change, in {started.reference} (reused from now on): about twice as long" if started.reference_ran
+                else f"; beside the reference in {started.reference}")
+        self._say(f"Running {what} in {started.out_dir}{then}.")
+        self._draw()
+        return started
+
+    def _reference_label(self, tried: change.Change) -> str:
+        return f"reference ({tried.base.name}, no change)"
+
+    def _say(self, text: str) -> None:
+        self.progress.value = html.escape(text)
+
+    def _epoch(self, label: str, row: dict[str, Any]) -> None:
+        """One epoch ended (called in the trial's thread): its row joins the curves."""
+        self.rows.setdefault(label, []).append(row)
+        top1 = row.get("val_top1")
+        self._say(f"{label}: epoch {row.get('epoch')}/{self.scale.epochs}, train loss {row.get('train_loss')}"
+                  + (f", test top-1 {top1}%" if top1 is not None else ""))
+        self._draw()
+
+    def _draw(self) -> None:
+        shown = {k: v for k, v in self.rows.items() if v}
+        if not shown:
+            self.curves.outputs = ()
+            return
+        fig = plots.trial_figure(shown, title=f"{self.scale.epochs} epoch(s) on {self.scale.limit_train:,} images, one seed")
+        self.curves.outputs = ({"output_type": "display_data", "data": plotly_bundle(fig), "metadata": {}},)
+
+    def _ended(self, ended: trial.Trial) -> None:
+        """The trial ended (called in its thread): the curves beside the reference, and what they can tell."""
+        if ended.error is not None:
+            self._say(f"The trial in {ended.out_dir} failed: {type(ended.error).__name__}: {ended.error}")
+        else:
+            ran = " (run now: it is reused from now on)" if ended.reference_ran else ""
+            self._say(f"Done: {ended.out_dir}, beside the reference {ended.reference}{ran}. Both are ordinary run folders: "
+                      "report.ipynb and compare.ipynb read them.")
+        reference = next((k for k in self.rows if k.startswith("reference")), None)
+        if reference is not None and not self.rows[reference]:
+            self.rows[reference] = trial.epoch_rows(ended.reference)
+        self._draw()
+        text = trial.one_seed_text(ended, self.seeds)
+        self.reading.value, self.reading.rows = text, text.count("\n") + 3
+        self.reading.layout.display = None
 
     def _repr_mimebundle_(self, **kwargs):
         """The panel, with the change as it stands as its plain text: what a papermill run's record and a reader

@@ -12,7 +12,18 @@ from ..core.errors import RsbkitError, RunError
 from ..core.paths import checkout_path, find_path, output_path
 from ..core.recipes import EXECUTION_FIELDS, recipe_fields
 from ..core.runs import atomic_write_text, stamped_folder
-from .study_stats import SeedStats, ablation_table, compare_labelled, compare_variants, interval, noise_table, seed_stats
+from .study_stats import (
+    MARGIN_SDS,
+    SeedStats,
+    ablation_table,
+    compare_labelled,
+    compare_means,
+    compare_variants,
+    interval,
+    noise_table,
+    seed_stats,
+    seeds_needed,
+)
 from .sweep import load_sweep, run_and_load
 from .table import load_runs
 from .train_and_evaluate import none_if_empty, out_folder
@@ -107,6 +118,33 @@ def load_seed_stats(seed_stats_json: Optional[str]) -> Optional[SeedStats]:
         raise RunError(f"seed_stats {path} does not exist; run notebooks/studies/seed_variance.ipynb first, or leave it empty")
     rec = json.loads(path.read_text())
     return SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"])
+
+
+def trial_seeds(diff: float, seed_stats_json: Optional[str] = None) -> str:
+    """How many seeds a real comparison of an explorer's trial with its reference would need (``seeds`` of
+    :func:`rsbkit.explore.trial.one_seed_text`): no seed study is measured at a trial's scale, so the committed
+    demo seed study (`seed_stats_json`, default ``findings/seed_stats.json``) stands in, and the text says so: its
+    spread is one run's at the demo's full scale, and a shorter run's is likely larger, so the counts are the least."""
+    path = find_path(seed_stats_json) if seed_stats_json else COMMITTED_SEED_STATS
+    if path is None or not Path(path).is_file():
+        return ("How many seeds a real comparison needs: no seed study is found (findings/seed_stats.json); "
+                "notebooks/studies/seed_variance.ipynb measures one run's spread, and compare.ipynb reads differences against it.")
+    rec = json.loads(Path(path).read_text())
+    stats = SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"])
+    band = compare_means(0.0, 1, 1, seed=stats).band
+    margin = MARGIN_SDS * stats.std
+    need, least = seeds_needed(stats, diff), seeds_needed(stats, margin)
+    size = (f"a true difference of {abs(diff):.2f} points is found (80% power) with {need} seed{'s' * (need > 1)} per recipe"
+            if need
+            else f"a difference of {abs(diff):.2f} points is too small to find with any practical number of seeds")
+    where = f"{Path(path).parent.name}/{Path(path).name}"
+    return (f"How many seeds a real comparison needs, with the seed study of the {rec.get('recipe')} recipe on the "
+            f"{rec.get('data')} data as the stand-in ({stats.n} seeds at its full scale, one run's spread {stats.std:.2f} "
+            f"points; {where}): two single "
+            f"runs must differ by more than {band:.2f} points to be beyond noise; {size}; the smallest difference worth "
+            f"detecting ({margin:.2f} points, {MARGIN_SDS:g}x one run's spread) needs {least}. This scale's spread is not "
+            "measured and is likely larger (fewer epochs and images), so these are the fewest; "
+            "notebooks/studies/seed_variance.ipynb at this scale gives the real count.")
 
 
 def read_seed_stats(seed_stats: Optional[str], runs: Any = None, metric: str = "final_top1") -> Optional[SeedStats]:

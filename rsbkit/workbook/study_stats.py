@@ -238,6 +238,20 @@ def noise_table(stats: SeedStats, ns: Sequence[int] = (1, 2, 3, 5, 10)) -> panda
                              detectable_80pct=[c.detectable for c in rows]))
 
 
+def seeds_needed(stats: SeedStats, diff: float, *, most: int = 1000) -> Optional[int]:
+    """The fewest seeds per recipe with which a true difference of `diff` is found beyond noise with 80% power:
+    the first n where :func:`compare_means`'s detectable difference, with the seed study's spread for both recipes,
+    is at most ``|diff|``. It falls as 1/sqrt(n) (the study's degrees of freedom stay), so n is read from one seed's
+    and checked; None past `most` (a difference of 0 is never found)."""
+    if not abs(diff) > 0:
+        return None
+    one = compare_means(diff, 1, 1, seed=stats).detectable
+    n = max(1, math.ceil((one / abs(diff)) ** 2 * (1 - 1e-12)))
+    while n <= most and compare_means(diff, n, n, seed=stats).detectable > abs(diff):
+        n += 1
+    return n if n <= most else None
+
+
 def group_stats(table: pandas.DataFrame, by: Sequence[str], value: str) -> pandas.DataFrame:  # noqa: F821
     """Mean, std (ddof=1), n, min and max of `value` per group of rows (runs over seeds, or the
     rows of several runs' tables pooled), one row per group, sorted by the group keys; and ``seeds_added_after``
