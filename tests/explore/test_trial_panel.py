@@ -173,3 +173,14 @@ def test_the_seed_count_is_the_seed_studys_arithmetic():
     assert f"with {study_stats.seeds_needed(stats, 0.3)} seeds per recipe" in text and "likely larger" in text
     assert "1 seed per recipe" in run_studies.trial_seeds(-1.5)
     assert math.isclose(study_stats.compare_means(0.0, 1, 1, seed=stats).band, 0.8845, abs_tol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["augmentations", "losses", "resolution", "schedule"])
+def test_every_explorer_notebook_gives_its_panels_the_seed_count(name):
+    """The notebooks pass the workbook's seed arithmetic in (explore may not import the workbook): each panel's
+    reading then ends with the number of seeds. Read from the source: no notebook runs here."""
+    cells = json.loads((Path(__file__).resolve().parents[2] / "notebooks" / "explore" / f"{name}.ipynb").read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    panels = code.count("widgets.ChangePanel(")
+    assert panels and code.count("seeds=trial_seeds)") == panels
+    assert "from rsbkit.workbook.run_studies import trial_seeds" in code
