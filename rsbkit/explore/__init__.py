@@ -11,5 +11,6 @@ what training does. The widget cells are thin glue over these.
 - ``schedule``: a recipe's LR schedule at any batch size, and the A1/A2/A3 cost
 - ``change``: an explorer's widget state as a change to its recipe (YAML lines, ``--set`` flags, ``recipe.replace``),
   validated by the recipe schema
-- ``trial``: a short run of a recipe with such a change, at a stated scale, in the background (one at a time)
+- ``trial``: a short run of a recipe with such a change, at a stated scale, in the background (one at a time),
+  beside the recipe's reference run at that scale (run once, reused)
 """

@@ -222,8 +222,8 @@ def one_seed_text(trial: Trial, seeds: Optional[Callable[[float], str]] = None) 
              "move beside the reference's in the first epochs.",
              f"What it cannot tell: whether {diff:+.2f} points is the change or seed noise, nor what the change does over "
              f"a whole run: {scale.epochs} epoch(s) of a shortened schedule on {scale.limit_train:,} images, tested on "
-             f"{scale.limit_val:,} (one image is {100 / scale.limit_val:.2f} points), rank changes by what learns fastest, "
-             "not by what ends best."]
+             f"{scale.limit_val:,} (one image is {100 / scale.limit_val:.2f} points) favours what learns fastest, not what "
+             "ends best; and each run is one draw at the recipe's seed, not a spread."]
     lines.append(seeds(diff) if seeds is not None else
                  "How many seeds a real comparison needs: the seed study (notebooks/studies/seed_variance.ipynb) measures "
                  "one run's spread at a scale, and the compare notebook reads differences against it.")

@@ -136,6 +136,7 @@ def trial_seeds(diff: float, seed_stats_json: Optional[str] = None) -> str:
     need, least = seeds_needed(stats, diff), seeds_needed(stats, margin)
     size = (f"a true difference of {abs(diff):.2f} points is found (80% power) with {need} seed{'s' * (need > 1)} per recipe"
             if need
+            else "the two runs end level, which says nothing either way" if abs(diff) < 0.005
             else f"a difference of {abs(diff):.2f} points is too small to find with any practical number of seeds")
     where = f"{Path(path).parent.name}/{Path(path).name}"
     return (f"How many seeds a real comparison needs, with the seed study of the {rec.get('recipe')} recipe on the "

@@ -151,7 +151,7 @@ def test_what_one_seed_can_tell_without_a_seed_count_and_after_a_failure():
     t = trial.Trial(DEMO, Path("runs/explore/x"), trial.QUICK, base=DEMO, result={"final_top1": 61.2},
                     reference_result={"final_top1": 60.0})
     text = trial.one_seed_text(t)
-    assert "+1.20 points" in text and "one image is 0.20 points" in text
+    assert "+1.20 points" in text and "one image is 0.20 points" in text and "one draw" in text
     assert "notebooks/studies/seed_variance.ipynb" in text  # names the study that gives the count
     t.error = RuntimeError("out of memory")
     assert trial.one_seed_text(t) == "The trial failed: RuntimeError: out of memory"
@@ -171,7 +171,7 @@ def test_the_seed_count_is_the_seed_studys_arithmetic():
     text = run_studies.trial_seeds(0.3)
     assert "stand-in" in text and "more than 0.88 points" in text and "needs 7" in text
     assert f"with {study_stats.seeds_needed(stats, 0.3)} seeds per recipe" in text and "likely larger" in text
-    assert "1 seed per recipe" in run_studies.trial_seeds(-1.5)
+    assert "1 seed per recipe" in run_studies.trial_seeds(-1.5) and "end level" in run_studies.trial_seeds(0.0)
     assert math.isclose(study_stats.compare_means(0.0, 1, 1, seed=stats).band, 0.8845, abs_tol=1e-3)
 
 
