@@ -368,6 +368,7 @@ class ChangePanel:
 
     def _ended(self, ended: trial.Trial) -> None:
         """The trial ended (called in its thread): the curves beside the reference, and what they can tell."""
+        self.notice.value = ""  # a refusal while it ran is over
         if ended.error is not None:
             self._say(f"The trial in {ended.out_dir} failed: {type(ended.error).__name__}: {ended.error}")
         else:

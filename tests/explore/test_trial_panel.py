@@ -90,6 +90,7 @@ def test_try_it_runs_in_the_background_refuses_a_second_click_and_ends_beside_th
     assert [t["name"] for t in fig["data"]] == ["this change"] * 2 + ["reference (demo, no change)"] * 2
     assert fig["data"][0]["y"] == [50.0, 60.0] and fig["data"][2]["y"] == [48.0, 59.0]
     assert "run now: it is reused from now on" in panel.progress.value and "report.ipynb" in panel.progress.value
+    assert panel.notice.value == ""  # the refusal is over with the run
     text = panel.reading.value
     assert panel.reading.layout.display is None
     assert "this change 60.00%, the reference (demo, no change) 59.00%: +1.00 points" in text
