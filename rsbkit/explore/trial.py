@@ -204,7 +204,7 @@ def epoch_rows(folder: Union[str, Path, None]) -> list[dict[str, Any]]:
 
 def one_seed_text(trial: Trial, seeds: Optional[Callable[[float], str]] = None) -> str:
     """What a finished trial beside its reference can and cannot tell, as plain sentences. `seeds(diff)` (the
-    notebook's: ``rsbkit.workbook.study_stats.seeds_reading``) adds how many seeds a comparison of a difference of
+    notebook's: ``rsbkit.workbook.run_studies.trial_seeds``) adds how many seeds a comparison of a difference of
     `diff` points would need; without it the text names the seed study that says so."""
     if trial.error is not None:
         return f"The trial failed: {type(trial.error).__name__}: {trial.error}"

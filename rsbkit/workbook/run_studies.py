@@ -129,8 +129,8 @@ def trial_seeds(diff: float, seed_stats_json: Optional[str] = None) -> str:
     if path is None or not Path(path).is_file():
         return ("How many seeds a real comparison needs: no seed study is found (findings/seed_stats.json); "
                 "notebooks/studies/seed_variance.ipynb measures one run's spread, and compare.ipynb reads differences against it.")
-    rec = json.loads(Path(path).read_text())
-    stats = SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"])
+    rec = json.loads(Path(path).read_text())  # the study's recipe and data, named in the text
+    stats = load_seed_stats(str(path))
     band = compare_means(0.0, 1, 1, seed=stats).band
     margin = MARGIN_SDS * stats.std
     need, least = seeds_needed(stats, diff), seeds_needed(stats, margin)
