@@ -272,9 +272,10 @@ def scaling_study(*, recipe: str, models: Sequence[str], widths: Sequence[float]
         runs["config"] = runs["point"].map({p.name: i for p, i in zip(sweep.points, per_point)})
         groups = seed_groups(runs, ["config"]).set_index("config")
         stats = read_seed_stats(seed_stats, runs)
+    place = {id(g): j for j, g in enumerate(runnable)}  # a grid point's index among the points trained
     for g in grid:
         s = speed[(g["model"], g["width"], g["train_res"])]
-        index = next((j for j, r in enumerate(runnable) if r is g), None)
+        index = place.get(id(g))
         run = groups.loc[index] if index is not None and index in groups.index else None
         rows.append(dict(model=g["model"], width=g["width"], res=g["train_res"], epochs=g["epochs"],
                          params_m=s["params_m"], gmacs=s["gmacs"], train_imgs_per_s=s["train_imgs_per_s"],

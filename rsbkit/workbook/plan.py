@@ -7,6 +7,7 @@ so, since another model, resolution or machine (a GPU) runs at another pace."""
 from __future__ import annotations
 
 import ast
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,12 @@ from .train_and_evaluate import DEMO_RECORD, none_if_empty
 SWEEP_PARAMETERS = ("sweep", "reference", "sweeps")  # study notebook parameters that name the sweep files it runs
 READ_ONLY_PARAMETERS = ("runs", "runs_csv")  # a study given one of these reads finished runs and trains nothing
 NOTEBOOK_START_S = 15.0  # a point's kernel start, imports and data loading, seconds (2-core CPU)
+
+
+@functools.lru_cache(maxsize=1)
+def _demo_result() -> dict[str, Any]:
+    """The committed demo record's result.json: the pace every estimate scales (read once)."""
+    return json.loads((DEMO_RECORD / "result.json").read_text())
 
 
 def _duration(seconds: float) -> str:
@@ -44,7 +51,7 @@ class StudyPlan:
         reused = f" ({self.points - self.to_run} completed, reused)" if self.to_run < self.points else ""
         text = f"this study starts {self.to_run} training point{'s' * (self.to_run != 1)} of {self.points}{reused}"
         if self.seconds is not None:
-            demo = json.loads((DEMO_RECORD / "result.json").read_text())
+            demo = _demo_result()
             text += (f": about {_duration(self.seconds / max(1, self.jobs))}"
                      + (f" with {self.jobs} at once, each on its own device" if self.jobs > 1 else "")
                      + f", at the demo record's pace ({demo['wall_s']:.0f} s for {demo['epochs_done']} epochs of "
@@ -57,7 +64,7 @@ class StudyPlan:
 
 def point_seconds(parameters: dict[str, Any]) -> Optional[float]:
     """A train notebook point's estimated seconds at the demo record's pace, or None when its data size is unknown."""
-    demo = json.loads((DEMO_RECORD / "result.json").read_text())
+    demo = _demo_result()
     if none_if_empty(parameters.get("data", "default")) not in (None, "default"):
         return None
     images = demo["data"]["train_images"]

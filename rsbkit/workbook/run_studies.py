@@ -116,8 +116,12 @@ def load_seed_stats(seed_stats_json: Optional[str]) -> Optional[SeedStats]:
     path = find_path(seed_stats_json)
     if not path.is_file():
         raise RunError(f"seed_stats {path} does not exist; run notebooks/studies/seed_variance.ipynb first, or leave it empty")
-    rec = json.loads(path.read_text())
-    return SeedStats(rec["n"], rec["mean"], rec["std"], rec["min"], rec["max"])
+    return seed_stats_of(json.loads(path.read_text()))
+
+
+def seed_stats_of(record: dict[str, Any]) -> SeedStats:
+    """The :class:`SeedStats` a ``seed_stats.json`` record holds."""
+    return SeedStats(record["n"], record["mean"], record["std"], record["min"], record["max"])
 
 
 def trial_seeds(diff: float, seed_stats_json: Optional[str] = None) -> str:
@@ -129,8 +133,8 @@ def trial_seeds(diff: float, seed_stats_json: Optional[str] = None) -> str:
     if path is None or not Path(path).is_file():
         return ("How many seeds a real comparison needs: no seed study is found (findings/seed_stats.json); "
                 "notebooks/studies/seed_variance.ipynb measures one run's spread, and compare.ipynb reads differences against it.")
-    rec = json.loads(Path(path).read_text())  # the study's recipe and data, named in the text
-    stats = load_seed_stats(str(path))
+    rec = json.loads(Path(path).read_text())  # its statistics, and the recipe and data named in the text
+    stats = seed_stats_of(rec)
     band = compare_means(0.0, 1, 1, seed=stats).band
     margin = MARGIN_SDS * stats.std
     need, least = seeds_needed(stats, diff), seeds_needed(stats, margin)
@@ -275,10 +279,15 @@ def unlike_columns(table, group_by: list, allow: list) -> dict[str, list]:
     return out
 
 
+def _listed(differ: dict[str, list]) -> str:
+    """Columns and the values runs differ in, as a clause: ``epochs: 2, 10; train_images: 2000, 12000``."""
+    return "; ".join(f"{c}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for c, v in differ.items())
+
+
 def _refuse_to_pool(table, group_by: list, allow_unlike: list) -> None:
     differ = unlike_columns(table, group_by, allow_unlike)
     if differ:
-        listed = "; ".join(f"{c}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for c, v in differ.items())
+        listed = _listed(differ)
         raise RunError(f"the runs grouped by {group_by} also differ in {listed}. A group's mean would mix unlike runs: "
                        f"add those columns to group_by, choose runs that agree, or pass allow_unlike="
                        f"{sorted(differ)} to pool them anyway")
@@ -341,8 +350,7 @@ class Report:
             return f"report refused (nothing written): {self.refused}"
         text = f"{len(self.table)} runs; report.csv in {self.folder}"
         if self.unlike:
-            listed = "; ".join(f"{c}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for c, v in self.unlike.items())
-            text += (f". Unlike runs: they differ in {listed}, so their numbers compare only in kind (a shortened "
+            text += (f". Unlike runs: they differ in {_listed(self.unlike)}, so their numbers compare only in kind (a shortened "
                      "run is not a repeat of a full one); group_by those columns, or choose runs at one scale")
         return text
 

@@ -438,7 +438,8 @@ def tour_run(run: str = "", runs: Union[str, Path, None] = None, listed: int = 3
     (:data:`DEMO_RECORD`), never whatever finished last under runs/ (a 2-epoch test run is not "the finished run").
     The line says which run, its scale (epochs, images), how it differs in scale from the demo record, and, with `run`
     empty, names the newest `listed` finished runs under `runs` that `run=` could show."""
-    demo = load_run(DEMO_RECORD)["result"]
+    demo_record = load_run(DEMO_RECORD)
+    demo = demo_record["result"]
     if none_if_empty(run):
         folder = find_path(run)
         if not (folder / "result.json").is_file():
@@ -453,7 +454,7 @@ def tour_run(run: str = "", runs: Union[str, Path, None] = None, listed: int = 3
             line += (f". Not at the demo's scale ({run_scale(demo)}): its top-1 is not the demo procedure's, "
                      f"and compares with the demo's {demo['final_top1']:.2f}% only in kind")
     else:
-        folder, record = DEMO_RECORD, load_run(DEMO_RECORD)
+        folder, record = DEMO_RECORD, demo_record
         when = (demo.get("attempts") or [{}])[0].get("started", "")
         line = (f"the committed record of the demo procedure (params/demo.yaml, trained {when[:10]}): {run_scale(demo)}, "
                 f"final top-1 {demo['final_top1']:.2f}%")
@@ -470,7 +471,9 @@ def lr_note(recipe: Recipe, paper: Optional[Recipe] = None) -> str:
     """The LR a recipe trains with at its batch, and the batch rule beside it: what the paper recipe it follows
     (default: its base recipe, else A3) defines, and what that recipe's rule would give at this batch."""
     plan = batch_lr(recipe)
-    paper = paper or (base_recipe(recipe) if base_recipe(recipe) != Recipe() else RECIPES["a3"])
+    if paper is None:
+        base = base_recipe(recipe)
+        paper = base if base != Recipe() else RECIPES["a3"]
     text = f"{recipe.name} trains at batch {recipe.batch_size} with peak LR {plan.lr:g} ({plan.rule})."
     if (paper.lr, paper.lr_base_size) != (recipe.lr, recipe.lr_base_size):
         b, how = recipe.batch_size, lr_scaling(paper)
