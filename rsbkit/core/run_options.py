@@ -82,6 +82,9 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               minimum=1, metavar="N"),
     RunOption("limit_val", int, None, "evaluate on a fixed random subset of N images", optional=True, minimum=1,
               metavar="N"),
+    RunOption("eval_train", int, 2000, "after the last epoch, the final weights' top-1 on N of the training images "
+              "read as the test images are (no augmentation): train_top1 in result.json, and with the test top-1 the "
+              "gap that says how much the run overfits; 0: not measured", minimum=0, metavar="N"),
     RunOption("data_root", str, None, "where downloadable datasets (timm's, Fashion-MNIST) are stored", optional=True,
               metavar="DIR"),
     RunOption("micro_batch", int, None, "images per forward pass in each process, the rest accumulated (default: the "

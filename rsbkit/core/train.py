@@ -66,6 +66,7 @@ from .data import (
     eval_loader,
     eval_shard,
     eval_transform,
+    fixed_subset,
     in_flight_note,
     input_kind,
     load_data,
@@ -741,9 +742,28 @@ def result(spec: Spec, state: TrainState, status: str, error: Optional[str] = No
     )
 
 
-def record(spec: Spec, state: TrainState, status: str, error: Optional[str] = None) -> dict[str, Any]:
-    """The result, written to result.json by rank 0."""
-    out = result(spec, state, status, error)
+def train_fit(spec: Spec, state: TrainState) -> dict[str, Any]:
+    """The final weights' top-1 on ``eval_train`` of the training images (a fixed subset), read as the validation
+    images are: the train side of the train-against-test gap, how much the run overfits. An augmented training
+    loss cannot say that (mixup and RandAugment make it high on purpose). Pseudo-labelled images have no
+    labels to score, so a Noisy Student run measures none."""
+    n = spec.settings.eval_train
+    if not n or spec.recipe.unlabelled:
+        return {}
+    images = fixed_subset(spec.data.train, n)
+    on_train = replace(spec, data=replace(spec.data, val=images, val_files=None))
+    metrics = evaluate_epoch(on_train, state, make_eval_input(on_train))
+    fit = dict(train_top1=round(metrics["model"]["top1"], 4), train_images_scored=len(images))
+    if "ema" in metrics:
+        fit["train_ema_top1"] = round(metrics["ema"]["top1"], 4)
+    spec.log(f"top-1 on {len(images):,} training images {fit['train_top1']:.2f} (test {state.history[-1]['val_top1']:.2f})")
+    return fit
+
+
+def record(spec: Spec, state: TrainState, status: str, error: Optional[str] = None,
+           fit: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The result, written to result.json by rank 0; `fit`: :func:`train_fit`'s figures, at the end."""
+    out = {**result(spec, state, status, error), **(fit or {})}
     if spec.job.main:
         write_result(spec.run, out)
     return out
@@ -764,7 +784,7 @@ def finish(spec: Spec, state: TrainState) -> dict[str, Any]:
         stopped = record(spec, state, "stopped")
         spec.log(f"stopped after epoch {spec.last_epoch}/{total} as asked (stop_after); resume continues from {spec.run.last}")
         return stopped
-    final = record(spec, state, "completed")
+    final = record(spec, state, "completed", fit=train_fit(spec, state))
     spec.log(f"done: top-1 {final['final_top1']:.2f} (best {final['best_top1']:.2f} at epoch {final['best_epoch']}) "
              f"in {final['wall_s']:.0f} s; run folder {spec.run.path}")
     return final

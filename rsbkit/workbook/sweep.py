@@ -12,7 +12,8 @@ A sweep file (``params/sweeps/*.yaml``)::
     seeds: [0, 1, 2]                             # optional: every grid point once per seed
 
 or, instead of ``grid``, ``points:`` a list of mappings (one point each), for a
-table whose rows are not a product, like the paper's Table 6; or ``steps:``, a list
+table whose rows are not a product, like the paper's Table 6 (a point's optional
+``name`` labels its folder, ``<name>_seed=<seed>``, in place of all its values); or ``steps:``, a list
 of cumulative steps, each point the step before it plus its own changes, for an
 additive study like ResNet-RS's Table 1::
 
@@ -264,6 +265,13 @@ def expand(notebook: Union[str, Path], out: Union[str, Path], parameters: Option
             label = varying.pop("step")
             step = dict(labels[label], label=label)
             name = label + "".join(f"_{k}={point_label(v)}" for k, v in varying.items() if k in grid or k == "seed")
+        elif "name" in varying:  # a named point (points: [{name: n1500-none, ...}]): its name and seed label it
+            varying = dict(varying)
+            label = varying.pop("name")
+            if not isinstance(label, str) or not STEP_NAME.match(label):
+                raise SweepError(f"{where}: a point's name labels its folder: lower-case letters, digits and _.+-, "
+                                 f"got {label!r}")
+            name = label + (f"_seed={varying['seed']}" if "seed" in varying else "")
         else:
             name = "_".join(f"{k}={point_label(v)}" for k, v in varying.items())
         if name in names:

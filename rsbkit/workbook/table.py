@@ -89,7 +89,9 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
     Columns: ``run`` (folder), ``name`` (its last part), ``recipe`` (the recipe's
     name), ``status``, every other recipe field (``model``, ``lr``,
     ``loss`` ...), the final metrics (``final_top1``, ``best_top1``, ``best_epoch``,
-    ``final_top5``, ``epochs_done``; ``final_ema_top1``, the EMA weights' at the end, for a run with model_ema), the cost (``wall_s``, ``imgs_per_s``,
+    ``final_top5``, ``epochs_done``; ``final_ema_top1``, the EMA weights' at the end, for a run with model_ema;
+    ``train_top1``, the final weights' top-1 on training images read as the test images are, and ``fit_gap``, it
+    minus ``final_top1``: how much the run overfits), the cost (``wall_s``, ``imgs_per_s``,
     ``peak_mem_mb``, ``device_name``), ``data`` (the dataset's name), ``train_images`` and ``val_images`` (as
     trained and evaluated), ``limit_train`` and ``limit_val`` (the limits asked for, if any), ``warnings`` (what
     the run's start said about it, e.g. a schedule that never left warmup), ``lr_used`` and ``effective_batch`` as the
@@ -127,6 +129,9 @@ def load_runs(paths: Union[str, Path, Iterable[Union[str, Path]]] = "runs") -> p
             row[key] = result.get(key)
         ema = [r.get("ema_top1") for r in run["metrics"] or [] if r.get("ema_top1") is not None]
         row["final_ema_top1"] = result.get("final_ema_top1", ema[-1] if ema and result else None)
+        row["train_top1"] = result.get("train_top1")  # the final weights on training images, unaugmented
+        row["fit_gap"] = (None if row["train_top1"] is None or row["final_top1"] is None
+                          else round(row["train_top1"] - row["final_top1"], 4))  # how much the run overfits
         data = result.get("data") or {}
         row["data"] = data.get("name")
         for key in ("train_images", "val_images", "limit_train", "limit_val"):  # a 512-image smoke run is not the demo

@@ -232,10 +232,32 @@ def test_corrupt_image_is_skipped_and_counted(tmp_path, image_folder, smoke_reci
 
 
 def test_ema_is_evaluated_and_saved(tmp_path, smoke_recipe):
-    result = train(smoke_recipe.replace(model_ema=True, model_ema_decay=0.9), "default", tmp_path / "run", log=quiet, **SMALL)
+    lines = []
+    recipe = smoke_recipe.replace(model_ema=True, model_ema_decay=0.9)
+    result = train(recipe, "default", tmp_path / "run", log=lines.append, **{**SMALL, "eval_train": 96})
     row = load_run(tmp_path / "run")["metrics"][0]
     assert row["ema_top1"] is not None and result["status"] == "completed"
     assert load_checkpoint(tmp_path / "run" / "best.pt")["ema"] is not None
+    # the overfitting gap's train side: the final weights on 96 of the 128 training images, read as test images are,
+    # the same figure as evaluating last.pt's weights on those images apart from the loop
+    from rsbkit.core.data import Data, fixed_subset, load_data
+    from rsbkit.core.evaluate import evaluate
+    from rsbkit.core.models import create_model
+    from rsbkit.workbook.table import load_runs
+
+    data = load_data("default", limit_train=128)
+    on_train = Data("train", data.train, fixed_subset(data.train, 96), data.classes, "test")
+    model = create_model(recipe, num_classes=data.num_classes)
+    model.load_state_dict(load_checkpoint(tmp_path / "run" / "last.pt")["model"])
+    apart = evaluate(model, on_train, test_res=recipe.test_res, crop_pct=recipe.crop_pct,
+                     interpolation=recipe.interpolation, workers=0, device="cpu")
+    assert result["train_images_scored"] == 96 and result["train_ema_top1"] is not None
+    assert result["train_top1"] == pytest.approx(apart["top1"], abs=1e-3)
+    assert any(line.startswith("top-1 on 96 training images") for line in lines)
+    table = load_runs(tmp_path / "run").iloc[0]
+    assert table["fit_gap"] == pytest.approx(result["train_top1"] - result["final_top1"], abs=1e-3)
+    unmeasured = train(smoke_recipe.replace(epochs=1), "default", tmp_path / "off", log=quiet, **{**SMALL, "eval_train": 0})
+    assert "train_top1" not in unmeasured
 
 
 def test_sigterm_during_a_checkpoint_write_stops_after_it(tmp_path, smoke_recipe, monkeypatch):

@@ -11,6 +11,7 @@ from .datasets import (  # noqa: F401
     IMAGE_EXTENSIONS,
     TIMM_PREFIXES,
     VAL_SPLITS,
+    fixed_subset,
     ArrayImages,
     Data,
     ImageFiles,

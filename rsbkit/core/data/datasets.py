@@ -278,7 +278,9 @@ def _timm_dataset(name: str, root: Path, download: bool) -> Data:
     return Data(name, train, splits["validation"], list(classes), source=f"{root} (timm {name})")
 
 
-def _limit(dataset: Dataset, n: Optional[int], seed: int = 0) -> Dataset:
+def fixed_subset(dataset: Dataset, n: Optional[int], seed: int = 0) -> Dataset:
+    """`n` images of `dataset` drawn once by `seed` (the whole set when it holds no more); the same `n` gives
+    the same images, and a smaller `n` a subset of a larger one's (the first `n` of one permutation)."""
     if n is None or n >= len(dataset):
         return dataset
     keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].sort().values
@@ -320,9 +322,9 @@ def load_data(
     if len(data.val) == 0 or (len(data.train) == 0 and needs_train):
         raise DataError(f"{data.name}: empty split (train {len(data.train)}, val {len(data.val)} images); {HELP}")
     if limit_train is not None or limit_val is not None:
-        val = _limit(data.val, limit_val)
+        val = fixed_subset(data.val, limit_val)
         files = data.val_files if val is data.val else None
-        data = Data(data.name, _limit(data.train, limit_train), val, data.classes, data.source, files, data.title)
+        data = Data(data.name, fixed_subset(data.train, limit_train), val, data.classes, data.source, files, data.title)
     return data
 
 
