@@ -11,7 +11,6 @@ from .datasets import (  # noqa: F401
     IMAGE_EXTENSIONS,
     TIMM_PREFIXES,
     VAL_SPLITS,
-    fixed_subset,
     ArrayImages,
     Data,
     ImageFiles,
@@ -19,6 +18,7 @@ from .datasets import (  # noqa: F401
     Transformed,
     class_folders,
     collate,
+    fixed_subset,
     load_data,
     read_idx,
 )
