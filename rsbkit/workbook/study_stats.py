@@ -129,6 +129,33 @@ def compare_means(diff: float, n: int, n_ref: int, *, seed: Optional[SeedStats] 
                       seeds_added_after=bool(seeds_added_after))
 
 
+def compare_contrast(groups: Sequence[tuple[float, float, int, float]], *, seed: Optional[SeedStats] = None,
+                     margin: Optional[float] = None, seeds_added_after: bool = False) -> Comparison:
+    """A weighted sum of group means (a contrast), read as :func:`compare_means` reads a difference: `groups` are
+    (mean, spread, seeds, weight). A difference of two gains, (a - b) - (c - d), is weights +1, -1, -1, +1: does a
+    regularizer gain more where the model overfits more. Two readings of the noise, the wider kept: the seed
+    study's spread for every group (``n - 1`` df), and the groups' own spreads with the Welch-Satterthwaite
+    degrees of freedom of the sum, where every group has 2 seeds or more."""
+    value = sum(w * m for m, _, _, w in groups)
+    readings = []
+    if seed is not None:
+        readings.append((seed.std * math.sqrt(sum(w * w / n for _, _, n, w in groups)), seed.n - 1.0, "seed study"))
+    if all(n > 1 and not math.isnan(sd) for _, sd, n, _ in groups):
+        parts = [w * w * sd * sd / n for _, sd, n, w in groups]
+        total = sum(parts)
+        df = total ** 2 / sum(a * a / (n - 1) for a, (_, _, n, _) in zip(parts, groups)) if total > 0 else \
+            float(sum(n - 1 for _, _, n, _ in groups))
+        readings.append((math.sqrt(total), df, "own spreads"))
+    if not readings:
+        raise RunError("cannot measure the noise of this contrast: no seed study and a group of one seed; give "
+                       "seed_stats or run 2 seeds or more per group")
+    se, df, source = max(readings, key=lambda r: t_quantile(r[1]) * r[0])
+    if margin is None:
+        margin = MARGIN_SDS * (seed.std if seed is not None else max(sd for _, sd, _, _ in groups))
+    return Comparison(diff=float(value), se=float(se), df=float(df), source=source, margin=float(margin),
+                      seeds_added_after=bool(seeds_added_after))
+
+
 def p_value(low: float, high: float, df: float) -> float:
     """The two-sided p-value of a difference whose 95% interval is `low` to `high` with `df` degrees of freedom:
     the t statistic is the interval's middle over its standard error (half its width over t(0.975, df))."""

@@ -217,3 +217,30 @@ def test_the_wider_reading_decides_and_the_verdict_is_one_of_three():
     assert compare_means(0.5, 1, 1, s=math.nan, s_ref=math.nan, seed=seed).source == "seed study"
     with pytest.raises(RunError, match="no seed study and 1 seed"):
         compare_means(0.5, 1, 3, s=math.nan, s_ref=0.2)
+
+
+@pytest.mark.parametrize("a, b", [([80.1, 80.5, 80.2], [79.6, 80.3, 79.9]), ([80.1, 80.5, 80.2], [79.0, 80.9, 79.5, 81.2, 79.4])])
+def test_a_two_group_contrast_is_the_difference_of_two_means(a, b):
+    from rsbkit.workbook.study_stats import compare_contrast, compare_means
+
+    sa, sb, stats = np.std(a, ddof=1), np.std(b, ddof=1), seed_stats([81.8, 81.7, 81.45])
+    c = compare_contrast([(np.mean(a), sa, len(a), 1), (np.mean(b), sb, len(b), -1)], seed=stats)
+    d = compare_means(np.mean(a) - np.mean(b), len(a), len(b), seed=stats, s=sa, s_ref=sb)
+    assert (c.diff, c.low, c.high, c.df, c.source, c.verdict) == \
+        (pytest.approx(d.diff), pytest.approx(d.low), pytest.approx(d.high), pytest.approx(d.df), d.source, d.verdict)
+
+
+def test_a_difference_of_two_gains_reads_its_four_groups_spreads():
+    """(a - b) - (c - d) on four groups of 3 runs with one spread: the Welch-Satterthwaite df of equal spreads and
+    sizes is the pooled 4 x (3 - 1) = 8, and the interval is t(0.975, 8) x s x sqrt(4/3) wide each side."""
+    from rsbkit.workbook.study_stats import BEYOND, CANNOT_TELL, compare_contrast
+
+    groups = [(83.0, 0.5, 3, 1), (80.0, 0.5, 3, -1), (81.0, 0.5, 3, -1), (80.5, 0.5, 3, 1)]
+    c = compare_contrast(groups)
+    assert c.diff == pytest.approx(2.5) and c.df == pytest.approx(8) and c.source == "own spreads"
+    assert c.band == pytest.approx(scipy_stats.t.ppf(0.975, 8) * 0.5 * math.sqrt(4 / 3)) and c.verdict == BEYOND
+    # a seed study noisier than the groups' own spreads is the reading kept, with its n - 1 df
+    wide = compare_contrast(groups, seed=seed_stats([80.0, 82.0, 81.0]))
+    assert wide.source == "seed study" and wide.df == 2 and wide.verdict == CANNOT_TELL
+    with pytest.raises(RunError, match="group of one seed"):
+        compare_contrast([(83.0, math.nan, 1, 1), (80.0, 0.5, 3, -1)])

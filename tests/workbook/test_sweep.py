@@ -56,6 +56,19 @@ def test_points_list_for_tables_that_are_not_a_product(tmp_path):
     assert a2[0].parameters["recipe"] == "params/a2.yaml" and a2[0].parameters["seed"] == 0
 
 
+def test_a_named_point_labels_its_folder_and_a_bad_name_is_refused(tmp_path):
+    """The regime study's points: a name and a seed label the folder (its other values are the point's changes); a
+    name that cannot name a folder is refused before anything runs."""
+    sweep = load_sweep(ROOT / "params" / "sweeps" / "regime_regularization.yaml", out=tmp_path)
+    first = sweep.points[0]
+    assert first.name == "n1500-short-none_seed=0" and first.parameters["limit_train"] == 1500
+    assert first.parameters["overrides"]["aa"] is None and first.parameters["overrides"]["sched_on_updates"] is True
+    # run seed by seed: every cell's seed 0 before any seed 1
+    assert [p.parameters["seed"] for p in sweep.points] == sorted(p.parameters["seed"] for p in sweep.points)
+    with pytest.raises(SweepError, match="a point's name labels its folder.*'N 1'"):
+        expand(TRAIN, tmp_path, {"recipe": "params/smoke.yaml"}, points=[{"name": "N 1", "lr": 0.1}])
+
+
 def test_cumulative_steps_each_add_to_the_one_before(tmp_path):
     """steps: each point is the step before it plus its own changes (an additive study); seeds cross every step;
     folders keep the order and the names; each point records its step (index, name, own changes, paper value)."""
