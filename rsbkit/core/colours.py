@@ -26,6 +26,9 @@ COLOURS = {
     "paper": "#7f7f7f",
     # an explorer's trial beside its reference run (the recipe, no change, at the same scale)
     "reference run": "#7f7f7f",
+    # the regime study: each arm's regularizers
+    "regime-a3": "#1f77b4",
+    "regime-a1": "#d62728",
     # resolution
     "apparent size": "#1f77b4",
     "measured top-1": "#9467bd",

@@ -553,3 +553,24 @@ def weight_decay_figure(cells: pandas.DataFrame, *, title: str = "") -> go.Figur
     fig.update_layout(title=title or f"Weight decay against regularization (★: each row's best{noise})",
                       xaxis_title="weight decay", autosize=True, height=160 + 56 * len(names))
     return fig
+
+
+def regime_figure(gains: pandas.DataFrame, *, title: str = "") -> go.Figure:  # noqa: F821
+    """Regularization's gain against how much the model overfits (rsbkit.workbook.regime_studies): one point per data
+    size and length, x the unregularized runs' train-minus-test gap, y each regularized arm's gain in test top-1 over
+    them with its 95% interval, the data size written beside it; a line at no gain."""
+    fig = go.Figure()
+    fig.add_hline(y=0, line=dict(color="grey", dash="dot"))
+    for (arm, length), g in gains.groupby(["arm", "length"], sort=False):
+        g = g.sort_values("gap_none")
+        fig.add_trace(go.Scatter(
+            x=g["gap_none"], y=g["diff"], mode="lines+markers+text", name=f"{arm.upper()}'s regularizers, {length} run",
+            text=[f"{int(n):,}" for n in g["train_images"]], textposition="top center",
+            line=dict(color=colour(f"regime-{arm}"), dash="solid" if length == "short" else "dash"),
+            marker=dict(size=10), error_y=dict(type="data", array=g["band"], visible=True),
+            hovertemplate="%{text} training images: overfits by %{x:.2f}, gain %{y:+.2f}<extra></extra>"))
+    fig.update_layout(title=title or "Regularization's gain against how much the model overfits (labels: training images)",
+                      xaxis_title="unregularized run's top-1 on its training images minus on the test images (points)",
+                      yaxis_title="gain in test top-1 (points, 95% interval)", font=dict(size=15), autosize=True,
+                      height=HEIGHT + 120, legend=dict(orientation="h", y=-0.3))
+    return fig

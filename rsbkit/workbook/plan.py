@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..core.recipes import load_recipe
-from .sweep import load_sweep, notebook_parameters, pending
+from .sweep import Sweep, load_sweep, notebook_parameters, pending
 from .train_and_evaluate import DEMO_RECORD, none_if_empty
 
 SWEEP_PARAMETERS = ("sweep", "reference", "sweeps")  # study notebook parameters that name the sweep files it runs
@@ -78,10 +78,24 @@ def point_seconds(parameters: dict[str, Any]) -> Optional[float]:
 
 def sweeps_plan(files: list, jobs: int = 1) -> StudyPlan:
     """The plan of the sweep files a study runs (:class:`StudyPlan`)."""
+    return plan_of([load_sweep(file) for file in files], jobs)
+
+
+def study_line(sweep: str, *, runs: str = "", seeds: Optional[list] = None, scale: str = "demo", jobs: int = 1) -> str:
+    """What a study notebook that runs one sweep file (at `seeds` and `scale`, or reads `runs`) is about to train,
+    in one line: the additive, weight-decay and regime notebooks print it before they start."""
+    if none_if_empty(runs):
+        return StudyPlan(0, 0, None, 0, reads="runs").line()
+    from .resnet_rs_studies import scaled_sweep  # the sweep as the study will run it
+
+    return plan_of([scaled_sweep(sweep, seeds=seeds or None, scale=scale)], jobs).line()
+
+
+def plan_of(sweeps: list[Sweep], jobs: int = 1) -> StudyPlan:
+    """The plan of `sweeps` as they stand on disk (completed points reused)."""
     points = todo = unknown = 0
     seconds: Optional[float] = None
-    for file in files:
-        sweep = load_sweep(file)
+    for sweep in sweeps:
         points += len(sweep.points)
         for point in pending(sweep):
             todo += 1

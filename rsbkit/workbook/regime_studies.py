@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import RunError
+from ..core.paths import find_path
 from ..core.runs import atomic_write_text
 from .resnet_rs_studies import study_runs
 from .run_studies import read_seed_stats
 from .study_stats import COMPARISON_COLUMNS, SeedStats, compare_contrast, compare_means, group_stats
-from .train_and_evaluate import out_folder
+from .train_and_evaluate import none_if_empty, out_folder
 
 # the regularizers each arm trains with, as timm's 2021 args for RSB's procedures set them (RSB Table 1); weight
 # decay is not among them: it is the same in every arm of the study
@@ -151,18 +152,33 @@ def trends_table(cells, stats: Optional[SeedStats] = None):
     return pd.DataFrame(rows, columns=["arm", "length", "small", "large", *COMPARISON_COLUMNS])
 
 
-def regularization_regime_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, seeds: Optional[list] = None,
-                                scale: str = "demo", jobs: int = 1, seed_stats: Optional[str] = "auto",
-                                out_dir: Optional[str] = None) -> RegimeStudy:
+RUN_COLUMNS = ["name", "recipe", "data", "status", "seed", "model", "train_images", "epochs", "warmup_epochs", "sched_on_updates", "lr_used",
+               "weight_decay", "aa", "mixup", "cutmix", "drop_path", "final_top1", "best_top1", "train_top1", "fit_gap",
+               "wall_s", "device_name", "code_version"]  # what regime_runs.csv keeps: enough to read the study again
+
+
+def regularization_regime_study(*, sweep: Optional[str] = None, runs: Optional[str] = None, runs_csv: Optional[str] = None,
+                                seeds: Optional[list] = None, scale: str = "demo", jobs: int = 1,
+                                seed_stats: Optional[str] = "auto", out_dir: Optional[str] = None) -> RegimeStudy:
     """Run (or read) params/sweeps/regime_regularization.yaml and read it: writes ``regime_cells.csv``,
-    ``regime_gains.csv``, ``regime_trends.csv`` and ``regime_runs.csv`` into `out_dir` (default: the runs' folder)."""
-    table, folder, _ = study_runs(sweep, runs, seeds=seeds, scale=scale, jobs=jobs)
+    ``regime_gains.csv``, ``regime_trends.csv`` and ``regime_runs.csv`` into `out_dir` (default: the runs' folder).
+    `runs_csv`: a regime_runs.csv it wrote (findings/regime_runs.csv): read again, nothing trains."""
+    import pandas as pd
+
+    if none_if_empty(runs_csv):
+        path = find_path(runs_csv)
+        if not path.is_file():
+            raise RunError(f"runs_csv={runs_csv!r}: no such file; give a regime_runs.csv this study wrote")
+        table, folder = pd.read_csv(path), path.parent
+    else:
+        table, folder, _ = study_runs(sweep, runs, seeds=seeds, scale=scale, jobs=jobs)
     stats = read_seed_stats(seed_stats, table)
     read = regime_runs(table)
     cells = regime_cells(read)
     gains = regularization_gains(cells, stats)
     trends = trends_table(cells, stats)
     folder = out_folder(out_dir, folder)
-    for name, frame in (("regime_cells", cells), ("regime_gains", gains), ("regime_trends", trends), ("regime_runs", read)):
+    kept = read[[c for c in RUN_COLUMNS if c in read.columns]]
+    for name, frame in (("regime_cells", cells), ("regime_gains", gains), ("regime_trends", trends), ("regime_runs", kept)):
         atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
     return RegimeStudy(read, cells, gains, trends, stats, folder)

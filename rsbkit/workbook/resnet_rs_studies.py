@@ -12,6 +12,7 @@ read by the EMA's top-1 (as ResNet-RS reports its EMA rows); every other run by 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -55,7 +56,15 @@ def scaled_sweep(path: str, *, seeds: Optional[list] = None, scale: str = "demo"
     if not seeds and scale == "demo":
         return sweep
     spec = yaml.safe_load(find_path(path).read_text())
-    if seeds:
+    seeded = [p for p in spec.get("points") or [] if isinstance(p, dict) and "seed" in p]
+    if seeded and scale == "smoke":
+        raise RunError(f"scale=smoke: {path}'s points set their own data sizes and seeds, which a smoke scale would "
+                       "erase; for a first look run it with seeds=[0] (every cell once), or read finished runs")
+    if seeds and seeded:  # points that carry their seed (run seed by seed): every cell once per seed asked, in turn
+        cells = list({json.dumps({k: v for k, v in p.items() if k != "seed"}, sort_keys=True):
+                      {k: v for k, v in p.items() if k != "seed"} for p in seeded}.values())
+        spec["points"] = [{**cell, "seed": int(s)} for s in seeds for cell in cells]
+    elif seeds:
         spec["seeds"] = [int(s) for s in seeds]
         spec["steps"] = [{k: v for k, v in s.items() if k not in ("seeds", "seeds_added_after")} if isinstance(s, dict) else s
                          for s in spec.get("steps") or []] or None

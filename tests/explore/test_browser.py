@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -106,13 +107,29 @@ PROMPTS = """() => {
 }"""
 
 
+TRIAL = dict(trial_epochs=1, trial_images=512, trial_val=128)  # the tour's "Try it" at a tiny scale: 2 steps of the demo
+
+
+def tour_copy(path) -> None:
+    """The tour as the lab serves it: its section-9 trial at :data:`TRIAL`'s scale (the notebook's defaults take
+    minutes)."""
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "tour.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    for name, value in TRIAL.items():
+        cell.source, n = re.subn(rf"^{name}: int = \d+", f"{name}: int = {value}", cell.source, flags=re.M)
+        assert n == 1, f"the tour has no parameter {name}"
+    nbformat.write(nb, path)
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """JupyterLab on 127.0.0.1 with a token, serving a copy of the explorers (so runs never write into the repo)."""
     assert os.path.exists(CHROMIUM), "no Chromium: run `bash scripts/system-packages.sh tests` (Debian's chromium)"
     base = tmp_path_factory.mktemp("lab")
     shutil.copytree(ROOT / "notebooks" / "explore", base / "root" / "explore")
-    shutil.copy(ROOT / "notebooks" / "tour.ipynb", base / "root" / "tour.ipynb")
+    tour_copy(base / "root" / "tour.ipynb")
     settings = base / "settings" / "@jupyterlab"
     (settings / "notebook-extension").mkdir(parents=True)
     (settings / "apputils-extension").mkdir(parents=True)
@@ -264,6 +281,55 @@ def _check_saved(path, name: str) -> None:
     assert html is not None and html.read_text().count("data:image/png;base64,") >= n
 
 
+def _shown_change(page) -> dict:
+    """The YAML lines of the tour's change panel, as the page shows them."""
+    text = page.evaluate("""() => [...document.querySelectorAll('.jp-Notebook .widget-textarea textarea')]
+        .map(t => t.value).find(v => v.includes('# YAML')) || ''""")
+    assert text, "the tour shows no change panel"
+    lines = text.split("# YAML", 1)[1].split("\n\n", 1)[0].splitlines()[1:]  # after the heading, to the blank line
+    import yaml
+
+    return yaml.safe_load("\n".join(lines))
+
+
+def _explorer_to_run(page, root) -> None:
+    """Issue 47's path in the tour's section 9: move the RandAugment magnitude, read the change the panel shows,
+    press "Try it", see the curves appear, and find that change in the recipe the trial's run folder records."""
+    import yaml
+
+    slider = page.locator(".widget-slider", has=page.get_by_text("magnitude m", exact=True)).first
+    slider.scroll_into_view_if_needed()
+    assert _shown_change(page) == {"aa": "rand-m10-mstd0.5-inc1"}  # the cell moved it from the demo's m6 to 10
+    handle = slider.locator(".noUi-handle").first
+    handle.focus()
+    handle.press("ArrowLeft")
+    deadline = time.time() + limit(30)
+    while _shown_change(page) != {"aa": "rand-m9-mstd0.5-inc1"}:
+        assert time.time() < deadline, f"the change shown did not follow the slider: {_shown_change(page)}"
+        page.wait_for_timeout(250)
+    shown = _shown_change(page)
+    page.get_by_role("button", name="Try it").first.click()
+    done = page.get_by_text(re.compile(r"^Done: .*beside the reference"))
+    done.wait_for(timeout=limit(240) * 1000)
+    curves = page.locator(".jp-Notebook .widget-output .js-plotly-plot").filter(has_text="one seed").last
+    curves.wait_for(timeout=limit(30) * 1000)
+    names = curves.evaluate("el => el.data.map(t => t.name || '').join(' | ')")
+    assert "this change" in names and "reference" in names, names
+    curves.scroll_into_view_if_needed()
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.wait_for_timeout(1000)
+    page.evaluate("""() => [...document.querySelectorAll('.jp-Notebook .widget-textarea textarea')]
+        .find(t => t.value.includes('# YAML')).closest('.widget-vbox').scrollIntoView({block: 'start'})""")
+    page.wait_for_timeout(500)  # the panel at the top: its change, the button and the curves under them
+    page.screenshot(path=str(ARTIFACTS / "tour-explorer-to-run.png"))
+    page.set_viewport_size({"width": VIEWPORTS[0][0], "height": VIEWPORTS[0][1]})
+    runs = [p for p in (root / "runs" / "explore").iterdir() if p.name.endswith("-demo-trial")]
+    assert len(runs) == 1, runs
+    recorded = yaml.safe_load((runs[0] / "recipe.yaml").read_text())
+    assert {k: recorded[k] for k in shown} == shown and recorded["epochs"] == TRIAL["trial_epochs"]
+    assert json.loads((runs[0] / "result.json").read_text())["data"]["limit_train"] == TRIAL["trial_images"]
+
+
 def _explore(browser, url: str, token: str, name: str, attempt: int, root) -> list[str]:
     """Open the notebook, run all cells, move its slider, check the layout, save it and check the file;
     return what the page logged as errors."""
@@ -304,6 +370,7 @@ def _explore(browser, url: str, token: str, name: str, attempt: int, root) -> li
             figures = page.locator(".jp-Notebook .jp-RenderedPlotly, .jp-Notebook .jp-RenderedImage img")
             figures.last.wait_for(state="attached", timeout=limit(60) * 1000)
             assert figures.count() >= 4, f"the tour shows {figures.count()} figures"
+            _explorer_to_run(page, root)
         for viewport in VIEWPORTS:
             _fits(page, name, viewport)
         _save(page, root / f"{name}.ipynb")
@@ -315,7 +382,11 @@ def _explore(browser, url: str, token: str, name: str, attempt: int, root) -> li
         print(f"{name}, attempt {attempt}: dialogs accepted {dialogs}; errors {errors}")
         page.close()
         # a second attempt opens the notebook as stored: without the saved widget views of this attempt's kernel
-        shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", root / f"{name}.ipynb")
+        if name == "tour":
+            tour_copy(root / "tour.ipynb")
+            shutil.rmtree(root / "runs" / "explore", ignore_errors=True)  # the trial's folders: one per attempt
+        else:
+            shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", root / f"{name}.ipynb")
     return errors
 
 

@@ -337,3 +337,18 @@ def test_a_study_says_how_many_points_it_starts_and_about_how_long(tmp_path):
     assert study_plan("notebooks/studies/additive.ipynb", dict(sweep=str(sweep))).points == 3
     assert study_plan("notebooks/studies/additive.ipynb", dict(sweep=str(sweep), scale="smoke")) is None
     assert study_plan("notebooks/studies/additive.ipynb", dict(sweep=str(sweep), seeds=[0])) is None
+
+
+def test_a_one_sweep_study_plans_the_points_it_runs_at_its_seeds_and_scale(tmp_path):
+    """The additive, weight-decay and regime notebooks' first line: the sweep as the study runs it (other seeds, the
+    smoke scale's 1 epoch in 10 on 512 images), or that it reads finished runs."""
+    from rsbkit.workbook.plan import study_line
+
+    spec = yaml.safe_load((ROOT / "params" / "sweeps" / "weight_decay.yaml").read_text())
+    path = tmp_path / "weight_decay.yaml"  # its points go under tmp_path: none completed
+    path.write_text(yaml.safe_dump(dict(spec, out=str(tmp_path / "wd"))))
+    assert study_line(str(path)).startswith("this study starts 36 training points of 36: about 2.2 h")
+    assert study_line(str(path), seeds=[0]).startswith("this study starts 15 training points of 15: about 55 min")
+    smoke = study_line(str(path), seeds=[0], scale="smoke")
+    assert smoke.startswith("this study starts 15 training points of 15: about 4 min")  # 15 x (15 s + 1 epoch of 512)
+    assert study_line(str(path), runs=str(tmp_path)) == "runs is given: this study reads finished runs and trains nothing"
