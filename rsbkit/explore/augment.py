@@ -145,7 +145,8 @@ def mix_pair(a: Image.Image, b: Image.Image, label_a: int, label_b: int, num_cla
 def preset(recipe: Recipe) -> dict[str, Any]:
     """The augmentation settings of a recipe, for the explorer's one-click presets."""
     return dict(aa=recipe.aa, scale=tuple(recipe.scale), ratio=tuple(recipe.ratio), hflip=recipe.hflip,
-                mixup=recipe.mixup, cutmix=recipe.cutmix, smoothing=recipe.smoothing, train_res=recipe.train_res)
+                mixup=recipe.mixup, cutmix=recipe.cutmix, smoothing=recipe.smoothing, train_res=recipe.train_res,
+                test_res=recipe.test_res, crop_pct=recipe.crop_pct, bce_target_thresh=recipe.bce_target_thresh)
 
 
 PRESETS = {"A1": preset(A1), "A2": preset(A2), "A3": preset(A3)}

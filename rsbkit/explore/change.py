@@ -251,6 +251,8 @@ def _mix(base: Recipe, s: dict) -> list[Part]:
     parts = [Part("label smoothing", {"smoothing": _num(s["smoothing"])}, 0.0249)]
     if "mixing" in s:
         mixup, cutmix = base.mixup or ALPHAS[0], base.cutmix or ALPHAS[1]
+        if "mixup_alpha" in s:  # the explorer's alpha sliders: the alphas of the mixings that are on
+            mixup, cutmix = _snap(_num(s["mixup_alpha"]), mixup, 0.0249), _snap(_num(s["cutmix_alpha"]), cutmix, 0.0249)
         mixing = s["mixing"]
         if mixing not in MIXING:
             raise RecipeError(f"mixing {mixing!r}: one of {', '.join(MIXING)}")

@@ -119,28 +119,33 @@ def randaugment_explorer(imgs: dict, aa: str = "rand-m7-mstd0.5-inc1") -> Explor
     ))
 
 
-def op_explorer(imgs: dict) -> Explorer:
+def op_explorer(imgs: dict, magnitude: float = 7.0) -> Explorer:
+    """One op at a time, starting at `magnitude` (the notebook's: the one its static figure is drawn at)."""
     increasing = augment.parse_randaugment("rand-inc1").ops
     ops = increasing + tuple(o for o in augment.parse_randaugment("rand-inc0").ops if o not in increasing)
     return Explorer(lambda image, op, magnitude: plots.op_figure(imgs[image], op, magnitude), dict(
         image=_control(W.Dropdown, "image", options=list(imgs)),
         op=_control(W.Dropdown, "op", options=list(ops), value="Rotate"),
-        magnitude=_slider(7.0, 0.0, 10.0, 0.5, "magnitude"),
+        magnitude=_slider(float(magnitude), 0.0, 10.0, 0.5, "magnitude"),
     ))
 
 
-def rrc_explorer(imgs: dict) -> Explorer:
+def rrc_explorer(imgs: dict, recipe: Optional[Recipe] = None) -> Explorer:
+    """RandomResizedCrop and flip, starting at `recipe`'s train size, scale, ratio and flip (default: A1-A3's 160 px,
+    0.08-1, 3/4-4/3, 0.5): the notebook's recipe, so that its change starts at none."""
     def build(image, size, scale, ratio, hflip, seed):
         return plots.rrc_figure(imgs[image], size, scale, ratio, hflip=hflip, seed=seed)
 
+    size, scale, ratio, hflip = ((recipe.train_res, tuple(recipe.scale), tuple(round(r, 2) for r in recipe.ratio), recipe.hflip)
+                                 if recipe is not None else (160, (0.08, 1.0), (0.75, 1.33), 0.5))
     return Explorer(build, dict(
         image=_control(W.Dropdown, "image", options=list(imgs)),
-        size=_slider(160, 32, 288, 16, "train resolution", float_=False),
+        size=_slider(size, 16, 288, 16, "train resolution", float_=False),
         scale=_control(W.FloatRangeSlider, "scale", "crop area range, as a fraction of the image", width="400px",
-                       value=(0.08, 1.0), min=0.02, max=1.0, step=0.02, continuous_update=False),
+                       value=scale, min=0.02, max=1.0, step=0.02, continuous_update=False),
         ratio=_control(W.FloatRangeSlider, "ratio", "crop aspect ratio range", width="400px",
-                       value=(0.75, 1.33), min=0.3, max=3.0, step=0.01, continuous_update=False),
-        hflip=_slider(0.5, 0.0, 1.0, 0.1, "flip probability"),
+                       value=ratio, min=0.3, max=3.0, step=0.01, continuous_update=False),
+        hflip=_slider(hflip, 0.0, 1.0, 0.1, "flip probability"),
         seed=_slider(0, 0, 50, 1, "seed", float_=False),
     ))
 
@@ -150,9 +155,10 @@ def mix_explorer(images_: images.ImageSet, recipe: Optional[Recipe] = None) -> E
     run mixes (the recipe's mixup and CutMix alphas, switching per batch): the figure shows one pair, in `mode`."""
     names = images_.names
 
-    def build(a, b, lam, mode, smoothing, seed, mixing):
+    def build(a, b, lam, mode, smoothing, seed, mixing, mixup_alpha, cutmix_alpha):
         return plots.mix_pair_figure(images_, a, b, lam, mode, smoothing=smoothing, seed=seed)
 
+    alphas = (recipe.mixup or change.ALPHAS[0], recipe.cutmix or change.ALPHAS[1]) if recipe else change.ALPHAS
     return Explorer(build, dict(
         a=_control(W.Dropdown, "image a", options=names, value=names[0]),
         b=_control(W.Dropdown, "image b", options=names, value=names[1 % len(names)]),
@@ -163,23 +169,38 @@ def mix_explorer(images_: images.ImageSet, recipe: Optional[Recipe] = None) -> E
         mixing=_control(W.Dropdown, "in training", "what a run mixes: mixup and CutMix switching per batch, one of them, or "
                         "neither (the recipe's alphas)", options=list(change.MIXING),
                         value=change.mixing_of(recipe) if recipe else change.MIXING[0]),
+        mixup_alpha=_slider(alphas[0], 0.05, 1.0, 0.05, "mixup alpha",
+                            tooltip="a run draws each batch's lambda from Beta(alpha, alpha): small alphas keep it near 0 or 1"),
+        cutmix_alpha=_slider(alphas[1], 0.05, 1.0, 0.05, "CutMix alpha", tooltip="the same for CutMix's box area"),
     ))
 
 
 def presets(targets: dict[str, Explorer], recipe: Optional[Recipe] = None) -> W.HBox:
-    """A1 / A2 / A3 buttons that set the explorers to the recipe's augmentation settings; with `recipe` (the notebook's),
-    a last button for its own settings, where the change from it is none."""
+    """A1 / A2 / A3 buttons that set the explorers (`targets`: keys of rsbkit.explore.change.MAPPERS) to the recipe's
+    settings: augmentation, mixing and its alphas, label smoothing and BCE threshold, train and test sizes; with
+    `recipe` (the notebook's), a last button for its own settings, where the change from it is none."""
     def apply(p):
         if "randaugment" in targets and p["aa"] and str(p["aa"]).startswith("rand"):
             cfg = augment.parse_randaugment(p["aa"])
             targets["randaugment"].set(m=int(cfg.magnitude), mstd=float(cfg.magnitude_std), n=cfg.num_ops,
                                        inc="Increasing" in "".join(cfg.ops))
+        if "op" in targets and p["aa"] and str(p["aa"]).startswith("rand"):
+            targets["op"].set(magnitude=float(augment.parse_randaugment(p["aa"]).magnitude))
         if "rrc" in targets:
             targets["rrc"].set(size=p["train_res"], scale=tuple(p["scale"]), ratio=tuple(round(r, 2) for r in p["ratio"]),
                                hflip=p["hflip"])
         if "mix" in targets:
             mixing = {"mixing": change.mixing_choice(p["mixup"], p["cutmix"])} if "mixing" in targets["mix"].controls else {}
+            if "mixup_alpha" in targets["mix"].controls:  # an alpha that is off keeps its slider where it was
+                mixing.update({k: a for k, a in (("mixup_alpha", p["mixup"]), ("cutmix_alpha", p["cutmix"])) if a})
             targets["mix"].set(smoothing=p["smoothing"], **mixing)
+        if "loss" in targets:
+            thresh = p.get("bce_target_thresh")
+            targets["loss"].set(smoothing=p["smoothing"], threshold_on=thresh is not None,
+                                **({"threshold": thresh} if thresh is not None else {}))
+        if "resolution" in targets:
+            targets["resolution"].set(train_res=p["train_res"], test_res=p["test_res"], crop_pct=p["crop_pct"],
+                                      scale_min=p["scale"][0])
 
     choices = {name: (p, f"set every explorer to {name}'s augmentation") for name, p in augment.PRESETS.items()}
     if recipe is not None and recipe.name.upper() not in choices:
@@ -197,7 +218,8 @@ def presets(targets: dict[str, Explorer], recipe: Optional[Recipe] = None) -> W.
 
 
 def loss_explorer(num_classes: int = 5, *, lam: float = 0.7, smoothing: float = 0.0, threshold: Optional[float] = None) -> Explorer:
-    """Starts at the notebook's parameters: its lam, smoothing and (when given) threshold."""
+    """Starts at the notebook's parameters: its lam, smoothing and, when given, its threshold (switched on, as the
+    figure above it draws it)."""
     def build(lam, smoothing, threshold_on, threshold, logit, cls):
         return plots.loss_figure(num_classes, 1, 3, lam, smoothing=smoothing,
                                  threshold=threshold if threshold_on else None, logit=logit, cls=cls)
@@ -206,7 +228,7 @@ def loss_explorer(num_classes: int = 5, *, lam: float = 0.7, smoothing: float = 
         lam=_slider(lam, 0.0, 1.0, 0.05, "lambda (class 1 vs class 3)"),
         smoothing=_slider(smoothing, 0.0, 0.3, 0.05, "label smoothing"),
         threshold_on=_control(W.Checkbox, "use a BCE target threshold", "BCE: targets above the threshold become 1",
-                              value=False),
+                              value=threshold is not None),
         threshold=_slider(0.2 if threshold is None else threshold, 0.0, 0.9, 0.05, "threshold"),
         logit=_slider(2.0, -6.0, 6.0, 0.25, "logit"),
         cls=_control(W.Dropdown, "of class", "the class whose logit the middle panel moves",
@@ -214,7 +236,10 @@ def loss_explorer(num_classes: int = 5, *, lam: float = 0.7, smoothing: float = 
     ))
 
 
-def resolution_explorer(img, measured=None) -> Explorer:
+def resolution_explorer(img, measured=None, *, train_res: int = 160, test_res: int = 224, crop_pct: float = 0.95,
+                        scale_min: float = 0.08) -> Explorer:
+    """Train and test sizes, crop ratio and the crop's scale floor, starting at the notebook's parameters (those its
+    static figure is drawn at); with a run's `measured` table, around the run's own resolutions."""
     def build(train_res, test_res, crop_pct, scale_min, seed):
         return plots.resolution_explore_figure(img, train_res, test_res, crop_pct, (scale_min, 1.0), measured=measured, seed=seed)
 
@@ -223,14 +248,14 @@ def resolution_explorer(img, measured=None) -> Explorer:
         train = dict(value=lo + (hi - lo) // 3, min=8, max=2 * hi, step=4)
         test = dict(value=lo + (hi - lo) // 3, min=lo, max=hi, step=4)
     else:
-        train, test = dict(value=160, min=64, max=448, step=16), dict(value=224, min=64, max=448, step=16)
+        train, test = dict(value=train_res, min=16, max=448, step=16), dict(value=test_res, min=16, max=448, step=16)
     return Explorer(build, dict(
         train_res=_control(W.IntSlider, "train resolution", "RandomResizedCrop size in training (px)", width="400px",
                            continuous_update=False, **train),
         test_res=_control(W.IntSlider, "test resolution", "centre-crop size at test (px)", width="400px",
                           continuous_update=False, **test),
-        crop_pct=_slider(0.95, 0.5, 1.0, 0.025, "crop ratio"),
-        scale_min=_slider(0.08, 0.02, 1.0, 0.02, "RRC scale min"),
+        crop_pct=_slider(crop_pct, 0.5, 1.0, 0.025, "crop ratio"),
+        scale_min=_slider(scale_min, 0.02, 1.0, 0.02, "RRC scale min"),
         seed=_slider(0, 0, 50, 1, "crop seed", float_=False),
     ))
 

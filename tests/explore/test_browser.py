@@ -32,7 +32,7 @@ ARTIFACTS = ROOT / "test-artifacts" / "browser"
 # notebook -> (the label of the slider the test moves (the first of its widget; the tour has none),
 #              the static figures its saved file must hold, a text its outputs must hold)
 NOTEBOOKS = {
-    "explore/augmentations": ("magnitude m", 5, "RandAugmentConfig(num_ops=2, magnitude=7, magnitude_std=0.5"),
+    "explore/augmentations": ("magnitude m", 5, "RandAugmentConfig(num_ops=2, magnitude=6, magnitude_std=0.5"),
     "explore/losses": ("lambda (class 1 vs class 3)", 2, "BCE target with threshold 0.2: [0. 1. 0. 1. 0.]"),
     "explore/resolution": ("test resolution", 1, "objects match in size at test 237 px"),
     "explore/schedule": ("batch size", 2, "relative_compute"),

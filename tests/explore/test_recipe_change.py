@@ -11,7 +11,7 @@ from clock import limit
 
 from rsbkit.core.errors import RecipeError, RunError
 from rsbkit.core.recipes import A3, load_recipe, parse_overrides
-from rsbkit.explore import change, images, plots, trial, widgets
+from rsbkit.explore import augment, change, images, plots, trial, widgets
 
 DEMO = change.start_recipe("params/demo.yaml")
 
@@ -83,8 +83,9 @@ def test_augmentations_change(imgs, tmp_path):
     assert {k: panel.change.fields.get(k) for k in ("mixup", "cutmix")} == {"mixup": None, "cutmix": None}  # as the demo
     buttons = widgets.presets({"randaugment": ra, "rrc": rrc, "mix": mix}, DEMO).children
     assert [b.description for b in buttons] == ["A1 preset", "A2 preset", "A3 preset", "demo preset"]
-    buttons[0].click()  # A1: RandAugment m7, 224 px crops of 8% to 100%, smoothing 0.1; mixup and CutMix, as the demo
-    assert panel.change.fields == {"aa": "rand-m7-mstd0.5-inc1", "train_res": 224, "scale": (0.08, 1.0), "smoothing": 0.1}
+    buttons[0].click()  # A1: RandAugment m7, 224 px crops of 8% to 100%, smoothing 0.1; mixup at alpha 0.2 and CutMix
+    assert panel.change.fields == {"aa": "rand-m7-mstd0.5-inc1", "train_res": 224, "scale": (0.08, 1.0), "smoothing": 0.1,
+                                   "mixup": 0.2, "cutmix": 1.0, "mixup_switch_prob": 0.5, "mixup_prob": 1.0}
     buttons[3].click()  # back to the demo: no change
     assert panel.change.fields == {} and panel.box.value.startswith("No change from demo")
 
@@ -218,3 +219,35 @@ def test_a_trial_is_an_ordinary_run_folder(tmp_path):
     assert t.result["status"] == "completed" and len(rows) == 1
     assert load_recipe(tmp_path / "run" / "recipe.yaml").replace(name=t.recipe.name) == t.recipe
     assert t.recipe.smoothing == 0.1 and any("run " in line for line in t.lines)
+
+
+def test_every_explorer_built_from_the_recipe_starts_at_no_change(imgs, tmp_path):
+    """Issue 47: an explorer opened on a recipe shows no change from it; the notebook's parameters, where given, move
+    it (a threshold switches on as its figure draws it); the presets reach the loss and resolution explorers; the mix
+    explorer's alpha sliders are recipe fields."""
+    magnitude = float(augment.parse_randaugment(DEMO.aa).magnitude)
+    start = {"randaugment": widgets.randaugment_explorer(imgs.images, DEMO.aa), "op": widgets.op_explorer(imgs.images, magnitude),
+             "rrc": widgets.rrc_explorer(imgs.images, DEMO), "mix": widgets.mix_explorer(imgs, DEMO),
+             "loss": widgets.loss_explorer(5, smoothing=DEMO.smoothing),
+             "resolution": widgets.resolution_explorer(images.photo("coffee", 96), train_res=DEMO.train_res,
+                                                      test_res=DEMO.test_res, crop_pct=DEMO.crop_pct, scale_min=DEMO.scale[0]),
+             "schedule": widgets.schedule_explorer("params/demo.yaml", DEMO.batch_size)}
+    for name, explorer in start.items():
+        assert change.recipe_change(DEMO, {name: explorer.values()}).fields == {}, name
+    # the losses notebook's threshold parameter: on, as the figure above the explorer draws it
+    assert change.recipe_change(DEMO, {"loss": widgets.loss_explorer(5, threshold=0.2).values()}).fields == \
+        {"bce_target_thresh": 0.2}
+    loss, res = start["loss"], start["resolution"]
+    panel = widgets.ChangePanel("params/demo.yaml", {"loss": loss, "resolution": res})
+    buttons = widgets.presets({"loss": loss, "resolution": res}, DEMO).children
+    buttons[0].click()  # A1: smoothing 0.1; trained at 224 px, tested at 224 px, crops of 8% to 100%
+    assert panel.change.fields == {"smoothing": 0.1, "train_res": 224, "test_res": 224, "scale": (0.08, 1.0)}
+    buttons[3].click()
+    assert panel.change.fields == {}
+    mix = start["mix"]
+    one = widgets.ChangePanel("params/demo.yaml", {"mix": mix})
+    mix.set(mixup_alpha=0.2)  # A1's mixup alpha: the mixing fields come together, the CutMix alpha as the demo's
+    assert one.change.fields == {"mixup": 0.2, "cutmix": 1.0, "mixup_switch_prob": 0.5, "mixup_prob": 1.0}
+    round_trip(one.change, tmp_path)
+    mix.set(mixing="CutMix only")
+    assert one.change.fields == {"mixup": 0.0, "cutmix": 1.0}
