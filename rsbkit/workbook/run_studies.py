@@ -204,9 +204,20 @@ class ComparisonStudy:
         return "\n".join([f"{ref.variant}: {ref['mean']:.2f} +- {ref['std']:.2f} over {ref.n} seeds"] + lines)
 
 
+def _runs_of(source: str, jobs: int = 1):
+    """A sweep file (run, completed points reused) or a run folder or folder of runs (read): (runs, folder)."""
+    if str(source).endswith((".yaml", ".yml")):
+        return sweep_runs(source, None, jobs)
+    return sweep_runs(None, source, jobs)
+
+
 def comparison_study(*, reference: str, sweeps: list, jobs: int = 1, metric: str = "final_top1",
                      out_dir: Optional[str] = None, runs_csv: Optional[str] = None) -> ComparisonStudy:
     """Variants of a recipe (each a sweep file, seeds included) against that recipe's seed sweep.
+
+    `reference` and each of `sweeps` may also be a run folder or a folder of finished runs, read and not run: an
+    explorer's trials (``runs/explore/...``) beside their reference runs at the same scale, for example, once each
+    has the seeds a comparison needs (the reference at least 2).
 
     Every sweep runs through the sweep runner (completed points are reused). Writes ``comparison.csv``
     (one row per variant) and ``comparison_runs.csv`` (one row per run) to `out_dir` (empty: the
@@ -236,10 +247,10 @@ def comparison_study(*, reference: str, sweeps: list, jobs: int = 1, metric: str
         sweeps = [sweeps]
     if not sweeps:
         raise RunError("give the variants' sweep files: sweeps=[params/sweeps/loss_ce.yaml, ...]")
-    ref_runs, ref_folder = sweep_runs(reference, None, jobs)
+    ref_runs, ref_folder = _runs_of(reference, jobs)
     import pandas as pd
 
-    variants = pd.concat([sweep_runs(s, None, jobs)[0] for s in sweeps], ignore_index=True)
+    variants = pd.concat([_runs_of(s, jobs)[0] for s in sweeps], ignore_index=True)
     if metric not in variants.columns:
         raise RunError(f"metric {metric!r} is not a run column; use final_top1, best_top1 or final_top5")
     fields = [f for f in recipe_fields() if f in variants.columns and f in ref_runs.columns]
@@ -260,7 +271,7 @@ REPORT_COLUMNS = ("name", "recipe", "status", "model", "epochs_done", "train_ima
 # seeds), how a run executed (EXECUTION_FIELDS), sweep parameters (their recipe fields are columns already).
 NOT_COMPARED = {"run", "name", "source", "recipe", "status", "error", "seed", "code_version", "device_name", "wall_s",
                 "imgs_per_s", "peak_mem_mb", "num_skipped", "final_top1", "best_top1", "best_epoch", "final_top5",
-                "final_loss", "warnings", "lr_used", *EXECUTION_FIELDS}
+                "final_loss", "warnings", "lr_used", "final_ema_top1", "train_top1", "fit_gap", *EXECUTION_FIELDS}
 
 
 def unlike_columns(table, group_by: list, allow: list) -> dict[str, list]:

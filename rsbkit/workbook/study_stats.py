@@ -368,7 +368,9 @@ def compare_variants(runs: pandas.DataFrame, reference_runs: pandas.DataFrame, f
     reference_runs = reference_runs[reference_runs["status"] == "completed"]
     runs = runs[runs["status"] == "completed"]
     if len(reference_runs) < 2:
-        raise RunError(f"the reference needs at least 2 completed seeds to measure seed noise; it has {len(reference_runs)}")
+        raise RunError(f"the reference needs at least 2 completed seeds to measure seed noise; it has {len(reference_runs)}. "
+                       "Train it at another seed at the same scale, e.g. from a run folder's own recipe: rsbkit train "
+                       "RUN/recipe.yaml --set seed=1 --limit-train N --limit-val M --out RUN-seed1 (N, M: the run's limits)")
     first = reference_runs.iloc[0]
     mixed = [k for k in fields if k not in TRAINING_COLUMNS_IGNORED and reference_runs[k].astype(str).nunique() > 1]
     if mixed or reference_runs["recipe"].nunique() > 1:

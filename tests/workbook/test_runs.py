@@ -32,6 +32,7 @@ def test_load_runs_one_row_per_run_with_recipe_results_and_cost(smoke_run, tmp_p
     assert a["scale"] == (0.08, 1.0)  # lists become tuples, so the table can be grouped by them
     assert (a["train_images"], a["val_images"], a["limit_train"], a["limit_val"]) == (128, 64, 128, 64)
     assert pd.isna(a["warnings"]) and a["epochs_done"] == 1
+    assert a["train_top1"] == result["train_top1"] and a["fit_gap"] == pytest.approx(result["train_top1"] - result["final_top1"])
     assert table.iloc[1]["param.seed"] == 3
     assert pd.isna(table.iloc[2]["status"]) and pd.isna(table.iloc[2]["final_top1"]) and table.iloc[2]["model"] == "resnet10t"
     assert load_runs([tmp_path / "runs" / "a", tmp_path / "runs" / "a"]).shape[0] == 1  # listed once
@@ -168,3 +169,30 @@ def test_the_report_flags_unlike_runs_ungrouped_and_refuses_in_one_line_writing_
     by_marker = {t.name: t.marker.color for t in costs.data[1:]}
     by_bar = dict(zip(costs.data[0].y, costs.data[0].marker.color))
     assert by_curve == by_marker == by_bar and len(set(by_curve.values())) == 2
+
+
+def _copy_run(smoke_run, folder, top1: float, **fields):
+    """A copy of the smoke run that says it reached `top1` and trained with `fields` changed."""
+    shutil.copytree(smoke_run, folder, ignore=shutil.ignore_patterns("*.pt"))
+    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+    (folder / "recipe.yaml").write_text(yaml.safe_dump({**recipe, **fields}))
+    result = json.loads((folder / "result.json").read_text())
+    (folder / "result.json").write_text(json.dumps({**result, "final_top1": top1}))
+
+
+def test_compare_reads_run_folders_such_as_an_explorers_trials(smoke_run, tmp_path):
+    """Issue 47: a trial is an ordinary run folder, so the compare study reads it beside its reference runs at the
+    same scale; a reference of one run is refused with how to train another seed of it."""
+    from rsbkit.workbook.run_studies import comparison_study
+
+    for seed, top1 in ((0, 50.0), (1, 51.0), (2, 50.5)):
+        _copy_run(smoke_run, tmp_path / "reference" / f"seed{seed}", top1, seed=seed)
+    for seed, top1 in ((0, 55.0), (1, 56.0)):
+        _copy_run(smoke_run, tmp_path / "explore" / f"trial{seed}", top1, seed=seed, aa="rand-m9-mstd0.5-inc1")
+    study = comparison_study(reference=str(tmp_path / "reference"), sweeps=[str(tmp_path / "explore")],
+                             out_dir=str(tmp_path / "out"))
+    row = study.table.iloc[1]
+    assert row["variant"] == "aa=rand-m9-mstd0.5-inc1" and row["n"] == 2 and row["diff"] == pytest.approx(5.0)
+    assert row["verdict"] == "beyond noise" and (tmp_path / "out" / "comparison.csv").is_file()
+    with pytest.raises(RunError, match="at least 2 completed seeds.*--set seed=1"):
+        comparison_study(reference=str(tmp_path / "reference" / "seed0"), sweeps=[str(tmp_path / "explore")])
