@@ -90,6 +90,7 @@ def schedule_warning(recipe: Recipe, steps_per_epoch: int, lr: float, samples: i
                 "little about the recipe. Train more epochs than warmup_epochs, or set warmup_epochs: 0 for a smoke run")
     if peak < 0.9 * lr:
         return (f"the LR peaks at {peak:.3g} (epoch {at + 1}), {100 * peak / lr:.0f}% of the recipe's {lr:.3g}: "
-                f"{recipe.total_epochs} epochs are too few for {recipe.warmup_epochs} warmup epoch(s) (the cosine decays "
-                "from epoch 0), and the results say little about the recipe")
+                f"{recipe.total_epochs} epochs are too few for {recipe.warmup_epochs} warmup epoch(s): timm's decay "
+                "counts its epochs from the start of the run, warmup included, so it is already under way when the "
+                "warmup ends; the results say little about the recipe")
     return None

@@ -30,7 +30,7 @@ from .cluster import ClusterOptions, run_cluster_sweep
 from .plan import study_plan
 from .sweep import find_notebook, load_sweep, run_point, run_sweep, single_point
 from .table import epoch_hooks
-from .train_and_evaluate import paper_table, reported_of
+from .train_and_evaluate import paper_table, reported_of, run_curves
 
 
 class _Parser(argparse.ArgumentParser):
@@ -180,8 +180,10 @@ def _train(args: argparse.Namespace) -> int:
     options = from_args(args)
     with epoch_hooks(out, tensorboard=options["tensorboard"]) as on_epoch:
         result = train(recipe, args.data, out, on_epoch=on_epoch, **train_values(options))
-    if launcher_env().main:
-        print(f"run folder: {result['run_dir']}")
+    if launcher_env().main:  # the curves, as the train notebook leaves them in its run folder (train's last line names it)
+        files = run_curves(result["run_dir"])
+        print("curves: " + (", ".join(str(f) for f in files) or "not drawn (plotly is not installed: pip install "
+                                                                     "'rsbkit[notebooks]')"))
     return 0
 
 

@@ -169,6 +169,23 @@ def planned_schedule(run_dir: Union[str, Path], recipe: Optional[Recipe] = None)
     return [i / steps for i in range(0, len(lrs), stride)], lrs[::stride]
 
 
+def run_curves(run_dir: Union[str, Path]) -> list[Path]:
+    """Draw a finished run folder's curves (loss, LR over its planned schedule, top-1 per epoch) into it, as the train
+    notebook leaves them: ``curves.png``, or ``curves.html`` where no Chromium can export a PNG. What ``rsbkit train``
+    calls at its end. Returns the files written; none where plotly is not installed (the GPU image)."""
+    try:
+        from .figures import curves_figure, save_figure
+    except ImportError:
+        return []
+    folder = find_path(run_dir)
+    run = load_run(folder)
+    recipe = load_recipe(folder / "recipe.yaml")
+    title = f"{recipe.name}: {recipe.model}, {run_scale(run['result'] or {})}"
+    files = save_figure(curves_figure(run["metrics"] or [], schedule=planned_schedule(folder, recipe), title=title),
+                        folder / "curves")
+    return [p for p in (files.png, files.html) if p is not None]
+
+
 def train_setup(
     *,
     recipe: Union[str, Recipe],

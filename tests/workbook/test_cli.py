@@ -35,7 +35,11 @@ def test_train_then_evaluate_from_the_command_line(tmp_path, cli):
     out = cli("train", "params/smoke.yaml", "--out", str(tmp_path / "run"), "--limit-train", "128", "--limit-val", "64",
                   "--workers", "0", "--set", "batch_size=16")
     assert out.returncode == 0, out.stderr
-    assert f"run folder: {tmp_path / 'run'}" in out.stdout and "epoch   1/1" in out.stdout
+    assert f"; run folder {tmp_path / 'run'}" in out.stdout and "epoch   1/1" in out.stdout
+    assert out.stdout.count("run folder") == 1  # train's last line names it; the command does not again
+    # the curves, as the train notebook leaves them: a PNG (Chromium) or an HTML page
+    curves = [p for p in (tmp_path / "run" / "curves.png", tmp_path / "run" / "curves.html") if p.is_file()]
+    assert len(curves) == 1 and f"curves: {curves[0]}" in out.stdout
     out = cli("evaluate", str(tmp_path / "run"), "--res", "24", "32", "--crop", "1.0", "--limit-val", "64")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
