@@ -116,7 +116,7 @@ def main() -> None:
     if (out / "cliff.csv").is_file():
         cliff_tables(out)
     for folder, gather in (("additive", additive_findings), ("weight_decay", weight_decay_findings),
-                           ("teacher", teacher_findings)):
+                           ("teacher", teacher_findings), ("regime_regularization", regime_findings)):
         if (runs / folder).is_dir():
             gather(runs, out)
         else:
@@ -325,6 +325,24 @@ def weight_decay_findings(runs: Path, out: Path) -> None:
     print(markdown(weight_decay_pivot(live)))
     print("Read by the live model instead of the EMA: " + weight_decay_verdict(live, recipe_wd, stats))
     print(cpu_time(table))
+
+
+def regime_findings(runs: Path, out: Path) -> None:
+    """14. regularization against the regime: the cells, the gains, the trends, the figure, the CPU time."""
+    from rsbkit.workbook.figures import regime_figure
+    from rsbkit.workbook.regime_studies import regime_display, regularization_regime_study, trend_sentence
+
+    folder = runs / "regime_regularization"
+    study = regularization_regime_study(runs=str(folder), seed_stats=str(out / "seed_stats.json"), out_dir=str(out))
+    kept = pd.read_csv(out / "regime_runs.csv")
+    kept["active_s"] = [active_seconds(folder / name) for name in kept["name"]]
+    kept.to_csv(out / "regime_runs.csv", index=False)
+    save_figure(regime_figure(study.gains), out / "regime")
+    print("\n## 14. regularization against the regime\n")
+    print(markdown(regime_display(study.cells, study.gains)))
+    for trend in study.trends.to_dict("records"):
+        print("\n" + trend_sentence(trend) + ".")
+    print(cpu_time(kept))
 
 
 def weight_decay_pivot(cells: pd.DataFrame) -> pd.DataFrame:

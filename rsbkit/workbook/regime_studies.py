@@ -182,3 +182,24 @@ def regularization_regime_study(*, sweep: Optional[str] = None, runs: Optional[s
     for name, frame in (("regime_cells", cells), ("regime_gains", gains), ("regime_trends", trends), ("regime_runs", kept)):
         atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
     return RegimeStudy(read, cells, gains, trends, stats, folder)
+
+
+def regime_display(cells, gains):
+    """The study as findings/README.md shows it: one row per length and data size, with its epochs, how much the
+    unregularized model overfits (its train-minus-test gap), each arm's mean test top-1 and each regularized arm's
+    gain over none with its 95% interval and verdict."""
+    import pandas as pd
+
+    rows = []
+    for (seen, images), group in cells.groupby(["images_seen", "train_images"], sort=True):
+        arm = group.set_index("arm")
+        row = {"length": group["length"].iloc[0], "training images": f"{int(images):,}",
+               "epochs": int(seen // images), "gap, none": arm.loc["none", "gap"] if "none" in arm.index else math.nan}
+        for name in ARMS:
+            if name in arm.index:
+                a = arm.loc[name]
+                row[f"top-1 {name}"] = f"{a['mean']:.2f} ± {a['std']:.2f} (n={int(a['n'])})"
+        for _, g in gains[(gains["images_seen"] == seen) & (gains["train_images"] == images)].iterrows():
+            row[f"{g['arm']} − none"] = f"{g['diff']:+.2f} ({g['low']:+.2f} .. {g['high']:+.2f}; {g['verdict']})"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")

@@ -72,3 +72,14 @@ def test_runs_without_the_training_top1_are_refused_by_name():
     runs = runs_of(STUDY).drop(columns=["fit_gap"])
     with pytest.raises(RunError, match="fit_gap"):
         regime_runs(runs)
+
+
+def test_the_display_table_has_a_row_per_length_and_size_with_each_gain_in_words():
+    from rsbkit.workbook.regime_studies import regime_display
+
+    cells = regime_cells(regime_runs(runs_of(STUDY)))
+    table = regime_display(cells, regularization_gains(cells))
+    assert list(table["length"]) == ["short", "short", "long"] and list(table["training images"]) == ["1,500", "12,000", "1,500"]
+    first = table.iloc[0]
+    assert first["epochs"] == 32 and first["gap, none"] == pytest.approx(12.0)
+    assert first["top-1 a3"] == "81.00 ± 0.30 (n=3)" and first["a3 − none"].startswith("+3.00 (+2.32 .. +3.68; beyond noise)")
