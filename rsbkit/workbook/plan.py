@@ -81,11 +81,13 @@ def sweeps_plan(files: list, jobs: int = 1) -> StudyPlan:
     return plan_of([load_sweep(file) for file in files], jobs)
 
 
-def study_line(sweep: str, *, runs: str = "", seeds: Optional[list] = None, scale: str = "demo", jobs: int = 1) -> str:
-    """What a study notebook that runs one sweep file (at `seeds` and `scale`, or reads `runs`) is about to train,
-    in one line: the additive, weight-decay and regime notebooks print it before they start."""
-    if none_if_empty(runs):
-        return StudyPlan(0, 0, None, 0, reads="runs").line()
+def study_line(sweep: str, *, runs: str = "", runs_csv: str = "", seeds: Optional[list] = None, scale: str = "demo",
+               jobs: int = 1) -> str:
+    """What a study notebook that runs one sweep file (at `seeds` and `scale`, or reads `runs` or `runs_csv`) is about
+    to train, in one line: the additive, weight-decay and regime notebooks print it before they start."""
+    reads = "runs" if none_if_empty(runs) else "runs_csv" if none_if_empty(runs_csv) else ""
+    if reads:
+        return StudyPlan(0, 0, None, 0, reads=reads).line()
     from .resnet_rs_studies import scaled_sweep  # the sweep as the study will run it
 
     return plan_of([scaled_sweep(sweep, seeds=seeds or None, scale=scale)], jobs).line()

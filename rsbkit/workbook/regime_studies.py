@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import RunError
-from ..core.paths import find_path
+from ..core.paths import find_path, output_path
 from ..core.runs import atomic_write_text
 from .resnet_rs_studies import study_runs
 from .run_studies import read_seed_stats
@@ -169,7 +169,7 @@ def regularization_regime_study(*, sweep: Optional[str] = None, runs: Optional[s
         path = find_path(runs_csv)
         if not path.is_file():
             raise RunError(f"runs_csv={runs_csv!r}: no such file; give a regime_runs.csv this study wrote")
-        table, folder = pd.read_csv(path), path.parent
+        table, folder = pd.read_csv(path), output_path("runs/regime")  # never beside the CSV: findings/ stays as committed
     else:
         table, folder, _ = study_runs(sweep, runs, seeds=seeds, scale=scale, jobs=jobs)
     stats = read_seed_stats(seed_stats, table)

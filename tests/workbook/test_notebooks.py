@@ -253,6 +253,18 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path, cli):
     assert {"beyond noise", "cannot tell at this number of seeds"} <= set(committed["verdict"].dropna())
     assert not (tmp_path / "findings" / "runs").exists()
 
+    # the regime study (issue 48) read back from its committed runs: the same gains and trends, its figure, no training
+    res = cli("run", "notebooks/studies/regime.ipynb", "-p", "runs_csv", str(ROOT / "findings" / "regime_runs.csv"),
+              "--out", str(tmp_path / "regime"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    for name in ("regime_gains", "regime_trends"):
+        committed, again = pd.read_csv(ROOT / "findings" / f"{name}.csv"), pd.read_csv(tmp_path / "regime" / f"{name}.csv")
+        assert list(again["verdict"]) == list(committed["verdict"])
+        assert again["low"].tolist() == pytest.approx(committed["low"].tolist())
+    said = " ".join(texts(tmp_path / "regime" / "regime.ipynb").split())
+    assert "runs_csv is given: this study reads finished runs and trains nothing" in said
+    assert "regularizers gain" in said and len(figures(tmp_path / "regime" / "regime.ipynb")) == 1
+
     # the report gathers the ablation's runs and groups them
     res = cli("run", "notebooks/report.ipynb", "-p", "runs", f"[{tmp_path / 'points'}]", "-p", "group_by", "[loss]",
                   "--out", str(tmp_path / "report"))
