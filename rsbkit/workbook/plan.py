@@ -72,6 +72,8 @@ def point_seconds(parameters: dict[str, Any]) -> Optional[float]:
         images = min(images, int(parameters["limit_train"]))
     recipe = load_recipe(parameters["recipe"], **parameters.get("overrides", {})) if "recipe" in parameters else None
     epochs = recipe.epochs if recipe is not None else demo["epochs_done"]
+    if recipe is not None and recipe.unlabelled:  # a Noisy Student's epochs hold its pseudo-labelled images too
+        images = round(images * (1 + recipe.pseudo_ratio))
     per_image_epoch = demo["wall_s"] / (demo["epochs_done"] * demo["data"]["train_images"])
     return NOTEBOOK_START_S + per_image_epoch * epochs * images
 

@@ -24,9 +24,10 @@ from ..core.errors import RunError
 from ..core.paths import output_path
 from ..core.recipes import load_recipe, recipe_fields
 from ..core.runs import atomic_write_text, load_run
+from .plan import plan_of
 from .run_studies import SMOKE_LIMITS
 from .study_stats import compare_to, compare_variants, interval
-from .sweep import expand, run_and_load
+from .sweep import Sweep, expand, run_and_load
 from .train_and_evaluate import TRAIN_NOTEBOOK, none_if_empty, out_folder
 
 # smoke scale, a look at the study's shape in minutes, not a result: half the images of the other studies' smoke
@@ -133,13 +134,30 @@ def _name_arms(runs: Any, table: Any, epochs: int, teachers: dict[str, dict]) ->
         frame["variant"] = frame["variant"].map(names)
 
 
-def teacher_study(*, recipe: str = "params/demo.yaml", data: str = "default", teacher: str = "",
-                  strong_model: str = "resnet50", strong_teacher: str = "", unlabelled: str = "fashion-mnist-unused",
-                  ratio: float = 1.0, threshold: Optional[float] = None, targets: Optional[list] = None,
-                  seeds: Optional[list] = None, scale: str = "demo", jobs: int = 1, metric: str = "final_top1",
-                  out_dir: Optional[str] = None, steps_control: bool = True) -> TeacherStudy:
-    """Train (or reuse) the teachers, the students and the reference, then compare them. Writes teacher.csv (one row
-    per arm) and teacher_runs.csv (one per run) to `out_dir` (default runs/sweeps/teacher, -smoke at smoke scale)."""
+@dataclass
+class TeacherSweeps:
+    """The teacher study's points, all named before any trains: the teachers to train (None: all given), the students
+    (every arm over the seeds) and the reference (the recipe over the seeds)."""
+    teachers: Optional[Sweep]
+    students: Sweep
+    reference: Sweep
+    teacher: str  # the labelling teacher's run folder (given, or the one the teachers' sweep trains)
+    strong_teacher: str  # the distillation teacher's ("" without one)
+    epochs: int  # the recipe's epochs at this scale
+    out: Path
+
+    @property
+    def sweeps(self) -> list[Sweep]:
+        return [s for s in (self.teachers, self.students, self.reference) if s is not None]
+
+
+def teacher_sweeps(*, recipe: str = "params/demo.yaml", data: str = "default", teacher: str = "",
+                   strong_model: str = "resnet50", strong_teacher: str = "", unlabelled: str = "fashion-mnist-unused",
+                   ratio: float = 1.0, threshold: Optional[float] = None, targets: Optional[list] = None,
+                   seeds: Optional[list] = None, scale: str = "demo", out_dir: Optional[str] = None,
+                   steps_control: bool = True) -> TeacherSweeps:
+    """Every point the teacher study trains (:func:`teacher_study`'s arguments), validated, nothing run: what it runs,
+    and what the notebook's plan line counts before it starts."""
     if scale not in ("demo", "smoke"):
         raise RunError(f"scale={scale!r}: choose demo or smoke")
     targets = list(targets or ["soft", "hard"])
@@ -151,17 +169,40 @@ def teacher_study(*, recipe: str = "params/demo.yaml", data: str = "default", te
     epochs = load_recipe(recipe, **base.get("overrides", {})).epochs  # a bad recipe fails here, before anything trains
     wanted = ([{"seed": 0}] if not none_if_empty(teacher) else []) + (
         [{"model": strong_model, "seed": 0}] if not none_if_empty(strong_teacher) and strong_model else [])
-    if wanted:  # the teachers first (the reference recipe at seed 0, the larger model): every student reads them
+    made = None
+    if wanted:  # the teachers' folders are known before they train: the students name them
         made = _points(out / "teachers", base, wanted)
-        run_and_load(made, jobs=jobs)
         folders = iter(str(p.run_dir) for p in made.points)
         teacher = teacher or next(folders)
         strong_teacher = strong_teacher or (next(folders) if strong_model else "")
     arms = study_arms(teacher=teacher, strong_teacher=strong_teacher, unlabelled=unlabelled, ratio=ratio,
                       threshold=threshold, targets=targets, epochs=epochs, steps_control=steps_control)
-    students = run_and_load(_points(out / "students", base, arms, seeds), jobs=jobs)
-    reference = run_and_load(expand(TRAIN_NOTEBOOK, out / "reference", base, seeds=seeds, where=f"teacher study {out}"),
-                             jobs=jobs)
+    students = _points(out / "students", base, arms, seeds)
+    reference = expand(TRAIN_NOTEBOOK, out / "reference", base, seeds=seeds, where=f"teacher study {out}")
+    return TeacherSweeps(made, students, reference, teacher, strong_teacher, epochs, out)
+
+
+def teacher_plan(jobs: int = 1, **arguments: Any) -> str:
+    """What the teacher study is about to train, in one line (:func:`teacher_sweeps`'s `arguments`): the notebook
+    prints it before it starts."""
+    return plan_of(teacher_sweeps(**arguments).sweeps, jobs).line()
+
+
+def teacher_study(*, recipe: str = "params/demo.yaml", data: str = "default", teacher: str = "",
+                  strong_model: str = "resnet50", strong_teacher: str = "", unlabelled: str = "fashion-mnist-unused",
+                  ratio: float = 1.0, threshold: Optional[float] = None, targets: Optional[list] = None,
+                  seeds: Optional[list] = None, scale: str = "demo", jobs: int = 1, metric: str = "final_top1",
+                  out_dir: Optional[str] = None, steps_control: bool = True) -> TeacherStudy:
+    """Train (or reuse) the teachers, the students and the reference, then compare them. Writes teacher.csv (one row
+    per arm) and teacher_runs.csv (one per run) to `out_dir` (default runs/sweeps/teacher, -smoke at smoke scale)."""
+    plan = teacher_sweeps(recipe=recipe, data=data, teacher=teacher, strong_model=strong_model,
+                          strong_teacher=strong_teacher, unlabelled=unlabelled, ratio=ratio, threshold=threshold,
+                          targets=targets, seeds=seeds, scale=scale, out_dir=out_dir, steps_control=steps_control)
+    if plan.teachers is not None:  # the teachers first (the reference recipe at seed 0, the larger model): every student reads them
+        run_and_load(plan.teachers, jobs=jobs)
+    teacher, strong_teacher, epochs, out = plan.teacher, plan.strong_teacher, plan.epochs, plan.out
+    students = run_and_load(plan.students, jobs=jobs)
+    reference = run_and_load(plan.reference, jobs=jobs)
     fields = [f for f in recipe_fields() if f in students.columns and f in reference.columns]
     runs, table, stats = compare_variants(students, reference, fields, metric)
     teachers = {t: load_run(t)["result"] for t in (teacher, strong_teacher) if t}

@@ -7,6 +7,7 @@ import json
 import nbformat
 import pandas as pd
 import pytest
+from conftest import texts
 
 pytestmark = pytest.mark.cost(180)  # seconds in the suite on 2 cores: files start costliest first (conftest)
 
@@ -104,3 +105,5 @@ def test_teacher_study_puts_a_teachers_students_beside_the_labelled_only_recipe(
     record = json.loads((student / "result.json").read_text())["pseudo_labels"]
     assert (record["used"], record["unlabelled"], record["target"]) == (128, 128, "soft")
     assert figures(out / "teacher.ipynb") == 1
+    said = " ".join(texts(out / "teacher.ipynb").split())
+    assert "this study starts 4 training points of 4" in said  # stated before the first trained (2 arms x 2 seeds)

@@ -60,3 +60,18 @@ def test_each_arm_is_named_by_what_it_is():
     assert name(teacher="resnet50.a1_in1k") == "distilled from resnet50.a1_in1k"  # not one of the study's teachers
     assert name(epochs=20, teacher=float("nan")) == "steps control (20 epochs)"
     assert name(variant="demo (reference)") == "demo (reference)" and name(teacher=None) == "label"
+
+
+def test_every_point_is_named_before_any_trains_and_the_plan_counts_them(tmp_path):
+    """The teachers' folders are known before they train, so the students that read them, the reference and the
+    teachers are one plan: 2 teachers, 3 seeds of 4 arms (soft, hard, distilled, steps control), 3 reference seeds."""
+    from rsbkit.workbook.teacher_studies import teacher_plan, teacher_sweeps
+
+    plan = teacher_sweeps(out_dir=str(tmp_path))
+    assert [len(s.points) for s in plan.sweeps] == [2, 12, 3]
+    assert plan.teacher == str(tmp_path / "teachers" / "seed=0")
+    assert {p.parameters["overrides"].get("teacher") for p in plan.students.points} == \
+        {plan.teacher, plan.strong_teacher, None}
+    given = teacher_sweeps(out_dir=str(tmp_path), teacher=str(tmp_path / "mine"), strong_model="")
+    assert given.teachers is None and len(given.students.points) == 9  # soft, hard, steps control
+    assert teacher_plan(out_dir=str(tmp_path)).startswith("this study starts 17 training points of 17: about 1.6 h")
