@@ -266,6 +266,36 @@ def test_the_teacher_study_is_computed_from_its_runs_and_the_readme_quotes_it():
     assert soft_against_hard(table, runs) in readme()
 
 
+def test_the_regime_study_is_computed_from_its_runs_and_the_readme_quotes_it():
+    """Section 14 (issue 48): the cells, gains and trends are those of its run table, every run was planned in the
+    sweep file before the runs (seeds included), and the README quotes the table, each trend and the CPU time."""
+    from rsbkit.workbook.regime_studies import (
+        regime_cells,
+        regime_display,
+        regime_runs,
+        regularization_gains,
+        trend_sentence,
+        trends_table,
+    )
+    from rsbkit.workbook.sweep import load_sweep
+
+    runs = pd.read_csv(FINDINGS / "regime_runs.csv")
+    stats = read_seed_stats(str(FINDINGS / "seed_stats.json"))
+    cells = regime_cells(regime_runs(runs))
+    gains, trends = regularization_gains(cells, stats), trends_table(cells, stats)
+    for name, frame in (("regime_cells", cells), ("regime_gains", gains), ("regime_trends", trends)):
+        pd.testing.assert_frame_equal(frame.reset_index(drop=True), pd.read_csv(FINDINGS / f"{name}.csv"), check_dtype=False)
+    planned = {p.name for p in load_sweep(ROOT / "params" / "sweeps" / "regime_regularization.yaml").points}
+    assert set(runs["name"]) <= planned and (runs["status"] == "completed").all()
+    assert set(gains["verdict"]) <= set(VERDICTS) and set(trends["verdict"]) <= set(VERDICTS)
+    for line in markdown(regime_display(cells, gains)).splitlines():
+        assert line in readme(), line
+    text = section("14. Regularization against the regime")
+    for trend in trends.to_dict("records"):
+        assert trend_sentence(trend) in text, trend_sentence(trend)
+    assert cpu_time(runs) in readme()
+
+
 def section(heading: str) -> str:
     """One section of findings/README.md (from its heading to the next), whitespace collapsed."""
     text = readme().split(f"\n## {heading}", 1)[1]
@@ -331,7 +361,7 @@ def test_holm_against_known_cases():
 
 
 def test_every_section_says_what_its_testbed_can_test():
-    for number in range(1, 14):
+    for number in range(1, 15):
         heading = next(h for h in re.findall(r"^## (.+)$", readme(), re.M) if h.startswith(f"{number}.") or
                        h.startswith(f"{number - 1}.") and f"and {number}." in h)
         assert "What this testbed can test" in section(heading), heading
