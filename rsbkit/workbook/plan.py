@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..core.recipes import load_recipe
+from .resnet_rs_studies import scaled_sweep  # a sweep as a study runs it (its seeds, its scale)
 from .sweep import Sweep, load_sweep, notebook_parameters, pending
 from .train_and_evaluate import DEMO_RECORD, none_if_empty
 
@@ -90,8 +91,6 @@ def study_line(sweep: str, *, runs: str = "", runs_csv: str = "", seeds: Optiona
     reads = "runs" if none_if_empty(runs) else "runs_csv" if none_if_empty(runs_csv) else ""
     if reads:
         return StudyPlan(0, 0, None, 0, reads=reads).line()
-    from .resnet_rs_studies import scaled_sweep  # the sweep as the study will run it
-
     return plan_of([scaled_sweep(sweep, seeds=seeds or None, scale=scale)], jobs).line()
 
 
