@@ -558,19 +558,25 @@ def weight_decay_figure(cells: pandas.DataFrame, *, title: str = "") -> go.Figur
 def regime_figure(gains: pandas.DataFrame, *, title: str = "") -> go.Figure:  # noqa: F821
     """Regularization's gain against how much the model overfits (rsbkit.workbook.regime_studies): one point per data
     size and length, x the unregularized runs' train-minus-test gap, y each regularized arm's gain in test top-1 over
-    them with its 95% interval, the data size written beside it; a line at no gain."""
+    them with its 95% interval; the data size is written beside A3's points (A1's, at the same x, are drawn a little to
+    the right so that the intervals do not hide each other); a line at no gain."""
     fig = go.Figure()
     fig.add_hline(y=0, line=dict(color="grey", dash="dot"))
     for (arm, length), g in gains.groupby(["arm", "length"], sort=False):
         g = g.sort_values("gap_none")
+        labelled = arm == "a3"
         fig.add_trace(go.Scatter(
-            x=g["gap_none"], y=g["diff"], mode="lines+markers+text", name=f"{arm.upper()}'s regularizers, {length} run",
-            text=[f"{int(n):,}" for n in g["train_images"]], textposition="top center",
+            x=g["gap_none"] + (0.0 if labelled else 0.12), y=g["diff"],
+            mode="lines+markers+text" if labelled else "lines+markers",
+            name=f"{arm.upper()}'s regularizers, {length} run",
+            text=[f"{int(n):,}" for n in g["train_images"]], textposition="top right", cliponaxis=False,
             line=dict(color=colour(f"regime-{arm}"), dash="solid" if length == "short" else "dash"),
             marker=dict(size=10), error_y=dict(type="data", array=g["band"], visible=True),
             hovertemplate="%{text} training images: overfits by %{x:.2f}, gain %{y:+.2f}<extra></extra>"))
-    fig.update_layout(title=title or "Regularization's gain against how much the model overfits (labels: training images)",
-                      xaxis_title="unregularized run's top-1 on its training images minus on the test images (points)",
-                      yaxis_title="gain in test top-1 (points, 95% interval)", font=dict(size=15), autosize=True,
-                      height=HEIGHT + 120, legend=dict(orientation="h", y=-0.3))
+    fig.update_layout(title=title or "Regularization's gain against overfitting (labels: training images)",
+                      xaxis_title="how much the unregularized run overfits: train minus test top-1 (points)",
+                      yaxis_title="gain in test top-1 (points, 95% CI)", font=dict(size=14), autosize=True,
+                      height=HEIGHT + 140, legend=dict(orientation="h", y=-0.28))
+    if len(gains):  # room for the size labels at both ends
+        fig.update_xaxes(range=[float(gains["gap_none"].min()) - 0.7, float(gains["gap_none"].max()) + 1.2])
     return fig

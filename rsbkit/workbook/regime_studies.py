@@ -122,9 +122,9 @@ def gain_trend(cells, arm: str, length: str = "short", stats: Optional[SeedStats
 
 def trend_sentence(trend: dict[str, Any]) -> str:
     """A gain trend in words."""
-    return (f"{trend['arm'].upper()}'s regularizers gain {trend['diff']:+.2f} points more on {trend['small']:,} "
-            f"training images than on {trend['large']:,} at the {trend['length']} length (95% interval "
-            f"{trend['low']:+.2f} to {trend['high']:+.2f}; {trend['verdict']})")
+    return (f"{trend['arm'].upper()}'s regularizers at the {trend['length']} length: their gain over none on "
+            f"{int(trend['small']):,} training images minus their gain on {int(trend['large']):,} is {trend['diff']:+.2f} "
+            f"points (95% interval {trend['low']:+.2f} to {trend['high']:+.2f}; {trend['verdict']})")
 
 
 @dataclass
@@ -199,7 +199,9 @@ def regime_display(cells, gains):
             if name in arm.index:
                 a = arm.loc[name]
                 row[f"top-1 {name}"] = f"{a['mean']:.2f} ± {a['std']:.2f} (n={int(a['n'])})"
-        for _, g in gains[(gains["images_seen"] == seen) & (gains["train_images"] == images)].iterrows():
-            row[f"{g['arm']} − none"] = f"{g['diff']:+.2f} ({g['low']:+.2f} .. {g['high']:+.2f}; {g['verdict']})"
+        here = gains[(gains["images_seen"] == seen) & (gains["train_images"] == images)].set_index("arm")
+        for name in (a for a in ARMS if a in here.index):  # in ARMS' order: A3's, then A1's
+            g = here.loc[name]
+            row[f"{name} − none"] = f"{g['diff']:+.2f} ({g['low']:+.2f} .. {g['high']:+.2f}; {g['verdict']})"
         rows.append(row)
     return pd.DataFrame(rows).fillna("")

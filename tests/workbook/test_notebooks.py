@@ -263,7 +263,7 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path, cli):
         assert again["low"].tolist() == pytest.approx(committed["low"].tolist())
     said = " ".join(texts(tmp_path / "regime" / "regime.ipynb").split())
     assert "runs_csv is given: this study reads finished runs and trains nothing" in said
-    assert "regularizers gain" in said and len(figures(tmp_path / "regime" / "regime.ipynb")) == 1
+    assert "their gain over none on 1,500 training images" in said and len(figures(tmp_path / "regime" / "regime.ipynb")) == 1
 
     # the report gathers the ablation's runs and groups them
     res = cli("run", "notebooks/report.ipynb", "-p", "runs", f"[{tmp_path / 'points'}]", "-p", "group_by", "[loss]",

@@ -60,7 +60,8 @@ def test_cells_gains_and_the_trend_of_a_known_study():
     assert g["df"] == pytest.approx(4) and g["band"] == pytest.approx(2.776 * 0.3 * math.sqrt(2 / 3), abs=1e-3)
     trend = gain_trend(cells, "a3", "short")
     assert trend["diff"] == pytest.approx(3.0) and trend["verdict"] == BEYOND and (trend["small"], trend["large"]) == (1500, 12000)
-    assert "gain +3.00 points more on 1,500 training images than on 12,000 at the short length" in trend_sentence(trend)
+    assert trend_sentence(trend).startswith("A3's regularizers at the short length: their gain over none on 1,500 training "
+                                            "images minus their gain on 12,000 is +3.00 points (95% interval +2.")
     # a noisy seed study widens every band: the same trend cannot be told
     noisy = gain_trend(cells, "a3", "short", seed_stats([76.0, 80.0, 84.0]))
     assert noisy["verdict"] == CANNOT_TELL and noisy["band_source"] == "seed study"
