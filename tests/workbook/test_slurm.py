@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,14 @@ def wait_for(condition, seconds: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def down_when_gone(pid: int, folder: Path) -> subprocess.Popen:
+    """A watcher in a session of its own that stops the cluster in `folder` once process `pid` has ended: a suite
+    killed mid-file (a timeout, Ctrl-C, a CI job cancelled) runs no teardown, and the daemons would stay up."""
+    watch = f"while kill -0 {pid} 2>/dev/null; do sleep 1; done; exec bash {shlex.quote(SLURM)} down {shlex.quote(str(folder))}"
+    return subprocess.Popen(["bash", "-c", watch], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     """The local cluster, up for this file; SLURM_CONF points at it."""
@@ -79,12 +88,15 @@ def slurm(tmp_path_factory):
     logs = "".join(f"\n--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted((folder / "log").glob("*.log")))
     assert up.returncode == 0, up.stdout + up.stderr + logs
     NODES[:] = (folder / "etc/nodes").read_text().split()
+    guard = down_when_gone(os.getpid(), folder)
     patch = pytest.MonkeyPatch()
     patch.setenv("SLURM_CONF", str(folder / "etc/slurm.conf"))
     try:
         yield folder
     finally:
         patch.undo()
+        guard.kill()  # this teardown brings the cluster down itself
+        guard.wait()
         down = subprocess.run(["bash", SLURM, "down", str(folder)], capture_output=True, text=True, timeout=limit(120))
         assert down.returncode == 0, down.stdout + down.stderr
         assert "jobs still listed" not in down.stdout, down.stdout
@@ -230,3 +242,13 @@ def test_no_reachable_controller_stops_before_submitting(tmp_path, monkeypatch):
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert "rsbkit sweep: error: executor 'slurm': no Slurm controller answers here" in res.stderr
     assert not (tmp_path / "out" / "submitted.json").exists()
+
+
+def test_a_killed_suite_leaves_no_cluster_running(tmp_path):
+    """The fixture's guard: once the process it watches is gone (here a stand-in that dies at once; in the suite,
+    the test process, killed before its teardown), it runs `slurm-local.sh down` on the cluster's folder, and ends."""
+    owner = subprocess.Popen(["sleep", "0.2"])
+    guard = down_when_gone(owner.pid, tmp_path)
+    assert guard.poll() is None  # waiting while its owner lives
+    owner.wait()
+    assert guard.wait(timeout=limit(60)) == 0
