@@ -656,14 +656,15 @@ def fit_first_epoch(spec: Spec, state: TrainState, source: Any, run_epoch: Calla
             write_recipe(spec.run, spec.recipe, spec.resolved())
 
 
-def evaluate_epoch(spec: Spec, state: TrainState, val_input) -> dict[str, dict[str, Any]]:
+def evaluate_epoch(spec: Spec, state: TrainState, val_input, sync_bn: bool = True) -> dict[str, dict[str, Any]]:
     """Top-1/top-5/loss of the model and its EMA on the validation set, summed over processes; BatchNorm
-    statistics made equal over processes first (timm's --dist-bn)."""
-    distributed.sync_bn_buffers(spec.job, state.model, spec.recipe)
+    statistics made equal over processes first (timm's --dist-bn), unless `sync_bn` is False (they already are)."""
     models = {"model": state.model}
     if state.ema is not None:
-        distributed.sync_bn_buffers(spec.job, state.ema.module, spec.recipe)
         models["ema"] = state.ema.module
+    if sync_bn:
+        for model in models.values():
+            distributed.sync_bn_buffers(spec.job, model, spec.recipe)
     reduce = functools.partial(distributed.all_sum, spec.job, device=spec.device)
     metrics = evaluate_models(models, val_input, spec.device, amp_dtype=spec.amp_dtype,
                               channels_last=spec.recipe.channels_last, reduce=reduce)
@@ -752,7 +753,8 @@ def train_fit(spec: Spec, state: TrainState) -> dict[str, Any]:
         return {}
     images = fixed_subset(spec.data.train, n)
     on_train = replace(spec, data=replace(spec.data, val=images, val_files=None))
-    metrics = evaluate_epoch(on_train, state, make_eval_input(on_train))
+    # the last epoch's evaluation made the ranks' BatchNorm statistics equal, and nothing has trained since
+    metrics = evaluate_epoch(on_train, state, make_eval_input(on_train), sync_bn=False)
     fit = dict(train_top1=round(metrics["model"]["top1"], 4), train_images_scored=len(images))
     if "ema" in metrics:
         fit["train_ema_top1"] = round(metrics["ema"]["top1"], 4)
