@@ -446,7 +446,7 @@ def _run_locked_point(notebook: Path, point: Point, *, kernel: str, env: Optiona
         for start in range(1, KERNEL_STARTS + 1):
             begin = logfile.tell()
             with subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env={**os.environ, **PAPERMILL_ENV, **(env or {})},
-                                  preexec_fn=die_with_parent()) as proc:  # papermill, and so its kernel, end with us
+                                  preexec_fn=_point_preexec()) as proc:  # papermill, and so its kernel, end with us
                 if started is not None:
                     started(proc)
                 try:
@@ -497,6 +497,21 @@ def _keep_notebook(working: Path, output: Path) -> None:
 # papermill warns that the working copy's name (.NAME.ipynb.partial) does not end in .ipynb; it is renamed at the end
 PAPERMILL_ENV = {"PYTHONWARNINGS": "ignore:The specified file:UserWarning"}
 KERNEL_STARTS = 3  # tries when a kernel dies at start-up because a port it was given got taken
+
+
+def _point_preexec() -> Callable[[], None]:
+    """papermill's ``preexec_fn``: it ends with us (:func:`die_with_parent`), and it and its kernel ignore USR2.
+    Slurm sends a job's warning signal before its time limit to every process of the job; the point's own handler
+    (rsbkit.workbook.cluster.PointJob.checkpoint) then stops the notebook cleanly and requeues. A papermill that the
+    same signal killed first (its default action) lost the attempt: "papermill exited with -12"."""
+    die = die_with_parent()
+
+    def preexec() -> None:
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        if die is not None:
+            die()
+
+    return preexec
 
 
 def kernel_port_clash(log: str) -> bool:
