@@ -113,25 +113,18 @@ def compare_means(diff: float, n: int, n_ref: int, *, seed: Optional[SeedStats] 
     degrees of freedom; and the groups' own spreads (Welch), where each has 2 seeds or more. `margin`: the smallest
     difference worth detecting (default: twice the seed study's standard deviation, else twice the larger own
     one)."""
-    readings = []
-    if seed is not None:
-        readings.append((seed.std * math.sqrt(1 / n + 1 / n_ref), seed.n - 1.0, "seed study"))
-    if n > 1 and n_ref > 1 and not (math.isnan(s) or math.isnan(s_ref)):
-        readings.append((math.sqrt(s ** 2 / n + s_ref ** 2 / n_ref), welch_df(s, n, s_ref, n_ref), "own spreads"))
-    if not readings:
+    try:
+        return compare_contrast([(float(diff), s, n, 1.0), (0.0, s_ref, n_ref, -1.0)], seed=seed, margin=margin,
+                                seeds_added_after=seeds_added_after)
+    except RunError:
         raise RunError(f"cannot measure the noise of this difference: no seed study and {min(n, n_ref)} seed(s) in a "
-                       "group; give seed_stats (notebooks/studies/seed_variance.ipynb) or run 2 seeds or more per group")
-    se, df, source = max(readings, key=lambda r: t_quantile(r[1]) * r[0])
-    if margin is None:
-        spread = seed.std if seed is not None else max(x for x in (s, s_ref) if not math.isnan(x))
-        margin = MARGIN_SDS * spread
-    return Comparison(diff=float(diff), se=float(se), df=float(df), source=source, margin=float(margin),
-                      seeds_added_after=bool(seeds_added_after))
+                       "group; give seed_stats (notebooks/studies/seed_variance.ipynb) or run 2 seeds or more per group") from None
 
 
 def compare_contrast(groups: Sequence[tuple[float, float, int, float]], *, seed: Optional[SeedStats] = None,
                      margin: Optional[float] = None, seeds_added_after: bool = False) -> Comparison:
-    """A weighted sum of group means (a contrast), read as :func:`compare_means` reads a difference: `groups` are
+    """A weighted sum of group means (a contrast), read as :func:`compare_means` reads a difference (which is this
+    contrast of two groups): `groups` are
     (mean, spread, seeds, weight). A difference of two gains, (a - b) - (c - d), is weights +1, -1, -1, +1: does a
     regularizer gain more where the model overfits more. Two readings of the noise, the wider kept: the seed
     study's spread for every group (``n - 1`` df), and the groups' own spreads with the Welch-Satterthwaite
@@ -151,7 +144,7 @@ def compare_contrast(groups: Sequence[tuple[float, float, int, float]], *, seed:
                        "seed_stats or run 2 seeds or more per group")
     se, df, source = max(readings, key=lambda r: t_quantile(r[1]) * r[0])
     if margin is None:
-        margin = MARGIN_SDS * (seed.std if seed is not None else max(sd for _, sd, _, _ in groups))
+        margin = MARGIN_SDS * (seed.std if seed is not None else max(sd for _, sd, _, _ in groups if not math.isnan(sd)))
     return Comparison(diff=float(value), se=float(se), df=float(df), source=source, margin=float(margin),
                       seeds_added_after=bool(seeds_added_after))
 
