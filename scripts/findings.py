@@ -116,7 +116,8 @@ def main() -> None:
     if (out / "cliff.csv").is_file():
         cliff_tables(out)
     for folder, gather in (("additive", additive_findings), ("weight_decay", weight_decay_findings),
-                           ("teacher", teacher_findings), ("regime_regularization", regime_findings)):
+                           ("teacher", teacher_findings), ("regime_regularization", regime_findings),
+                           ("regime_depth_width", depth_width_findings), ("regime_procedure", procedure_findings)):
         if (runs / folder).is_dir():
             gather(runs, out)
         else:
@@ -334,14 +335,61 @@ def regime_findings(runs: Path, out: Path) -> None:
 
     folder = runs / "regime_regularization"
     study = regularization_regime_study(runs=str(folder), seed_stats=str(out / "seed_stats.json"), out_dir=str(out))
-    kept = pd.read_csv(out / "regime_runs.csv")
-    kept["active_s"] = [active_seconds(folder / name) for name in kept["name"]]
-    kept.to_csv(out / "regime_runs.csv", index=False)
+    kept = with_active_time(folder, out / "regime_runs.csv")
     save_figure(regime_figure(study.gains), out / "regime")
     print("\n## 14. regularization against the regime\n")
     print(markdown(regime_display(study.cells, study.gains)))
     for trend in study.trends.to_dict("records"):
         print("\n" + trend_sentence(trend) + ".")
+    print(cpu_time(kept))
+
+
+def with_active_time(folder: Path, csv: Path) -> pd.DataFrame:
+    """A study's run CSV with each run's active seconds (:func:`active_seconds`), written back."""
+    kept = pd.read_csv(csv)
+    kept["active_s"] = [active_seconds(folder / name) for name in kept["name"]]
+    kept.to_csv(csv, index=False)
+    return kept
+
+
+def depth_width_findings(runs: Path, out: Path) -> None:
+    """15. depth against width by regime: the cells, the differences, the trends, the figure, the CPU time."""
+    from rsbkit.workbook.figures import depth_width_figure
+    from rsbkit.workbook.regime_studies import depth_width_display, depth_width_study, difference_sentence
+
+    folder = runs / "regime_depth_width"
+    study = depth_width_study(runs=str(folder), seed_stats=str(out / "seed_stats.json"), out_dir=str(out))
+    kept = with_active_time(folder, out / "depth_width_runs.csv")
+    save_figure(depth_width_figure(study.gains, base=study.base), out / "depth_width")
+    print("\n## 15. depth against width by regime\n")
+    print(markdown(depth_width_display(study.cells, study.gains, study.base)))
+    for trend in study.trends.to_dict("records"):
+        print("\n- " + difference_sentence(trend) + ".")
+    print(cpu_time(kept))
+
+
+def procedure_findings(runs: Path, out: Path) -> None:
+    """16. procedure against architecture: each model under both procedures, every pair's order and interaction,
+    the figure, the CPU time."""
+    from rsbkit.workbook.figures import procedure_figure
+    from rsbkit.workbook.regime_studies import (
+        interaction_sentence,
+        pairs_display,
+        procedure_display,
+        procedure_study,
+        ranking_sentence,
+    )
+
+    folder = runs / "regime_procedure"
+    study = procedure_study(runs=str(folder), seed_stats=str(out / "seed_stats.json"), out_dir=str(out))
+    kept = with_active_time(folder, out / "procedure_runs.csv")
+    save_figure(procedure_figure(study.cells, study.gains), out / "procedure")
+    print("\n## 16. procedure against architecture\n")
+    print(markdown(procedure_display(study.cells, study.gains)))
+    print(markdown(pairs_display(study.pairs)))
+    print("\n" + ranking_sentence(study.cells, study.pairs))
+    for pair in study.pairs.to_dict("records"):
+        print("\n- " + interaction_sentence(pair) + ".")
     print(cpu_time(kept))
 
 

@@ -29,6 +29,14 @@ COLOURS = {
     # the regime study: each arm's regularizers
     "regime-a3": "#1f77b4",
     "regime-a1": "#d62728",
+    # depth against width: the axis a model is scaled along
+    "scaling-depth": "#8c564b",
+    "scaling-width": "#2ca02c",
+    "scaling-depth - width": "#7f7f7f",
+    # procedure against architecture: each model
+    "model-resnet18": "#1f77b4",
+    "model-convnext_atto": "#ff7f0e",
+    "model-mobilenetv3_large_100": "#9467bd",
     # resolution
     "apparent size": "#1f77b4",
     "measured top-1": "#9467bd",

@@ -555,6 +555,23 @@ def weight_decay_figure(cells: pandas.DataFrame, *, title: str = "") -> go.Figur
     return fig
 
 
+def _gain_trace(fig: go.Figure, g: pandas.DataFrame, *, x: str, name: str, line: dict, labels: Optional[list] = None,  # noqa: F821
+                dx: float = 0.0, hover: str = "", **where: Any) -> None:
+    """One series of differences with their 95% intervals against how much the model overfits (column `x`),
+    labelled with `labels` where given."""
+    g = g.sort_values(x)
+    fig.add_trace(go.Scatter(
+        x=g[x] + dx, y=g["diff"], mode="lines+markers+text" if labels else "lines+markers", name=name,
+        text=labels, textposition="top right", cliponaxis=False, line=line, marker=dict(size=10),
+        error_y=dict(type="data", array=g["band"], visible=True),
+        hovertemplate=hover or "overfits by %{x:.2f}, difference %{y:+.2f}<extra></extra>"), **where)
+
+
+def _room(fig: go.Figure, values: pandas.Series, **where: Any) -> None:  # noqa: F821
+    if len(values):  # room for the labels at both ends
+        fig.update_xaxes(range=[float(values.min()) - 0.7, float(values.max()) + 1.2], **where)
+
+
 def regime_figure(gains: pandas.DataFrame, *, title: str = "") -> go.Figure:  # noqa: F821
     """Regularization's gain against how much the model overfits (rsbkit.workbook.regime_studies): one point per data
     size and length, x the unregularized runs' train-minus-test gap, y each regularized arm's gain in test top-1 over
@@ -565,18 +582,65 @@ def regime_figure(gains: pandas.DataFrame, *, title: str = "") -> go.Figure:  # 
     for (arm, length), g in gains.groupby(["arm", "length"], sort=False):
         g = g.sort_values("gap_none")
         labelled = arm == "a3"
-        fig.add_trace(go.Scatter(
-            x=g["gap_none"] + (0.0 if labelled else 0.12), y=g["diff"],
-            mode="lines+markers+text" if labelled else "lines+markers",
-            name=f"{arm.upper()}'s regularizers, {length} run",
-            text=[f"{int(n):,}" for n in g["train_images"]], textposition="top right", cliponaxis=False,
-            line=dict(color=colour(f"regime-{arm}"), dash="solid" if length == "short" else "dash"),
-            marker=dict(size=10), error_y=dict(type="data", array=g["band"], visible=True),
-            hovertemplate="%{text} training images: overfits by %{x:.2f}, gain %{y:+.2f}<extra></extra>"))
+        _gain_trace(fig, g, x="gap_none", dx=0.0 if labelled else 0.12, name=f"{arm.upper()}'s regularizers, {length} run",
+                    labels=[f"{int(n):,}" for n in g["train_images"]] if labelled else None,
+                    line=dict(color=colour(f"regime-{arm}"), dash="solid" if length == "short" else "dash"),
+                    hover="%{text} training images: overfits by %{x:.2f}, gain %{y:+.2f}<extra></extra>"
+                    if labelled else "overfits by %{x:.2f}, gain %{y:+.2f}<extra></extra>")
     fig.update_layout(title=title or "Regularization's gain against overfitting (labels: training images)",
                       xaxis_title="how much the unregularized run overfits: train minus test top-1 (points)",
                       yaxis_title="gain in test top-1 (points, 95% CI)", font=dict(size=14), autosize=True,
                       height=HEIGHT + 140, legend=dict(orientation="h", y=-0.28))
-    if len(gains):  # room for the size labels at both ends
-        fig.update_xaxes(range=[float(gains["gap_none"].min()) - 0.7, float(gains["gap_none"].max()) + 1.2])
+    _room(fig, gains["gap_none"])
+    return fig
+
+
+def depth_width_figure(gains: pandas.DataFrame, *, base: str = "resnet18", title: str = "") -> go.Figure:  # noqa: F821
+    """Depth against width by regime (rsbkit.workbook.regime_studies.depth_width_study): x how much the `base` model
+    overfits at each data size, y each scaled model's difference in test top-1 from it (deeper, wider) and the deeper
+    one's from the wider one, each with its 95% interval; data sizes written beside the deeper model's points."""
+    fig = go.Figure()
+    fig.add_hline(y=0, line=dict(color="grey", dash="dot"))
+    base_gap = gains[gains["against"] == base].groupby("train_images")["gap_base"].first()
+    shown = gains.assign(gap_x=gains["train_images"].map(base_gap))  # the base's gap, in the depth-over-width rows too
+    for i, ((arm, against), g) in enumerate(shown.groupby(["arm", "against"], sort=False)):
+        axis = g["axis"].iloc[0]
+        labelled = axis == "depth"
+        _gain_trace(fig, g, x="gap_x", dx=0.1 * i, name=f"{arm} − {against}" + ("" if against == base else " (depth − width)"),
+                    labels=[f"{int(n):,}" for n in g.sort_values("gap_x")["train_images"]] if labelled else None,
+                    line=dict(color=colour(f"scaling-{axis}"), dash="dash" if axis == "depth - width" else "solid"))
+    fig.update_layout(title=title or "Depth and width against overfitting (labels: training images)",
+                      xaxis_title=f"how much {base} overfits: train minus test top-1 (points)",
+                      yaxis_title="difference in test top-1 (points, 95% CI)", font=dict(size=14), autosize=True,
+                      height=HEIGHT + 140, legend=dict(orientation="h", y=-0.28))
+    _room(fig, shown["gap_x"])
+    return fig
+
+
+def procedure_figure(cells: pandas.DataFrame, gains: pandas.DataFrame, *, arm: str = "demo",  # noqa: F821
+                     base: str = "torchvision", title: str = "") -> go.Figure:
+    """Procedure against architecture (rsbkit.workbook.regime_studies.procedure_study). Left: each model's mean test
+    top-1 (± its seeds' standard deviation) under each procedure, a line per model: lines that cross are a change of
+    rank. Right: the procedure's difference for each model (95% interval) against how much the model overfits under
+    `base`."""
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.2,
+                        subplot_titles=("test top-1 under each procedure", f"{arm} − {base} against overfitting"))
+    for model in gains["model"]:
+        at = cells[cells["model"] == model].set_index("procedure").loc[[base, arm]]
+        fig.add_trace(go.Scatter(x=[base, arm], y=at["mean"], mode="lines+markers+text", name=model,
+                                 text=["", model], textposition="middle right", cliponaxis=False,
+                                 line=dict(color=colour(f"model-{model}")), marker=dict(size=10),
+                                 error_y=dict(type="data", array=at["std"], visible=True), legendgroup=model,
+                                 hovertemplate=model + " %{x}: %{y:.2f}<extra></extra>"), row=1, col=1)
+        g = gains[gains["model"] == model]
+        _gain_trace(fig, g, x="gap_base", name=model, labels=[model], line=dict(color=colour(f"model-{model}")),
+                    row=1, col=2)
+    fig.add_hline(y=0, line=dict(color="grey", dash="dot"), row=1, col=2)
+    fig.update_yaxes(title_text="test top-1 (%)", row=1, col=1)
+    fig.update_yaxes(title_text="difference (points, 95% CI)", row=1, col=2)
+    fig.update_xaxes(title_text=f"overfitting under {base}'s (points)", row=1, col=2)
+    fig.update_xaxes(range=[-0.3, 2.9], row=1, col=1)
+    _room(fig, gains["gap_base"], row=1, col=2)
+    fig.update_layout(title=title or f"Procedure against architecture: {base}'s and the {arm}'s",
+                      font=dict(size=14), autosize=True, height=HEIGHT + 140, showlegend=False)
     return fig

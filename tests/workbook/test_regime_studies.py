@@ -84,3 +84,145 @@ def test_the_display_table_has_a_row_per_length_and_size_with_each_gain_in_words
     first = table.iloc[0]
     assert first["epochs"] == 32 and first["gap, none"] == pytest.approx(12.0)
     assert first["top-1 a3"] == "81.00 ± 0.30 (n=3)" and first["a3 − none"].startswith("+3.00 (+2.32 .. +3.68; beyond noise)")
+
+
+# ------------------------------------------------------------------ study 2: depth against width
+
+def scaling_runs_of(cells: dict) -> pd.DataFrame:
+    """{(train images, epochs, model, width): (mean test top-1, mean gap)} as three seeds each."""
+    rows = []
+    for (images, epochs, model, width), (top1, gap) in cells.items():
+        for seed, d in enumerate(SPREAD):
+            rows.append(dict(status="completed", seed=seed, train_images=images, epochs=epochs, model=model, width=width,
+                             final_top1=top1 + d, train_top1=top1 + d + gap, fit_gap=gap))
+    return pd.DataFrame(rows)
+
+
+# depth pays 2 points on 1,500 images and width nothing; on 12,000 width pays 1 and depth nothing (ResNet-RS's rule)
+SCALING = {(1500, 32, "resnet18", 1.0): (75.0, 10.0), (1500, 32, "resnet34", 1.0): (77.0, 9.0),
+           (1500, 32, "resnet18", 1.41): (75.0, 11.0), (12000, 4, "resnet18", 1.0): (80.0, 1.0),
+           (12000, 4, "resnet34", 1.0): (80.0, 1.0), (12000, 4, "resnet18", 1.41): (81.0, 1.5)}
+
+
+def test_depth_and_width_are_read_from_the_model_and_width_each_run_built():
+    from rsbkit.workbook.regime_studies import scaling_arm, scaling_axes, scaling_runs
+
+    assert scaling_arm(dict(model="resnet18", width=1.41)) == "resnet18 w1.41"
+    assert scaling_arm(dict(model="resnet34", width=math.nan)) == "resnet34"  # no width column: width 1
+    runs = scaling_runs(scaling_runs_of(SCALING))
+    assert scaling_axes(runs, "resnet18") == {"resnet18 w1.41": "width", "resnet34": "depth"}
+    with pytest.raises(RunError, match="base model 'resnet50'"):
+        scaling_axes(runs, "resnet50")
+
+
+def test_which_axis_pays_at_each_size_and_how_that_changes_with_the_regime():
+    from rsbkit.workbook.regime_studies import (
+        depth_width_display,
+        depth_width_gains,
+        depth_width_trends,
+        difference_sentence,
+        scaling_axes,
+        scaling_runs,
+    )
+
+    runs = scaling_runs(scaling_runs_of(SCALING))
+    axes = scaling_axes(runs, "resnet18")
+    cells = regime_cells(runs)
+    gains = depth_width_gains(cells, "resnet18", axes).set_index(["train_images", "arm", "against"])
+    assert gains.loc[(1500, "resnet34", "resnet18"), "diff"] == pytest.approx(2.0)
+    assert gains.loc[(1500, "resnet34", "resnet18"), "gap_base"] == pytest.approx(10.0)
+    assert gains.loc[(12000, "resnet18 w1.41", "resnet18"), "diff"] == pytest.approx(1.0)
+    depth_over_width = gains.loc[(1500, "resnet34", "resnet18 w1.41")]
+    assert depth_over_width["diff"] == pytest.approx(2.0) and depth_over_width["axis"] == "depth - width"
+    assert gains.loc[(12000, "resnet34", "resnet18 w1.41"), "diff"] == pytest.approx(-1.0)
+    trends = depth_width_trends(cells, "resnet18", axes).set_index(["arm", "against"])
+    # depth minus width on 1,500 images (+2) minus on 12,000 (-1): the rule's prediction, +3
+    assert trends.loc[("resnet34", "resnet18 w1.41"), "diff"] == pytest.approx(3.0)
+    assert trends.loc[("resnet34", "resnet18 w1.41"), "verdict"] == BEYOND
+    assert trends.loc[("resnet18 w1.41", "resnet18"), "diff"] == pytest.approx(-1.0)
+    sentence = difference_sentence(trends.reset_index().iloc[-1])
+    assert sentence.startswith("resnet34 minus resnet18 w1.41: its difference on 1,500 training images minus its "
+                               "difference on 12,000 is +3.00 points")
+    table = depth_width_display(cells, depth_width_gains(cells, "resnet18", axes), "resnet18")
+    assert list(table["training images"]) == ["1,500", "12,000"]  # the same images seen: fewest images first
+    row = table.set_index("training images").loc["1,500"]
+    assert row["epochs"] == 32 and row["gap, resnet18"] == pytest.approx(10.0)
+    assert row["top-1 resnet34"] == "77.00 ± 0.30 (n=3)" and row["resnet34 − resnet18 w1.41"].startswith("+2.00 (")
+
+
+# ------------------------------------------------------------------ study 3: procedure against architecture
+
+PROCEDURE_FIELDS = {"demo": dict(opt="lamb", loss="bce"), "torchvision": dict(opt="momentum", loss="ce")}
+
+
+def procedure_runs_of(cells: dict, spread=SPREAD) -> pd.DataFrame:
+    rows = []
+    for (procedure, model), (top1, gap) in cells.items():
+        for seed, d in enumerate(spread):
+            rows.append(dict(status="completed", seed=seed, model=model, **PROCEDURE_FIELDS[procedure],
+                             final_top1=top1 + d, train_top1=top1 + d + gap, fit_gap=gap))
+    return pd.DataFrame(rows)
+
+
+# the demo's procedure lifts a by 3 and b by nothing: a and b swap places; c stays last
+SWAP = {("torchvision", "a"): (80.0, 6.0), ("torchvision", "b"): (81.5, 5.0), ("torchvision", "c"): (70.0, 2.0),
+        ("demo", "a"): (83.0, 1.0), ("demo", "b"): (81.5, 1.0), ("demo", "c"): (71.0, 0.5)}
+
+
+def test_a_runs_procedure_is_read_from_its_optimizer_and_loss():
+    from rsbkit.workbook.regime_studies import procedure_of
+
+    assert procedure_of(dict(opt="lamb", loss="bce")) == "demo"
+    assert procedure_of(dict(opt="momentum", loss="ce")) == "torchvision"
+    assert procedure_of(dict(opt="lamb", loss="ce")) == "other"
+
+
+def test_a_rank_change_beyond_noise_is_read_from_both_orders_and_the_interaction():
+    from rsbkit.workbook.regime_studies import (
+        pair_orders,
+        pairs_display,
+        procedure_cells,
+        procedure_display,
+        procedure_gains,
+        procedure_runs,
+        ranking,
+        ranking_sentence,
+    )
+
+    cells = procedure_cells(procedure_runs(procedure_runs_of(SWAP)))
+    assert ranking(cells, "demo") == "a > b > c" and ranking(cells, "torchvision") == "b > a > c"
+    assert cells.set_index(["procedure", "model"]).loc[("torchvision", "a"), "rank"] == 2
+    gains = procedure_gains(cells).set_index("model")
+    assert gains.loc["a", "diff"] == pytest.approx(3.0) and gains.loc["a", "verdict"] == BEYOND
+    assert gains.loc["a", "gap_base"] == pytest.approx(6.0)
+    pairs = pair_orders(cells).set_index(["first", "second"])
+    ab = pairs.loc[("a", "b")]
+    assert ab["diff_demo"] == pytest.approx(1.5) and ab["diff_torchvision"] == pytest.approx(-1.5)
+    assert ab["order"] == "reversed, beyond noise" and ab["diff"] == pytest.approx(3.0) and ab["verdict"] == BEYOND
+    assert pairs.loc[("a", "c"), "order"] == "same order, beyond noise"
+    sentence = ranking_sentence(cells, pair_orders(cells))
+    assert "The ranking changes beyond noise: a and b swap places" in sentence
+    assert list(procedure_display(cells, procedure_gains(cells))["model"]) == ["a", "b", "c"]
+    assert pairs_display(pair_orders(cells)).iloc[0]["order"] == "reversed, beyond noise"
+
+
+def test_a_swap_of_the_means_within_the_noise_is_not_called_a_rank_change():
+    from rsbkit.workbook.regime_studies import pair_orders, procedure_cells, procedure_runs, ranking_sentence
+
+    near = {("torchvision", "a"): (80.0, 6.0), ("torchvision", "b"): (80.2, 5.0),
+            ("demo", "a"): (80.3, 1.0), ("demo", "b"): (80.1, 1.0)}
+    cells = procedure_cells(procedure_runs(procedure_runs_of(near, spread=[-1.0, 0.0, 1.0])))
+    pairs = pair_orders(cells)
+    assert pairs.iloc[0]["order"] == "reversed in the means, not beyond noise"
+    assert pairs.iloc[0]["verdict"] != BEYOND
+    assert "this study cannot tell at this number of seeds" in ranking_sentence(cells, pairs)
+
+
+def test_runs_of_neither_procedure_are_refused_by_name(tmp_path):
+    from rsbkit.workbook.regime_studies import procedure_study
+
+    runs = procedure_runs_of(SWAP).assign(name=lambda t: [f"r{i}" for i in range(len(t))])
+    runs.loc[0, "opt"] = "lamb"  # LAMB with cross-entropy: neither procedure
+    runs.to_csv(tmp_path / "procedure_runs.csv", index=False)
+    with pytest.raises(RunError, match="runs r0 trained neither procedure"):
+        procedure_study(runs_csv=str(tmp_path / "procedure_runs.csv"), seed_stats="", out_dir=str(tmp_path / "out"))
