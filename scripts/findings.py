@@ -117,6 +117,7 @@ def main() -> None:
         cliff_tables(out)
     for folder, gather in (("additive", additive_findings), ("weight_decay", weight_decay_findings),
                            ("teacher", teacher_findings), ("regime_regularization", regime_findings),
+                           ("regime_weight_decay", regime_weight_decay_findings),
                            ("regime_depth_width", depth_width_findings), ("regime_procedure", procedure_findings)):
         if (runs / folder).is_dir():
             gather(runs, out)
@@ -350,6 +351,55 @@ def with_active_time(folder: Path, csv: Path) -> pd.DataFrame:
     kept["active_s"] = [active_seconds(folder / name) for name in kept["name"]]
     kept.to_csv(csv, index=False)
     return kept
+
+
+def regime_shrinkage(folder: Path, runs: pd.DataFrame) -> dict:
+    """Weight decay -> how much it alone shrinks the weights over the run (one run's recorded recipe each)."""
+    from rsbkit.core.recipes import recipe_from_yaml
+    from rsbkit.workbook.resnet_rs_studies import weight_decay_shrinkage
+
+    out = {}
+    for wd, group in runs.groupby("weight_decay"):
+        run = group.iloc[0]
+        out[float(wd)] = weight_decay_shrinkage(recipe_from_yaml(folder / run["name"] / "recipe.yaml"),
+                                                int(run["train_images"]) // int(run["batch_size"]))
+    return out
+
+
+REGIME_WD_RUN_COLUMNS = ["name", "step_index", "step", "status", "seed", "model", "train_images", "batch_size", "epochs",
+                         "opt", "lr_used", "weight_decay", "smoothing", "drop_path", "aa", "drop", "final_top1",
+                         "train_top1", "fit_gap", "wall_s", "device_name", "code_version"]
+
+
+def regime_weight_decay_findings(runs: Path, out: Path) -> None:
+    """14, its second question: weight decay where it acts, with and without the regularizers."""
+    from rsbkit.workbook.figures import weight_decay_gap_figure
+    from rsbkit.workbook.regime_studies import (
+        weight_decay_cells,
+        weight_decay_display,
+        weight_decay_effects,
+        weight_decay_sentence,
+    )
+    from rsbkit.workbook.resnet_rs_studies import read_seed_stats
+
+    folder = runs / "regime_weight_decay"
+    table = load_runs(folder)
+    kept = table[[c for c in REGIME_WD_RUN_COLUMNS if c in table.columns]].sort_values("name").reset_index(drop=True)
+    kept["active_s"] = [active_seconds(folder / name) for name in kept["name"]]
+    kept.to_csv(out / "regime_wd_runs.csv", index=False)
+    stats = read_seed_stats(str(out / "seed_stats.json"))
+    cells = weight_decay_cells(kept)
+    effects = weight_decay_effects(cells, stats)
+    shrinkage = regime_shrinkage(folder, kept)
+    cells.to_csv(out / "regime_wd_cells.csv", index=False)
+    effects.to_csv(out / "regime_wd_effects.csv", index=False)
+    (out / "regime_wd_shrinkage.json").write_text(json.dumps({f"{k:g}": v for k, v in shrinkage.items()}, indent=1) + "\n")
+    save_figure(weight_decay_gap_figure(effects), out / "regime_weight_decay")
+    print("\n## 14, weight decay where it acts\n")
+    print(markdown(weight_decay_display(cells, effects, shrinkage)))
+    for row in effects[effects["step_index"].isna()].to_dict("records"):
+        print("\n- " + weight_decay_sentence(row) + ".")
+    print(cpu_time(kept))
 
 
 def depth_width_findings(runs: Path, out: Path) -> None:

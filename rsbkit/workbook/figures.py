@@ -644,3 +644,22 @@ def procedure_figure(cells: pandas.DataFrame, gains: pandas.DataFrame, *, arm: s
     fig.update_layout(title=title or f"Procedure against architecture: {base}'s and the {arm}'s",
                       font=dict(size=14), autosize=True, height=HEIGHT + 140, showlegend=False)
     return fig
+
+
+def weight_decay_gap_figure(effects: pandas.DataFrame, *, title: str = "") -> go.Figure:  # noqa: F821
+    """Weight decay where it acts (rsbkit.workbook.regime_studies.weight_decay_effects): x how much each row of
+    regularizers overfits at the smallest weight decay, y each larger weight decay's effect on test top-1 there (95%
+    interval), a line per weight decay from the row without regularizers to the row with them (labelled)."""
+    fig = go.Figure()
+    fig.add_hline(y=0, line=dict(color="grey", dash="dot"))
+    rows = effects[effects["step_index"].notna()]
+    for i, (wd, g) in enumerate(rows.groupby("weight_decay", sort=True)):
+        _gain_trace(fig, g, x="gap_base", dx=0.08 * i, name=f"weight decay {wd:g} − {g['against'].iloc[0]:g}",
+                    labels=list(g.sort_values("gap_base")["step"]) if i == 0 else None,
+                    line=dict(color=colour("regime-a3") if i == 0 else colour("regime-a1")))
+    fig.update_layout(title=title or "Weight decay's effect against overfitting (labels: regularizers)",
+                      xaxis_title="how much the row overfits at the smallest weight decay (points)",
+                      yaxis_title="effect on test top-1 (points, 95% CI)", font=dict(size=14), autosize=True,
+                      height=HEIGHT + 140, legend=dict(orientation="h", y=-0.28))
+    _room(fig, rows["gap_base"])
+    return fig

@@ -29,7 +29,15 @@ from ..core.paths import find_path, output_path
 from ..core.runs import atomic_write_text
 from .resnet_rs_studies import study_runs
 from .run_studies import read_seed_stats
-from .study_stats import BEYOND, COMPARISON_COLUMNS, SeedStats, compare_contrast, compare_means, group_stats
+from .study_stats import (
+    BEYOND,
+    COMPARISON_COLUMNS,
+    SeedStats,
+    compare_contrast,
+    compare_means,
+    comparison_row,
+    group_stats,
+)
 from .train_and_evaluate import none_if_empty, out_folder
 
 # the regularizers each arm trains with, as timm's 2021 args for RSB's procedures set them (RSB Table 1); weight
@@ -567,3 +575,91 @@ def pairs_display(pairs, arm: str = "demo", base: str = "torchvision"):
 
     return pd.DataFrame([{"pair": f"{p['first']} − {p['second']}", base: text(p, base), arm: text(p, arm),
                           "order": p["order"], "interaction": _comparison_text(p)} for p in pairs.to_dict("records")])
+
+
+# ------------------------------------------------------------------ study 1's second question: weight decay where it acts
+# ResNet-RS (docs/sources.md, section 3): decrease weight decay when combining regularizers. Read in the regime where
+# the model overfits most (params/sweeps/regime_weight_decay.yaml), at weight decays that shrink the weights.
+
+WD_CELL = ["step_index", "step", "weight_decay"]
+
+
+def weight_decay_cells(runs, value: str = "final_top1"):
+    """One row per (row of regularizers, weight decay) of a cumulative sweep crossed with weight decay: mean test
+    top-1 (`value`: ``mean``, ``std``, ``n``), the mean gap and training top-1 where the runs measured them (else
+    empty), and ``best`` (the row's best mean)."""
+    need = {"step_index", "step", "weight_decay", value}
+    if missing := need - set(runs.columns):
+        raise RunError(f"these runs lack {', '.join(sorted(missing))}: give the runs of a sweep with steps (rows of "
+                       "regularizers) crossed with a weight_decay grid")
+    done = runs[(runs["status"] == "completed") & runs["step_index"].notna()].copy()
+    if done.empty:
+        raise RunError("no completed run of the sweep's steps to read")
+    for column in ("fit_gap", "train_top1"):
+        done[column] = done[column] if column in done.columns else math.nan
+    cells = group_stats(done, WD_CELL, value).merge(
+        done.groupby(WD_CELL).agg(gap=("fit_gap", "mean"), train_top1=("train_top1", "mean")).reset_index(), on=WD_CELL)
+    cells["best"] = cells.index.isin(cells.groupby("step_index")["mean"].idxmax())
+    return cells
+
+
+def weight_decay_effects(cells, stats: Optional[SeedStats] = None):
+    """Each weight decay against the smallest in its row (``against``), with interval and verdict, beside how much
+    the row overfits at the smallest (``gap_base``); then, for each larger weight decay, the interaction: its effect
+    with every regularizer (the last row) minus its effect with none (the first row), one contrast of four groups
+    (``step`` is ``last - first``). ResNet-RS's rule predicts it negative: weight decay pays less, or costs more,
+    when the other regularizers are on."""
+    import pandas as pd
+
+    low = float(cells["weight_decay"].min())
+    rows, at = [], cells.set_index(["step_index", "weight_decay"])
+    for (index, step), group in cells.groupby(["step_index", "step"], sort=True):
+        b = at.loc[(index, low)]
+        for g in group[group["weight_decay"] != low].to_dict("records"):
+            c = comparison_row(g["mean"] - b["mean"], int(g["n"]), int(b["n"]), seed=stats, s=float(g["std"]),
+                               s_ref=float(b["std"]))  # one seed and no seed study: "cannot tell", the row kept
+            rows.append(dict(step_index=index, step=step, weight_decay=g["weight_decay"], against=low, n=int(g["n"]),
+                             n_base=int(b["n"]), gap=g["gap"], gap_base=b["gap"], **c))
+    first, last = cells["step_index"].min(), cells["step_index"].max()
+    names = cells.drop_duplicates("step_index").set_index("step_index")["step"]
+
+    def group(index, wd, weight):
+        g = at.loc[(index, wd)]
+        return float(g["mean"]), float(g["std"]), int(g["n"]), weight
+
+    if first != last:
+        for wd in sorted(w for w in cells["weight_decay"].unique() if w != low):
+            groups = [group(last, wd, 1), group(last, low, -1), group(first, wd, -1), group(first, low, 1)]
+            try:
+                c = compare_contrast(groups, seed=stats).row()
+            except RunError:  # one seed somewhere and no seed study: no interval
+                c = dict(comparison_row(math.nan, 1, 1), diff=sum(w * m for m, _, _, w in groups))
+            rows.append(dict(step_index=math.nan, step=f"{names[last]} - {names[first]}", weight_decay=wd, against=low,
+                             n=math.nan, n_base=math.nan, gap=math.nan, gap_base=math.nan, **c))
+    return pd.DataFrame(rows)
+
+
+def weight_decay_sentence(effect: Any) -> str:
+    """One interaction row of :func:`weight_decay_effects` in words."""
+    first, last = str(effect["step"]).split(" - ")[1], str(effect["step"]).split(" - ")[0]
+    return (f"weight decay {effect['weight_decay']:g} against {effect['against']:g}: its effect with {last} minus its "
+            f"effect with {first} is {effect['diff']:+.2f} points (95% interval {effect['low']:+.2f} to "
+            f"{effect['high']:+.2f}; {effect['verdict']})")
+
+
+def weight_decay_display(cells, effects, shrinkage: Optional[dict] = None):
+    """One row per row of regularizers: each weight decay's mean test top-1 (the row's best in bold) and each
+    larger weight decay's effect against the smallest; `shrinkage` (weight decay -> fraction) heads the columns."""
+    import pandas as pd
+
+    rows = []
+    for (index, step), group in cells.groupby(["step_index", "step"], sort=True):
+        row: dict[str, Any] = {"regularizers": step, "gap at the smallest": float(group.sort_values("weight_decay")["gap"].iloc[0])}
+        for c in group.sort_values("weight_decay").to_dict("records"):
+            text = f"{c['mean']:.2f} ± {c['std']:.2f} (n={int(c['n'])})"
+            head = f"wd {c['weight_decay']:g}" + (f" ({shrinkage[c['weight_decay']]:.0%} shrink)" if shrinkage else "")
+            row[head] = f"**{text}**" if c["best"] else text
+        for e in effects[effects["step_index"] == index].to_dict("records"):
+            row[f"{e['weight_decay']:g} − {e['against']:g}"] = _comparison_text(e)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -296,6 +296,76 @@ def test_the_regime_study_is_computed_from_its_runs_and_the_readme_quotes_it():
     assert cpu_time(runs) in readme()
 
 
+def test_the_depth_width_study_is_computed_from_its_runs_and_the_readme_quotes_it():
+    """Section 15 (issue 48): the cells, differences and trends are those of its run table, every run was planned in
+    the sweep file before the runs, and the README quotes the table, each trend and the CPU time."""
+    from rsbkit.workbook.regime_studies import (
+        depth_width_display,
+        depth_width_gains,
+        depth_width_trends,
+        difference_sentence,
+        regime_cells,
+        scaling_axes,
+        scaling_runs,
+    )
+    from rsbkit.workbook.sweep import load_sweep
+
+    runs = pd.read_csv(FINDINGS / "depth_width_runs.csv")
+    stats = read_seed_stats(str(FINDINGS / "seed_stats.json"))
+    read = scaling_runs(runs)
+    axes = scaling_axes(read, "resnet18")
+    assert axes == {"resnet34": "depth", "resnet18 w1.41": "width"}
+    cells = regime_cells(read)
+    gains, trends = depth_width_gains(cells, "resnet18", axes, stats), depth_width_trends(cells, "resnet18", axes, stats)
+    for name, frame in (("depth_width_cells", cells), ("depth_width_gains", gains), ("depth_width_trends", trends)):
+        pd.testing.assert_frame_equal(frame.reset_index(drop=True), pd.read_csv(FINDINGS / f"{name}.csv"), check_dtype=False)
+    planned = {p.name for p in load_sweep(ROOT / "params" / "sweeps" / "regime_depth_width.yaml").points}
+    assert set(runs["name"]) == planned and (runs["status"] == "completed").all() and len(runs) == 18
+    assert set(gains["verdict"]) <= set(VERDICTS) and set(trends["verdict"]) <= set(VERDICTS)
+    for line in markdown(depth_width_display(cells, gains, "resnet18")).splitlines():
+        assert line in readme(), line
+    text = section("15. Depth against width by regime")
+    for trend in trends.to_dict("records"):
+        assert difference_sentence(trend) in text, difference_sentence(trend)
+    assert cpu_time(runs) in text
+
+
+def test_the_procedure_study_is_computed_from_its_runs_and_the_readme_quotes_it():
+    """Section 16 (issue 48): each model's difference between the procedures, every pair's orders and interaction
+    are those of its run table, every run was planned before the runs, and the README quotes them."""
+    from rsbkit.workbook.regime_studies import (
+        interaction_sentence,
+        pair_orders,
+        pairs_display,
+        procedure_cells,
+        procedure_display,
+        procedure_gains,
+        procedure_runs,
+        ranking_sentence,
+    )
+    from rsbkit.workbook.sweep import load_sweep
+
+    runs = pd.read_csv(FINDINGS / "procedure_runs.csv")
+    stats = read_seed_stats(str(FINDINGS / "seed_stats.json"))
+    read = procedure_runs(runs)
+    assert set(read["procedure"]) == {"demo", "torchvision"}
+    cells = procedure_cells(read)
+    gains, pairs = procedure_gains(cells, stats), pair_orders(cells, stats)
+    for name, frame in (("procedure_cells", cells), ("procedure_gains", gains), ("procedure_pairs", pairs)):
+        pd.testing.assert_frame_equal(frame.reset_index(drop=True), pd.read_csv(FINDINGS / f"{name}.csv"), check_dtype=False)
+    planned = {p.name for p in load_sweep(ROOT / "params" / "sweeps" / "regime_procedure.yaml").points}
+    assert set(runs["name"]) == planned and (runs["status"] == "completed").all() and len(runs) == 18
+    assert set(gains["verdict"]) <= set(VERDICTS) and set(pairs["verdict"]) <= set(VERDICTS)
+    for table in (procedure_display(cells, gains), pairs_display(pairs)):
+        for line in markdown(table).splitlines():
+            assert line in readme(), line
+    text = section("16. Procedure against architecture")
+    assert ranking_sentence(cells, pairs) in text
+    for pair in pairs.to_dict("records"):
+        assert interaction_sentence(pair) in text, interaction_sentence(pair)
+    assert cpu_time(runs) in text
+
+
 def section(heading: str) -> str:
     """One section of findings/README.md (from its heading to the next), whitespace collapsed."""
     text = readme().split(f"\n## {heading}", 1)[1]

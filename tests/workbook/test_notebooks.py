@@ -265,6 +265,21 @@ def test_ablation_notebook_lays_out_table6(seed_study, tmp_path, cli):
     assert "runs_csv is given: this study reads finished runs and trains nothing" in said
     assert "their gain over none on 1,500 training images" in said and len(figures(tmp_path / "regime" / "regime.ipynb")) == 1
 
+    # its two sister studies, read back the same way: depth against width, procedure against architecture
+    for notebook, stem, tables, words in (
+            ("depth_width", "depth_width", ("depth_width_gains", "depth_width_trends"), "resnet34 minus resnet18 w1.41"),
+            ("procedure_architecture", "procedure", ("procedure_gains", "procedure_pairs"), "Ranking by mean test top-1")):
+        res = cli("run", f"notebooks/studies/{notebook}.ipynb", "-p", "runs_csv", str(ROOT / "findings" / f"{stem}_runs.csv"),
+                  "--out", str(tmp_path / notebook))
+        assert res.returncode == 0, res.stdout + res.stderr
+        for name in tables:
+            committed, again = pd.read_csv(ROOT / "findings" / f"{name}.csv"), pd.read_csv(tmp_path / notebook / f"{name}.csv")
+            assert list(again["verdict"]) == list(committed["verdict"])
+            assert again["low"].tolist() == pytest.approx(committed["low"].tolist())
+        said = " ".join(texts(tmp_path / notebook / f"{notebook}.ipynb").split())
+        assert "runs_csv is given: this study reads finished runs and trains nothing" in said and words in said
+        assert len(figures(tmp_path / notebook / f"{notebook}.ipynb")) == 1
+
     # the report gathers the ablation's runs and groups them
     res = cli("run", "notebooks/report.ipynb", "-p", "runs", f"[{tmp_path / 'points'}]", "-p", "group_by", "[loss]",
                   "--out", str(tmp_path / "report"))

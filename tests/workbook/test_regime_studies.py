@@ -226,3 +226,46 @@ def test_runs_of_neither_procedure_are_refused_by_name(tmp_path):
     runs.to_csv(tmp_path / "procedure_runs.csv", index=False)
     with pytest.raises(RunError, match="runs r0 trained neither procedure"):
         procedure_study(runs_csv=str(tmp_path / "procedure_runs.csv"), seed_stats="", out_dir=str(tmp_path / "out"))
+
+
+# ------------------------------------------------------------------ weight decay where it acts
+
+def wd_runs_of(cells: dict) -> pd.DataFrame:
+    """{(step index, step, weight decay): (mean test top-1, mean gap)} as three seeds each."""
+    return pd.DataFrame([dict(status="completed", seed=seed, step_index=index, step=step, weight_decay=wd,
+                              final_top1=top1 + d, train_top1=top1 + d + gap, fit_gap=gap)
+                         for (index, step, wd), (top1, gap) in cells.items() for seed, d in enumerate(SPREAD)])
+
+
+# a larger weight decay gains 2 points without regularizers and costs 1 with them: ResNet-RS's rule, an interaction of -3
+WD = {(0, "none", 1e-4): (80.0, 10.0), (0, "none", 1e-2): (82.0, 6.0),
+      (1, "regularizers", 1e-4): (81.0, 4.0), (1, "regularizers", 1e-2): (80.0, 2.0)}
+
+
+def test_weight_decays_effect_with_and_without_the_regularizers_and_their_difference():
+    from rsbkit.workbook.regime_studies import (
+        weight_decay_cells,
+        weight_decay_display,
+        weight_decay_effects,
+        weight_decay_sentence,
+    )
+
+    cells = weight_decay_cells(wd_runs_of(WD))
+    assert list(cells.loc[cells["best"], "weight_decay"]) == [1e-2, 1e-4]  # the best falls as regularizers are added
+    effects = weight_decay_effects(cells)
+    assert list(effects["diff"]) == pytest.approx([2.0, -1.0, -3.0])
+    assert list(effects["gap_base"][:2]) == pytest.approx([10.0, 4.0]) and set(effects["verdict"]) == {BEYOND}
+    interaction = effects.iloc[-1]
+    assert interaction["step"] == "regularizers - none"
+    assert weight_decay_sentence(interaction).startswith(
+        "weight decay 0.01 against 0.0001: its effect with regularizers minus its effect with none is -3.00 points")
+    table = weight_decay_display(cells, effects, {1e-4: 0.007, 1e-2: 0.517})
+    assert list(table.columns[:4]) == ["regularizers", "gap at the smallest", "wd 0.0001 (1% shrink)", "wd 0.01 (52% shrink)"]
+    assert table.iloc[0]["wd 0.01 (52% shrink)"] == "**82.00 ± 0.30 (n=3)**" and table.iloc[1]["0.01 − 0.0001"].startswith("-1.00 (")
+
+
+def test_a_weight_decay_sweep_without_steps_is_refused_by_name():
+    from rsbkit.workbook.regime_studies import weight_decay_cells
+
+    with pytest.raises(RunError, match="step_index"):
+        weight_decay_cells(wd_runs_of(WD).drop(columns=["step_index"]))
