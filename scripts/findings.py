@@ -402,10 +402,14 @@ def regime_weight_decay_findings(runs: Path, out: Path) -> None:
     print(cpu_time(kept))
 
 
+def depth_width_label(row: dict) -> str:
+    return f"{row['arm']} − {row['against']} on {int(row['train_images']):,} images"
+
+
 def depth_width_findings(runs: Path, out: Path) -> None:
     """15. depth against width by regime: the cells, the differences, the trends, the figure, the CPU time."""
     from rsbkit.workbook.figures import depth_width_figure
-    from rsbkit.workbook.regime_studies import depth_width_display, depth_width_study, difference_sentence
+    from rsbkit.workbook.regime_studies import depth_width_display, depth_width_study, difference_sentence, holm_sentence
 
     folder = runs / "regime_depth_width"
     study = depth_width_study(runs=str(folder), seed_stats=str(out / "seed_stats.json"), out_dir=str(out))
@@ -413,6 +417,7 @@ def depth_width_findings(runs: Path, out: Path) -> None:
     save_figure(depth_width_figure(study.gains, base=study.base), out / "depth_width")
     print("\n## 15. depth against width by regime\n")
     print(markdown(depth_width_display(study.cells, study.gains, study.base)))
+    print("\n" + holm_sentence(study.gains, depth_width_label) + ".")
     for trend in study.trends.to_dict("records"):
         print("\n- " + difference_sentence(trend) + ".")
     print(cpu_time(kept))

@@ -36,6 +36,7 @@ from .study_stats import (
     compare_contrast,
     compare_means,
     comparison_row,
+    family_check,
     group_stats,
 )
 from .train_and_evaluate import none_if_empty, out_folder
@@ -663,3 +664,18 @@ def weight_decay_display(cells, effects, shrinkage: Optional[dict] = None):
             row[f"{e['weight_decay']:g} − {e['against']:g}"] = _comparison_text(e)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def holm_sentence(table, label) -> str:
+    """A study table's comparisons read as one family (:func:`rsbkit.workbook.study_stats.family_check`): how many
+    of those beyond noise stay so under Holm's correction, naming any that do not (`label`: row -> its name)."""
+    checked = family_check(table)
+    beyond = checked[checked["verdict"] == BEYOND]
+    lost = [label(r) for r in beyond[~beyond["holm_beyond"].astype(bool)].to_dict("records")]
+    k = int(checked["p_value"].notna().sum())
+    head = f"Read as one family of {k} comparisons with Holm's correction, "
+    if beyond.empty:
+        return head + "none was beyond noise to begin with"
+    kept = len(beyond) - len(lost)
+    return head + (f"{kept} of the {len(beyond)} beyond noise {'stays' if kept == 1 else 'stay'} so" +
+                   (f"; {', '.join(lost)} no longer {'is' if len(lost) == 1 else 'are'}" if lost else ""))

@@ -296,6 +296,39 @@ def test_the_regime_study_is_computed_from_its_runs_and_the_readme_quotes_it():
     assert cpu_time(runs) in readme()
 
 
+def test_weight_decay_where_it_acts_is_computed_from_its_runs_and_the_readme_quotes_it():
+    """Section 14's second question (issue 48): the cells and effects are those of its run table, every run was planned
+    before the runs, each weight decay's shrinkage is what the planned recipe gives, and the README quotes them."""
+    from rsbkit.workbook.regime_studies import (
+        weight_decay_cells,
+        weight_decay_display,
+        weight_decay_effects,
+        weight_decay_sentence,
+    )
+    from rsbkit.workbook.resnet_rs_studies import weight_decay_shrinkage
+    from rsbkit.workbook.sweep import load_sweep
+
+    runs = pd.read_csv(FINDINGS / "regime_wd_runs.csv")
+    stats = read_seed_stats(str(FINDINGS / "seed_stats.json"))
+    cells = weight_decay_cells(runs)
+    effects = weight_decay_effects(cells, stats)
+    for name, frame in (("regime_wd_cells", cells), ("regime_wd_effects", effects)):
+        pd.testing.assert_frame_equal(frame.reset_index(drop=True), pd.read_csv(FINDINGS / f"{name}.csv"), check_dtype=False)
+    sweep = load_sweep(ROOT / "params" / "sweeps" / "regime_weight_decay.yaml")
+    assert set(runs["name"]) == {p.name for p in sweep.points} and (runs["status"] == "completed").all()
+    shrinkage = {float(k): v for k, v in json.loads((FINDINGS / "regime_wd_shrinkage.json").read_text()).items()}
+    for point in sweep.points:
+        recipe = load_recipe(point.parameters["recipe"], **point.parameters["overrides"])
+        assert shrinkage[recipe.weight_decay] == pytest.approx(weight_decay_shrinkage(recipe, 1500 // recipe.batch_size))
+    assert set(effects["verdict"]) <= set(VERDICTS)
+    for line in markdown(weight_decay_display(cells, effects, shrinkage)).splitlines():
+        assert line in readme(), line
+    text = section("14. Regularization against the regime")
+    for row in effects[effects["step_index"].isna()].to_dict("records"):
+        assert weight_decay_sentence(row) in text, weight_decay_sentence(row)
+    assert cpu_time(runs) in text
+
+
 def test_the_depth_width_study_is_computed_from_its_runs_and_the_readme_quotes_it():
     """Section 15 (issue 48): the cells, differences and trends are those of its run table, every run was planned in
     the sweep file before the runs, and the README quotes the table, each trend and the CPU time."""

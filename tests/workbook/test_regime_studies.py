@@ -269,3 +269,14 @@ def test_a_weight_decay_sweep_without_steps_is_refused_by_name():
 
     with pytest.raises(RunError, match="step_index"):
         weight_decay_cells(wd_runs_of(WD).drop(columns=["step_index"]))
+
+
+def test_the_holm_sentence_counts_what_stays_beyond_noise_and_names_what_does_not():
+    from rsbkit.workbook.regime_studies import holm_sentence
+
+    # p-values of about 0.01, 0.04 and 0.3: alone, two are beyond noise; under Holm only the first
+    table = pd.DataFrame({"name": ["a", "b", "c"], "low": [0.5, 0.05, -1.0], "high": [2.5, 2.0, 3.0], "df": [30.0] * 3,
+                          "verdict": [BEYOND, BEYOND, CANNOT_TELL]})
+    said = holm_sentence(table, lambda r: r["name"])
+    assert said == "Read as one family of 3 comparisons with Holm's correction, 1 of the 2 beyond noise stays so; b no longer is"
+    assert holm_sentence(table.iloc[2:], lambda r: r["name"]).endswith("none was beyond noise to begin with")
