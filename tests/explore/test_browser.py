@@ -193,6 +193,25 @@ def _accept_dialogs(page, seen: list[str]) -> None:
         page.wait_for_timeout(500)
 
 
+class CellsDidNotRun(Exception):
+    """The kernel never ran the cells: under load a kernel can die while it starts ("Kernel is dead", its channels
+    404, JupyterLab's kernel chooser back each time). Not the notebook's failure: the test tries once more, with the
+    notebook's sessions shut down first so that a new kernel starts."""
+
+
+def _shut_down_sessions(url: str, token: str, name: str) -> list[str]:
+    """Shut down the server's sessions (and kernels) of notebook `name`; the paths of those it shut down."""
+    with urllib.request.urlopen(f"{url}/api/sessions?token={token}", timeout=limit(10)) as r:
+        sessions = json.loads(r.read())
+    gone = []
+    for session in sessions:
+        if session.get("path", "").endswith(f"{name}.ipynb"):
+            request = urllib.request.Request(f"{url}/api/sessions/{session['id']}?token={token}", method="DELETE")
+            urllib.request.urlopen(request, timeout=limit(30)).close()
+            gone.append(session["path"])
+    return gone
+
+
 def _run_all_cells(page, seen: list[str], timeout_s: float = 300) -> None:
     """Run all cells and wait until every code cell has run. Under load a first kernel can drop the
     queued cells while it connects (they fall back to "[ ]"): then run all cells again."""
@@ -209,7 +228,7 @@ def _run_all_cells(page, seen: list[str], timeout_s: float = 300) -> None:
             page.get_by_text("Run All Cells", exact=True).click(timeout=limit(10) * 1000)
             attempts, idle_since = attempts + 1, None
         page.wait_for_timeout(500)
-    raise AssertionError(f"the cells did not all run within {timeout_s:.0f} s ({attempts} x Run All Cells): {state}")
+    raise CellsDidNotRun(f"the cells did not all run within {timeout_s:.0f} s ({attempts} x Run All Cells): {state}")
 
 
 # jupyterlab-plotly resizes every figure it has drawn when the window changes size, including the ones an
@@ -402,9 +421,11 @@ def test_explorer_in_jupyterlab(lab, browser, name):
         errors = _explore(browser, url, token, name, 1, root)
     except AssertionError:
         raise  # a figure that does not change is a real failure
-    except Exception as exc:  # a timeout: try once more
+    except Exception as exc:  # a timeout, or a kernel that never ran the cells: try once more
         print(f"{name}, attempt 1 failed: {type(exc).__name__}: {str(exc)[:300]}")
         errors = ["attempt 1 failed"]
+        if isinstance(exc, CellsDidNotRun):
+            print(f"{name}: shut down {_shut_down_sessions(url, token, name)} before attempt 2")
     if errors:
         errors = _explore(browser, url, token, name, 2, root)
     assert errors == [], errors
