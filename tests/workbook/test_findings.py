@@ -45,6 +45,7 @@ from findings import (  # noqa: E402  (the script that wrote them)
     cliff_pivot,
     comparison_row,
     cpu_time,
+    depth_width_label,
     markdown,
     progressive_summary,
     soft_against_hard,
@@ -337,6 +338,7 @@ def test_the_depth_width_study_is_computed_from_its_runs_and_the_readme_quotes_i
         depth_width_gains,
         depth_width_trends,
         difference_sentence,
+        holm_sentence,
         regime_cells,
         scaling_axes,
         scaling_runs,
@@ -358,6 +360,7 @@ def test_the_depth_width_study_is_computed_from_its_runs_and_the_readme_quotes_i
     for line in markdown(depth_width_display(cells, gains, "resnet18")).splitlines():
         assert line in readme(), line
     text = section("15. Depth against width by regime")
+    assert holm_sentence(gains, depth_width_label) in text
     for trend in trends.to_dict("records"):
         assert difference_sentence(trend) in text, difference_sentence(trend)
     assert cpu_time(runs) in text
