@@ -428,6 +428,7 @@ def procedure_findings(runs: Path, out: Path) -> None:
     the figure, the CPU time."""
     from rsbkit.workbook.figures import procedure_figure
     from rsbkit.workbook.regime_studies import (
+        holm_sentence,
         interaction_sentence,
         pairs_display,
         procedure_display,
@@ -445,7 +446,19 @@ def procedure_findings(runs: Path, out: Path) -> None:
     print("\n" + ranking_sentence(study.cells, study.pairs))
     for pair in study.pairs.to_dict("records"):
         print("\n- " + interaction_sentence(pair) + ".")
+    for family, table, label in procedure_families(study):
+        print(f"\n{family}: " + holm_sentence(table, label) + ".")
     print(cpu_time(kept))
+
+
+def procedure_families(study) -> list:
+    """Section 16's three families of comparisons, each read with Holm's correction: (name, table, row label)."""
+    from rsbkit.workbook.regime_studies import pair_comparisons
+
+    return [("each model between the procedures", study.gains, lambda r: r["model"]),
+            ("every pair's order under each procedure", pair_comparisons(study.pairs),
+             lambda r: f"{r['pair']} under {r['procedure']}"),
+            ("the interactions", study.pairs, lambda r: f"{r['first']} − {r['second']}")]
 
 
 def weight_decay_pivot(cells: pd.DataFrame) -> pd.DataFrame:

@@ -477,7 +477,7 @@ def pair_orders(cells, stats: Optional[SeedStats] = None, arm: str = "demo", bas
             a, b = _cell(cells, procedure, first), _cell(cells, procedure, second)
             read[procedure] = compare_means(a["mean"] - b["mean"], int(a["n"]), int(b["n"]), seed=stats,
                                             s=float(a["std"]), s_ref=float(b["std"])).row()
-            row.update({f"{k}_{procedure}": read[procedure][k] for k in ("diff", "low", "high", "verdict")})
+            row.update({f"{k}_{procedure}": read[procedure][k] for k in ("diff", "low", "high", "df", "verdict")})
         row["order"] = order_reading(read[arm], read[base])
 
         def group(procedure, model, weight):
@@ -488,6 +488,16 @@ def pair_orders(cells, stats: Optional[SeedStats] = None, arm: str = "demo", bas
                              seed=stats)
         rows.append(dict(row, **c.row()))
     return pd.DataFrame(rows)
+
+
+def pair_comparisons(pairs, procedures: tuple = ("demo", "torchvision")):
+    """Every pair's difference under each procedure as rows (``pair``, ``procedure``, ``diff``, ``low``, ``high``,
+    ``df``, ``verdict``): the family a change of rank is read from (:func:`holm_sentence`)."""
+    import pandas as pd
+
+    return pd.DataFrame([dict(pair=f"{p['first']} − {p['second']}", procedure=procedure,
+                              **{k: p[f"{k}_{procedure}"] for k in ("diff", "low", "high", "df", "verdict")})
+                         for p in pairs.to_dict("records") for procedure in procedures])
 
 
 def ranking(cells, procedure: str) -> str:

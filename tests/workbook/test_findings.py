@@ -7,6 +7,7 @@ import json
 import math
 import re
 import sys
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -47,6 +48,7 @@ from findings import (  # noqa: E402  (the script that wrote them)
     cpu_time,
     depth_width_label,
     markdown,
+    procedure_families,
     progressive_summary,
     soft_against_hard,
     student_table,
@@ -399,6 +401,10 @@ def test_the_procedure_study_is_computed_from_its_runs_and_the_readme_quotes_it(
             assert line in readme(), line
     text = section("16. Procedure against architecture")
     assert ranking_sentence(cells, pairs) in text
+    from rsbkit.workbook.regime_studies import holm_sentence
+
+    for family, table, label in procedure_families(SimpleNamespace(gains=gains, pairs=pairs)):
+        assert f"{family}: {holm_sentence(table, label)}" in text, family
     for pair in pairs.to_dict("records"):
         assert interaction_sentence(pair) in text, interaction_sentence(pair)
     assert cpu_time(runs) in text

@@ -204,6 +204,11 @@ def test_a_rank_change_beyond_noise_is_read_from_both_orders_and_the_interaction
     assert "The ranking changes beyond noise: a and b swap places" in sentence
     assert list(procedure_display(cells, procedure_gains(cells))["model"]) == ["a", "b", "c"]
     assert pairs_display(pair_orders(cells)).iloc[0]["order"] == "reversed, beyond noise"
+    from rsbkit.workbook.regime_studies import pair_comparisons
+
+    family = pair_comparisons(pair_orders(cells))
+    assert len(family) == 6 and list(family.iloc[0][["pair", "procedure"]]) == ["a − b", "demo"]
+    assert family.iloc[1]["diff"] == pytest.approx(-1.5) and family["df"].notna().all()
 
 
 def test_a_swap_of_the_means_within_the_noise_is_not_called_a_rank_change():
