@@ -60,12 +60,14 @@ def _same(value: Any, wanted: Any) -> bool:
     return not empty and (value == wanted if isinstance(wanted, str) else math.isclose(float(value), wanted))
 
 
+def _first_match(run: Any, named: dict[str, dict]) -> str:
+    """The first name in `named` whose fields a run (a run-table row) has, else ``other``."""
+    return next((name for name, fields in named.items() if all(_same(run.get(k), v) for k, v in fields.items())), "other")
+
+
 def arm_of(run: Any) -> str:
     """The arm of :data:`ARMS` whose regularizers a run (a run-table row) trained with, else ``other``."""
-    for name, fields in ARMS.items():
-        if all(_same(run.get(k), v) for k, v in fields.items()):
-            return name
-    return "other"
+    return _first_match(run, ARMS)
 
 
 def _regime_table(runs):
@@ -403,10 +405,7 @@ PROCEDURE_CELL = ["procedure", "model"]
 
 def procedure_of(run: Any) -> str:
     """The procedure of :data:`PROCEDURES` a run (a run-table row) trained with, from its optimizer and loss."""
-    for name, fields in PROCEDURES.items():
-        if all(_same(run.get(k), v) for k, v in fields.items()):
-            return name
-    return "other"
+    return _first_match(run, PROCEDURES)
 
 
 def procedure_runs(runs):
