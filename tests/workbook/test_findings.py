@@ -365,6 +365,11 @@ def test_the_depth_width_study_is_computed_from_its_runs_and_the_readme_quotes_i
         assert line in readme(), line
     text = section("15. Depth against width by regime")
     assert holm_sentence(gains, depth_width_label) in text
+    base = read[read["arm"] == "resnet18"]  # the regime moved: resnet18's gap from 1,500 to 12,000 images
+    small, large = (base.loc[base["train_images"] == n, "fit_gap"] for n in (1500, 12000))
+    moved = compare_means(small.mean() - large.mean(), len(small), len(large), s=small.std(), s_ref=large.std())
+    assert moved.beyond_noise and (f"falls by {moved.diff:.2f} points from 1,500 to 12,000 images, 95% interval "
+                                   f"{moved.low:.2f} to {moved.high:.2f}") in text
     for trend in trends.to_dict("records"):
         assert difference_sentence(trend) in text, difference_sentence(trend)
     assert cpu_time(runs) in text
