@@ -516,7 +516,13 @@ def ranking_sentence(cells, pairs, arm: str = "demo", base: str = "torchvision")
     if means:
         return head + (f"The means swap {'; '.join(means)}, but not beyond noise under both procedures: whether the "
                        "ranking changes, this study cannot tell at this number of seeds.")
-    return head + "No pair swaps places: the ranking is the same under both."
+    kept = [f"{p['first']} and {p['second']}" for p in pairs.to_dict("records") if p["order"] == "same order, beyond noise"]
+    if len(kept) == len(pairs):
+        return head + "No pair swaps places, and every pair's order is beyond noise under both procedures: the ranking holds."
+    held = f"{len(kept)} of the {len(pairs)} pairs keep an order beyond noise under both procedures" + (
+        f" ({'; '.join(kept)})" if kept else "")
+    return head + (f"No pair swaps places in the means; {held}; for the other pairs this study cannot tell at this "
+                   "number of seeds whether their order holds.")
 
 
 def interaction_sentence(pair: Any, arm: str = "demo", base: str = "torchvision") -> str:

@@ -285,3 +285,18 @@ def test_the_holm_sentence_counts_what_stays_beyond_noise_and_names_what_does_no
     said = holm_sentence(table, lambda r: r["name"])
     assert said == "Read as one family of 3 comparisons with Holm's correction, 1 of the 2 beyond noise stays so; b no longer is"
     assert holm_sentence(table.iloc[2:], lambda r: r["name"]).endswith("none was beyond noise to begin with")
+
+
+def test_an_order_kept_is_said_only_where_it_is_beyond_noise_under_both_procedures():
+    from rsbkit.workbook.regime_studies import pair_orders, procedure_cells, procedure_runs, ranking_sentence
+
+    kept = {("torchvision", "a"): (82.0, 1.0), ("torchvision", "b"): (80.0, 1.0), ("torchvision", "c"): (79.8, 1.0),
+            ("demo", "a"): (83.0, 1.0), ("demo", "b"): (81.0, 1.0), ("demo", "c"): (80.8, 1.0)}
+    cells = procedure_cells(procedure_runs(procedure_runs_of(kept)))
+    said = ranking_sentence(cells, pair_orders(cells))
+    assert ("No pair swaps places in the means; 2 of the 3 pairs keep an order beyond noise under both procedures "
+            "(a and b; a and c); for the other pairs this study cannot tell") in said
+    clear = {k: (v[0] + (3.0 if k[1] == "c" else 0.0) * -1, v[1]) for k, v in kept.items()}  # c 3 points lower
+    cells = procedure_cells(procedure_runs(procedure_runs_of(clear)))
+    assert ranking_sentence(cells, pair_orders(cells)).endswith("every pair's order is beyond noise under both procedures: "
+                                                                "the ranking holds.")
