@@ -70,16 +70,21 @@ def arm_of(run: Any) -> str:
     return _first_match(run, ARMS)
 
 
-def _regime_table(runs):
-    """The completed runs with ``images_seen`` (epochs x training images: a study's length) and ``length`` (``short``
-    for the fewest images seen, ``long`` for the most)."""
-    need = {"train_images", "epochs", "fit_gap", "final_top1"}
+def _completed(runs, need: set, why: str):
+    """The completed runs of a table that has the columns `need` (else an error naming the missing ones and `why`)."""
     if missing := need - set(runs.columns):
-        raise RunError(f"these runs lack {', '.join(sorted(missing))}: a regime study needs runs that measured "
-                       "their training images' top-1 (eval_train, on by default)")
+        raise RunError(f"these runs lack {', '.join(sorted(missing))}: {why}")
     out = runs[runs["status"] == "completed"].copy()
     if out.empty:
         raise RunError("no completed run to read")
+    return out
+
+
+def _regime_table(runs):
+    """The completed runs with ``images_seen`` (epochs x training images: a study's length) and ``length`` (``short``
+    for the fewest images seen, ``long`` for the most)."""
+    out = _completed(runs, {"train_images", "epochs", "fit_gap", "final_top1"},
+                     "a regime study needs runs that measured their training images' top-1 (eval_train, on by default)")
     out["images_seen"] = out["epochs"].astype(int) * out["train_images"].astype(int)
     seen = sorted(out["images_seen"].unique())
     out["length"] = out["images_seen"].map(lambda v: "short" if v == seen[0] else "long" if v == seen[-1] else f"{v:,}")
@@ -410,13 +415,8 @@ def procedure_of(run: Any) -> str:
 
 def procedure_runs(runs):
     """The completed runs with ``procedure`` (:func:`procedure_of`)."""
-    need = {"model", "opt", "loss", "final_top1", "fit_gap"}
-    if missing := need - set(runs.columns):
-        raise RunError(f"these runs lack {', '.join(sorted(missing))}: the procedure study reads each run's model, "
-                       "optimizer, loss and overfitting gap (eval_train, on by default)")
-    out = runs[runs["status"] == "completed"].copy()
-    if out.empty:
-        raise RunError("no completed run to read")
+    out = _completed(runs, {"model", "opt", "loss", "final_top1", "fit_gap"}, "the procedure study reads each run's "
+                     "model, optimizer, loss and overfitting gap (eval_train, on by default)")
     out["procedure"] = [procedure_of(r) for r in out.to_dict("records")]
     return out
 
