@@ -673,7 +673,7 @@ def weight_decay_display(cells, effects, shrinkage: Optional[dict] = None):
         row: dict[str, Any] = {"regularizers": step, "gap at the smallest": float(group.sort_values("weight_decay")["gap"].iloc[0])}
         for c in group.sort_values("weight_decay").to_dict("records"):
             text = f"{c['mean']:.2f} ± {c['std']:.2f} (n={int(c['n'])})"
-            head = f"wd {c['weight_decay']:g}" + (f" ({shrinkage[c['weight_decay']]:.0%} shrink)" if shrinkage else "")
+            head = f"wd {c['weight_decay']:g}" + (f" ({shrinkage[c['weight_decay']]:.1%} shrink)" if shrinkage else "")
             row[head] = f"**{text}**" if c["best"] else text
         for e in effects[effects["step_index"] == index].to_dict("records"):
             row[f"{e['weight_decay']:g} − {e['against']:g}"] = _comparison_text(e)

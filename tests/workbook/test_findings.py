@@ -299,8 +299,6 @@ def test_the_regime_study_is_computed_from_its_runs_and_the_readme_quotes_it():
     assert cpu_time(runs) in readme()
 
 
-@pytest.mark.skipif(not (FINDINGS / "regime_wd_runs.csv").is_file(),
-                    reason="params/sweeps/regime_weight_decay.yaml is planned (seeds fixed) and not run yet")
 def test_weight_decay_where_it_acts_is_computed_from_its_runs_and_the_readme_quotes_it():
     """Section 14's second question (issue 48): the cells and effects are those of its run table, every run was planned
     before the runs, each weight decay's shrinkage is what the planned recipe gives, and the README quotes them."""

@@ -265,8 +265,8 @@ def test_weight_decays_effect_with_and_without_the_regularizers_and_their_differ
     assert weight_decay_sentence(interaction).startswith(
         "weight decay 0.01 against 0.0001: its effect with regularizers minus its effect with none is -3.00 points")
     table = weight_decay_display(cells, effects, {1e-4: 0.007, 1e-2: 0.517})
-    assert list(table.columns[:4]) == ["regularizers", "gap at the smallest", "wd 0.0001 (1% shrink)", "wd 0.01 (52% shrink)"]
-    assert table.iloc[0]["wd 0.01 (52% shrink)"] == "**82.00 ± 0.30 (n=3)**" and table.iloc[1]["0.01 − 0.0001"].startswith("-1.00 (")
+    assert list(table.columns[:4]) == ["regularizers", "gap at the smallest", "wd 0.0001 (0.7% shrink)", "wd 0.01 (51.7% shrink)"]
+    assert table.iloc[0]["wd 0.01 (51.7% shrink)"] == "**82.00 ± 0.30 (n=3)**" and table.iloc[1]["0.01 − 0.0001"].startswith("-1.00 (")
 
 
 def test_a_weight_decay_sweep_without_steps_is_refused_by_name():
