@@ -408,6 +408,10 @@ def test_the_procedure_study_is_computed_from_its_runs_and_the_readme_quotes_it(
 
     for family, table, label in procedure_families(SimpleNamespace(gains=gains, pairs=pairs)):
         assert f"{family}: {holm_sentence(table, label)}" in text, family
+    studies = [pd.read_csv(FINDINGS / f"{name}_runs.csv") for name in ("regime", "regime_wd", "depth_width", "procedure")]
+    active, wall = (sum(s[c].sum() for s in studies) / 60 for c in ("active_s", "wall_s"))
+    assert (f"The three regime studies together (sections 14 to 16, with section 14's weight-decay runs): {active:.0f} "
+            f"min of training over {sum(map(len, studies))} runs ({wall:.0f} min wall)") in text
     for pair in pairs.to_dict("records"):
         assert interaction_sentence(pair) in text, interaction_sentence(pair)
     assert cpu_time(runs) in text
