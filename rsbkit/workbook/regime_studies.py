@@ -142,6 +142,16 @@ def regularization_gains(cells, stats: Optional[SeedStats] = None):
     return gains.rename(columns={"n_base": "n_none", "top1_base": "top1_none", "gap_base": "gap_none"})
 
 
+def _group(cell: Any, weight: float) -> tuple[float, float, int, float]:
+    """A cell row (``mean``, ``std``, ``n``) as one group of :func:`compare_contrast`, with its `weight`."""
+    return float(cell["mean"]), float(cell["std"]), int(cell["n"]), weight
+
+
+def _comparison_text(g: Any) -> str:
+    """A comparison row in a display table's words: difference (interval; verdict)."""
+    return f"{g['diff']:+.2f} ({g['low']:+.2f} .. {g['high']:+.2f}; {g['verdict']})"
+
+
 def gain_trend(cells, arm: str, length: str = "short", stats: Optional[SeedStats] = None, base: str = "none") -> dict[str, Any]:
     """Does `arm`'s gain over `base` grow as the model overfits more: its gain on the fewest training images minus
     its gain on the most, at `length`, as one contrast of four group means with its interval and verdict."""
@@ -151,8 +161,7 @@ def gain_trend(cells, arm: str, length: str = "short", stats: Optional[SeedStats
         raise RunError(f"{arm} at the {length} length: fewer than two data sizes to compare")
 
     def group(images, which, weight):
-        g = at[(at["train_images"] == images) & (at["arm"] == which)].iloc[0]
-        return float(g["mean"]), float(g["std"]), int(g["n"]), weight
+        return _group(at[(at["train_images"] == images) & (at["arm"] == which)].iloc[0], weight)
 
     small, large = sizes[0], sizes[-1]
     c = compare_contrast([group(small, arm, 1), group(small, base, -1), group(large, arm, -1), group(large, base, 1)],
@@ -255,7 +264,7 @@ def regime_display(cells, gains):
         here = gains[(gains["images_seen"] == seen) & (gains["train_images"] == images)].set_index("arm")
         for name in (a for a in ARMS if a in here.index):  # in ARMS' order: A3's, then A1's
             g = here.loc[name]
-            row[f"{name} − none"] = f"{g['diff']:+.2f} ({g['low']:+.2f} .. {g['high']:+.2f}; {g['verdict']})"
+            row[f"{name} − none"] = _comparison_text(g)
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -376,10 +385,6 @@ def depth_width_study(*, sweep: Optional[str] = None, runs: Optional[str] = None
     return DepthWidthStudy(read, cells, gains, trends, axes, base, stats, folder)
 
 
-def _comparison_text(g: Any) -> str:
-    return f"{g['diff']:+.2f} ({g['low']:+.2f} .. {g['high']:+.2f}; {g['verdict']})"
-
-
 def depth_width_display(cells, gains, base: str):
     """The study as findings/README.md shows it: one row per data size, with its epochs, how much the base model
     overfits, each model's mean test top-1, and each difference with its 95% interval and verdict."""
@@ -480,8 +485,7 @@ def pair_orders(cells, stats: Optional[SeedStats] = None, arm: str = "demo", bas
         row["order"] = order_reading(read[arm], read[base])
 
         def group(procedure, model, weight):
-            g = _cell(cells, procedure, model)
-            return float(g["mean"]), float(g["std"]), int(g["n"]), weight
+            return _group(_cell(cells, procedure, model), weight)
 
         c = compare_contrast([group(arm, first, 1), group(arm, second, -1), group(base, first, -1), group(base, second, 1)],
                              seed=stats)
@@ -640,8 +644,7 @@ def weight_decay_effects(cells, stats: Optional[SeedStats] = None):
     names = cells.drop_duplicates("step_index").set_index("step_index")["step"]
 
     def group(index, wd, weight):
-        g = at.loc[(index, wd)]
-        return float(g["mean"]), float(g["std"]), int(g["n"]), weight
+        return _group(at.loc[(index, wd)], weight)
 
     if first != last:
         for wd in sorted(w for w in cells["weight_decay"].unique() if w != low):
